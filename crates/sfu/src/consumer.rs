@@ -1,0 +1,81 @@
+//! `Consumer`: one outgoing track of a viewer. It maps the publisher's
+//! payload types to the viewer's, waits for a keyframe before it starts (no
+//! grey frames), and rewrites sequence numbers and timestamps.
+
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid, Pt};
+use str0m::rtp::Ssrc;
+
+use crate::munger::RtpMunger;
+use crate::router::compatible;
+
+pub(crate) struct Consumer {
+    pub kind: MediaKind,
+    pub mid: Mid,
+    pub tx_ssrc: Ssrc,
+    /// The viewer's negotiated primary payload types for this m-line.
+    pub viewer_params: Vec<PayloadParams>,
+    pub pt_map: Vec<PtMap>,
+    pub munger: RtpMunger,
+    /// Video only: nothing is sent until a keyframe starts the stream.
+    pub waiting_keyframe: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PtMap {
+    pub from: Pt,
+    pub to: Pt,
+}
+
+impl Consumer {
+    pub fn new(
+        kind: MediaKind,
+        mid: Mid,
+        tx_ssrc: Ssrc,
+        viewer_params: Vec<PayloadParams>,
+    ) -> Self {
+        let clock = viewer_params
+            .first()
+            .map(|p| p.spec().clock_rate.get())
+            .unwrap_or(90_000);
+        Consumer {
+            kind,
+            mid,
+            tx_ssrc,
+            viewer_params,
+            pt_map: Vec::new(),
+            munger: RtpMunger::new(clock),
+            waiting_keyframe: kind == MediaKind::Video,
+        }
+    }
+
+    /// Recomputes the payload type map against a (new) publisher's params.
+    /// Returns whether any payload the publisher may send can be forwarded.
+    pub fn bind(&mut self, publisher_params: &[PayloadParams]) -> bool {
+        self.pt_map.clear();
+        for p in publisher_params {
+            if let Some(v) = self.viewer_params.iter().find(|v| compatible(p, v)) {
+                self.pt_map.push(PtMap {
+                    from: p.pt(),
+                    to: v.pt(),
+                });
+            }
+        }
+        self.waiting_keyframe = self.kind == MediaKind::Video;
+        !self.pt_map.is_empty()
+    }
+
+    pub fn map_pt(&self, pt: Pt) -> Option<PtMap> {
+        self.pt_map.iter().find(|m| m.from == pt).copied()
+    }
+}
+
+/// Names of codecs in a param list, for error messages.
+pub(crate) fn codec_names(params: &[PayloadParams]) -> String {
+    let mut names: Vec<String> = params
+        .iter()
+        .map(|p| format!("{:?}", p.spec().codec))
+        .collect();
+    names.dedup();
+    names.join(", ")
+}

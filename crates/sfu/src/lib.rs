@@ -1,0 +1,226 @@
+//! lumen's media core: a sans-IO SFU built on str0m.
+//!
+//! One [`Sfu`] is one worker: it owns the str0m [`Rtc`](str0m::Rtc) of every
+//! peer pinned to it, demultiplexes their datagrams arriving on one UDP
+//! socket, and forwards RTP packets from each stream's publisher (its
+//! Producer) to its viewers (their Consumers). It never touches a socket and
+//! never reads the clock: time is an input, like in str0m and quinn-proto.
+//!
+//! The rule is str0m's: after every input or command, drain
+//! [`Sfu::poll_output`] until it returns [`Output::Timeout`].
+//!
+//! ```no_run
+//! use std::net::{SocketAddr, UdpSocket};
+//! use std::time::Instant;
+//! use lumen_sfu::{Input, Output, Sfu, SfuConfig};
+//!
+//! let socket = UdpSocket::bind("127.0.0.1:8000").unwrap();
+//! let local: SocketAddr = socket.local_addr().unwrap();
+//! let mut sfu = Sfu::new(SfuConfig::new(vec![local]), Instant::now());
+//! // Commands come from signaling, e.g.:
+//! // let session = sfu.publish(Instant::now(), "cam1", &offer_sdp)?;
+//! let mut buf = vec![0; 2000];
+//! loop {
+//!     let deadline = loop {
+//!         match sfu.poll_output() {
+//!             Output::Transmit(t) => {
+//!                 socket.send_to(&t.contents, t.destination).ok();
+//!             }
+//!             Output::Event(event) => println!("{event:?}"),
+//!             Output::Timeout(at) => break at,
+//!         }
+//!     };
+//!     let wait = deadline.saturating_duration_since(Instant::now());
+//!     socket.set_read_timeout(Some(wait.max(std::time::Duration::from_millis(1)))).unwrap();
+//!     match socket.recv_from(&mut buf) {
+//!         Ok((n, source)) => sfu.handle_input(Input::Receive {
+//!             now: Instant::now(),
+//!             source,
+//!             destination: local,
+//!             data: &buf[..n],
+//!         }),
+//!         Err(_) => sfu.handle_input(Input::Timeout(Instant::now())),
+//!     }
+//! }
+//! ```
+#![deny(missing_docs)]
+
+mod codec;
+mod consumer;
+mod keyframe;
+mod metrics;
+mod munger;
+mod peer;
+mod router;
+mod sdp;
+mod worker;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use codec::{VideoCodec, is_keyframe_start};
+pub use keyframe::KeyframeRequester;
+pub use metrics::Metrics;
+pub use munger::{Munged, RtpMunger};
+pub use str0m::net::Transmit;
+pub use worker::Sfu;
+
+/// A peer connection (a WHIP or WHEP session) inside one [`Sfu`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u64);
+
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer-{}", self.0)
+    }
+}
+
+/// What a peer does on its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sends media in (WHIP).
+    Publisher,
+    /// Receives media (WHEP).
+    Viewer,
+}
+
+/// Configuration of one worker.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Addresses announced as ICE host candidates (the worker's socket, or its
+    /// public address). Datagrams must be handed in with one of these as the
+    /// destination.
+    pub candidate_addrs: Vec<SocketAddr>,
+    /// At most one keyframe request per incoming track per this interval.
+    pub keyframe_request_interval: Duration,
+}
+
+impl SfuConfig {
+    /// Defaults with the given candidate addresses.
+    pub fn new(candidate_addrs: Vec<SocketAddr>) -> Self {
+        SfuConfig {
+            candidate_addrs,
+            keyframe_request_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Input to [`Sfu::handle_input`].
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A datagram arrived on the worker's socket.
+    Receive {
+        /// When it arrived.
+        now: Instant,
+        /// Who sent it.
+        source: SocketAddr,
+        /// The local (candidate) address it was sent to.
+        destination: SocketAddr,
+        /// Its bytes; anything at all may be in here.
+        data: &'a [u8],
+    },
+    /// Time passed; at least up to the last [`Output::Timeout`].
+    Timeout(Instant),
+}
+
+/// Output of [`Sfu::poll_output`].
+#[derive(Debug)]
+pub enum Output {
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// Something signaling should know about.
+    Event(SfuEvent),
+    /// Nothing more to do until this time or the next input.
+    Timeout(Instant),
+}
+
+/// Why a peer was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A command closed it (DELETE, shutdown).
+    Requested,
+    /// ICE lost the peer (no consent for too long).
+    Disconnected,
+    /// The peer's connection failed (DTLS error, protocol error).
+    Failed,
+    /// A viewer whose stream's new publisher sends a codec it cannot receive.
+    Incompatible,
+}
+
+/// Events for signaling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// ICE and DTLS are up for this peer.
+    Connected {
+        /// The peer.
+        peer: PeerId,
+        /// Its role.
+        role: Role,
+        /// Its stream.
+        stream: String,
+    },
+    /// The peer is gone; its session should be forgotten.
+    Closed {
+        /// The peer.
+        peer: PeerId,
+        /// Its role.
+        role: Role,
+        /// Its stream.
+        stream: String,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// A new session: the SDP answer and the peer that serves it.
+#[derive(Debug, Clone)]
+pub struct SessionAnswer {
+    /// The peer created for the session.
+    pub peer: PeerId,
+    /// The SDP answer to send back.
+    pub answer_sdp: String,
+}
+
+/// ICE credentials after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    /// `a=ice-ufrag`.
+    pub ufrag: String,
+    /// `a=ice-pwd`.
+    pub pwd: String,
+}
+
+/// What a stream looks like now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Its name.
+    pub name: String,
+    /// Whether a publisher is attached.
+    pub live: bool,
+    /// Number of viewers attached.
+    pub viewers: usize,
+}
+
+/// Why a command was refused. Each maps to one HTTP status in signaling.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The SDP could not be parsed.
+    #[error("malformed SDP: {0}")]
+    MalformedSdp(String),
+    /// The offer parsed but cannot be served (no usable media, no common codec).
+    #[error("unsupported offer: {0}")]
+    Unsupported(String),
+    /// The stream already has a live publisher.
+    #[error("stream {0:?} already has a live publisher")]
+    StreamBusy(String),
+    /// The stream has no live publisher to watch.
+    #[error("stream {0:?} is not live")]
+    NotLive(String),
+    /// No such peer on this worker.
+    #[error("unknown session")]
+    UnknownPeer,
+    /// A trickled candidate could not be parsed.
+    #[error("bad ICE candidate: {0}")]
+    BadCandidate(String),
+}

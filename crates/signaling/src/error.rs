@@ -1,0 +1,89 @@
+//! `ApiError`: every client fault maps to a precise status with a reason in
+//! the body; internal faults to a generic 500 with the detail only logged.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lumen_sfu::SessionError;
+
+/// An HTTP error answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// 400: the request is malformed (bad SDP, bad candidate, bad name).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: no such session or stream.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the stream already has a publisher.
+    #[error("{0}")]
+    Conflict(String),
+    /// 409 with Retry-After: the stream has no live publisher yet.
+    #[error("{0}")]
+    NotLive(String),
+    /// 412: the If-Match entity tag is stale.
+    #[error("the session has changed since that entity tag (If-Match is stale)")]
+    PreconditionFailed,
+    /// 413: the body is too large.
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// 415: wrong content type.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: well-formed but cannot be served.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 428: If-Match is required.
+    #[error("PATCH needs an If-Match header (the session's ETag, or \"*\" for an ICE restart)")]
+    PreconditionRequired,
+    /// 503 with Retry-After: a worker is gone or overloaded.
+    #[error("the media server is not available; retry shortly")]
+    Unavailable,
+}
+
+impl ApiError {
+    /// The status code of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) | ApiError::NotLive(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::MalformedSdp(_) | SessionError::BadCandidate(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            SessionError::Unsupported(_) => ApiError::Unprocessable(e.to_string()),
+            SessionError::StreamBusy(_) => ApiError::Conflict(e.to_string()),
+            SessionError::NotLive(_) => ApiError::NotLive(e.to_string()),
+            SessionError::UnknownPeer => ApiError::NotFound("no such session".to_string()),
+            _ => ApiError::Unprocessable(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status(), format!("{self}\n")).into_response();
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if matches!(self, ApiError::NotLive(_) | ApiError::Unavailable) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
+        res
+    }
+}

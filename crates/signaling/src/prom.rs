@@ -1,0 +1,122 @@
+//! `/metrics` in the Prometheus text format, summed over the workers.
+
+use std::fmt::Write;
+
+use crate::shell::Snapshot;
+
+pub(crate) fn render(snaps: &[Snapshot]) -> String {
+    let mut out = String::new();
+    let sum = |f: fn(&lumen_sfu::Metrics) -> u64| snaps.iter().map(|s| f(&s.metrics)).sum::<u64>();
+    let counters: &[(&str, &str, u64)] = &[
+        (
+            "lumen_datagrams_received_total",
+            "UDP datagrams received by the SFU workers",
+            sum(|m| m.datagrams_in),
+        ),
+        (
+            "lumen_bytes_received_total",
+            "UDP bytes received by the SFU workers",
+            sum(|m| m.bytes_in),
+        ),
+        (
+            "lumen_datagrams_sent_total",
+            "UDP datagrams sent by the SFU workers",
+            sum(|m| m.datagrams_out),
+        ),
+        (
+            "lumen_bytes_sent_total",
+            "UDP bytes sent by the SFU workers",
+            sum(|m| m.bytes_out),
+        ),
+        (
+            "lumen_rtp_packets_received_total",
+            "RTP packets received from publishers",
+            sum(|m| m.rtp_in),
+        ),
+        (
+            "lumen_rtp_packets_forwarded_total",
+            "RTP packets forwarded to viewers",
+            sum(|m| m.rtp_forwarded),
+        ),
+        (
+            "lumen_keyframe_requests_sent_total",
+            "PLIs sent to publishers",
+            sum(|m| m.keyframe_requests_sent),
+        ),
+        (
+            "lumen_keyframe_requests_received_total",
+            "keyframe requests received from viewers",
+            sum(|m| m.keyframe_requests_received),
+        ),
+        (
+            "lumen_sessions_created_total",
+            "peer connections created",
+            sum(|m| m.peers_created),
+        ),
+        (
+            "lumen_sessions_closed_total",
+            "peer connections closed",
+            sum(|m| m.peers_closed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lumen_datagrams_dropped_total datagrams dropped, by reason\n\
+         # TYPE lumen_datagrams_dropped_total counter"
+    );
+    for (reason, v) in [
+        ("malformed", sum(|m| m.dropped_malformed)),
+        ("unknown_source", sum(|m| m.dropped_unknown_source)),
+        ("rejected", sum(|m| m.dropped_rejected)),
+    ] {
+        let _ = writeln!(
+            out,
+            "lumen_datagrams_dropped_total{{reason=\"{reason}\"}} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lumen_stream_viewers viewers attached to a stream\n# TYPE lumen_stream_viewers gauge"
+    );
+    for s in snaps.iter().flat_map(|s| &s.streams) {
+        let _ = writeln!(
+            out,
+            "lumen_stream_viewers{{stream=\"{}\"}} {}",
+            s.name, s.viewers
+        );
+    }
+    let live = snaps
+        .iter()
+        .flat_map(|s| &s.streams)
+        .filter(|s| s.live)
+        .count();
+    let viewers: usize = snaps
+        .iter()
+        .flat_map(|s| &s.streams)
+        .map(|s| s.viewers)
+        .sum();
+    let _ = writeln!(
+        out,
+        "# HELP lumen_sessions active sessions by kind\n# TYPE lumen_sessions gauge\n\
+         lumen_sessions{{kind=\"whip\"}} {live}\nlumen_sessions{{kind=\"whep\"}} {viewers}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP lumen_worker_busy_ratio share of wall time a worker spent working\n\
+         # TYPE lumen_worker_busy_ratio gauge"
+    );
+    for (i, s) in snaps.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "lumen_worker_busy_ratio{{worker=\"{i}\"}} {:.4}",
+            s.busy_ratio
+        );
+    }
+    out
+}
