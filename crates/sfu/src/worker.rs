@@ -367,9 +367,12 @@ impl Sfu {
                 }
                 continue;
             }
+            if !self.pending_rtp.is_empty() || !self.pending_keyframe.is_empty() {
+                self.fan_out();
+                continue;
+            }
             if let Some(id) = self.dirty.pop_front() {
                 self.drain_peer(id);
-                self.fan_out();
                 continue;
             }
             while let Some(Reverse((t, id))) = self.timers.peek().copied() {
@@ -516,7 +519,9 @@ impl Sfu {
                 self.to_close.push((id, CloseReason::Failed));
             }
         }
-        self.mark_dirty(id);
+        // str0m's RTP mode holds one received packet until the next
+        // poll_output: drain now, before another datagram overwrites it.
+        self.drain_peer(id);
     }
 
     fn drain_peer(&mut self, id: PeerId) {

@@ -1,0 +1,411 @@
+//! The world of a scenario: one `Sfu`, browsers made of str0m `Rtc`s, a netem
+//! link each way between every browser and the SFU, and a virtual clock.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use lumen_sfu::{Input, Output, PeerId, SessionError, Sfu, SfuConfig, SfuEvent};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Rtc, RtcConfig};
+use str0m_netem::{Netem, NetemConfig};
+
+pub const FPS: u64 = 30;
+
+#[derive(Clone)]
+pub struct Packet {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+impl AsRef<[u8]> for Packet {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// A frame a viewer received.
+#[derive(Debug, Clone, Copy)]
+pub struct Got {
+    pub number: u64,
+    pub keyframe: bool,
+    pub at: Instant,
+}
+
+pub struct Browser {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub session: Option<PeerId>,
+    pub video_mid: Option<Mid>,
+    pub audio_mid: Option<Mid>,
+    pub connected_at: Option<Instant>,
+    /// Viewer: frames received, in arrival order.
+    pub frames: Vec<Got>,
+    pub audio_frames: u64,
+    /// Publisher: keyframe requests received.
+    pub keyframe_requests: Vec<Instant>,
+    pub publishing: bool,
+    pub frame_no: u64,
+    pub force_keyframe: bool,
+    /// Publisher: a keyframe every this many frames (None: only when asked).
+    pub keyframe_every: Option<u64>,
+    next_frame_at: Instant,
+    next_timeout: Instant,
+    up: Netem<Packet>,
+    down: Netem<Packet>,
+}
+
+pub struct World {
+    pub start: Instant,
+    pub now: Instant,
+    pub sfu: Sfu,
+    pub sfu_addr: SocketAddr,
+    pub browsers: Vec<Browser>,
+    pub sfu_events: Vec<SfuEvent>,
+    sfu_timeout: Instant,
+    seed: u64,
+}
+
+impl World {
+    pub fn new(seed: u64) -> Self {
+        let start = Instant::now();
+        let sfu_addr = SocketAddr::from((Ipv4Addr::new(10, 0, 0, 1), 8000));
+        World {
+            start,
+            now: start,
+            sfu: Sfu::new(SfuConfig::new(vec![sfu_addr]), start),
+            sfu_addr,
+            browsers: Vec::new(),
+            sfu_events: Vec::new(),
+            sfu_timeout: start,
+            seed,
+        }
+    }
+
+    fn new_browser(&mut self, link_up: NetemConfig, link_down: NetemConfig) -> usize {
+        let i = self.browsers.len();
+        let addr = SocketAddr::from((Ipv4Addr::new(10, 0, 1, (i + 1) as u8), 5000));
+        let mut rtc = RtcConfig::new()
+            .clear_codecs()
+            .enable_h264(true)
+            .enable_opus(true, false)
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        let seed = self.seed.wrapping_mul(1000).wrapping_add(i as u64);
+        self.browsers.push(Browser {
+            rtc,
+            addr,
+            session: None,
+            video_mid: None,
+            audio_mid: None,
+            connected_at: None,
+            frames: Vec::new(),
+            audio_frames: 0,
+            keyframe_requests: Vec::new(),
+            publishing: false,
+            frame_no: 0,
+            force_keyframe: true,
+            keyframe_every: None,
+            next_frame_at: self.now,
+            next_timeout: self.now,
+            up: Netem::new(link_up.seed(seed * 2 + 1)),
+            down: Netem::new(link_down.seed(seed * 2 + 2)),
+        });
+        i
+    }
+
+    /// A browser that publishes H.264 video and Opus audio on `stream`.
+    pub fn publisher(&mut self, stream: &str, up: NetemConfig) -> Result<usize, SessionError> {
+        let i = self.new_browser(up, NetemConfig::new());
+        let b = &mut self.browsers[i];
+        let mut api = b.rtc.sdp_api();
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("changes");
+        b.video_mid = Some(video);
+        b.audio_mid = Some(audio);
+        let answer = self.sfu.publish(self.now, stream, &offer.to_sdp_string())?;
+        self.finish(i, pending, &answer.answer_sdp, answer.peer);
+        self.browsers[i].publishing = true;
+        Ok(i)
+    }
+
+    /// A browser that watches `stream`, over a link with the given conditions.
+    pub fn viewer(&mut self, stream: &str, down: NetemConfig) -> Result<usize, SessionError> {
+        let i = self.new_browser(NetemConfig::new(), down);
+        let b = &mut self.browsers[i];
+        let mut api = b.rtc.sdp_api();
+        let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("changes");
+        b.video_mid = Some(video);
+        b.audio_mid = Some(audio);
+        let answer = self
+            .sfu
+            .subscribe(self.now, stream, &offer.to_sdp_string())?;
+        self.finish(i, pending, &answer.answer_sdp, answer.peer);
+        Ok(i)
+    }
+
+    fn finish(&mut self, i: usize, pending: SdpPendingOffer, answer: &str, peer: PeerId) {
+        let b = &mut self.browsers[i];
+        let answer = SdpAnswer::from_sdp_string(answer).expect("the SFU's answer parses");
+        b.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("the SFU's answer is accepted");
+        b.session = Some(peer);
+        b.next_timeout = self.now;
+    }
+
+    /// Runs the world until `d` of virtual time has passed.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.now < until {
+            self.step(until);
+        }
+    }
+
+    /// Runs until `cond` holds or `limit` of virtual time passed; returns whether it held.
+    pub fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&World) -> bool) -> bool {
+        let until = self.now + limit;
+        while self.now < until {
+            if cond(self) {
+                return true;
+            }
+            self.step(until);
+        }
+        cond(self)
+    }
+
+    fn step(&mut self, until: Instant) {
+        // The next thing that happens, anywhere.
+        let mut next = until.min(self.sfu_timeout);
+        for b in &self.browsers {
+            next = next
+                .min(b.next_timeout)
+                .min(b.up.poll_timeout())
+                .min(b.down.poll_timeout());
+            if b.publishing {
+                next = next.min(b.next_frame_at);
+            }
+        }
+        if next > self.now {
+            self.now = next;
+        }
+        let now = self.now;
+
+        // Deliver what the links release.
+        for i in 0..self.browsers.len() {
+            let mut to_sfu = Vec::new();
+            let mut to_browser = Vec::new();
+            {
+                let b = &mut self.browsers[i];
+                b.up.handle_input(str0m_netem::Input::Timeout(now));
+                while let Some(o) = b.up.poll_output() {
+                    if let str0m_netem::Output::Packet(p) = o {
+                        to_sfu.push(p);
+                    }
+                }
+                b.down.handle_input(str0m_netem::Input::Timeout(now));
+                while let Some(o) = b.down.poll_output() {
+                    if let str0m_netem::Output::Packet(p) = o {
+                        to_browser.push(p);
+                    }
+                }
+            }
+            for p in to_sfu {
+                self.sfu.handle_input(Input::Receive {
+                    now,
+                    source: p.from,
+                    destination: p.to,
+                    data: &p.data,
+                });
+            }
+            let b = &mut self.browsers[i];
+            for p in to_browser {
+                if let Ok(r) = Receive::new(Protocol::Udp, p.from, p.to, &p.data) {
+                    let _ = b.rtc.handle_input(str0m::Input::Receive(now, r));
+                }
+            }
+        }
+
+        // Timers.
+        if now >= self.sfu_timeout {
+            self.sfu.handle_input(Input::Timeout(now));
+        }
+        for b in &mut self.browsers {
+            if now >= b.next_timeout {
+                let _ = b.rtc.handle_input(str0m::Input::Timeout(now));
+            }
+            if b.publishing && now >= b.next_frame_at {
+                b.write_frame(now, self.start);
+            }
+        }
+
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        let now = self.now;
+        loop {
+            match self.sfu.poll_output() {
+                Output::Transmit(t) => {
+                    if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == t.destination) {
+                        let p = Packet {
+                            from: t.source,
+                            to: t.destination,
+                            data: t.contents.to_vec(),
+                        };
+                        b.down.handle_input(str0m_netem::Input::Packet(now, p));
+                    }
+                }
+                Output::Event(e) => self.sfu_events.push(e),
+                Output::Timeout(t) => {
+                    self.sfu_timeout = t;
+                    break;
+                }
+            }
+        }
+        for b in &mut self.browsers {
+            b.drain(now);
+        }
+    }
+}
+
+impl Browser {
+    fn drain(&mut self, now: Instant) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(str0m::Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    break;
+                }
+                Ok(str0m::Output::Transmit(t)) => {
+                    let p = Packet {
+                        from: t.source,
+                        to: t.destination,
+                        data: t.contents.to_vec(),
+                    };
+                    self.up.handle_input(str0m_netem::Input::Packet(now, p));
+                }
+                Ok(str0m::Output::Event(e)) => match e {
+                    Event::Connected => self.connected_at = Some(now),
+                    Event::KeyframeRequest(_) => {
+                        self.keyframe_requests.push(now);
+                        self.force_keyframe = true;
+                    }
+                    Event::MediaData(d) => {
+                        if Some(d.mid) == self.video_mid {
+                            if let Some(f) = parse_frame(&d.data) {
+                                self.frames.push(Got {
+                                    number: f.0,
+                                    keyframe: f.1,
+                                    at: now,
+                                });
+                            }
+                        } else {
+                            self.audio_frames += 1;
+                        }
+                    }
+                    _ => {}
+                },
+                Err(_) => {
+                    self.next_timeout = now + Duration::from_millis(10);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn write_frame(&mut self, now: Instant, start: Instant) {
+        self.next_frame_at = now + Duration::from_micros(1_000_000 / FPS);
+        if self.connected_at.is_none() {
+            return;
+        }
+        let n = self.frame_no;
+        self.frame_no += 1;
+        let key = self.force_keyframe || self.keyframe_every.is_some_and(|k| n.is_multiple_of(k));
+        self.force_keyframe = false;
+        let data = make_frame(n, key);
+        let ticks = (now - start).as_micros() as u64 * 90 / 1000;
+        if let Some(mid) = self.video_mid
+            && let Some(w) = self.rtc.writer(mid)
+        {
+            let pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::H264)
+                .map(|p| p.pt());
+            if let Some(pt) = pt {
+                w.write(pt, now, MediaTime::new(ticks, Frequency::NINETY_KHZ), data)
+                    .expect("video write");
+            }
+        }
+        // Audio rides along: one 20 ms Opus packet per frame is close enough.
+        if let Some(mid) = self.audio_mid
+            && let Some(w) = self.rtc.writer(mid)
+        {
+            let pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Opus)
+                .map(|p| p.pt());
+            if let Some(pt) = pt {
+                let t = (now - start).as_micros() as u64 * 48 / 1000;
+                w.write(
+                    pt,
+                    now,
+                    MediaTime::new(t, Frequency::FORTY_EIGHT_KHZ),
+                    vec![0xf8, 0xff, 0xfe],
+                )
+                .expect("audio write");
+            }
+        }
+        self.drain(now);
+    }
+}
+
+/// An H.264 access unit in Annex B whose picture bytes carry its number as
+/// text (no zero bytes, so no accidental start codes). Keyframes carry
+/// SPS + PPS + IDR; others one non-IDR slice. Big enough to need FU-A.
+pub fn make_frame(n: u64, key: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let tag = format!("F{n:010};");
+    if key {
+        out.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0x8c]);
+        out.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
+        out.extend_from_slice(&[0, 0, 0, 1, 0x65]);
+    } else {
+        out.extend_from_slice(&[0, 0, 0, 1, 0x41]);
+    }
+    out.extend_from_slice(tag.as_bytes());
+    let size = if key { 6000 } else { 1800 };
+    out.extend(std::iter::repeat_n(0x5a, size));
+    out
+}
+
+/// Reads back (number, keyframe) from a depacketized access unit.
+pub fn parse_frame(data: &[u8]) -> Option<(u64, bool)> {
+    let pos = data.windows(1).position(|w| w[0] == b'F')?;
+    let text = data.get(pos + 1..pos + 11)?;
+    let n: u64 = std::str::from_utf8(text).ok()?.parse().ok()?;
+    let key = data.windows(5).any(|w| w == [0, 0, 0, 1, 0x65])
+        || data.windows(4).any(|w| w == [0, 0, 1, 0x65]);
+    Some((n, key))
+}
+
+/// Frame numbers missing between consecutive received frames, and frames out of order.
+pub fn gaps_and_reorders(frames: &[Got]) -> (u64, u64) {
+    let mut gaps = 0;
+    let mut reorders = 0;
+    for w in frames.windows(2) {
+        if w[1].number <= w[0].number {
+            reorders += 1;
+        } else {
+            gaps += w[1].number - w[0].number - 1;
+        }
+    }
+    (gaps, reorders)
+}

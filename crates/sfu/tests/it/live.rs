@@ -1,0 +1,115 @@
+//! The live path: one publisher, several viewers, late joins.
+
+use std::time::Duration;
+
+use str0m_netem::NetemConfig;
+
+use crate::harness::{World, gaps_and_reorders};
+
+fn link() -> NetemConfig {
+    NetemConfig::new().latency(Duration::from_millis(10))
+}
+
+#[test]
+fn three_viewers_receive_every_frame_in_order() {
+    let mut w = World::new(1);
+    let p = w.publisher("cam", link()).expect("publish");
+    w.browsers[p].keyframe_every = Some(60);
+    let viewers: Vec<usize> = (0..3)
+        .map(|_| w.viewer("cam", link()).expect("watch"))
+        .collect();
+    w.run_for(Duration::from_secs(6));
+
+    let sent = w.browsers[p].frame_no;
+    assert!(sent >= 150, "publisher sent only {sent} frames");
+    for v in viewers {
+        let b = &w.browsers[v];
+        assert!(b.connected_at.is_some(), "viewer {v} never connected");
+        let frames = &b.frames;
+        assert!(
+            frames.len() as u64 >= sent - 45,
+            "viewer {v} got {} of {sent} frames",
+            frames.len()
+        );
+        assert!(frames[0].keyframe, "viewer {v} started on a delta frame");
+        let (gaps, reorders) = gaps_and_reorders(frames);
+        assert_eq!((gaps, reorders), (0, 0), "viewer {v}: gaps and reorders");
+        assert!(
+            b.audio_frames > 100,
+            "viewer {v} got {} audio frames",
+            b.audio_frames
+        );
+    }
+    let stream = w.sfu.stream("cam").expect("stream exists");
+    assert!(stream.live);
+    assert_eq!(stream.viewers, 3);
+}
+
+#[test]
+fn a_viewer_joining_mid_stream_starts_on_a_keyframe_it_asked_for() {
+    let mut w = World::new(2);
+    // The publisher sends one keyframe at the start and then only when asked,
+    // so the late viewer can only see a picture if the SFU asks for one.
+    let p = w.publisher("cam", link()).expect("publish");
+    w.run_for(Duration::from_secs(3));
+    assert!(w.browsers[p].frame_no > 60);
+    let before = w.browsers[p].keyframe_requests.len();
+
+    let v = w.viewer("cam", link()).expect("watch");
+    let joined = w.now;
+    let got_picture = w.run_until(Duration::from_secs(3), |w| !w.browsers[v].frames.is_empty());
+    assert!(got_picture, "the late viewer never received a frame");
+    let b = &w.browsers[v];
+    assert!(
+        b.frames[0].keyframe,
+        "the late viewer's first frame is not a keyframe"
+    );
+    // Virtual time: ICE + DTLS + one PLI round trip + a frame interval.
+    let ttff = b.frames[0].at - joined;
+    assert!(
+        ttff < Duration::from_millis(600),
+        "first frame after {ttff:?} of virtual time"
+    );
+    assert!(
+        w.browsers[p].keyframe_requests.len() > before,
+        "no PLI reached the publisher"
+    );
+
+    w.run_for(Duration::from_secs(2));
+    let (gaps, reorders) = gaps_and_reorders(&w.browsers[v].frames);
+    assert_eq!((gaps, reorders), (0, 0));
+}
+
+#[test]
+fn many_joins_cause_at_most_one_pli_per_interval() {
+    let mut w = World::new(3);
+    let p = w.publisher("cam", link()).expect("publish");
+    w.run_for(Duration::from_secs(2));
+    let before = w.browsers[p].keyframe_requests.len();
+    // 30 viewers arrive over one second.
+    for _ in 0..30 {
+        w.viewer("cam", link()).expect("watch");
+        w.run_for(Duration::from_millis(33));
+    }
+    w.run_for(Duration::from_secs(1));
+    let plis: Vec<_> = w.browsers[p].keyframe_requests[before..].to_vec();
+    assert!(!plis.is_empty(), "joins caused no keyframe request");
+    // Over the ~2 s of joins, 500 ms apart at the least: at most 5.
+    assert!(
+        plis.len() <= 5,
+        "{} PLIs for 30 joins: {:?}",
+        plis.len(),
+        plis
+    );
+    for pair in plis.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(450),
+            "PLIs too close: {pair:?}"
+        );
+    }
+    // And every viewer got a picture.
+    for b in &w.browsers[p + 1..] {
+        assert!(!b.frames.is_empty(), "a viewer got no frame");
+        assert!(b.frames[0].keyframe);
+    }
+}

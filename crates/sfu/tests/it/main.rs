@@ -1,0 +1,10 @@
+//! Scenario tests of the SFU core on a virtual clock: str0m peers play the
+//! browsers, a seeded network emulator (str0m-netem) sits on every link, and
+//! time jumps to the next event, so a 10 s scenario runs in well under that
+//! and the same seed always gives the same run.
+
+mod bad_input;
+mod harness;
+mod live;
+mod loss;
+mod sessions;

@@ -1,0 +1,100 @@
+//! Session rules: one publisher per stream, no viewers of nothing, close
+//! tears down, viewers survive a publisher that reconnects.
+
+use std::time::Duration;
+
+use lumen_sfu::{CloseReason, SessionError, SfuEvent};
+use str0m_netem::NetemConfig;
+
+use crate::harness::{World, gaps_and_reorders};
+
+#[test]
+fn a_second_publisher_on_a_live_stream_is_refused() {
+    let mut w = World::new(21);
+    w.publisher("cam", NetemConfig::new()).expect("publish");
+    let err = w.publisher("cam", NetemConfig::new()).err();
+    assert_eq!(err, Some(SessionError::StreamBusy("cam".into())));
+    // Another name is fine.
+    w.publisher("cam2", NetemConfig::new())
+        .expect("publish another stream");
+}
+
+#[test]
+fn watching_a_stream_that_is_not_live_is_refused() {
+    let mut w = World::new(22);
+    let err = w.viewer("nobody", NetemConfig::new()).err();
+    assert_eq!(err, Some(SessionError::NotLive("nobody".into())));
+}
+
+#[test]
+fn close_tears_down_and_viewers_follow_a_new_publisher() {
+    let mut w = World::new(23);
+    let p = w.publisher("cam", NetemConfig::new()).expect("publish");
+    w.browsers[p].keyframe_every = Some(30);
+    let v = w.viewer("cam", NetemConfig::new()).expect("watch");
+    w.run_for(Duration::from_secs(2));
+    let got = w.browsers[v].frames.len();
+    assert!(got > 30);
+
+    let peer = w.browsers[p].session.expect("session");
+    assert!(w.sfu.close(peer));
+    assert!(!w.sfu.close(peer), "closing twice finds nothing");
+    w.browsers[p].publishing = false;
+    w.run_for(Duration::from_millis(500));
+    assert!(w.sfu_events.iter().any(|e| matches!(
+        e,
+        SfuEvent::Closed { peer: q, reason: CloseReason::Requested, .. } if *q == peer
+    )));
+    let s = w.sfu.stream("cam").expect("the viewer keeps the stream");
+    assert!(!s.live);
+    assert_eq!(s.viewers, 1);
+
+    // A new publisher takes the name; the waiting viewer sees it, with
+    // frame numbers starting over but no decoder break.
+    let p2 = w.publisher("cam", NetemConfig::new()).expect("republish");
+    w.browsers[p2].keyframe_every = Some(30);
+    let before = w.browsers[v].frames.len();
+    w.run_for(Duration::from_secs(2));
+    let after = &w.browsers[v].frames[before..];
+    assert!(
+        after.len() > 30,
+        "viewer got {} frames from the new publisher",
+        after.len()
+    );
+    assert!(after[0].keyframe);
+    assert_eq!(gaps_and_reorders(after), (0, 0));
+
+    // Everyone leaves: the stream is gone.
+    let vp = w.browsers[v].session.expect("session");
+    let pp = w.browsers[p2].session.expect("session");
+    assert!(w.sfu.close(vp));
+    assert!(w.sfu.close(pp));
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(w.sfu.stream("cam"), None);
+    assert!(w.sfu.streams().is_empty());
+}
+
+#[test]
+fn malformed_and_unservable_offers_are_refused_with_a_reason() {
+    let mut w = World::new(24);
+    let now = w.now;
+    let e = w.sfu.publish(now, "x", "hello").unwrap_err();
+    assert!(matches!(e, SessionError::MalformedSdp(_)), "{e:?}");
+    let e = w
+        .sfu
+        .publish(now, "x", "v=0\r\nthis is not sdp\r\n")
+        .unwrap_err();
+    assert!(matches!(e, SessionError::MalformedSdp(_)), "{e:?}");
+    // A well-formed offer with only a data channel has nothing to publish.
+    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+        a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+        a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+        a=setup:actpass\r\n\
+        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sctp-port:5000\r\n";
+    let e = w.sfu.publish(now, "x", offer).unwrap_err();
+    assert!(matches!(e, SessionError::Unsupported(_)), "{e:?}");
+    assert!(
+        w.sfu.streams().is_empty(),
+        "a refused offer left state behind"
+    );
+}
