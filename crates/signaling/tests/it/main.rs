@@ -1,0 +1,3 @@
+//! Signaling tests against a real server on loopback.
+
+mod conformance;
