@@ -1,0 +1,406 @@
+//! `Sfu`: one worker. Demultiplexes datagrams to peers, drives their str0m
+//! instances, and fans RTP packets out from each stream's publisher to its
+//! viewers.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::crypto::CryptoProvider;
+use str0m::ice::StunMessage;
+use str0m::media::MediaKind;
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpPacket;
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc, RtcConfig};
+
+use crate::metrics::Metrics;
+use crate::peer::Peer;
+use crate::router::{Router, RouterId};
+use crate::{CloseReason, Input, Output, PeerId, Role, SfuConfig, SfuEvent, StreamInfo};
+
+mod forward;
+mod session;
+
+/// How far ahead `poll_output` may say "nothing to do" when no peer has a timer.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One SFU worker. See the crate docs for the drive loop.
+pub struct Sfu {
+    config: SfuConfig,
+    crypto: Arc<CryptoProvider>,
+    peers: HashMap<PeerId, Peer>,
+    next_peer: u64,
+    routers: HashMap<RouterId, Router>,
+    router_names: HashMap<String, RouterId>,
+    next_router: u64,
+    by_addr: HashMap<std::net::SocketAddr, PeerId>,
+    by_ufrag: HashMap<String, PeerId>,
+    dirty: VecDeque<PeerId>,
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    out: VecDeque<Output>,
+    pending_rtp: Vec<(PeerId, RouterId, RtpPacket)>,
+    pending_keyframe: Vec<(RouterId, MediaKind)>,
+    to_close: Vec<(PeerId, CloseReason)>,
+    last_now: Instant,
+    metrics: Metrics,
+}
+
+impl Sfu {
+    /// A worker with no peers.
+    pub fn new(config: SfuConfig, now: Instant) -> Self {
+        Sfu {
+            config,
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            peers: HashMap::new(),
+            next_peer: 1,
+            routers: HashMap::new(),
+            router_names: HashMap::new(),
+            next_router: 1,
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            dirty: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            pending_rtp: Vec::new(),
+            pending_keyframe: Vec::new(),
+            to_close: Vec::new(),
+            last_now: now,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Counters since start.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The streams this worker knows: live ones and ones with waiting viewers.
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        let mut v: Vec<StreamInfo> = self.routers.values().map(stream_info).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// One stream, if this worker has it.
+    pub fn stream(&self, name: &str) -> Option<StreamInfo> {
+        let id = self.router_names.get(name)?;
+        self.routers.get(id).map(stream_info)
+    }
+
+    /// Every peer on this worker.
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// Whether the peer exists on this worker.
+    pub fn has_peer(&self, peer: PeerId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// Feeds a datagram or the passing of time.
+    pub fn handle_input(&mut self, input: Input<'_>) {
+        match input {
+            Input::Timeout(now) => {
+                self.advance(now);
+                while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+                    if t > now {
+                        break;
+                    }
+                    self.timers.pop();
+                    let Some(p) = self.peers.get_mut(&id) else {
+                        continue;
+                    };
+                    if p.next_timeout != Some(t) {
+                        continue;
+                    }
+                    p.next_timeout = None;
+                    if p.rtc.handle_input(str0m::Input::Timeout(now)).is_err() {
+                        self.to_close.push((id, CloseReason::Failed));
+                    }
+                    self.mark_dirty(id);
+                }
+            }
+            Input::Receive {
+                now,
+                source,
+                destination,
+                data,
+            } => {
+                self.advance(now);
+                self.metrics.datagrams_in += 1;
+                self.metrics.bytes_in += data.len() as u64;
+                self.receive(now, source, destination, data);
+            }
+        }
+    }
+
+    /// What to do next. Drain until [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        loop {
+            if let Some(o) = self.out.pop_front() {
+                if let Output::Transmit(t) = &o {
+                    self.metrics.datagrams_out += 1;
+                    self.metrics.bytes_out += t.contents.len() as u64;
+                }
+                return o;
+            }
+            if !self.to_close.is_empty() {
+                let closing = std::mem::take(&mut self.to_close);
+                for (id, reason) in closing {
+                    self.close_peer(id, reason);
+                }
+                continue;
+            }
+            if !self.pending_rtp.is_empty() || !self.pending_keyframe.is_empty() {
+                self.fan_out();
+                continue;
+            }
+            if let Some(id) = self.dirty.pop_front() {
+                self.drain_peer(id);
+                continue;
+            }
+            while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+                let valid = self
+                    .peers
+                    .get(&id)
+                    .is_some_and(|p| p.next_timeout == Some(t));
+                if valid {
+                    return Output::Timeout(t);
+                }
+                self.timers.pop();
+            }
+            return Output::Timeout(self.last_now + IDLE_TIMEOUT);
+        }
+    }
+
+    fn advance(&mut self, now: Instant) {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+    }
+
+    fn new_rtc(&self, now: Instant) -> (Rtc, String) {
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let mut rtc = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_crypto_provider(self.crypto.clone())
+            .set_local_ice_credentials(creds)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true)
+            .enable_vp8(true)
+            .build(now);
+        for addr in &self.config.candidate_addrs {
+            if let Ok(c) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        (rtc, ufrag)
+    }
+
+    fn router_for(&mut self, stream: &str) -> RouterId {
+        if let Some(id) = self.router_names.get(stream) {
+            return *id;
+        }
+        let id = RouterId(self.next_router);
+        self.next_router += 1;
+        self.routers.insert(id, Router::new(stream.to_string()));
+        self.router_names.insert(stream.to_string(), id);
+        id
+    }
+
+    fn add_peer(
+        &mut self,
+        rtc: Rtc,
+        ufrag: String,
+        role: Role,
+        router: RouterId,
+        stream: &str,
+    ) -> PeerId {
+        let id = PeerId(self.next_peer);
+        self.next_peer += 1;
+        self.by_ufrag.insert(ufrag.clone(), id);
+        self.peers.insert(
+            id,
+            Peer {
+                role,
+                router,
+                stream: stream.to_string(),
+                rtc,
+                ufrag,
+                next_timeout: None,
+                dirty: false,
+                connected: false,
+                addrs: Vec::new(),
+                consumers: Vec::new(),
+                ssrc_cache: Vec::new(),
+            },
+        );
+        self.metrics.peers_created += 1;
+        self.mark_dirty(id);
+        id
+    }
+
+    fn mark_dirty(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.get_mut(&id)
+            && !p.dirty
+        {
+            p.dirty = true;
+            self.dirty.push_back(id);
+        }
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        source: std::net::SocketAddr,
+        destination: std::net::SocketAddr,
+        data: &[u8],
+    ) {
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, data) else {
+            self.metrics.dropped_malformed += 1;
+            return;
+        };
+        let input = str0m::Input::Receive(now, recv);
+        let id = match self.by_addr.get(&source) {
+            Some(id) => *id,
+            None => {
+                // An unknown address may only introduce itself with a STUN
+                // check naming one of our ufrags (and passing its integrity).
+                let Some(id) = StunMessage::parse(data)
+                    .ok()
+                    .and_then(|m| m.split_username().map(|(local, _)| local.to_string()))
+                    .and_then(|local| self.by_ufrag.get(&local).copied())
+                else {
+                    self.metrics.dropped_unknown_source += 1;
+                    return;
+                };
+                let Some(p) = self.peers.get_mut(&id) else {
+                    self.metrics.dropped_unknown_source += 1;
+                    return;
+                };
+                if !p.rtc.accepts(&input) {
+                    self.metrics.dropped_rejected += 1;
+                    return;
+                }
+                p.addrs.push(source);
+                self.by_addr.insert(source, id);
+                id
+            }
+        };
+        let Some(p) = self.peers.get_mut(&id) else {
+            self.metrics.dropped_unknown_source += 1;
+            return;
+        };
+        if let Err(e) = p.rtc.handle_input(input) {
+            // A datagram the connection cannot use (bad SRTP, stray DTLS) is
+            // dropped; only a dead connection closes the session.
+            tracing::debug!(peer = %id, error = %e, "datagram rejected");
+            self.metrics.dropped_rejected += 1;
+            if !p.rtc.is_alive() {
+                self.to_close.push((id, CloseReason::Failed));
+            }
+        }
+        // str0m's RTP mode holds one received packet until the next
+        // poll_output: drain now, before another datagram overwrites it.
+        self.drain_peer(id);
+    }
+
+    fn drain_peer(&mut self, id: PeerId) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        p.dirty = false;
+        loop {
+            match p.rtc.poll_output() {
+                Ok(str0m::Output::Timeout(t)) => {
+                    if p.next_timeout != Some(t) {
+                        p.next_timeout = Some(t);
+                        self.timers.push(Reverse((t, id)));
+                    }
+                    break;
+                }
+                Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
+                Ok(str0m::Output::Event(e)) => match e {
+                    Event::Connected => {
+                        p.connected = true;
+                        self.out.push_back(Output::Event(SfuEvent::Connected {
+                            peer: id,
+                            role: p.role,
+                            stream: p.stream.clone(),
+                        }));
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        self.to_close.push((id, CloseReason::Disconnected));
+                    }
+                    Event::RtpPacket(pkt) if p.role == Role::Publisher => {
+                        self.pending_rtp.push((id, p.router, pkt));
+                    }
+                    Event::KeyframeRequest(req) if p.role == Role::Viewer => {
+                        self.metrics.keyframe_requests_received += 1;
+                        if let Some(c) = p.consumers.iter().find(|c| c.mid == req.mid) {
+                            self.pending_keyframe.push((p.router, c.kind));
+                        }
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::debug!(peer = %id, error = %e, "peer failed");
+                    self.to_close.push((id, CloseReason::Failed));
+                    break;
+                }
+            }
+        }
+        if !p.rtc.is_alive() {
+            self.to_close.push((id, CloseReason::Disconnected));
+        }
+    }
+
+    fn close_peer(&mut self, id: PeerId, reason: CloseReason) {
+        let Some(mut p) = self.peers.remove(&id) else {
+            return;
+        };
+        p.rtc.disconnect();
+        // Whatever the disconnect queued (a DTLS close alert) still goes out.
+        while let Ok(str0m::Output::Transmit(t)) = p.rtc.poll_output() {
+            self.out.push_back(Output::Transmit(t));
+        }
+        for a in &p.addrs {
+            self.by_addr.remove(a);
+        }
+        self.by_ufrag.remove(&p.ufrag);
+        self.metrics.peers_closed += 1;
+        if let Some(router) = self.routers.get_mut(&p.router) {
+            match p.role {
+                Role::Publisher => {
+                    if router.publisher == Some(id) {
+                        router.publisher = None;
+                        router.tracks.clear();
+                    }
+                }
+                Role::Viewer => router.viewers.retain(|v| *v != id),
+            }
+            if router.is_empty() {
+                self.router_names.remove(&router.name);
+                self.routers.remove(&p.router);
+            }
+        }
+        self.out.push_back(Output::Event(SfuEvent::Closed {
+            peer: id,
+            role: p.role,
+            stream: p.stream,
+            reason,
+        }));
+    }
+}
+
+fn stream_info(r: &Router) -> StreamInfo {
+    StreamInfo {
+        name: r.name.clone(),
+        live: r.publisher.is_some(),
+        viewers: r.viewers.len(),
+    }
+}

@@ -1,0 +1,276 @@
+//! Session commands: publish (WHIP), subscribe (WHEP), close, trickle and
+//! ICE restart. Each answers synchronously; a refusal changes nothing.
+
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::format::PayloadParams;
+use str0m::{Candidate, IceCreds, Rtc};
+
+use super::Sfu;
+use crate::consumer::{Consumer, codec_names};
+use crate::router::TrackIn;
+use crate::sdp::m_lines;
+use crate::{CloseReason, IceCredentials, PeerId, Role, SessionAnswer, SessionError};
+
+impl Sfu {
+    /// Starts a publisher (WHIP) session on `stream` from an SDP offer.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer_sdp: &str,
+    ) -> Result<SessionAnswer, SessionError> {
+        self.advance(now);
+        let offer = parse_offer(offer_sdp)?;
+        if let Some(r) = self
+            .router_names
+            .get(stream)
+            .and_then(|id| self.routers.get(id))
+            && r.publisher.is_some()
+        {
+            return Err(SessionError::StreamBusy(stream.to_string()));
+        }
+        let (mut rtc, ufrag) = self.new_rtc(now);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SessionError::Unsupported(e.to_string()))?;
+        let answer_sdp = answer.to_sdp_string();
+
+        let mut tracks: Vec<TrackIn> = Vec::new();
+        for line in m_lines(&answer_sdp) {
+            let (Some(kind), Some(mid), true) = (line.kind, line.mid, line.accepted) else {
+                continue;
+            };
+            if tracks.iter().any(|t| t.kind == kind) {
+                continue;
+            }
+            let Some(media) = rtc.media(mid) else {
+                continue;
+            };
+            if !media.direction().is_receiving() {
+                continue;
+            }
+            let params = negotiated_params(&rtc, mid);
+            if params.is_empty() {
+                continue;
+            }
+            tracks.push(TrackIn::new(
+                mid,
+                kind,
+                params,
+                self.config.keyframe_request_interval,
+            ));
+        }
+        if tracks.is_empty() {
+            return Err(SessionError::Unsupported(
+                "the offer sends no audio or video lumen can receive \
+                 (it takes Opus audio and H.264 or VP8 video)"
+                    .to_string(),
+            ));
+        }
+
+        let router_id = self.router_for(stream);
+        let id = self.add_peer(rtc, ufrag, Role::Publisher, router_id, stream);
+        let mut incompatible = Vec::new();
+        if let Some(router) = self.routers.get_mut(&router_id) {
+            router.publisher = Some(id);
+            router.tracks = tracks;
+            // Viewers that waited through a publisher change follow the new one.
+            for vid in &router.viewers {
+                let Some(v) = self.peers.get_mut(vid) else {
+                    continue;
+                };
+                let mut any = false;
+                for c in &mut v.consumers {
+                    if let Some(t) = router.tracks.iter().find(|t| t.kind == c.kind) {
+                        any |= c.bind(&t.params);
+                    } else {
+                        c.pt_map.clear();
+                    }
+                }
+                if !any {
+                    incompatible.push(*vid);
+                }
+            }
+        }
+        for vid in incompatible {
+            self.close_peer(vid, CloseReason::Incompatible);
+        }
+        Ok(SessionAnswer {
+            peer: id,
+            answer_sdp,
+        })
+    }
+
+    /// Starts a viewer (WHEP) session on `stream` from an SDP offer.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer_sdp: &str,
+    ) -> Result<SessionAnswer, SessionError> {
+        self.advance(now);
+        let offer = parse_offer(offer_sdp)?;
+        let Some(router_id) = self.router_names.get(stream).copied() else {
+            return Err(SessionError::NotLive(stream.to_string()));
+        };
+        let Some(router) = self.routers.get(&router_id) else {
+            return Err(SessionError::NotLive(stream.to_string()));
+        };
+        if router.publisher.is_none() {
+            return Err(SessionError::NotLive(stream.to_string()));
+        }
+        let (mut rtc, ufrag) = self.new_rtc(now);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SessionError::Unsupported(e.to_string()))?;
+        let answer_sdp = answer.to_sdp_string();
+
+        let mut consumers = Vec::new();
+        let mut any_bound = false;
+        for line in m_lines(&answer_sdp) {
+            let (Some(kind), Some(mid), true) = (line.kind, line.mid, line.accepted) else {
+                continue;
+            };
+            if consumers.iter().any(|c: &Consumer| c.kind == kind) {
+                continue;
+            }
+            let sending = rtc.media(mid).is_some_and(|m| m.direction().is_sending());
+            if !sending {
+                continue;
+            }
+            let Some(tx_ssrc) = rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|s| s.ssrc())
+            else {
+                continue;
+            };
+            let mut c = Consumer::new(kind, mid, tx_ssrc, negotiated_params(&rtc, mid));
+            if let Some(t) = router.tracks.iter().find(|t| t.kind == kind) {
+                any_bound |= c.bind(&t.params);
+            }
+            consumers.push(c);
+        }
+        if !any_bound {
+            let sent: Vec<PayloadParams> = router
+                .tracks
+                .iter()
+                .flat_map(|t| t.params.iter().copied())
+                .collect();
+            return Err(SessionError::Unsupported(format!(
+                "the offer receives no codec the stream sends ({})",
+                codec_names(&sent)
+            )));
+        }
+        let id = self.add_peer(rtc, ufrag, Role::Viewer, router_id, stream);
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.consumers = consumers;
+        }
+        if let Some(r) = self.routers.get_mut(&router_id) {
+            r.viewers.push(id);
+        }
+        Ok(SessionAnswer {
+            peer: id,
+            answer_sdp,
+        })
+    }
+
+    /// Ends a session. Returns whether the peer existed.
+    pub fn close(&mut self, peer: PeerId) -> bool {
+        if !self.peers.contains_key(&peer) {
+            return false;
+        }
+        self.close_peer(peer, CloseReason::Requested);
+        true
+    }
+
+    /// Adds a trickled remote candidate (`candidate:...`, with or without `a=`).
+    pub fn add_remote_candidate(&mut self, peer: PeerId, line: &str) -> Result<(), SessionError> {
+        let p = self.peers.get_mut(&peer).ok_or(SessionError::UnknownPeer)?;
+        let line = line.trim().trim_start_matches("a=");
+        let c = Candidate::from_sdp_string(line)
+            .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
+        p.rtc.add_remote_candidate(c);
+        self.mark_dirty(peer);
+        Ok(())
+    }
+
+    /// ICE restart: the remote side has new credentials; we answer with ours.
+    pub fn restart_ice(
+        &mut self,
+        peer: PeerId,
+        remote_ufrag: &str,
+        remote_pwd: &str,
+    ) -> Result<IceCredentials, SessionError> {
+        let p = self.peers.get_mut(&peer).ok_or(SessionError::UnknownPeer)?;
+        let local = IceCreds::new();
+        let mut api = p.rtc.direct_api();
+        api.set_local_ice_credentials(local.clone());
+        api.set_remote_ice_credentials(IceCreds {
+            ufrag: remote_ufrag.to_string(),
+            pass: remote_pwd.to_string(),
+        });
+        self.by_ufrag.remove(&p.ufrag);
+        p.ufrag = local.ufrag.clone();
+        self.by_ufrag.insert(local.ufrag.clone(), peer);
+        self.mark_dirty(peer);
+        Ok(IceCredentials {
+            ufrag: local.ufrag,
+            pwd: local.pass,
+        })
+    }
+}
+
+fn parse_offer(sdp: &str) -> Result<SdpOffer, SessionError> {
+    if !sdp.trim_start().starts_with("v=") {
+        return Err(SessionError::MalformedSdp(
+            "an SDP starts with a v= line".to_string(),
+        ));
+    }
+    for (i, line) in sdp.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            continue;
+        }
+        let b = line.as_bytes();
+        if b.len() < 2 || !b[0].is_ascii_lowercase() || b[1] != b'=' {
+            return Err(SessionError::MalformedSdp(format!(
+                "line {} is not of the form <letter>=<value>",
+                i + 1
+            )));
+        }
+    }
+    if !sdp.lines().any(|l| l.starts_with("m=")) {
+        return Err(SessionError::MalformedSdp(
+            "the SDP has no media (m=) section".to_string(),
+        ));
+    }
+    SdpOffer::from_sdp_string(sdp).map_err(|e| {
+        // str0m's parser reports positions as pointers; keep only the kind.
+        let msg = e.to_string();
+        let msg = msg
+            .split(" at PointerOffset")
+            .next()
+            .unwrap_or(&msg)
+            .to_string();
+        SessionError::MalformedSdp(msg)
+    })
+}
+
+/// The primary payload types negotiated on one m-line.
+fn negotiated_params(rtc: &Rtc, mid: str0m::media::Mid) -> Vec<PayloadParams> {
+    let Some(media) = rtc.media(mid) else {
+        return Vec::new();
+    };
+    let pts = media.remote_pts();
+    rtc.codec_config()
+        .params()
+        .iter()
+        .filter(|p| pts.contains(&p.pt()))
+        .copied()
+        .collect()
+}
