@@ -25,6 +25,46 @@ struct Cli {
 enum Cmd {
     /// Run the server: WHIP, WHEP, web client, API and metrics.
     Serve(ServeArgs),
+    /// Publish a test pattern (H.264 + Opus) to a WHIP URL.
+    Publish(PublishArgs),
+    /// Watch a WHEP URL headlessly and print frames, fps, bitrate, loss and TTFF.
+    Watch(WatchArgs),
+}
+
+#[derive(clap::Args)]
+struct PublishArgs {
+    /// WHIP endpoint, e.g. http://127.0.0.1:8080/whip/mystream
+    url: String,
+    /// Send the moving test pattern (the only source for now).
+    #[arg(long, required = true)]
+    test_pattern: bool,
+    /// Bearer token.
+    #[arg(long, env = "LUMEN_TOKEN")]
+    token: Option<String>,
+    #[arg(long, default_value_t = 640)]
+    width: u32,
+    #[arg(long, default_value_t = 360)]
+    height: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Video bitrate in bits per second.
+    #[arg(long, default_value_t = 1_000_000)]
+    bitrate: u32,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+#[derive(clap::Args)]
+struct WatchArgs {
+    /// WHEP endpoint, e.g. http://127.0.0.1:8080/whep/mystream
+    url: String,
+    /// Bearer token.
+    #[arg(long, env = "LUMEN_TOKEN")]
+    token: Option<String>,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -52,8 +92,9 @@ struct ServeArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,str0m=warn,webrtc=warn,rtc=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,str0m=warn,webrtc=warn,rtc=warn,rtc_dtls=error,webrtc_ice=warn".into()
+            }),
         )
         .init();
     let cli = Cli::parse();
@@ -61,8 +102,34 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Cmd::Serve(a) => serve(a).await,
+            Cmd::Publish(a) => {
+                let opts = lumen::client::PublishOptions {
+                    url: a.url,
+                    token: a.token,
+                    width: a.width,
+                    height: a.height,
+                    fps: a.fps,
+                    bitrate_bps: a.bitrate,
+                };
+                lumen::client::run_publish_cli(opts, seconds(a.duration)?).await
+            }
+            Cmd::Watch(a) => {
+                let opts = lumen::client::WatchOptions {
+                    url: a.url,
+                    token: a.token,
+                };
+                lumen::client::run_watch_cli(opts, seconds(a.duration)?).await
+            }
         }
     })
+}
+
+fn seconds(d: Option<f64>) -> anyhow::Result<Option<std::time::Duration>> {
+    d.map(|s| {
+        std::time::Duration::try_from_secs_f64(s)
+            .map_err(|_| anyhow::anyhow!("--duration must be a positive number of seconds"))
+    })
+    .transpose()
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {

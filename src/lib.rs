@@ -1,0 +1,3 @@
+//! lumen as a library: the pieces the binary and the end-to-end tests share.
+
+pub mod client;

@@ -1,0 +1,6 @@
+//! End-to-end tests of the `lumen` binary's parts over real sockets: the
+//! server, the CLI's WHIP/WHEP clients (webrtc-rs, an independent WebRTC
+//! stack) and headless Chromium.
+
+mod e2e;
+mod support;

@@ -1,0 +1,50 @@
+//! A lumen server on loopback for a test, stopped when dropped.
+
+use std::path::PathBuf;
+
+pub struct TestServer {
+    running: Option<lumen_signaling::Running>,
+    url: String,
+    dir: PathBuf,
+}
+
+impl TestServer {
+    pub fn http_url(&self) -> String {
+        self.url.clone()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.signal_shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub async fn start_server() -> TestServer {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "lumen-e2e-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let mut config = lumen_signaling::Config::ephemeral();
+    config.data_dir = dir.clone();
+    let running = lumen_signaling::start(config)
+        .await
+        .expect("the lumen server starts");
+    let url = running.http_url();
+    TestServer {
+        running: Some(running),
+        url,
+        dir,
+    }
+}
