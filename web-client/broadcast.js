@@ -1,1 +1,230 @@
+// Broadcast page: captures camera+mic or the screen and publishes it over
+// WHIP. `?stream=NAME&autostart=1` goes live at once with camera+mic.
 
+import {
+  HttpError, endSession, formatBitrate, negotiate, outboundStats, preferCodecs,
+  renderStats, validStreamName,
+} from '/static/lumen.js';
+
+const $ = (id) => document.getElementById(id);
+const preview = $('preview');
+const placeholder = $('placeholder');
+const statusPill = $('status');
+const errorBox = $('error');
+const streamInput = $('stream');
+const tokenInput = $('token');
+const goLiveButton = $('golive');
+const stopButton = $('stop');
+const share = $('share');
+const statsList = $('stats');
+
+// Machine-readable state for tests and scripts.
+const lumen = (window.lumen = { state: 'idle', error: null, stats: {}, location: null });
+
+// The current attempt; a newer attempt or Stop makes an older one stale.
+let session = null;
+
+const params = new URLSearchParams(location.search);
+streamInput.value = params.get('stream') || `stream-${Math.floor(1000 + Math.random() * 9000)}`;
+renderStats(statsList, rows({}));
+
+goLiveButton.addEventListener('click', () => goLive(selectedSource()));
+stopButton.addEventListener('click', () => stop());
+window.addEventListener('pagehide', () => {
+  // keepalive lets the DELETE outlive the page.
+  if (session) endSession(session.location, session.token);
+});
+
+if (params.get('autostart') === '1') goLive('camera');
+
+function selectedSource() {
+  return document.querySelector('input[name="source"]:checked')?.value || 'camera';
+}
+
+function setState(state, error = null) {
+  lumen.state = state;
+  lumen.error = error;
+  const labels = { idle: 'Idle', connecting: 'Connecting…', live: 'Live', error: 'Error' };
+  statusPill.textContent = labels[state] || state;
+  statusPill.className = `pill is-${state}`;
+  errorBox.textContent = error || '';
+  errorBox.hidden = !error;
+  const busy = state === 'connecting' || state === 'live';
+  goLiveButton.disabled = busy;
+  stopButton.disabled = !busy;
+  streamInput.disabled = busy;
+  tokenInput.disabled = busy;
+  for (const r of document.querySelectorAll('input[name="source"]')) r.disabled = busy;
+}
+
+async function goLive(source) {
+  const name = streamInput.value.trim();
+  if (!validStreamName(name)) {
+    setState('error', 'A stream name is 1 to 64 letters, digits, "-", "_" or ".".');
+    return;
+  }
+  const token = tokenInput.value.trim();
+  const s = { name, token, pc: null, media: null, location: null, timer: null, prev: null };
+  session = s;
+  setState('connecting');
+  try {
+    s.media = await capture(source);
+    if (session !== s) return release(s);
+    preview.srcObject = s.media;
+    placeholder.hidden = true;
+    preview.play().catch(() => {});
+
+    const pc = (s.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' }));
+    for (const track of s.media.getTracks()) {
+      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [s.media] });
+      if (track.kind === 'video') {
+        preferCodecs(t, 'video', ['video/h264', 'video/vp8']);
+      } else {
+        preferCodecs(t, 'audio', ['audio/opus']);
+      }
+      // A screen share that the user ends from the browser UI ends the broadcast.
+      track.addEventListener('ended', () => {
+        if (session === s) stop();
+      });
+    }
+    pc.addEventListener('connectionstatechange', () => {
+      if (session !== s) return;
+      if (pc.connectionState === 'connected') {
+        setState('live');
+      } else if (pc.connectionState === 'failed') {
+        setState('error', 'The media connection to the server failed.');
+      }
+    });
+
+    const url = `/whip/${encodeURIComponent(name)}`;
+    const { location: loc } = await negotiate(pc, url, token);
+    s.location = loc;
+    if (session !== s) {
+      endSession(loc, token);
+      return release(s);
+    }
+    lumen.location = loc;
+    showShareLink(name);
+    if (pc.connectionState === 'connected') setState('live');
+    s.timer = setInterval(() => updateStats(s), 1000);
+  } catch (e) {
+    if (session !== s) return;
+    session = null;
+    release(s);
+    setState('error', describe(e, name));
+  }
+}
+
+async function stop() {
+  const s = session;
+  session = null;
+  lumen.location = null;
+  share.hidden = true;
+  setState('idle');
+  if (!s) return;
+  // DELETE before closing, so the server ends the session on request rather
+  // than noticing a dead peer.
+  const ended = endSession(s.location, s.token);
+  release(s);
+  await ended;
+}
+
+function release(s) {
+  clearInterval(s.timer);
+  if (s.pc) s.pc.close();
+  if (s.media) for (const t of s.media.getTracks()) t.stop();
+  if (preview.srcObject === s.media) {
+    preview.srcObject = null;
+    placeholder.hidden = false;
+  }
+}
+
+async function capture(source) {
+  if (source === 'screen') {
+    const media = await navigator.mediaDevices.getDisplayMedia({
+      video: { frameRate: { ideal: 30 } },
+      audio: true,
+    });
+    // No shared audio (a window, or the user said no): add the microphone if we may.
+    if (media.getAudioTracks().length === 0) {
+      try {
+        const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+        for (const t of mic.getAudioTracks()) media.addTrack(t);
+      } catch (_) {
+        // Video only is still a broadcast.
+      }
+    }
+    return media;
+  }
+  return navigator.mediaDevices.getUserMedia({
+    video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } },
+    audio: { echoCancellation: true, noiseSuppression: true },
+  });
+}
+
+async function updateStats(s) {
+  if (session !== s || !s.pc) return;
+  try {
+    const st = await outboundStats(s.pc, s.prev);
+    s.prev = st;
+    lumen.stats = st;
+    renderStats(statsList, rows(st));
+  } catch (_) {
+    // The connection closed between two ticks.
+  }
+}
+
+function rows(st) {
+  const dash = '—';
+  return [
+    ['Bitrate', st.at ? formatBitrate(st.bitrate) : dash],
+    ['Frame rate', st.fps ? `${Math.round(st.fps)} fps` : dash],
+    ['Resolution', st.width ? `${st.width}×${st.height}` : dash],
+    ['Packets sent', st.at ? st.packetsSent.toLocaleString() : dash],
+    ['Frames sent', st.at ? st.framesSent.toLocaleString() : dash],
+    ['RTT', st.rttMs != null ? `${Math.round(st.rttMs)} ms` : dash],
+    ['Codecs', st.videoCodec || st.audioCodec ? [st.videoCodec, st.audioCodec].filter(Boolean).join(' + ') : dash],
+    ['Limited by', st.qualityLimitation && st.qualityLimitation !== 'none' ? st.qualityLimitation : dash],
+  ];
+}
+
+function showShareLink(name) {
+  const url = new URL(`/watch/${encodeURIComponent(name)}`, location.href).href;
+  share.replaceChildren('Viewers watch at ');
+  const a = document.createElement('a');
+  a.href = url;
+  a.target = '_blank';
+  a.textContent = url;
+  share.append(a);
+  share.hidden = false;
+}
+
+function describe(e, name) {
+  if (e instanceof HttpError) {
+    switch (e.status) {
+      case 409:
+        return `The stream name "${name}" is already live. Pick another name.`;
+      case 401:
+      case 403:
+        return `The stream key was refused (HTTP ${e.status}): ${e.message}`;
+      case 429:
+      case 503:
+        return `The server is busy (HTTP ${e.status}); try again${e.retryAfter ? ` in ${e.retryAfter} s` : ' shortly'}.`;
+      default:
+        return `The server refused the broadcast (HTTP ${e.status}): ${e.message}`;
+    }
+  }
+  switch (e && e.name) {
+    case 'NotAllowedError':
+      return 'Permission to use the camera, microphone or screen was denied.';
+    case 'NotFoundError':
+      return 'No camera or microphone was found.';
+    case 'NotReadableError':
+      return 'The camera or microphone is in use by another application.';
+    case 'TypeError':
+      if (String(e.message).includes('fetch')) return 'Cannot reach the server.';
+      break;
+    default:
+  }
+  return `Could not go live: ${e && e.message ? e.message : e}`;
+}

@@ -1,1 +1,223 @@
+// Watch page, served at /watch/{stream}: plays the stream over WHEP, waits
+// and retries every 2 s while it is offline, and shows playback stats.
 
+import {
+  HttpError, endSession, formatBitrate, inboundStats, negotiate, renderStats,
+} from '/static/lumen.js';
+
+const RETRY_MS = 2000;
+// No media at all for this long means the broadcast is gone (or broken):
+// drop the session and start over.
+const STALL_MS = 4000;
+const CONNECT_TIMEOUT_MS = 15000;
+
+const $ = (id) => document.getElementById(id);
+const video = $('video');
+const statusPill = $('status');
+const overlay = $('overlay');
+const overlayText = $('overlay-text');
+const unmuteButton = $('unmute');
+const errorBox = $('error');
+const statsList = $('stats');
+const viewersLabel = $('viewers');
+
+const parts = location.pathname.split('/').filter(Boolean);
+const name = parts.length >= 2 ? decodeURIComponent(parts[1]) : '';
+
+// Machine-readable state for tests and scripts.
+const lumen = (window.lumen = { state: 'connecting', stream: name, error: null, stats: {}, location: null });
+
+let session = null;
+let retryTimer = null;
+
+$('title').textContent = name || 'Watch';
+document.title = `${name || 'watch'} — lumen`;
+renderStats(statsList, rows({}));
+
+unmuteButton.addEventListener('click', async () => {
+  video.muted = false;
+  try {
+    await video.play();
+    unmuteButton.hidden = true;
+  } catch (_) {
+    // Still no permission for sound: keep the picture going.
+    video.muted = true;
+    unmuteButton.hidden = false;
+    video.play().catch(() => {});
+  }
+});
+video.addEventListener('volumechange', () => {
+  if (!video.muted) unmuteButton.hidden = true;
+});
+window.addEventListener('pagehide', () => {
+  if (session) endSession(session.location);
+});
+
+if (name) {
+  connect();
+} else {
+  setState('error', 'No stream name in the address: open /watch/NAME.');
+}
+
+function setState(state, error = null) {
+  lumen.state = state;
+  lumen.error = error;
+  const labels = { offline: 'Offline', connecting: 'Connecting…', live: 'Live', error: 'Error' };
+  statusPill.textContent = labels[state] || state;
+  statusPill.className = `pill is-${state}`;
+  errorBox.textContent = error || '';
+  errorBox.hidden = !error;
+  overlay.hidden = state === 'live';
+  overlayText.textContent = {
+    offline: `“${name}” is offline. Waiting for the broadcast to start…`,
+    connecting: 'Connecting…',
+    error: 'Playback failed. Retrying…',
+  }[state] || '';
+}
+
+async function connect() {
+  clearTimeout(retryTimer);
+  const s = {
+    pc: new RTCPeerConnection({ bundlePolicy: 'max-bundle' }),
+    media: new MediaStream(),
+    location: null,
+    timer: null,
+    prev: null,
+    started: performance.now(),
+    lastProgress: performance.now(),
+    ticks: 0,
+  };
+  session = s;
+  if (lumen.state !== 'offline') setState('connecting');
+  const pc = s.pc;
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  pc.addEventListener('track', (e) => {
+    if (session !== s) return;
+    s.media.addTrack(e.track);
+    if (video.srcObject !== s.media) {
+      video.srcObject = s.media;
+      startPlayback();
+    }
+  });
+  pc.addEventListener('connectionstatechange', () => {
+    if (session !== s) return;
+    if (pc.connectionState === 'connected') {
+      s.lastProgress = performance.now();
+      setState('live');
+    } else if (pc.connectionState === 'failed' || pc.connectionState === 'closed') {
+      restart(s, 'offline');
+    }
+  });
+  try {
+    const { location: loc } = await negotiate(pc, `/whep/${encodeURIComponent(name)}`);
+    if (session !== s) {
+      endSession(loc);
+      return;
+    }
+    s.location = loc;
+    lumen.location = loc;
+    if (pc.connectionState === 'connected') setState('live');
+    s.timer = setInterval(() => tick(s), 1000);
+  } catch (e) {
+    if (session !== s) return;
+    if (e instanceof HttpError && e.status === 409) {
+      restart(s, 'offline');
+    } else {
+      restart(s, 'error', describe(e), 2 * RETRY_MS);
+    }
+  }
+}
+
+// Drops session `s` and tries again later.
+function restart(s, state, error = null, delay = RETRY_MS) {
+  if (session !== s) return;
+  session = null;
+  clearInterval(s.timer);
+  endSession(s.location);
+  s.pc.close();
+  for (const t of s.media.getTracks()) t.stop();
+  if (video.srcObject === s.media) video.srcObject = null;
+  lumen.location = null;
+  lumen.stats = {};
+  unmuteButton.hidden = true;
+  renderStats(statsList, rows({}));
+  setState(state, error);
+  retryTimer = setTimeout(connect, delay);
+}
+
+async function tick(s) {
+  if (session !== s) return;
+  s.ticks += 1;
+  const now = performance.now();
+  try {
+    const st = await inboundStats(s.pc, s.prev);
+    if (session !== s) return;
+    if (!s.prev || st.bytesReceived > s.prev.bytesReceived) s.lastProgress = now;
+    const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+    st.totalVideoFrames = q ? q.totalVideoFrames : null;
+    st.currentTime = video.currentTime;
+    s.prev = st;
+    lumen.stats = st;
+    renderStats(statsList, rows(st));
+  } catch (_) {
+    return;
+  }
+  if (lumen.state !== 'live' && now - s.started > CONNECT_TIMEOUT_MS) {
+    restart(s, 'error', 'Could not connect to the media server.');
+    return;
+  }
+  if (lumen.state === 'live' && now - s.lastProgress > STALL_MS) {
+    restart(s, 'offline');
+    return;
+  }
+  if (s.ticks % 2 === 0) checkListing(s);
+}
+
+// The API knows at once when the broadcaster leaves, before media stalls.
+async function checkListing(s) {
+  try {
+    const res = await fetch(`/api/streams/${encodeURIComponent(name)}`, { cache: 'no-store' });
+    if (!res.ok) return;
+    const info = await res.json();
+    if (session !== s) return;
+    if (Number.isFinite(info.viewers)) {
+      viewersLabel.textContent = `${info.viewers} watching`;
+    }
+    if (info.live === false) restart(s, 'offline');
+  } catch (_) {
+    // The listing is a hint; media stall detection still works without it.
+  }
+}
+
+async function startPlayback() {
+  try {
+    await video.play();
+  } catch (e) {
+    if (e.name !== 'NotAllowedError') return;
+    // Autoplay with sound is blocked: play muted and offer to unmute.
+    video.muted = true;
+    unmuteButton.hidden = false;
+    video.play().catch(() => {});
+  }
+}
+
+function rows(st) {
+  const dash = '—';
+  return [
+    ['Resolution', st.width ? `${st.width}×${st.height}` : dash],
+    ['Frame rate', st.fps ? `${Math.round(st.fps)} fps` : dash],
+    ['Bitrate', st.at ? formatBitrate(st.bitrate) : dash],
+    ['Packet loss', st.at ? `${st.lossPercent.toFixed(1)} % (${st.packetsLost} lost)` : dash],
+    ['RTT', st.rttMs != null ? `${Math.round(st.rttMs)} ms` : dash],
+    ['Jitter', st.jitterMs != null ? `${Math.round(st.jitterMs)} ms` : dash],
+    ['Frames decoded', st.at ? st.framesDecoded.toLocaleString() : dash],
+    ['Codecs', st.videoCodec || st.audioCodec ? [st.videoCodec, st.audioCodec].filter(Boolean).join(' + ') : dash],
+  ];
+}
+
+function describe(e) {
+  if (e instanceof HttpError) return `The server refused playback (HTTP ${e.status}): ${e.message}`;
+  if (e && e.name === 'TypeError') return 'Cannot reach the server.';
+  return `Playback failed: ${e && e.message ? e.message : e}`;
+}

@@ -2,5 +2,7 @@
 //! server, the CLI's WHIP/WHEP clients (webrtc-rs, an independent WebRTC
 //! stack) and headless Chromium.
 
+mod browser;
+mod chrome;
 mod e2e;
 mod support;

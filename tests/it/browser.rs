@@ -1,0 +1,169 @@
+//! The web client end to end in headless Chromium: one browser broadcasts its
+//! fake camera from /broadcast over WHIP, a second finds the stream on the
+//! home page and plays it from /watch/{stream} over WHEP.
+//!
+//! The deadlines bound liveness on a loaded two-core machine; they are not
+//! performance assertions.
+
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, Locator};
+use serde_json::Value;
+
+use crate::chrome::ChromeDriver;
+use crate::support::start_server;
+
+const LIVE_WITHIN: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_broadcasts_and_browser_watches() {
+    let Some(chrome) = ChromeDriver::start().await else {
+        return;
+    };
+    let server = start_server().await;
+    let base = server.http_url();
+    let name = format!("browser-{}", std::process::id());
+
+    let broadcaster = chrome.new_session().await;
+    broadcaster
+        .goto(&format!("{base}/broadcast?stream={name}&autostart=1"))
+        .await
+        .expect("open the broadcast page");
+    wait_for_state(&broadcaster, "broadcaster", "live", LIVE_WITHIN).await;
+
+    // The viewer finds the stream on the home page and follows its link.
+    let viewer = chrome.new_session().await;
+    viewer.goto(&format!("{base}/")).await.expect("open /");
+    let link = format!("a[href=\"/watch/{name}\"]");
+    let card = wait_for_element(&viewer, &link, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("the home page never listed {name}"));
+    card.click()
+        .await
+        .expect("click the stream on the home page");
+    let path = viewer.current_url().await.expect("current url");
+    assert_eq!(path.path(), format!("/watch/{name}"));
+    wait_for_state(&viewer, "viewer", "live", LIVE_WITHIN).await;
+
+    // Frames are decoded and the clock runs.
+    let deadline = Instant::now() + LIVE_WITHIN;
+    let first = loop {
+        let s = playback(&viewer).await;
+        if s.width > 0 && s.frames > 0 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the viewer decoded no frame within {LIVE_WITHIN:?}: {s:?}; viewer {}",
+            lumen(&viewer).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = playback(&viewer).await;
+    assert!(
+        second.frames > first.frames,
+        "decoded frames did not advance in 2 s: {first:?} then {second:?}"
+    );
+    assert!(
+        second.time > first.time,
+        "video.currentTime did not advance in 2 s: {first:?} then {second:?}"
+    );
+    assert!(second.width > 0, "videoWidth is 0: {second:?}");
+
+    // Both pages report their side in window.lumen.stats.
+    let sent = lumen(&broadcaster).await;
+    assert!(
+        sent["stats"]["framesSent"].as_u64().unwrap_or(0) > 0,
+        "the broadcaster reports no frames sent: {sent}"
+    );
+    let got = lumen(&viewer).await;
+    assert!(
+        got["stats"]["framesDecoded"].as_u64().unwrap_or(0) > 0,
+        "the viewer reports no frames decoded: {got}"
+    );
+
+    // Stop: the broadcaster goes idle, the viewer notices the stream is gone.
+    broadcaster
+        .find(Locator::Id("stop"))
+        .await
+        .expect("find the Stop button")
+        .click()
+        .await
+        .expect("click Stop");
+    wait_for_state(&broadcaster, "broadcaster", "idle", Duration::from_secs(5)).await;
+    wait_for_state(&viewer, "viewer", "offline", Duration::from_secs(15)).await;
+
+    broadcaster.close().await.expect("close the broadcaster");
+    viewer.close().await.expect("close the viewer");
+    drop(chrome);
+    drop(server);
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Playback {
+    frames: u64,
+    time: f64,
+    width: u64,
+}
+
+async fn playback(c: &Client) -> Playback {
+    let v = c
+        .execute(
+            "const v = document.getElementById('video');
+             const q = v.getVideoPlaybackQuality();
+             return { frames: q.totalVideoFrames, time: v.currentTime, width: v.videoWidth };",
+            vec![],
+        )
+        .await
+        .expect("read the video element");
+    Playback {
+        frames: v["frames"].as_u64().unwrap_or(0),
+        time: v["time"].as_f64().unwrap_or(0.0),
+        width: v["width"].as_u64().unwrap_or(0),
+    }
+}
+
+/// The page's `window.lumen`, or null.
+async fn lumen(c: &Client) -> Value {
+    c.execute("return window.lumen ?? null;", vec![])
+        .await
+        .expect("read window.lumen")
+}
+
+/// Polls `window.lumen.state` until it is `want`. A broadcaster in `error`
+/// fails at once: it does not retry by itself.
+async fn wait_for_state(c: &Client, who: &str, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let l = lumen(c).await;
+        let state = l["state"].as_str().unwrap_or("");
+        if state == want {
+            return;
+        }
+        if who == "broadcaster" && state == "error" {
+            panic!("the broadcaster failed while waiting for {want:?}: {l}");
+        }
+        if Instant::now() >= deadline {
+            panic!("the {who} did not reach {want:?} within {within:?}; window.lumen = {l}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_for_element(
+    c: &Client,
+    css: &str,
+    within: Duration,
+) -> Option<fantoccini::elements::Element> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            return Some(e);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
