@@ -148,7 +148,7 @@ pub enum CloseReason {
 }
 
 /// Events for signaling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SfuEvent {
     /// ICE and DTLS are up for this peer.
     Connected {
@@ -158,6 +158,19 @@ pub enum SfuEvent {
         role: Role,
         /// Its stream.
         stream: String,
+    },
+    /// A stream changed: went live or offline, gained or lost a viewer, a
+    /// layer started or stopped; also every few seconds while live, with
+    /// fresh layer bitrates.
+    StreamUpdated(StreamInfo),
+    /// A viewer's layer or the reason for it changed.
+    ViewerLayerChanged {
+        /// The viewer.
+        peer: PeerId,
+        /// Its stream.
+        stream: String,
+        /// Its layer state.
+        layer: ViewerLayer,
     },
     /// The peer is gone; its session should be forgotten.
     Closed {
@@ -191,7 +204,7 @@ pub struct IceCredentials {
 }
 
 /// What a stream looks like now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamInfo {
     /// Its name.
     pub name: String,
@@ -199,6 +212,67 @@ pub struct StreamInfo {
     pub live: bool,
     /// Number of viewers attached.
     pub viewers: usize,
+    /// The publisher's video layers, best first (one entry, `rid: None`, for
+    /// a publisher without simulcast; empty when not live).
+    pub layers: Vec<LayerInfo>,
+}
+
+/// One video layer (simulcast encoding) of a publisher, as measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    /// Its RTP stream id (`h`, `m`, `l`), `None` without simulcast.
+    pub rid: Option<String>,
+    /// Whether packets arrived recently (a browser drops `h` when short of
+    /// uplink or CPU).
+    pub active: bool,
+    /// Measured bitrate over the last second or so, in bits per second.
+    pub bitrate_bps: u64,
+    /// Picture size from the last keyframe (0 until one is seen).
+    pub width: u32,
+    /// Picture height.
+    pub height: u32,
+    /// Frames per second over the last second or so.
+    pub fps: f64,
+}
+
+/// A viewer's wish for its video layer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LayerRequest {
+    /// The SFU picks from the viewer's bandwidth estimate.
+    #[default]
+    Auto,
+    /// Pin this rid (or the best layer below it while it is not sent).
+    Rid(String),
+}
+
+/// Why a viewer receives the layer it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerReason {
+    /// Nothing forwarded yet.
+    Starting,
+    /// The publisher sends a single layer.
+    SingleLayer,
+    /// Chosen from the viewer's bandwidth estimate.
+    Bandwidth,
+    /// The viewer pinned it.
+    Requested,
+    /// The better layer stopped; this is the best one still sent.
+    LayerStopped,
+}
+
+/// A viewer's layer state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerLayer {
+    /// The rid being forwarded now (`None` without simulcast or before the first packet).
+    pub current: Option<String>,
+    /// The rid the viewer is moving to (equals `current` when settled).
+    pub target: Option<String>,
+    /// Why.
+    pub reason: LayerReason,
+    /// The viewer's bandwidth estimate, if one exists yet.
+    pub estimate_bps: Option<u64>,
+    /// What the viewer asked for.
+    pub requested: LayerRequest,
 }
 
 /// Why a command was refused. Each maps to one HTTP status in signaling.

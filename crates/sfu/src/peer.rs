@@ -9,9 +9,9 @@ use str0m::Rtc;
 use str0m::media::{Mid, Rid};
 use str0m::rtp::Ssrc;
 
-use crate::Role;
 use crate::consumer::Consumer;
 use crate::router::RouterId;
+use crate::{LayerRequest, Role};
 
 pub(crate) struct Peer {
     pub role: Role,
@@ -26,6 +26,8 @@ pub(crate) struct Peer {
     pub addrs: Vec<SocketAddr>,
     /// Viewer: one Consumer per outgoing m-line.
     pub consumers: Vec<Consumer>,
+    /// Viewer: the layer it asked for.
+    pub layer_request: LayerRequest,
     /// Publisher: which m-line and layer each incoming SSRC belongs to.
     pub ssrc_cache: Vec<(Ssrc, Mid, Option<Rid>)>,
 }

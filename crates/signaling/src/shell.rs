@@ -194,6 +194,8 @@ async fn drain(index: usize, sfu: &mut Sfu, socket: &UdpSocket, sessions: &Sessi
             Output::Event(SfuEvent::Connected { peer, role, stream }) => {
                 tracing::info!(worker = index, %peer, ?role, %stream, "session connected");
             }
+            // Server-sent events for WHEP viewers come with the SSE extension.
+            Output::Event(SfuEvent::StreamUpdated(_) | SfuEvent::ViewerLayerChanged { .. }) => {}
             Output::Timeout(t) => return t,
         }
     }

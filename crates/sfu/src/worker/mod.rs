@@ -17,7 +17,9 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc, RtcConfig};
 use crate::metrics::Metrics;
 use crate::peer::Peer;
 use crate::router::{Router, RouterId};
-use crate::{CloseReason, Input, Output, PeerId, Role, SfuConfig, SfuEvent, StreamInfo};
+use crate::{
+    CloseReason, Input, LayerRequest, Output, PeerId, Role, SfuConfig, SfuEvent, StreamInfo,
+};
 
 mod forward;
 mod session;
@@ -236,6 +238,7 @@ impl Sfu {
                 connected: false,
                 addrs: Vec::new(),
                 consumers: Vec::new(),
+                layer_request: LayerRequest::Auto,
                 ssrc_cache: Vec::new(),
             },
         );
@@ -402,5 +405,6 @@ fn stream_info(r: &Router) -> StreamInfo {
         name: r.name.clone(),
         live: r.publisher.is_some(),
         viewers: r.viewers.len(),
+        layers: Vec::new(),
     }
 }

@@ -11,7 +11,10 @@ use super::Sfu;
 use crate::consumer::{Consumer, codec_names};
 use crate::router::TrackIn;
 use crate::sdp::m_lines;
-use crate::{CloseReason, IceCredentials, PeerId, Role, SessionAnswer, SessionError};
+use crate::{
+    CloseReason, IceCredentials, LayerReason, LayerRequest, PeerId, Role, SessionAnswer,
+    SessionError, ViewerLayer,
+};
 
 impl Sfu {
     /// Starts a publisher (WHIP) session on `stream` from an SDP offer.
@@ -186,6 +189,32 @@ impl Sfu {
         }
         self.close_peer(peer, CloseReason::Requested);
         true
+    }
+
+    /// A viewer's layer wish (WHEP layer selection): pin a rid or go back to
+    /// automatic choice.
+    pub fn set_layer(&mut self, peer: PeerId, request: LayerRequest) -> Result<(), SessionError> {
+        let p = self.peers.get_mut(&peer).ok_or(SessionError::UnknownPeer)?;
+        if p.role != Role::Viewer {
+            return Err(SessionError::UnknownPeer);
+        }
+        p.layer_request = request;
+        Ok(())
+    }
+
+    /// A viewer's layer state.
+    pub fn viewer_layer(&self, peer: PeerId) -> Option<ViewerLayer> {
+        let p = self.peers.get(&peer)?;
+        if p.role != Role::Viewer {
+            return None;
+        }
+        Some(ViewerLayer {
+            current: None,
+            target: None,
+            reason: LayerReason::Starting,
+            estimate_bps: None,
+            requested: p.layer_request.clone(),
+        })
     }
 
     /// Adds a trickled remote candidate (`candidate:...`, with or without `a=`).
