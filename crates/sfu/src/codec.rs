@@ -109,6 +109,189 @@ fn vp9_is_keyframe_start(payload: &[u8]) -> bool {
     begin && !inter_predicted
 }
 
+/// The picture size a keyframe packet announces, if this packet carries it:
+/// the SPS for H.264 (alone, or inside a STAP-A), the keyframe header for VP8.
+pub fn picture_size(codec: VideoCodec, payload: &[u8]) -> Option<(u32, u32)> {
+    match codec {
+        VideoCodec::H264 => {
+            let first = *payload.first()?;
+            match first & 0x1f {
+                H264_SPS => h264_sps_size(payload),
+                H264_STAP_A => {
+                    let mut rest = payload.get(1..)?;
+                    while rest.len() > 2 {
+                        let size = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                        let nal = rest.get(2..2 + size)?;
+                        if nal.first().is_some_and(|h| h & 0x1f == H264_SPS) {
+                            return h264_sps_size(nal);
+                        }
+                        rest = &rest[2 + size..];
+                    }
+                    None
+                }
+                _ => None,
+            }
+        }
+        VideoCodec::Vp8 => vp8_size(payload),
+        VideoCodec::Vp9 => None,
+    }
+}
+
+fn vp8_size(payload: &[u8]) -> Option<(u32, u32)> {
+    if !vp8_is_keyframe_start(payload) {
+        return None;
+    }
+    let b0 = payload[0];
+    let mut i = 1;
+    if b0 & 0x80 != 0 {
+        let x = *payload.get(1)?;
+        i = 2;
+        if x & 0x80 != 0 {
+            i += if payload.get(i)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            i += 1;
+        }
+        if x & 0x30 != 0 {
+            i += 1;
+        }
+    }
+    // 3-byte frame tag, 3-byte start code 9d 01 2a, then 14-bit sizes.
+    let h = payload.get(i..i + 10)?;
+    if h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
+    let ht = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
+    Some((w as u32, ht as u32))
+}
+
+/// Reads width and height from an H.264 SPS NAL (header byte included).
+fn h264_sps_size(nal: &[u8]) -> Option<(u32, u32)> {
+    // Strip emulation prevention bytes (00 00 03 -> 00 00).
+    let mut rbsp = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for &b in nal.get(1..)? {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    let mut r = BitReader {
+        data: &rbsp,
+        pos: 0,
+    };
+    let profile_idc = r.bits(8)?;
+    r.bits(16)?; // constraint flags, level
+    r.ue()?; // seq_parameter_set_id
+    let mut chroma_format_idc = 1;
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        chroma_format_idc = r.ue()?;
+        if chroma_format_idc == 3 {
+            r.bits(1)?;
+        }
+        r.ue()?; // bit_depth_luma
+        r.ue()?; // bit_depth_chroma
+        r.bits(1)?;
+        if r.bits(1)? == 1 {
+            let lists = if chroma_format_idc == 3 { 12 } else { 8 };
+            for i in 0..lists {
+                if r.bits(1)? == 1 {
+                    let size = if i < 6 { 16 } else { 64 };
+                    let (mut last, mut next) = (8i64, 8i64);
+                    for _ in 0..size {
+                        if next != 0 {
+                            next = (last + r.se()? + 256) % 256;
+                        }
+                        last = if next == 0 { last } else { next };
+                    }
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num
+    let poc_type = r.ue()?;
+    if poc_type == 0 {
+        r.ue()?;
+    } else if poc_type == 1 {
+        r.bits(1)?;
+        r.se()?;
+        r.se()?;
+        let n = r.ue()?;
+        if n > 255 {
+            return None;
+        }
+        for _ in 0..n {
+            r.se()?;
+        }
+    }
+    r.ue()?; // max_num_ref_frames
+    r.bits(1)?;
+    let w_mbs = r.ue()? + 1;
+    let h_map = r.ue()? + 1;
+    let frame_mbs_only = r.bits(1)?;
+    if frame_mbs_only == 0 {
+        r.bits(1)?;
+    }
+    r.bits(1)?; // direct_8x8_inference
+    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
+    if r.bits(1)? == 1 {
+        cl = r.ue()?;
+        cr = r.ue()?;
+        ct = r.ue()?;
+        cb = r.ue()?;
+    }
+    let (sub_w, sub_h) = match chroma_format_idc {
+        0 | 3 => (1, 1),
+        2 => (2, 1),
+        _ => (2, 2),
+    };
+    let crop_x = sub_w;
+    let crop_y = sub_h * (2 - frame_mbs_only);
+    let width = (w_mbs * 16).checked_sub((cl + cr) * crop_x)?;
+    let height = (h_map * 16 * (2 - frame_mbs_only)).checked_sub((ct + cb) * crop_y)?;
+    Some((width as u32, height as u32))
+}
+
+struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl BitReader<'_> {
+    fn bits(&mut self, n: u32) -> Option<u64> {
+        let mut v = 0u64;
+        for _ in 0..n {
+            let byte = *self.data.get(self.pos / 8)?;
+            let bit = (byte >> (7 - (self.pos % 8))) & 1;
+            v = (v << 1) | bit as u64;
+            self.pos += 1;
+        }
+        Some(v)
+    }
+
+    fn ue(&mut self) -> Option<u64> {
+        let mut zeros = 0;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u64 << zeros) - 1 + self.bits(zeros)?)
+    }
+
+    fn se(&mut self) -> Option<i64> {
+        let v = self.ue()? as i64;
+        Some(if v % 2 == 1 { (v + 1) / 2 } else { -(v / 2) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +346,60 @@ mod tests {
         assert!(is_keyframe_start(VideoCodec::Vp9, &[0x08]));
         assert!(!is_keyframe_start(VideoCodec::Vp9, &[0x48]));
         assert!(!is_keyframe_start(VideoCodec::Vp9, &[0x00]));
+    }
+
+    #[test]
+    fn h264_sps_sizes() {
+        // SPSs from x264 (ffmpeg): baseline 320x180 and 1280x720 (both
+        // cropped from whole macroblocks), high profile 640x360.
+        let sps_320x180 = [
+            0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0x9f, 0x9f, 0x01, 0x10, 0x00, 0x00, 0x03,
+            0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0xa4, 0x80,
+        ];
+        assert_eq!(
+            picture_size(VideoCodec::H264, &sps_320x180),
+            Some((320, 180))
+        );
+        let sps_1280x720 = [
+            0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03,
+            0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x24, 0x80,
+        ];
+        assert_eq!(
+            picture_size(VideoCodec::H264, &sps_1280x720),
+            Some((1280, 720))
+        );
+        let sps_high_640x360 = [
+            0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00,
+            0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2d, 0x96,
+        ];
+        assert_eq!(
+            picture_size(VideoCodec::H264, &sps_high_640x360),
+            Some((640, 360))
+        );
+        // A constrained-baseline SPS for 640x480.
+        let sps_640x480 = [
+            0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80, 0xf6, 0x9b, 0x80, 0x87, 0x83, 0x03, 0x05,
+            0x06, 0x0a,
+        ];
+        assert_eq!(
+            picture_size(VideoCodec::H264, &sps_640x480),
+            Some((640, 480))
+        );
+        // Inside a STAP-A.
+        let mut stap = vec![0x78, 0x00, sps_640x480.len() as u8];
+        stap.extend_from_slice(&sps_640x480);
+        assert_eq!(picture_size(VideoCodec::H264, &stap), Some((640, 480)));
+        // Truncated SPS: no size, no panic.
+        assert_eq!(picture_size(VideoCodec::H264, &sps_640x480[..5]), None);
+        assert_eq!(picture_size(VideoCodec::H264, &[0x65, 0x00]), None);
+    }
+
+    #[test]
+    fn vp8_keyframe_size() {
+        let p = [
+            0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01, 0x00,
+        ];
+        assert_eq!(picture_size(VideoCodec::Vp8, &p), Some((640, 480)));
+        assert_eq!(picture_size(VideoCodec::Vp8, &p[..8]), None);
     }
 }

@@ -3,9 +3,11 @@
 //! grey frames), and rewrites sequence numbers and timestamps.
 
 use str0m::format::PayloadParams;
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 
+use crate::LayerReason;
+use crate::layers::LayerSelector;
 use crate::munger::RtpMunger;
 use crate::router::compatible;
 
@@ -17,9 +19,19 @@ pub(crate) struct Consumer {
     pub viewer_params: Vec<PayloadParams>,
     pub pt_map: Vec<PtMap>,
     pub munger: RtpMunger,
-    /// Video only: nothing is sent until a keyframe starts the stream.
-    pub waiting_keyframe: bool,
+    /// The layer being forwarded: `None` until a keyframe started the stream
+    /// (audio starts at once, on its only layer).
+    pub current: Option<Option<Rid>>,
+    /// The layer to forward next; a switch happens on its next keyframe.
+    pub target: Option<Option<Rid>>,
+    pub reason: LayerReason,
+    pub selector: LayerSelector,
+    /// What the last `ViewerLayerChanged` said.
+    pub reported: Option<Reported>,
 }
+
+/// (current, target, reason) as last reported.
+pub(crate) type Reported = (Option<Option<Rid>>, Option<Option<Rid>>, LayerReason);
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PtMap {
@@ -45,7 +57,11 @@ impl Consumer {
             viewer_params,
             pt_map: Vec::new(),
             munger: RtpMunger::new(clock),
-            waiting_keyframe: kind == MediaKind::Video,
+            current: None,
+            target: None,
+            reason: LayerReason::Starting,
+            selector: LayerSelector::new(),
+            reported: None,
         }
     }
 
@@ -61,8 +77,32 @@ impl Consumer {
                 });
             }
         }
-        self.waiting_keyframe = self.kind == MediaKind::Video;
+        // A new publisher: start again on a keyframe of whatever layer fits.
+        self.current = None;
+        self.target = None;
         !self.pt_map.is_empty()
+    }
+
+    /// Whether a packet of layer `rid` goes to this viewer; a keyframe of
+    /// the target layer completes a pending switch.
+    pub fn accepts(&mut self, rid: Option<Rid>, is_key: bool) -> bool {
+        if self.kind != MediaKind::Video {
+            self.current = Some(rid);
+            return true;
+        }
+        if self.target == Some(rid) && self.current != Some(rid) {
+            if is_key {
+                self.current = Some(rid);
+                return true;
+            }
+            return false;
+        }
+        self.current == Some(rid)
+    }
+
+    /// Whether this viewer waits for a keyframe of layer `rid`.
+    pub fn waits_for(&self, rid: Option<Rid>) -> bool {
+        self.kind == MediaKind::Video && self.target == Some(rid) && self.current != Some(rid)
     }
 
     pub fn map_pt(&self, pt: Pt) -> Option<PtMap> {

@@ -48,6 +48,7 @@
 mod codec;
 mod consumer;
 mod keyframe;
+mod layers;
 mod metrics;
 mod munger;
 mod peer;

@@ -1,15 +1,16 @@
 //! `Router`: one per stream. It knows the stream's publisher, its incoming
-//! tracks (the Producer) and the viewers whose Consumers read from them: the
-//! explicit producer -> consumers map of mediasoup, without callbacks.
+//! tracks (the Producer, with its simulcast layers) and the viewers whose
+//! Consumers read from them: the explicit producer -> consumers map of
+//! mediasoup, without callbacks.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Rid};
 
 use crate::PeerId;
 use crate::codec::VideoCodec;
-use crate::keyframe::KeyframeRequester;
+use crate::layers::{Layer, LayerView};
 
 /// Handle of a router inside one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,6 +22,8 @@ pub(crate) struct Router {
     pub viewers: Vec<PeerId>,
     /// The publisher's incoming tracks (its Producer), at most one per kind.
     pub tracks: Vec<TrackIn>,
+    /// When the last `StreamUpdated` went out.
+    pub last_update: Option<Instant>,
 }
 
 /// One incoming track of the publisher.
@@ -29,12 +32,15 @@ pub(crate) struct TrackIn {
     pub kind: MediaKind,
     /// Negotiated primary payload types (no RTX).
     pub params: Vec<PayloadParams>,
-    /// The simulcast layer forwarded. Until per-viewer layer selection exists
-    /// the first layer that sends is kept.
-    pub rid: Option<Rid>,
-    pub rid_chosen: bool,
-    pub keyframes: KeyframeRequester,
+    /// Its encodings: one (`rid: None`) without simulcast.
+    pub layers: Vec<Layer>,
+    /// Indexes into `layers`, best first.
+    pub order: Vec<usize>,
+    keyframe_interval: Duration,
 }
+
+/// More layers than any browser sends; a peer cannot grow the list past it.
+const MAX_LAYERS: usize = 4;
 
 impl Router {
     pub fn new(name: String) -> Self {
@@ -43,24 +49,105 @@ impl Router {
             publisher: None,
             viewers: Vec::new(),
             tracks: Vec::new(),
+            last_update: None,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.publisher.is_none() && self.viewers.is_empty()
     }
+
+    pub fn video(&self) -> Option<&TrackIn> {
+        self.tracks.iter().find(|t| t.kind == MediaKind::Video)
+    }
+
+    pub fn info(&self) -> crate::StreamInfo {
+        let layers = self
+            .video()
+            .map(|t| t.order.iter().map(|&i| t.layers[i].info()).collect())
+            .unwrap_or_default();
+        crate::StreamInfo {
+            name: self.name.clone(),
+            live: self.publisher.is_some(),
+            viewers: self.viewers.len(),
+            layers,
+        }
+    }
 }
 
 impl TrackIn {
-    pub fn new(mid: Mid, kind: MediaKind, params: Vec<PayloadParams>, kf: Duration) -> Self {
+    pub fn new(
+        mid: Mid,
+        kind: MediaKind,
+        params: Vec<PayloadParams>,
+        rids: &[Rid],
+        keyframe_interval: Duration,
+    ) -> Self {
+        let mut layers: Vec<Layer> = rids
+            .iter()
+            .take(MAX_LAYERS)
+            .map(|r| Layer::new(Some(*r), keyframe_interval))
+            .collect();
+        if layers.is_empty() {
+            layers.push(Layer::new(None, keyframe_interval));
+        }
+        let order = (0..layers.len()).collect();
         TrackIn {
             mid,
             kind,
             params,
-            rid: None,
-            rid_chosen: false,
-            keyframes: KeyframeRequester::new(kf),
+            layers,
+            order,
+            keyframe_interval,
         }
+    }
+
+    /// The layer of `rid`, created on first sight if there is room.
+    pub fn layer_index(&mut self, rid: Option<Rid>) -> Option<usize> {
+        if let Some(i) = self.layers.iter().position(|l| l.rid == rid) {
+            return Some(i);
+        }
+        // A track announced without simulcast takes the first rid it sees.
+        if self.layers.len() == 1 && self.layers[0].rid.is_none() && self.layers[0].ssrc.is_none() {
+            self.layers[0].rid = rid;
+            return Some(0);
+        }
+        if self.layers.len() >= MAX_LAYERS {
+            return None;
+        }
+        self.layers.push(Layer::new(rid, self.keyframe_interval));
+        self.order.push(self.layers.len() - 1);
+        Some(self.layers.len() - 1)
+    }
+
+    /// Re-sorts the layers best first; returns whether the order changed.
+    pub fn reorder(&mut self) -> bool {
+        let mut order: Vec<usize> = (0..self.layers.len()).collect();
+        // Stable: layers measured alike keep the order the offer gave.
+        order.sort_by_key(|&i| std::cmp::Reverse(self.layers[i].rank()));
+        let changed = order != self.order;
+        self.order = order;
+        changed
+    }
+
+    /// The layers as a selector sees them, best first.
+    pub fn views(&self) -> Vec<LayerView> {
+        self.order
+            .iter()
+            .map(|&i| {
+                let l = &self.layers[i];
+                LayerView {
+                    rid: l.rid,
+                    active: l.active,
+                    bitrate_bps: l.meter.rate(),
+                }
+            })
+            .collect()
+    }
+
+    /// The layer forwarded for `rid`.
+    pub fn layer_mut(&mut self, rid: Option<Rid>) -> Option<&mut Layer> {
+        self.layers.iter_mut().find(|l| l.rid == rid)
     }
 }
 

@@ -1,22 +1,29 @@
 //! The media path: RTP packets from a publisher fanned out to the Consumers
-//! of its viewers, and keyframe requests sent the other way, coalesced.
+//! of its viewers (each on the simulcast layer it chose), keyframe requests
+//! sent the other way, coalesced per layer.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use str0m::media::{KeyframeRequestKind, MediaKind};
+use str0m::bwe::Bitrate;
+use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 use super::Sfu;
-use crate::PeerId;
-use crate::codec::is_keyframe_start;
+use crate::codec::{is_keyframe_start, picture_size};
+use crate::layers::{LAYER_TIMEOUT, LayerSelector};
 use crate::router::{RouterId, video_codec};
+use crate::{LayerReason, PeerId, SfuEvent, ViewerLayer};
+
+/// How often a live stream's figures go out as `StreamUpdated`.
+const UPDATE_EVERY: Duration = Duration::from_secs(2);
 
 impl Sfu {
     /// Forwards the RTP packets collected while draining publishers.
     pub(super) fn fan_out(&mut self) {
         for (router_id, kind) in std::mem::take(&mut self.pending_keyframe) {
-            let now = self.last_now;
-            self.request_keyframe(router_id, kind, now);
+            if kind == MediaKind::Video {
+                self.viewer_wants_keyframe(router_id);
+            }
         }
         let pending = std::mem::take(&mut self.pending_rtp);
         for (pub_id, router_id, pkt) in pending {
@@ -39,12 +46,9 @@ impl Sfu {
         let Some(track) = router.tracks.iter_mut().find(|t| t.mid == mid) else {
             return;
         };
-        if !track.rid_chosen {
-            track.rid = rid;
-            track.rid_chosen = true;
-        } else if track.rid != rid {
+        let Some(li) = track.layer_index(rid) else {
             return;
-        }
+        };
         self.metrics.rtp_in += 1;
         let kind = track.kind;
         let pt = pkt.header.payload_type;
@@ -54,16 +58,67 @@ impl Sfu {
             .find(|p| p.pt() == pt)
             .and_then(video_codec);
         let is_key = codec.is_some_and(|c| is_keyframe_start(c, &pkt.payload));
+
+        // Measure the layer.
+        let layer = &mut track.layers[li];
+        layer.ssrc = Some(ssrc);
+        layer.last_packet = Some(now);
+        let woke = !layer.active;
+        layer.active = true;
+        let window_closed = layer.meter.add(
+            now,
+            pkt.payload.len() + 12,
+            pkt.header.marker || kind != MediaKind::Video,
+        );
         if is_key {
-            track.keyframes.keyframe_received();
+            layer.keyframes.keyframe_received();
         }
+        if let Some((w, h)) = codec.and_then(|c| picture_size(c, &pkt.payload)) {
+            layer.width = w;
+            layer.height = h;
+        }
+        // Layers that went quiet stop counting (str0m's pause event is slower).
+        let mut slept = false;
+        for l in &mut track.layers {
+            if l.active
+                && l.last_packet
+                    .is_some_and(|t| now.saturating_duration_since(t) > LAYER_TIMEOUT)
+            {
+                l.active = false;
+                slept = true;
+            }
+        }
+        let reordered = (window_closed || woke || slept) && track.reorder();
+        let layers_changed = woke || slept || reordered;
+
+        if kind == MediaKind::Video && (layers_changed || window_closed) {
+            // New figures: every viewer may choose again.
+            let viewers = router.viewers.clone();
+            for v in viewers {
+                self.reselect(router_id, v, now);
+            }
+        }
+        let Some(router) = self.routers.get_mut(&router_id) else {
+            return;
+        };
+        if layers_changed
+            || (window_closed
+                && router
+                    .last_update
+                    .is_none_or(|t| now.saturating_duration_since(t) >= UPDATE_EVERY))
+        {
+            router.last_update = Some(now);
+            self.out
+                .push_back(crate::Output::Event(SfuEvent::StreamUpdated(router.info())));
+        }
+
         let ext = ExtensionValues {
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
             video_orientation: pkt.header.ext_vals.video_orientation,
             ..Default::default()
         };
-        let mut waiting = false;
+        let mut needs_keyframe: Vec<Option<Rid>> = Vec::new();
         for vid in &router.viewers {
             let Some(v) = self.peers.get_mut(vid) else {
                 continue;
@@ -77,12 +132,14 @@ impl Sfu {
             let Some(map) = c.map_pt(pt) else {
                 continue;
             };
-            if c.waiting_keyframe {
-                if !is_key {
-                    waiting = true;
-                    continue;
+            if !c.accepts(rid, is_key) {
+                if let Some(t) = c.target
+                    && c.waits_for(t)
+                    && !needs_keyframe.contains(&t)
+                {
+                    needs_keyframe.push(t);
                 }
-                c.waiting_keyframe = false;
+                continue;
             }
             let Some(m) = c
                 .munger
@@ -107,43 +164,149 @@ impl Sfu {
                 self.dirty.push_back(*vid);
             }
         }
-        if waiting {
-            self.request_keyframe(router_id, kind, now);
-        } else if let Some(t) = self
+        let switched: Vec<PeerId> = router.viewers.clone();
+        for r in needs_keyframe {
+            self.request_layer_keyframe(router_id, r, now);
+        }
+        // Requests held back by the throttle go out when allowed.
+        if let Some(t) = self
             .routers
             .get_mut(&router_id)
             .and_then(|r| r.tracks.iter_mut().find(|t| t.mid == mid))
-            && t.keyframes.poll(now)
         {
-            // A request that was held back by the throttle goes out now.
-            self.send_pli(router_id, kind);
+            let due: Vec<Option<Rid>> = t
+                .layers
+                .iter_mut()
+                .filter_map(|l| l.keyframes.poll(now).then_some(l.rid))
+                .collect();
+            for r in due {
+                self.send_pli(router_id, r);
+            }
+        }
+        if is_key && kind == MediaKind::Video {
+            // A keyframe may have completed switches: tell whom it concerns.
+            for v in switched {
+                self.report_layer(v);
+            }
         }
     }
 
-    /// Someone needs a keyframe on this router's track of `kind`.
-    fn request_keyframe(&mut self, router_id: RouterId, kind: MediaKind, now: Instant) {
-        let Some(router) = self.routers.get_mut(&router_id) else {
-            return;
-        };
-        let Some(track) = router.tracks.iter_mut().find(|t| t.kind == kind) else {
-            return;
-        };
-        if kind != MediaKind::Video {
-            return;
-        }
-        if track.keyframes.request(now) {
-            self.send_pli(router_id, kind);
-        }
-    }
-
-    fn send_pli(&mut self, router_id: RouterId, kind: MediaKind) {
+    /// Chooses a viewer's video layer again, from its estimate, its request
+    /// and the layers being sent.
+    pub(super) fn reselect(&mut self, router_id: RouterId, viewer: PeerId, now: Instant) {
         let Some(router) = self.routers.get(&router_id) else {
             return;
         };
-        let Some(track) = router.tracks.iter().find(|t| t.kind == kind) else {
+        let Some(track) = router.video() else {
             return;
         };
-        let (mid, rid) = (track.mid, track.rid);
+        let views = track.views();
+        let Some(v) = self.peers.get_mut(&viewer) else {
+            return;
+        };
+        let request = v.layer_request.clone();
+        let Some(c) = v
+            .consumers
+            .iter_mut()
+            .find(|c| c.kind == MediaKind::Video && !c.pt_map.is_empty())
+        else {
+            return;
+        };
+        let was_stopped = c
+            .target
+            .is_some_and(|t| views.iter().any(|l| l.rid == t && !l.active));
+        let Some((target, mut reason)) = c.selector.choose(now, &views, &request, c.target) else {
+            return;
+        };
+        if was_stopped && reason == LayerReason::Bandwidth && c.target != Some(target) {
+            reason = LayerReason::LayerStopped;
+        }
+        let changed = c.target != Some(target);
+        c.target = Some(target);
+        c.reason = reason;
+        if let Some((min, desired)) = LayerSelector::bwe_rates(&views, target) {
+            v.rtc.bwe().set_bitrate(
+                Bitrate::bps(min.max(100_000)),
+                Bitrate::bps(desired.max(100_000)),
+            );
+        }
+        if changed {
+            self.request_layer_keyframe(router_id, target, now);
+        }
+        self.report_layer(viewer);
+    }
+
+    /// Emits `ViewerLayerChanged` when a viewer's layer state changed.
+    pub(super) fn report_layer(&mut self, viewer: PeerId) {
+        let Some(v) = self.peers.get_mut(&viewer) else {
+            return;
+        };
+        let stream = v.stream.clone();
+        let request = v.layer_request.clone();
+        let Some(c) = v.consumers.iter_mut().find(|c| c.kind == MediaKind::Video) else {
+            return;
+        };
+        let now = (c.current, c.target, c.reason);
+        if c.reported == Some(now) {
+            return;
+        }
+        c.reported = Some(now);
+        let layer = viewer_layer(c, request);
+        self.out
+            .push_back(crate::Output::Event(SfuEvent::ViewerLayerChanged {
+                peer: viewer,
+                stream,
+                layer,
+            }));
+    }
+
+    /// A viewer lost a picture (PLI/FIR): ask for a keyframe on every layer
+    /// someone receives.
+    fn viewer_wants_keyframe(&mut self, router_id: RouterId) {
+        let now = self.last_now;
+        let Some(router) = self.routers.get(&router_id) else {
+            return;
+        };
+        let mut layers: Vec<Option<Rid>> = Vec::new();
+        for vid in &router.viewers {
+            if let Some(c) = self
+                .peers
+                .get(vid)
+                .and_then(|v| v.consumers.iter().find(|c| c.kind == MediaKind::Video))
+                && let Some(cur) = c.current.or(c.target)
+                && !layers.contains(&cur)
+            {
+                layers.push(cur);
+            }
+        }
+        for r in layers {
+            self.request_layer_keyframe(router_id, r, now);
+        }
+    }
+
+    /// Someone needs a keyframe of the video layer `rid`.
+    fn request_layer_keyframe(&mut self, router_id: RouterId, rid: Option<Rid>, now: Instant) {
+        let Some(layer) = self
+            .routers
+            .get_mut(&router_id)
+            .and_then(|r| r.tracks.iter_mut().find(|t| t.kind == MediaKind::Video))
+            .and_then(|t| t.layer_mut(rid))
+        else {
+            return;
+        };
+        if layer.keyframes.request(now) {
+            self.send_pli(router_id, rid);
+        }
+    }
+
+    fn send_pli(&mut self, router_id: RouterId, rid: Option<Rid>) {
+        let Some(router) = self.routers.get(&router_id) else {
+            return;
+        };
+        let Some(track) = router.video() else {
+            return;
+        };
+        let mid = track.mid;
         let Some(pub_id) = router.publisher else {
             return;
         };
@@ -155,5 +318,24 @@ impl Sfu {
             self.metrics.keyframe_requests_sent += 1;
             self.mark_dirty(pub_id);
         }
+    }
+}
+
+/// A consumer's layer state as the API shows it.
+pub(super) fn viewer_layer(
+    c: &crate::consumer::Consumer,
+    requested: crate::LayerRequest,
+) -> ViewerLayer {
+    let name = |r: Option<Option<Rid>>| r.flatten().map(|r| r.to_string());
+    ViewerLayer {
+        current: name(c.current),
+        target: name(c.target),
+        reason: if c.current.is_none() {
+            LayerReason::Starting
+        } else {
+            c.reason
+        },
+        estimate_bps: c.selector.estimate_bps,
+        requested,
     }
 }

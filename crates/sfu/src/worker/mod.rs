@@ -7,6 +7,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::crypto::CryptoProvider;
 use str0m::ice::StunMessage;
 use str0m::media::MediaKind;
@@ -43,6 +44,7 @@ pub struct Sfu {
     out: VecDeque<Output>,
     pending_rtp: Vec<(PeerId, RouterId, RtpPacket)>,
     pending_keyframe: Vec<(RouterId, MediaKind)>,
+    pending_reselect: Vec<(RouterId, PeerId)>,
     to_close: Vec<(PeerId, CloseReason)>,
     last_now: Instant,
     metrics: Metrics,
@@ -66,6 +68,7 @@ impl Sfu {
             out: VecDeque::new(),
             pending_rtp: Vec::new(),
             pending_keyframe: Vec::new(),
+            pending_reselect: Vec::new(),
             to_close: Vec::new(),
             last_now: now,
             metrics: Metrics::default(),
@@ -154,6 +157,13 @@ impl Sfu {
                 }
                 continue;
             }
+            if !self.pending_reselect.is_empty() {
+                let now = self.last_now;
+                for (router, peer) in std::mem::take(&mut self.pending_reselect) {
+                    self.reselect(router, peer, now);
+                }
+                continue;
+            }
             if !self.pending_rtp.is_empty() || !self.pending_keyframe.is_empty() {
                 self.fan_out();
                 continue;
@@ -182,10 +192,14 @@ impl Sfu {
         }
     }
 
-    fn new_rtc(&self, now: Instant) -> (Rtc, String) {
+    fn new_rtc(&self, now: Instant, bwe: bool) -> (Rtc, String) {
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
-        let mut rtc = RtcConfig::new()
+        let mut config = RtcConfig::new();
+        if bwe {
+            config = config.enable_bwe(Some(Bitrate::bps(crate::layers::INITIAL_ESTIMATE_BPS)));
+        }
+        let mut rtc = config
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_crypto_provider(self.crypto.clone())
@@ -201,6 +215,13 @@ impl Sfu {
             }
         }
         (rtc, ufrag)
+    }
+
+    fn stream_updated(&mut self, router: RouterId) {
+        if let Some(r) = self.routers.get(&router) {
+            self.out
+                .push_back(Output::Event(SfuEvent::StreamUpdated(r.info())));
+        }
     }
 
     fn router_for(&mut self, stream: &str) -> RouterId {
@@ -342,6 +363,15 @@ impl Sfu {
                     Event::RtpPacket(pkt) if p.role == Role::Publisher => {
                         self.pending_rtp.push((id, p.router, pkt));
                     }
+                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+                        if p.role == Role::Viewer =>
+                    {
+                        if let Some(c) = p.consumers.iter_mut().find(|c| c.kind == MediaKind::Video)
+                        {
+                            c.selector.estimate_bps = Some(estimate.as_u64());
+                            self.pending_reselect.push((p.router, id));
+                        }
+                    }
                     Event::KeyframeRequest(req) if p.role == Role::Viewer => {
                         self.metrics.keyframe_requests_received += 1;
                         if let Some(c) = p.consumers.iter().find(|c| c.mid == req.mid) {
@@ -386,10 +416,13 @@ impl Sfu {
                 }
                 Role::Viewer => router.viewers.retain(|v| *v != id),
             }
+            let info = router.info();
             if router.is_empty() {
                 self.router_names.remove(&router.name);
                 self.routers.remove(&p.router);
             }
+            self.out
+                .push_back(Output::Event(SfuEvent::StreamUpdated(info)));
         }
         self.out.push_back(Output::Event(SfuEvent::Closed {
             peer: id,
@@ -401,10 +434,5 @@ impl Sfu {
 }
 
 fn stream_info(r: &Router) -> StreamInfo {
-    StreamInfo {
-        name: r.name.clone(),
-        live: r.publisher.is_some(),
-        viewers: r.viewers.len(),
-        layers: Vec::new(),
-    }
+    r.info()
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Rids};
 use str0m::{Candidate, IceCreds, Rtc};
 
 use super::Sfu;
@@ -12,8 +13,8 @@ use crate::consumer::{Consumer, codec_names};
 use crate::router::TrackIn;
 use crate::sdp::m_lines;
 use crate::{
-    CloseReason, IceCredentials, LayerReason, LayerRequest, PeerId, Role, SessionAnswer,
-    SessionError, ViewerLayer,
+    CloseReason, IceCredentials, LayerRequest, PeerId, Role, SessionAnswer, SessionError,
+    ViewerLayer,
 };
 
 impl Sfu {
@@ -34,7 +35,7 @@ impl Sfu {
         {
             return Err(SessionError::StreamBusy(stream.to_string()));
         }
-        let (mut rtc, ufrag) = self.new_rtc(now);
+        let (mut rtc, ufrag) = self.new_rtc(now, false);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -59,10 +60,15 @@ impl Sfu {
             if params.is_empty() {
                 continue;
             }
+            let rids = match media.rids_rx() {
+                Rids::Specific(r) => r.clone(),
+                _ => Vec::new(),
+            };
             tracks.push(TrackIn::new(
                 mid,
                 kind,
                 params,
+                &rids,
                 self.config.keyframe_request_interval,
             ));
         }
@@ -101,6 +107,7 @@ impl Sfu {
         for vid in incompatible {
             self.close_peer(vid, CloseReason::Incompatible);
         }
+        self.stream_updated(router_id);
         Ok(SessionAnswer {
             peer: id,
             answer_sdp,
@@ -125,7 +132,9 @@ impl Sfu {
         if router.publisher.is_none() {
             return Err(SessionError::NotLive(stream.to_string()));
         }
-        let (mut rtc, ufrag) = self.new_rtc(now);
+        // A bandwidth estimate only matters when there are layers to choose from.
+        let simulcast = router.video().is_some_and(|t| t.layers.len() > 1);
+        let (mut rtc, ufrag) = self.new_rtc(now, simulcast);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -176,6 +185,8 @@ impl Sfu {
         if let Some(r) = self.routers.get_mut(&router_id) {
             r.viewers.push(id);
         }
+        self.reselect(router_id, id, now);
+        self.stream_updated(router_id);
         Ok(SessionAnswer {
             peer: id,
             answer_sdp,
@@ -199,6 +210,9 @@ impl Sfu {
             return Err(SessionError::UnknownPeer);
         }
         p.layer_request = request;
+        let router = p.router;
+        let now = self.last_now;
+        self.reselect(router, peer, now);
         Ok(())
     }
 
@@ -208,13 +222,8 @@ impl Sfu {
         if p.role != Role::Viewer {
             return None;
         }
-        Some(ViewerLayer {
-            current: None,
-            target: None,
-            reason: LayerReason::Starting,
-            estimate_bps: None,
-            requested: p.layer_request.clone(),
-        })
+        let c = p.consumers.iter().find(|c| c.kind == MediaKind::Video)?;
+        Some(super::forward::viewer_layer(c, p.layer_request.clone()))
     }
 
     /// Adds a trickled remote candidate (`candidate:...`, with or without `a=`).

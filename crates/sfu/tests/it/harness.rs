@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use lumen_sfu::{Input, Output, PeerId, SessionError, Sfu, SfuConfig, SfuEvent};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{
+    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Rtc, RtcConfig};
 use str0m_netem::{Netem, NetemConfig};
@@ -33,6 +35,8 @@ pub struct Got {
     pub number: u64,
     pub keyframe: bool,
     pub at: Instant,
+    /// The simulcast layer the frame came from (b'-' without simulcast).
+    pub layer: u8,
 }
 
 pub struct Browser {
@@ -50,6 +54,12 @@ pub struct Browser {
     pub publishing: bool,
     pub frame_no: u64,
     pub force_keyframe: bool,
+    /// Simulcast: the layers sent (rid, frame bytes), and which are paused.
+    pub layers: Vec<(Rid, usize)>,
+    pub paused: Vec<Rid>,
+    pub force_layer_keyframe: Vec<Rid>,
+    /// Publisher: keyframe requests received, by rid.
+    pub keyframe_requests_by_rid: Vec<(Instant, Option<Rid>)>,
     /// Publisher: a keyframe every this many frames (None: only when asked).
     pub keyframe_every: Option<u64>,
     next_frame_at: Instant,
@@ -67,6 +77,7 @@ pub struct World {
     pub sfu_events: Vec<SfuEvent>,
     sfu_timeout: Instant,
     seed: u64,
+    stuck: u32,
 }
 
 impl World {
@@ -82,6 +93,7 @@ impl World {
             sfu_events: Vec::new(),
             sfu_timeout: start,
             seed,
+            stuck: 0,
         }
     }
 
@@ -108,6 +120,10 @@ impl World {
             publishing: false,
             frame_no: 0,
             force_keyframe: true,
+            layers: Vec::new(),
+            paused: Vec::new(),
+            force_layer_keyframe: Vec::new(),
+            keyframe_requests_by_rid: Vec::new(),
             keyframe_every: None,
             next_frame_at: self.now,
             next_timeout: self.now,
@@ -131,6 +147,51 @@ impl World {
         self.finish(i, pending, &answer.answer_sdp, answer.peer);
         self.browsers[i].publishing = true;
         Ok(i)
+    }
+
+    /// A browser that publishes three simulcast layers h, m, l of H.264
+    /// (about 2.5 Mbps, 800 kbps and 200 kbps at 30 fps) plus Opus.
+    pub fn simulcast_publisher(&mut self, stream: &str) -> Result<usize, SessionError> {
+        let i = self.new_browser(NetemConfig::new(), NetemConfig::new());
+        let b = &mut self.browsers[i];
+        let layers: Vec<(Rid, usize)> = vec![
+            (Rid::from("h"), 10_400),
+            (Rid::from("m"), 3_300),
+            (Rid::from("l"), 800),
+        ];
+        let simulcast = Simulcast {
+            send: layers
+                .iter()
+                .map(|(rid, _)| SimulcastLayer {
+                    rid: *rid,
+                    attributes: None,
+                })
+                .collect(),
+            recv: Vec::new(),
+        };
+        let mut api = b.rtc.sdp_api();
+        let video = api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            None,
+            None,
+            Some(simulcast),
+        );
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("changes");
+        b.video_mid = Some(video);
+        b.audio_mid = Some(audio);
+        b.layers = layers;
+        let answer = self.sfu.publish(self.now, stream, &offer.to_sdp_string())?;
+        self.finish(i, pending, &answer.answer_sdp, answer.peer);
+        self.browsers[i].publishing = true;
+        Ok(i)
+    }
+
+    /// Changes the conditions of the link from the SFU to browser `i`.
+    pub fn set_down_link(&mut self, i: usize, config: NetemConfig) {
+        let seed = self.seed.wrapping_mul(7919).wrapping_add(i as u64);
+        self.browsers[i].down.set_config(config.seed(seed));
     }
 
     /// A browser that watches `stream`, over a link with the given conditions.
@@ -195,6 +256,15 @@ impl World {
         }
         if next > self.now {
             self.now = next;
+            self.stuck = 0;
+        } else {
+            // Something keeps asking for "now" (a pacer, a link that is
+            // busy): let time move, like str0m's own test harness does.
+            self.stuck += 1;
+            if self.stuck > 20 {
+                self.now += Duration::from_millis(1);
+                self.stuck = 0;
+            }
         }
         let now = self.now;
 
@@ -294,9 +364,13 @@ impl Browser {
                 }
                 Ok(str0m::Output::Event(e)) => match e {
                     Event::Connected => self.connected_at = Some(now),
-                    Event::KeyframeRequest(_) => {
+                    Event::KeyframeRequest(r) => {
                         self.keyframe_requests.push(now);
-                        self.force_keyframe = true;
+                        self.keyframe_requests_by_rid.push((now, r.rid));
+                        match r.rid {
+                            Some(rid) => self.force_layer_keyframe.push(rid),
+                            None => self.force_keyframe = true,
+                        }
                     }
                     Event::MediaData(d) => {
                         if Some(d.mid) == self.video_mid {
@@ -305,6 +379,7 @@ impl Browser {
                                     number: f.0,
                                     keyframe: f.1,
                                     at: now,
+                                    layer: f.2,
                                 });
                             }
                         } else {
@@ -330,18 +405,42 @@ impl Browser {
         self.frame_no += 1;
         let key = self.force_keyframe || self.keyframe_every.is_some_and(|k| n.is_multiple_of(k));
         self.force_keyframe = false;
-        let data = make_frame(n, key);
         let ticks = (now - start).as_micros() as u64 * 90 / 1000;
-        if let Some(mid) = self.video_mid
-            && let Some(w) = self.rtc.writer(mid)
-        {
-            let pt = w
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::H264)
-                .map(|p| p.pt());
-            if let Some(pt) = pt {
-                w.write(pt, now, MediaTime::new(ticks, Frequency::NINETY_KHZ), data)
-                    .expect("video write");
+        let time = MediaTime::new(ticks, Frequency::NINETY_KHZ);
+        if self.layers.is_empty() {
+            let data = make_frame(n, key, b'-', 1800);
+            if let Some(mid) = self.video_mid
+                && let Some(w) = self.rtc.writer(mid)
+            {
+                let pt = w
+                    .payload_params()
+                    .find(|p| p.spec().codec == Codec::H264)
+                    .map(|p| p.pt());
+                if let Some(pt) = pt {
+                    w.write(pt, now, time, data).expect("video write");
+                }
+            }
+        } else {
+            let forced = std::mem::take(&mut self.force_layer_keyframe);
+            for (rid, size) in self.layers.clone() {
+                if self.paused.contains(&rid) {
+                    continue;
+                }
+                let key = key || forced.contains(&rid);
+                let tag = rid.to_string().bytes().next().unwrap_or(b'?');
+                let data = make_frame(n, key, tag, size);
+                if let Some(mid) = self.video_mid
+                    && let Some(w) = self.rtc.writer(mid)
+                {
+                    let pt = w
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::H264)
+                        .map(|p| p.pt());
+                    if let Some(pt) = pt {
+                        w.rid(rid).write(pt, now, time, data).expect("layer write");
+                    }
+                }
+                self.drain(now);
             }
         }
         // Audio rides along: one 20 ms Opus packet per frame is close enough.
@@ -367,12 +466,12 @@ impl Browser {
     }
 }
 
-/// An H.264 access unit in Annex B whose picture bytes carry its number as
-/// text (no zero bytes, so no accidental start codes). Keyframes carry
-/// SPS + PPS + IDR; others one non-IDR slice. Big enough to need FU-A.
-pub fn make_frame(n: u64, key: bool) -> Vec<u8> {
+/// An H.264 access unit in Annex B whose picture bytes carry its number and
+/// layer as text (no zero bytes, so no accidental start codes). Keyframes
+/// carry SPS + PPS + IDR; others one non-IDR slice.
+pub fn make_frame(n: u64, key: bool, layer: u8, delta_size: usize) -> Vec<u8> {
     let mut out = Vec::new();
-    let tag = format!("F{n:010};");
+    let tag = format!("F{n:010}{};", layer as char);
     if key {
         out.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0x8c]);
         out.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
@@ -381,19 +480,20 @@ pub fn make_frame(n: u64, key: bool) -> Vec<u8> {
         out.extend_from_slice(&[0, 0, 0, 1, 0x41]);
     }
     out.extend_from_slice(tag.as_bytes());
-    let size = if key { 6000 } else { 1800 };
+    let size = if key { delta_size * 3 } else { delta_size };
     out.extend(std::iter::repeat_n(0x5a, size));
     out
 }
 
-/// Reads back (number, keyframe) from a depacketized access unit.
-pub fn parse_frame(data: &[u8]) -> Option<(u64, bool)> {
-    let pos = data.windows(1).position(|w| w[0] == b'F')?;
+/// Reads back (number, keyframe, layer) from a depacketized access unit.
+pub fn parse_frame(data: &[u8]) -> Option<(u64, bool, u8)> {
+    let pos = data.iter().position(|&b| b == b'F')?;
     let text = data.get(pos + 1..pos + 11)?;
     let n: u64 = std::str::from_utf8(text).ok()?.parse().ok()?;
+    let layer = *data.get(pos + 11)?;
     let key = data.windows(5).any(|w| w == [0, 0, 0, 1, 0x65])
         || data.windows(4).any(|w| w == [0, 0, 1, 0x65]);
-    Some((n, key))
+    Some((n, key, layer))
 }
 
 /// Frame numbers missing between consecutive received frames, and frames out of order.
@@ -401,6 +501,11 @@ pub fn gaps_and_reorders(frames: &[Got]) -> (u64, u64) {
     let mut gaps = 0;
     let mut reorders = 0;
     for w in frames.windows(2) {
+        if w[1].number == w[0].number && w[1].layer != w[0].layer {
+            // A switch down lands on the other layer's copy of the same
+            // picture time: shown once more, not out of order.
+            continue;
+        }
         if w[1].number <= w[0].number {
             reorders += 1;
         } else {

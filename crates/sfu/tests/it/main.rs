@@ -8,3 +8,4 @@ mod harness;
 mod live;
 mod loss;
 mod sessions;
+mod simulcast;

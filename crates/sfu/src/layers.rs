@@ -1,0 +1,324 @@
+//! Simulcast: the publisher's layers as measured (`Layer`, `RateMeter`), and
+//! each viewer's choice among them (`LayerSelector`): down fast when the
+//! bandwidth estimate falls, up only after the estimate has held for a while,
+//! so a viewer does not oscillate.
+
+use std::time::{Duration, Instant};
+
+use str0m::media::Rid;
+use str0m::rtp::Ssrc;
+
+use crate::keyframe::KeyframeRequester;
+use crate::{LayerInfo, LayerReason, LayerRequest};
+
+/// A layer is considered stopped after this long without a packet.
+pub(crate) const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// One simulcast encoding of the publisher's video.
+pub(crate) struct Layer {
+    pub rid: Option<Rid>,
+    pub ssrc: Option<Ssrc>,
+    pub keyframes: KeyframeRequester,
+    pub meter: RateMeter,
+    pub last_packet: Option<Instant>,
+    pub active: bool,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Layer {
+    pub fn new(rid: Option<Rid>, keyframe_interval: Duration) -> Self {
+        Layer {
+            rid,
+            ssrc: None,
+            keyframes: KeyframeRequester::new(keyframe_interval),
+            meter: RateMeter::default(),
+            last_packet: None,
+            active: false,
+            width: 0,
+            height: 0,
+        }
+    }
+
+    /// Ordering key: bigger pictures first, then higher bitrate. A layer
+    /// that stopped keeps the rank it had.
+    pub fn rank(&self) -> (u64, u64) {
+        (self.width as u64 * self.height as u64, self.meter.rate())
+    }
+
+    pub fn info(&self) -> LayerInfo {
+        LayerInfo {
+            rid: self.rid.map(|r| r.to_string()),
+            active: self.active,
+            bitrate_bps: self.meter.bitrate_bps,
+            width: self.width,
+            height: self.height,
+            fps: self.meter.fps,
+        }
+    }
+}
+
+/// Bytes and frames per one-second window.
+#[derive(Debug, Default)]
+pub(crate) struct RateMeter {
+    window_start: Option<Instant>,
+    last_at: Option<Instant>,
+    bytes: u64,
+    frames: u64,
+    pub bitrate_bps: u64,
+    pub fps: f64,
+}
+
+impl RateMeter {
+    /// The last window's bitrate, or the open window's before the first one closed.
+    pub fn rate(&self) -> u64 {
+        if self.bitrate_bps > 0 {
+            return self.bitrate_bps;
+        }
+        match (self.window_start, self.last_at) {
+            (Some(start), Some(last)) => {
+                let secs = last.saturating_duration_since(start).as_secs_f64();
+                if secs >= 0.1 {
+                    (self.bytes as f64 * 8.0 / secs) as u64
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        }
+    }
+
+    /// Counts a packet; returns true when a window closed (new figures).
+    pub fn add(&mut self, now: Instant, bytes: usize, end_of_frame: bool) -> bool {
+        let start = *self.window_start.get_or_insert(now);
+        self.last_at = Some(now);
+        self.bytes += bytes as u64;
+        if end_of_frame {
+            self.frames += 1;
+        }
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= Duration::from_millis(1000) {
+            let secs = elapsed.as_secs_f64();
+            self.bitrate_bps = (self.bytes as f64 * 8.0 / secs) as u64;
+            self.fps = self.frames as f64 / secs;
+            self.window_start = Some(now);
+            self.bytes = 0;
+            self.frames = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// What a selector sees of one layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerView {
+    pub rid: Option<Rid>,
+    pub active: bool,
+    pub bitrate_bps: u64,
+}
+
+/// Per-viewer layer choice.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerSelector {
+    pub estimate_bps: Option<u64>,
+    /// Since when the estimate has allowed a better layer than the target.
+    up_since: Option<Instant>,
+    /// When the target last went down (no way up for a while after).
+    last_down: Option<Instant>,
+}
+
+/// How long a better layer must fit before the viewer moves up.
+const UP_AFTER: Duration = Duration::from_millis(2500);
+/// After a step down, how long before any step up.
+const HOLD_AFTER_DOWN: Duration = Duration::from_secs(4);
+/// The estimate str0m's BWE starts from (see the viewer's `RtcConfig`).
+pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
+/// Share of the estimate media may use (the rest is headroom for RTX, audio, jitter).
+const USABLE: f64 = 0.85;
+
+impl LayerSelector {
+    pub fn new() -> Self {
+        LayerSelector {
+            estimate_bps: None,
+            up_since: None,
+            last_down: None,
+        }
+    }
+
+    /// Picks the target layer. `layers` is best first; `current_target` is
+    /// the rid targeted so far (`None` if none yet).
+    pub fn choose(
+        &mut self,
+        now: Instant,
+        layers: &[LayerView],
+        request: &LayerRequest,
+        current_target: Option<Option<Rid>>,
+    ) -> Option<(Option<Rid>, LayerReason)> {
+        let active: Vec<&LayerView> = layers.iter().filter(|l| l.active).collect();
+        if active.is_empty() {
+            return None;
+        }
+        if layers.len() == 1 {
+            return Some((active[0].rid, LayerReason::SingleLayer));
+        }
+        if let LayerRequest::Rid(want) = request {
+            let pos = layers
+                .iter()
+                .position(|l| l.rid.is_some_and(|r| r.to_string() == *want));
+            if let Some(pos) = pos {
+                if layers[pos].active {
+                    return Some((layers[pos].rid, LayerReason::Requested));
+                }
+                if let Some(l) = layers[pos..].iter().find(|l| l.active) {
+                    return Some((l.rid, LayerReason::LayerStopped));
+                }
+                return Some((active[active.len() - 1].rid, LayerReason::LayerStopped));
+            }
+            // An unknown rid is treated as automatic choice.
+        }
+        // Before the first estimate, assume what str0m's BWE starts from.
+        let estimate = self.estimate_bps.unwrap_or(INITIAL_ESTIMATE_BPS);
+        let budget = (estimate as f64 * USABLE) as u64;
+        // The best active layer that fits, or the lowest active one.
+        let fit = active
+            .iter()
+            .position(|l| l.bitrate_bps <= budget)
+            .unwrap_or(active.len() - 1);
+        let cur = current_target.and_then(|t| active.iter().position(|l| l.rid == t));
+        let Some(cur) = cur else {
+            self.up_since = None;
+            return Some((active[fit].rid, LayerReason::Bandwidth));
+        };
+        if fit > cur {
+            // Down: at once.
+            self.up_since = None;
+            self.last_down = Some(now);
+            return Some((active[fit].rid, LayerReason::Bandwidth));
+        }
+        if fit < cur {
+            // Up: once the (probed) estimate has held, and not right after a
+            // drop, to the best layer it carries.
+            let held_down = self
+                .last_down
+                .is_some_and(|t| now.saturating_duration_since(t) < HOLD_AFTER_DOWN);
+            let since = *self.up_since.get_or_insert(now);
+            if !held_down && now.saturating_duration_since(since) >= UP_AFTER {
+                self.up_since = None;
+                return Some((active[fit].rid, LayerReason::Bandwidth));
+            }
+        } else {
+            self.up_since = None;
+        }
+        Some((active[cur].rid, LayerReason::Bandwidth))
+    }
+
+    /// The rates str0m's BWE should reach with padding if need be (minimum:
+    /// what the next layer up needs) and probe for (desired: what the best
+    /// layer needs), so the estimate can grow past what is sent now.
+    pub fn bwe_rates(layers: &[LayerView], target: Option<Rid>) -> Option<(u64, u64)> {
+        let active: Vec<&LayerView> = layers.iter().filter(|l| l.active).collect();
+        let i = active.iter().position(|l| l.rid == target)?;
+        let need = |l: &LayerView| (l.bitrate_bps as f64 / USABLE) as u64;
+        let min = need(active[i.saturating_sub(1)]);
+        let desired = need(active[0]).max(min);
+        Some((min, desired))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers(active: [bool; 3]) -> Vec<LayerView> {
+        [("h", 2_500_000), ("m", 800_000), ("l", 200_000)]
+            .iter()
+            .zip(active)
+            .map(|((r, b), a)| LayerView {
+                rid: Some(Rid::from(*r)),
+                active: a,
+                bitrate_bps: *b,
+            })
+            .collect()
+    }
+
+    fn rid(s: &str) -> Option<Rid> {
+        Some(Rid::from(s))
+    }
+
+    #[test]
+    fn down_at_once_up_after_the_estimate_held() {
+        let t0 = Instant::now();
+        let ls = layers([true; 3]);
+        let mut s = LayerSelector::new();
+        s.estimate_bps = Some(5_000_000);
+        let (t, _) = s.choose(t0, &ls, &LayerRequest::Auto, None).unwrap();
+        assert_eq!(t, rid("h"));
+        s.estimate_bps = Some(400_000);
+        let (t, r) = s
+            .choose(t0, &ls, &LayerRequest::Auto, Some(rid("h")))
+            .unwrap();
+        assert_eq!((t, r), (rid("l"), LayerReason::Bandwidth));
+        // The estimate recovers: nothing for a while, then one step at a time.
+        s.estimate_bps = Some(5_000_000);
+        let mut now = t0;
+        let mut target = rid("l");
+        let mut path = vec![];
+        for _ in 0..200 {
+            now += Duration::from_millis(100);
+            let (t, _) = s
+                .choose(now, &ls, &LayerRequest::Auto, Some(target))
+                .unwrap();
+            if t != target {
+                path.push((now - t0, t));
+                target = t;
+            }
+        }
+        assert_eq!(path.len(), 1, "{path:?}");
+        assert_eq!(path[0].1, rid("h"));
+        assert!(path[0].0 >= HOLD_AFTER_DOWN);
+    }
+
+    #[test]
+    fn a_pinned_layer_wins_and_falls_back_below_when_stopped() {
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new();
+        s.estimate_bps = Some(100_000);
+        let req = LayerRequest::Rid("h".into());
+        let (t, r) = s.choose(t0, &layers([true; 3]), &req, None).unwrap();
+        assert_eq!((t, r), (rid("h"), LayerReason::Requested));
+        let (t, r) = s
+            .choose(t0, &layers([false, true, true]), &req, None)
+            .unwrap();
+        assert_eq!((t, r), (rid("m"), LayerReason::LayerStopped));
+    }
+
+    #[test]
+    fn a_stopped_layer_moves_viewers_down_and_single_layers_just_work() {
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new();
+        s.estimate_bps = Some(10_000_000);
+        let (t, _) = s
+            .choose(
+                t0,
+                &layers([false, true, true]),
+                &LayerRequest::Auto,
+                Some(rid("h")),
+            )
+            .unwrap();
+        assert_eq!(t, rid("m"));
+        let single = [LayerView {
+            rid: None,
+            active: true,
+            bitrate_bps: 1_000_000,
+        }];
+        let (t, r) = s
+            .choose(t0, &single, &LayerRequest::Rid("l".into()), None)
+            .unwrap();
+        assert_eq!((t, r), (None, LayerReason::SingleLayer));
+        assert!(
+            s.choose(t0, &layers([false; 3]), &LayerRequest::Auto, None)
+                .is_none()
+        );
+    }
+}
