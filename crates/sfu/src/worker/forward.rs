@@ -164,7 +164,6 @@ impl Sfu {
                 self.dirty.push_back(*vid);
             }
         }
-        let switched: Vec<PeerId> = router.viewers.clone();
         for r in needs_keyframe {
             self.request_layer_keyframe(router_id, r, now);
         }
@@ -185,7 +184,12 @@ impl Sfu {
         }
         if is_key && kind == MediaKind::Video {
             // A keyframe may have completed switches: tell whom it concerns.
-            for v in switched {
+            let viewers = self
+                .routers
+                .get(&router_id)
+                .map(|r| r.viewers.clone())
+                .unwrap_or_default();
+            for v in viewers {
                 self.report_layer(v);
             }
         }
