@@ -29,6 +29,10 @@ enum Cmd {
     Publish(PublishArgs),
     /// Watch a WHEP URL headlessly and print frames, fps, bitrate, loss and TTFF.
     Watch(WatchArgs),
+    /// Open many str0m WHEP viewers and report TTFF, bitrate, loss, latency and server CPU.
+    Load(lumen::load::LoadArgs),
+    /// Measure this machine: `lumen bench ceiling`.
+    Bench(lumen::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +54,11 @@ struct PublishArgs {
     /// Video bitrate in bits per second.
     #[arg(long, default_value_t = 1_000_000)]
     bitrate: u32,
+    /// Send three H.264 simulcast layers (rids h, m, l: 1280x720 ~2.5 Mbit/s,
+    /// 640x360 ~800 kbit/s, 320x180 ~200 kbit/s) instead of one picture;
+    /// --width, --height and --bitrate are then ignored.
+    #[arg(long)]
+    simulcast: bool,
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     duration: Option<f64>,
@@ -62,6 +71,10 @@ struct WatchArgs {
     /// Bearer token.
     #[arg(long, env = "LUMEN_TOKEN")]
     token: Option<String>,
+    /// Pin a simulcast layer by rid (h, m, l) through the WHEP layer
+    /// extension (default: the server chooses).
+    #[arg(long, value_name = "RID")]
+    layer: Option<String>,
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     duration: Option<f64>,
@@ -110,6 +123,7 @@ fn main() -> anyhow::Result<()> {
                     height: a.height,
                     fps: a.fps,
                     bitrate_bps: a.bitrate,
+                    simulcast: a.simulcast,
                 };
                 lumen::client::run_publish_cli(opts, seconds(a.duration)?).await
             }
@@ -117,9 +131,12 @@ fn main() -> anyhow::Result<()> {
                 let opts = lumen::client::WatchOptions {
                     url: a.url,
                     token: a.token,
+                    layer: a.layer,
                 };
                 lumen::client::run_watch_cli(opts, seconds(a.duration)?).await
             }
+            Cmd::Load(a) => lumen::load::run_load_cli(a).await,
+            Cmd::Bench(a) => lumen::bench::run_bench_cli(a).await,
         }
     })
 }

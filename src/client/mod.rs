@@ -32,9 +32,11 @@ use webrtc::peer_connection::{
 };
 
 pub use pattern::{EncodedFrame, PatternEncoder, draw_pattern};
-pub use publish::{PublishOptions, Publisher, run_publish_cli};
+pub use publish::{
+    LayerStats, PublishOptions, Publisher, SIMULCAST_LAYERS, SimulcastLayer, run_publish_cli,
+};
 pub use sei::{FrameTiming, LUMEN_SEI_UUID, find_timing_in_access_unit, parse_timing_sei};
-pub use watch::{WatchOptions, WatchStats, Watcher, run_watch_cli};
+pub use watch::{LAYER_LINK_REL, WatchOptions, WatchStats, Watcher, run_watch_cli};
 
 /// RTP payload type offered for H.264.
 const H264_PT: u8 = 102;
@@ -101,9 +103,17 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// The SDES `mid` RTP header extension (RFC 8843).
+const MID_EXTENSION_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+/// The SDES `rtp-stream-id` (rid) RTP header extension (RFC 8852).
+const RID_EXTENSION_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+
 /// Builds a peer connection on 127.0.0.1 with exactly one H.264 and one Opus
 /// codec, NACK/PLI feedback and RTCP reports. `forward_keyframe_requests`
-/// hands inbound PLI/FIR to the local tracks (for the publisher).
+/// hands inbound PLI/FIR to the local tracks (for the publisher). The
+/// default interceptors also offer the `mid`, `rid` and `repaired-rid` header
+/// extensions on video (which a simulcast sender tags its packets with) and
+/// send TWCC feedback.
 async fn build_peer(
     tracks: Option<mpsc::UnboundedSender<Arc<dyn TrackRemote>>>,
     forward_keyframe_requests: bool,
@@ -150,15 +160,28 @@ async fn build_peer(
     Ok((Arc::new(pc), Signals { gathered, state }))
 }
 
+/// What a successful WHIP/WHEP POST gave back.
+struct Negotiated {
+    /// Absolute URL of the session (the resolved `Location`).
+    session_url: String,
+    /// When the POST went out.
+    posted_at: std::time::Instant,
+    /// The URL the POST landed on (after redirects): the base for relative
+    /// links.
+    base_url: reqwest::Url,
+    /// The raw `Link` header values of the 201.
+    links: Vec<String>,
+}
+
 /// Creates the offer, waits for ICE gathering, POSTs it and applies the
-/// answer. Returns the absolute session URL and when the POST went out.
+/// answer.
 async fn negotiate(
     pc: &Arc<dyn PeerConnection>,
     signals: &mut Signals,
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,
-) -> anyhow::Result<(String, std::time::Instant)> {
+) -> anyhow::Result<Negotiated> {
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer).await?;
     tokio::time::timeout(GATHER_TIMEOUT, signals.gathered.wait_for(|g| *g))
@@ -187,6 +210,13 @@ async fn negotiate(
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let links: Vec<String> = resp
+        .headers()
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
     let body = resp.text().await.unwrap_or_default();
     if status == reqwest::StatusCode::CONFLICT && url.contains("/whep/") {
         bail!(
@@ -207,7 +237,85 @@ async fn negotiate(
     pc.set_remote_description(answer)
         .await
         .context("applying the server's answer")?;
-    Ok((session_url, posted_at))
+    Ok(Negotiated {
+        session_url,
+        posted_at,
+        base_url,
+        links,
+    })
+}
+
+/// Finds the target of the link with relation `rel` among `Link` header
+/// values (RFC 8288: `<uri>; rel="..."`, several per header separated by
+/// commas) and resolves it against `base`.
+fn find_link(links: &[String], rel: &str, base: &reqwest::Url) -> Option<reqwest::Url> {
+    links
+        .iter()
+        .flat_map(|header| parse_link_header(header))
+        .find(|(_, rels)| rels.split_ascii_whitespace().any(|r| r == rel))
+        .and_then(|(target, _)| base.join(&target).ok())
+}
+
+/// Splits one `Link` header value into (target, rel) pairs.
+fn parse_link_header(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('>') else { break };
+        let target = after[..close].trim().to_owned();
+        let params_and_more = &after[close + 1..];
+        // The parameters run to the next comma outside quotes.
+        let mut in_quotes = false;
+        let mut end = params_and_more.len();
+        for (i, c) in params_and_more.char_indices() {
+            match c {
+                '"' => in_quotes = !in_quotes,
+                ',' if !in_quotes => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let params = &params_and_more[..end];
+        let rel = params
+            .split(';')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("rel"))
+            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+            .unwrap_or_default();
+        out.push((target, rel));
+        rest = &params_and_more[end..];
+    }
+    out
+}
+
+/// An RTP header extension whose value is a string: the SDES `mid` and `rid`
+/// extensions.
+struct SdesExtension(bytes::Bytes);
+
+impl rtc::shared::marshal::MarshalSize for SdesExtension {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl rtc::shared::marshal::Marshal for SdesExtension {
+    fn marshal_to(&self, buf: &mut [u8]) -> Result<usize, rtc::shared::error::Error> {
+        let out = buf
+            .get_mut(..self.0.len())
+            .ok_or(rtc::shared::error::Error::BufferTooShort)?;
+        out.copy_from_slice(&self.0);
+        Ok(self.0.len())
+    }
+}
+
+fn sdes_extension(uri: &'static str, value: &bytes::Bytes) -> rtc::rtp::extension::HeaderExtension {
+    rtc::rtp::extension::HeaderExtension::Custom {
+        uri: uri.into(),
+        extension: Box::new(SdesExtension(value.clone())),
+    }
 }
 
 /// Waits until the peer connection is connected, or fails.
@@ -329,4 +437,57 @@ impl Interceptor for KeyframeRequestForwarder {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_layer_link_among_several() {
+        let base = reqwest::Url::parse("http://127.0.0.1:8080/whep/s").expect("url");
+        let links = vec![
+            r#"<stun:stun.example.net>; rel="ice-server""#.to_owned(),
+            concat!(
+                r#"</whep/s/sessions/ab/sse>; rel="urn:ietf:params:whep:ext:core:server-sent-events"; events="active,layers", "#,
+                r#"<sessions/ab/layer>; rel="urn:ietf:params:whep:ext:core:layer""#
+            )
+            .to_owned(),
+        ];
+        let url = find_link(&links, "urn:ietf:params:whep:ext:core:layer", &base);
+        assert_eq!(
+            url.map(|u| u.to_string()).as_deref(),
+            Some("http://127.0.0.1:8080/whep/sessions/ab/layer")
+        );
+        let sse = find_link(
+            &links,
+            "urn:ietf:params:whep:ext:core:server-sent-events",
+            &base,
+        );
+        assert_eq!(
+            sse.map(|u| u.to_string()).as_deref(),
+            Some("http://127.0.0.1:8080/whep/s/sessions/ab/sse")
+        );
+        assert!(find_link(&links, "nope", &base).is_none());
+        assert!(find_link(&[], "ice-server", &base).is_none());
+    }
+
+    #[test]
+    fn link_parsing_survives_garbage() {
+        for junk in [
+            "",
+            "<",
+            ">",
+            "<a",
+            "<a>;rel",
+            "<a>; rel=\"x, <b>; rel=y",
+            ",,,<>",
+        ] {
+            let _ = parse_link_header(junk);
+        }
+        assert_eq!(
+            parse_link_header("<a>;REL=x"),
+            vec![("a".to_owned(), "x".to_owned())]
+        );
+    }
 }

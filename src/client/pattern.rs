@@ -132,11 +132,14 @@ pub fn draw_pattern(yuv: &mut [u8], width: usize, height: usize, n: u64) {
     let (luma, chroma) = yuv.split_at_mut(width * height);
     let (u_plane, v_plane) = chroma.split_at_mut(width * height / 4);
 
-    let shift = (n * 2) as usize;
+    // Pixel (x, y) is 40 + (x + y + shift) % 160: every row is a window of
+    // one periodic ramp, so copy it rather than compute each pixel (this
+    // runs per frame per simulcast layer, unoptimised in debug builds).
+    let shift = ((n % 80) * 2) as usize;
+    let ramp: Vec<u8> = (0..width + 160).map(|i| (40 + i % 160) as u8).collect();
     for (y, row) in luma.chunks_exact_mut(width).enumerate() {
-        for (x, px) in row.iter_mut().enumerate() {
-            *px = (40 + ((x + y + shift) % 160)) as u8;
-        }
+        let start = (y + shift) % 160;
+        row.copy_from_slice(&ramp[start..start + width]);
     }
 
     // A box moving horizontally and bouncing back: motion for the encoder and
@@ -268,6 +271,21 @@ mod tests {
             .filter_map(nal_type)
             .collect();
         assert_eq!(&types[..], &[7, 8, 6, 5]);
+    }
+
+    #[test]
+    fn gradient_matches_the_per_pixel_formula() {
+        let (w, h) = (50, 100);
+        for n in [0u64, 1, 79, 80, 81, 1234567890] {
+            let mut buf = vec![0; w * h * 3 / 2];
+            draw_pattern(&mut buf, w, h, n);
+            // Row 90 is below the digit panel and the bouncing box.
+            let y = 90;
+            for x in 0..w {
+                let want = (40 + ((x + y + (n * 2) as usize) % 160)) as u8;
+                assert_eq!(buf[y * w + x], want, "n={n} x={x}");
+            }
+        }
     }
 
     #[test]

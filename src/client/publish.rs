@@ -1,10 +1,17 @@
 //! WHIP publisher: the test pattern as H.264 plus Opus, over one sendonly
-//! peer connection.
+//! peer connection; with `simulcast`, as three H.264 layers (rids `h`, `m`,
+//! `l`) of the same picture on one video m-line.
 //!
-//! Encoding runs on its own thread (it is CPU work and paces itself to the
-//! frame rate); an async task packetizes and writes the access units, another
-//! sends audio every 20 ms, and a third turns keyframe requests from the
-//! server into forced IDRs.
+//! Encoding runs on its own thread per layer (it is CPU work and paces itself
+//! to the frame rate; all layers share one clock, so frame `n` carries the
+//! same number in every layer); an async task per layer packetizes and writes
+//! the access units, another sends audio every 20 ms, and a third turns
+//! keyframe requests from the server into forced IDRs on the layer asked for.
+//!
+//! Simulcast uses webrtc-rs's own support: one local track whose encodings
+//! carry a rid and an SSRC each makes the offer say `a=rid:h send`, …,
+//! `a=simulcast:send h;m;l`; the packets are tagged with the `mid` and `rid`
+//! header extensions here, as webrtc-rs does not add them by itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +21,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -27,8 +36,9 @@ use webrtc::rtp_transceiver::RtpTransceiver;
 
 use super::pattern::{EncodedFrame, PatternEncoder};
 use super::{
-    Signals, build_peer, delete_session, h264_codec, http_client, micros_since_epoch, negotiate,
-    opus_codec, rtt_from_stats, wait_connected,
+    MID_EXTENSION_URI, RID_EXTENSION_URI, Signals, build_peer, delete_session, h264_codec,
+    http_client, micros_since_epoch, negotiate, opus_codec, rtt_from_stats, sdes_extension,
+    wait_connected,
 };
 
 /// An Opus packet of 20 ms of silence: TOC 0xF8 (CELT fullband, 20 ms, mono,
@@ -42,6 +52,41 @@ pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 
 const AUDIO_FRAME: Duration = Duration::from_millis(20);
 
+/// One simulcast layer of `lumen publish --simulcast`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimulcastLayer {
+    /// RTP stream id (`a=rid`).
+    pub rid: &'static str,
+    /// Picture width.
+    pub width: u32,
+    /// Picture height.
+    pub height: u32,
+    /// Target bitrate.
+    pub bitrate_bps: u32,
+}
+
+/// The simulcast ladder, highest first (the order of `a=simulcast:send`).
+pub const SIMULCAST_LAYERS: [SimulcastLayer; 3] = [
+    SimulcastLayer {
+        rid: "h",
+        width: 1280,
+        height: 720,
+        bitrate_bps: 2_500_000,
+    },
+    SimulcastLayer {
+        rid: "m",
+        width: 640,
+        height: 360,
+        bitrate_bps: 800_000,
+    },
+    SimulcastLayer {
+        rid: "l",
+        width: 320,
+        height: 180,
+        bitrate_bps: 200_000,
+    },
+];
+
 /// How to publish.
 #[derive(Clone, Debug)]
 pub struct PublishOptions {
@@ -49,14 +94,16 @@ pub struct PublishOptions {
     pub url: String,
     /// Bearer token (stream key), if the server wants one.
     pub token: Option<String>,
-    /// Picture width (rounded down to even).
+    /// Picture width (rounded down to even). Ignored with `simulcast`.
     pub width: u32,
-    /// Picture height (rounded down to even).
+    /// Picture height (rounded down to even). Ignored with `simulcast`.
     pub height: u32,
-    /// Frames per second.
+    /// Frames per second (of every layer).
     pub fps: u32,
-    /// Target video bitrate.
+    /// Target video bitrate. Ignored with `simulcast`.
     pub bitrate_bps: u32,
+    /// Send the three layers of [`SIMULCAST_LAYERS`] instead of one picture.
+    pub simulcast: bool,
 }
 
 impl Default for PublishOptions {
@@ -68,15 +115,72 @@ impl Default for PublishOptions {
             height: 360,
             fps: 30,
             bitrate_bps: 1_000_000,
+            simulcast: false,
         }
+    }
+}
+
+/// What one video layer (the only one without simulcast) has sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerStats {
+    /// RTP stream id; `None` without simulcast.
+    pub rid: Option<String>,
+    /// SSRC of the layer.
+    pub ssrc: u32,
+    /// Encoded picture width.
+    pub width: u32,
+    /// Encoded picture height.
+    pub height: u32,
+    /// Target bitrate.
+    pub bitrate_bps: u32,
+    /// Access units handed to the RTP stack.
+    pub frames_sent: u64,
+    /// Encoded bytes handed to the RTP stack.
+    pub bytes_sent: u64,
+    /// IDR access units sent.
+    pub keyframes_sent: u64,
+    /// PLI/FIR received for this layer's SSRC.
+    pub keyframe_requests: u64,
+}
+
+/// One video encoding: its identity and counters.
+struct Layer {
+    rid: Option<&'static str>,
+    ssrc: u32,
+    width: u32,
+    height: u32,
+    bitrate_bps: u32,
+    frames_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    keyframes_sent: AtomicU64,
+    keyframe_requests: AtomicU64,
+    /// Set by a keyframe request, taken by the layer's encoder thread.
+    force_idr: AtomicBool,
+}
+
+impl Layer {
+    fn stats(&self) -> LayerStats {
+        LayerStats {
+            rid: self.rid.map(str::to_owned),
+            ssrc: self.ssrc,
+            width: self.width,
+            height: self.height,
+            bitrate_bps: self.bitrate_bps,
+            frames_sent: self.frames_sent.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            keyframes_sent: self.keyframes_sent.load(Ordering::Relaxed),
+            keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    fn request_keyframe(&self) {
+        self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        self.force_idr.store(true, Ordering::Relaxed);
     }
 }
 
 #[derive(Default)]
 struct Counters {
-    frames_sent: AtomicU64,
-    bytes_sent: AtomicU64,
-    keyframes_sent: AtomicU64,
     keyframe_requests: AtomicU64,
     audio_packets: AtomicU64,
 }
@@ -88,12 +192,21 @@ pub struct Publisher {
     token: Option<String>,
     session_url: String,
     counters: Arc<Counters>,
+    layers: Arc<[Layer]>,
     stop: Arc<AtomicBool>,
-    force_idr: Arc<AtomicBool>,
-    encoder_thread: Option<std::thread::JoinHandle<()>>,
+    encoder_threads: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     signals: Signals,
     started: Instant,
+}
+
+/// The local tracks and transceivers of a publisher's offer.
+struct LocalMedia {
+    video: Arc<TrackLocalStaticSample>,
+    audio: Arc<TrackLocalStaticSample>,
+    audio_ssrc: u32,
+    /// Audio, then video.
+    transceivers: Vec<Arc<dyn RtpTransceiver>>,
 }
 
 impl Publisher {
@@ -101,31 +214,50 @@ impl Publisher {
     /// the background.
     pub async fn start(opts: PublishOptions) -> anyhow::Result<Publisher> {
         let started = Instant::now();
+        let ladder: Vec<(Option<&'static str>, u32, u32, u32)> = if opts.simulcast {
+            SIMULCAST_LAYERS
+                .iter()
+                .map(|l| (Some(l.rid), l.width, l.height, l.bitrate_bps))
+                .collect()
+        } else {
+            vec![(None, opts.width, opts.height, opts.bitrate_bps)]
+        };
         // Fail on a bad size or codec setup before touching the network.
-        let encoder = PatternEncoder::new(opts.width, opts.height, opts.fps, opts.bitrate_bps)?;
+        let mut encoders = Vec::with_capacity(ladder.len());
+        let mut ssrcs = distinct_ssrcs(ladder.len() + 1);
+        let audio_ssrc = ssrcs.pop().context("no SSRC for audio")?;
+        let mut layers = Vec::with_capacity(ladder.len());
+        for ((rid, w, h, bps), ssrc) in ladder.into_iter().zip(ssrcs) {
+            let encoder = PatternEncoder::new(w, h, opts.fps, bps)?;
+            let (width, height) = encoder.dimensions();
+            encoders.push(encoder);
+            layers.push(Layer {
+                rid,
+                ssrc,
+                width,
+                height,
+                bitrate_bps: bps,
+                frames_sent: AtomicU64::new(0),
+                bytes_sent: AtomicU64::new(0),
+                keyframes_sent: AtomicU64::new(0),
+                keyframe_requests: AtomicU64::new(0),
+                force_idr: AtomicBool::new(false),
+            });
+        }
+        let layers: Arc<[Layer]> = layers.into();
         let http = http_client()?;
         let (pc, mut signals) = build_peer(None, true).await?;
-
-        let video = Arc::new(sample_track(RtpCodecKind::Video)?);
-        let audio = Arc::new(sample_track(RtpCodecKind::Audio)?);
-        let mut transceivers = Vec::new();
-        for track in [&audio, &video] {
-            let t = pc
-                .add_transceiver_from_track(
-                    Arc::clone(track) as Arc<dyn TrackLocal>,
-                    Some(RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Sendonly,
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .context("adding a sendonly transceiver")?;
-            transceivers.push(t);
-        }
+        let media = match add_local_media(&pc, &layers, audio_ssrc).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = pc.close().await;
+                return Err(e);
+            }
+        };
 
         let session_url =
             match negotiate(&pc, &mut signals, &http, &opts.url, opts.token.as_deref()).await {
-                Ok((url, _)) => url,
+                Ok(n) => n.session_url,
                 Err(e) => {
                     let _ = pc.close().await;
                     return Err(e);
@@ -137,15 +269,15 @@ impl Publisher {
             token: opts.token.clone(),
             session_url,
             counters: Arc::default(),
+            layers,
             stop: Arc::new(AtomicBool::new(false)),
-            force_idr: Arc::new(AtomicBool::new(false)),
-            encoder_thread: None,
+            encoder_threads: Vec::new(),
             tasks: Vec::new(),
             signals,
             started,
         };
         if let Err(e) = publisher
-            .begin_media(encoder, &transceivers, video, audio, opts.fps)
+            .begin_media(encoders, media, opts.fps, opts.simulcast)
             .await
         {
             // Leave no session behind on the server.
@@ -160,19 +292,28 @@ impl Publisher {
         &self.session_url
     }
 
-    /// Access units handed to the RTP stack so far.
+    /// Pictures handed to the RTP stack so far (with simulcast: of the top
+    /// layer; each picture goes out once per layer).
     pub fn frames_sent(&self) -> u64 {
-        self.counters.frames_sent.load(Ordering::Relaxed)
+        self.layers
+            .first()
+            .map_or(0, |l| l.frames_sent.load(Ordering::Relaxed))
     }
 
-    /// Encoded video bytes handed to the RTP stack so far.
+    /// Encoded video bytes handed to the RTP stack so far, all layers.
     pub fn bytes_sent(&self) -> u64 {
-        self.counters.bytes_sent.load(Ordering::Relaxed)
+        self.layers
+            .iter()
+            .map(|l| l.bytes_sent.load(Ordering::Relaxed))
+            .sum()
     }
 
-    /// IDR access units sent so far.
+    /// IDR access units sent so far, all layers.
     pub fn keyframes_sent(&self) -> u64 {
-        self.counters.keyframes_sent.load(Ordering::Relaxed)
+        self.layers
+            .iter()
+            .map(|l| l.keyframes_sent.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// PLI/FIR received from the server so far.
@@ -183,6 +324,11 @@ impl Publisher {
     /// Opus packets sent so far.
     pub fn audio_packets(&self) -> u64 {
         self.counters.audio_packets.load(Ordering::Relaxed)
+    }
+
+    /// Per-layer counters, highest layer first (one entry without simulcast).
+    pub fn layers(&self) -> Vec<LayerStats> {
+        self.layers.iter().map(Layer::stats).collect()
     }
 
     /// Current peer connection state.
@@ -203,9 +349,15 @@ impl Publisher {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        if let Some(thread) = self.encoder_thread.take() {
-            // The thread sees the flag within one frame interval.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let threads = std::mem::take(&mut self.encoder_threads);
+        if !threads.is_empty() {
+            // The threads see the flag within one frame interval.
+            let _ = tokio::task::spawn_blocking(move || {
+                for thread in threads {
+                    let _ = thread.join();
+                }
+            })
+            .await;
         }
         let status = delete_session(&self.http, &self.session_url, self.token.as_deref()).await;
         let closed = self.pc.close().await;
@@ -216,15 +368,15 @@ impl Publisher {
 
     async fn begin_media(
         &mut self,
-        mut encoder: PatternEncoder,
-        transceivers: &[Arc<dyn RtpTransceiver>],
-        video: Arc<TrackLocalStaticSample>,
-        audio: Arc<TrackLocalStaticSample>,
+        encoders: Vec<PatternEncoder>,
+        media: LocalMedia,
         fps: u32,
+        simulcast: bool,
     ) -> anyhow::Result<()> {
         wait_connected(&mut self.signals).await?;
         let mut pts = Vec::new();
-        for t in transceivers {
+        let mut video_extensions = Vec::new();
+        for t in &media.transceivers {
             let sender = t.sender().await?.context("transceiver without a sender")?;
             let params = sender.get_parameters().await?;
             let pt = params
@@ -234,81 +386,111 @@ impl Publisher {
                 .map(|c| c.payload_type)
                 .context("the server accepted no codec for a sender")?;
             pts.push(pt);
+            video_extensions = params.rtp_parameters.header_extensions;
         }
         let (audio_pt, video_pt) = match pts[..] {
             [a, v] => (a, v),
             _ => anyhow::bail!("expected an audio and a video sender"),
         };
-        let video_ssrc = first_ssrc(&video).await?;
-        let audio_ssrc = first_ssrc(&audio).await?;
+        // With simulcast every video packet says which m-line and which
+        // layer it belongs to; a server that did not accept the extensions
+        // could not tell the layers apart.
+        let mid = if simulcast {
+            for uri in [MID_EXTENSION_URI, RID_EXTENSION_URI] {
+                anyhow::ensure!(
+                    video_extensions.iter().any(|e| e.uri == uri),
+                    "the server's answer did not accept the {uri} header extension, \
+                     which simulcast needs"
+                );
+            }
+            let answer = self
+                .pc
+                .remote_description()
+                .await
+                .map(|d| d.sdp)
+                .unwrap_or_default();
+            let video_answer = answer.find("m=video").map_or("", |i| &answer[i..]);
+            anyhow::ensure!(
+                video_answer.contains("a=simulcast:recv"),
+                "the server's answer does not accept simulcast (no a=simulcast:recv on video)"
+            );
+            let video = media.transceivers.get(1).context("no video transceiver")?;
+            Some(Bytes::from(
+                video
+                    .mid()
+                    .await?
+                    .context("the video m-line has no mid after negotiation")?,
+            ))
+        } else {
+            None
+        };
         let fps = fps.clamp(1, 120);
         let frame_duration = Duration::from_secs(1) / fps;
 
-        // Encoder thread -> async writer. Small: a stalled writer should hold
-        // the encoder back, not queue seconds of video.
-        let (frame_tx, mut frame_rx) = mpsc::channel::<EncodedFrame>(4);
-        let stop = Arc::clone(&self.stop);
-        let force_idr = Arc::clone(&self.force_idr);
-        self.encoder_thread = Some(
-            std::thread::Builder::new()
-                .name("lumen-publish-encoder".into())
-                .spawn(move || {
-                    let start = Instant::now();
-                    let mut n: u64 = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let due = start + frame_duration * (n as u32);
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        if force_idr.swap(false, Ordering::Relaxed) {
-                            encoder.force_keyframe();
-                        }
-                        match encoder.encode(n, micros_since_epoch()) {
-                            Ok(Some(frame)) => {
-                                if frame_tx.blocking_send(frame).is_err() {
-                                    return;
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::error!("encoder stopped: {e:#}");
-                                return;
-                            }
-                        }
-                        n += 1;
-                    }
-                })
-                .context("spawning the encoder thread")?,
-        );
+        // One clock for all layers: frame n is due at the same instant in
+        // each, and carries the same number.
+        let start = Instant::now();
+        for (index, encoder) in encoders.into_iter().enumerate() {
+            let layer_name = self.layers[index].rid.unwrap_or("video");
+            // Encoder thread -> async writer. Small: a stalled writer should
+            // hold the encoder back, not queue seconds of video.
+            let (frame_tx, mut frame_rx) = mpsc::channel::<EncodedFrame>(4);
+            let stop = Arc::clone(&self.stop);
+            let layers = Arc::clone(&self.layers);
+            self.encoder_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("lumen-publish-encoder-{layer_name}"))
+                    .spawn(move || {
+                        encode_loop(
+                            encoder,
+                            &layers[index],
+                            start,
+                            frame_duration,
+                            &stop,
+                            &frame_tx,
+                        );
+                    })
+                    .context("spawning an encoder thread")?,
+            );
 
-        let counters = Arc::clone(&self.counters);
-        let track = Arc::clone(&video);
-        self.tasks.push(tokio::spawn(async move {
-            while let Some(frame) = frame_rx.recv().await {
-                let len = frame.data.len() as u64;
-                let sample = Sample {
-                    data: Bytes::from(frame.data),
-                    duration: frame_duration,
-                    ..Sample::new(Instant::now())
-                };
-                match track
-                    .sample_writer(video_ssrc, video_pt)
-                    .write_sample(&sample)
-                    .await
-                {
-                    Ok(()) => {
-                        counters.frames_sent.fetch_add(1, Ordering::Relaxed);
-                        counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
-                        if frame.keyframe {
-                            counters.keyframes_sent.fetch_add(1, Ordering::Relaxed);
-                        }
+            let layers = Arc::clone(&self.layers);
+            let track = Arc::clone(&media.video);
+            let tags = mid.clone().and_then(|mid| {
+                layers[index]
+                    .rid
+                    .map(|rid| (mid, Bytes::from_static(rid.as_bytes())))
+            });
+            self.tasks.push(tokio::spawn(async move {
+                let layer = &layers[index];
+                while let Some(frame) = frame_rx.recv().await {
+                    let len = frame.data.len() as u64;
+                    let sample = Sample {
+                        data: Bytes::from(frame.data),
+                        duration: frame_duration,
+                        ..Sample::new(Instant::now())
+                    };
+                    let mut writer = track.sample_writer(layer.ssrc, video_pt);
+                    if let Some((mid, rid)) = &tags {
+                        writer = writer
+                            .with_extension(sdes_extension(MID_EXTENSION_URI, mid))
+                            .with_extension(sdes_extension(RID_EXTENSION_URI, rid));
                     }
-                    Err(e) => tracing::debug!("video write failed: {e}"),
+                    match writer.write_sample(&sample).await {
+                        Ok(()) => {
+                            layer.frames_sent.fetch_add(1, Ordering::Relaxed);
+                            layer.bytes_sent.fetch_add(len, Ordering::Relaxed);
+                            if frame.keyframe {
+                                layer.keyframes_sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => tracing::debug!("video write failed: {e}"),
+                    }
                 }
-            }
-        }));
+            }));
+        }
 
         let counters = Arc::clone(&self.counters);
+        let (audio, audio_ssrc) = (media.audio, media.audio_ssrc);
         self.tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(AUDIO_FRAME);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -333,13 +515,14 @@ impl Publisher {
         }));
 
         let counters = Arc::clone(&self.counters);
-        let force_idr = Arc::clone(&self.force_idr);
+        let layers = Arc::clone(&self.layers);
+        let video = media.video;
         self.tasks.push(tokio::spawn(async move {
             while let Some(event) = video.poll().await {
-                if let TrackLocalEvent::OnRtcpPacket(_) = event {
+                if let TrackLocalEvent::OnRtcpPacket(packets) = event {
                     // The forwarder lets only PLI and FIR through.
                     counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                    force_idr.store(true, Ordering::Relaxed);
+                    route_keyframe_requests(&packets, &layers);
                 }
             }
         }));
@@ -347,13 +530,95 @@ impl Publisher {
     }
 }
 
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in &self.tasks {
-            task.abort();
+/// Paces, draws and encodes one layer until `stop`.
+fn encode_loop(
+    mut encoder: PatternEncoder,
+    layer: &Layer,
+    start: Instant,
+    frame_duration: Duration,
+    stop: &AtomicBool,
+    frame_tx: &mpsc::Sender<EncodedFrame>,
+) {
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let due = start + frame_duration * (n as u32);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        if layer.force_idr.swap(false, Ordering::Relaxed) {
+            encoder.force_keyframe();
+        }
+        match encoder.encode(n, micros_since_epoch()) {
+            Ok(Some(frame)) => {
+                if frame_tx.blocking_send(frame).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("encoder stopped: {e:#}");
+                return;
+            }
+        }
+        n += 1;
+    }
+}
+
+/// Forces an IDR on each layer a PLI or FIR names; on every layer when none
+/// matches (a request for an SSRC we do not know still wants a picture).
+fn route_keyframe_requests(packets: &[Box<dyn rtc::rtcp::Packet>], layers: &[Layer]) {
+    let mut ssrcs = Vec::new();
+    for p in packets {
+        let any = p.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            ssrcs.push(pli.media_ssrc);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            ssrcs.extend(fir.fir.iter().map(|e| e.ssrc));
         }
     }
+    let mut matched = false;
+    for layer in layers.iter().filter(|l| ssrcs.contains(&l.ssrc)) {
+        layer.request_keyframe();
+        matched = true;
+    }
+    if !matched {
+        for layer in layers {
+            layer.request_keyframe();
+        }
+    }
+}
+
+/// Adds the sendonly audio and video transceivers (audio first). With more
+/// than one layer, the video track carries one encoding per layer, each with
+/// its rid and SSRC: webrtc-rs then offers `a=rid:… send` and
+/// `a=simulcast:send …`.
+async fn add_local_media(
+    pc: &Arc<dyn PeerConnection>,
+    layers: &[Layer],
+    audio_ssrc: u32,
+) -> anyhow::Result<LocalMedia> {
+    let video = Arc::new(video_track(layers)?);
+    let audio = Arc::new(audio_track(audio_ssrc)?);
+    let mut transceivers = Vec::new();
+    for track in [&audio, &video] {
+        let t = pc
+            .add_transceiver_from_track(
+                Arc::clone(track) as Arc<dyn TrackLocal>,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .context("adding a sendonly transceiver")?;
+        transceivers.push(t);
+    }
+    Ok(LocalMedia {
+        video,
+        audio,
+        audio_ssrc,
+        transceivers,
+    })
 }
 
 /// Publishes until `duration` passes or Ctrl-C, printing a line a second,
@@ -362,11 +627,25 @@ pub async fn run_publish_cli(
     opts: PublishOptions,
     duration: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let (w, h, fps, bps) = (opts.width, opts.height, opts.fps, opts.bitrate_bps);
+    let fps = opts.fps;
     let publisher = Publisher::start(opts).await?;
+    let ladder: Vec<String> = publisher
+        .layers()
+        .iter()
+        .map(|l| {
+            let rid = l.rid.as_ref().map_or_else(String::new, |r| format!("{r} "));
+            format!(
+                "{rid}{}x{} {} kbit/s",
+                l.width,
+                l.height,
+                l.bitrate_bps / 1000
+            )
+        })
+        .collect();
+    let simulcast = if ladder.len() > 1 { "simulcast " } else { "" };
     println!(
-        "publishing {w}x{h} @ {fps} fps, {} kbit/s target: {}",
-        bps / 1000,
+        "publishing {simulcast}{} @ {fps} fps target: {}",
+        ladder.join(", "),
         publisher.session_url()
     );
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
@@ -383,6 +662,7 @@ pub async fn run_publish_cli(
     };
     tokio::pin!(until_deadline);
     let (mut last_frames, mut last_bytes, mut last_at) = (0u64, 0u64, Instant::now());
+    let mut last_layers = publisher.layers();
     let outcome = loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -406,8 +686,27 @@ pub async fn run_publish_cli(
             || "-".to_owned(),
             |d| format!("{:.1} ms", d.as_secs_f64() * 1e3),
         );
+        let layers = publisher.layers();
+        // Per layer with simulcast: "h=2480k/30.0 m=…".
+        let per_layer = if layers.len() > 1 {
+            let parts: Vec<String> = layers
+                .iter()
+                .zip(&last_layers)
+                .map(|(l, prev)| {
+                    format!(
+                        "{}={:.0}k/{:.1}",
+                        l.rid.as_deref().unwrap_or("?"),
+                        l.bytes_sent.saturating_sub(prev.bytes_sent) as f64 * 8.0 / secs / 1000.0,
+                        l.frames_sent.saturating_sub(prev.frames_sent) as f64 / secs,
+                    )
+                })
+                .collect();
+            format!(" layers {}", parts.join(" "))
+        } else {
+            String::new()
+        };
         println!(
-            "t={:>5.1}s frames={frames} fps={:.1} bitrate={:.0} kbit/s keyframes={} pli={} audio={} rtt={rtt} state={state}",
+            "t={:>5.1}s frames={frames} fps={:.1} bitrate={:.0} kbit/s{per_layer} keyframes={} pli={} audio={} rtt={rtt} state={state}",
             publisher.started.elapsed().as_secs_f64(),
             (frames - last_frames) as f64 / secs,
             (bytes - last_bytes) as f64 * 8.0 / secs / 1000.0,
@@ -416,6 +715,7 @@ pub async fn run_publish_cli(
             publisher.audio_packets(),
         );
         (last_frames, last_bytes, last_at) = (frames, bytes, now);
+        last_layers = layers;
     };
     let frames = publisher.frames_sent();
     let status = publisher.stop().await?;
@@ -423,34 +723,149 @@ pub async fn run_publish_cli(
     outcome
 }
 
-fn sample_track(kind: RtpCodecKind) -> anyhow::Result<TrackLocalStaticSample> {
-    let codec = match kind {
-        RtpCodecKind::Video => h264_codec(),
-        _ => opus_codec(),
-    };
-    let track = MediaStreamTrack::new(
-        "lumen-test-pattern".to_owned(),
-        format!("lumen-{kind}"),
-        format!("lumen {kind}"),
-        kind,
-        vec![RTCRtpEncodingParameters {
+fn video_track(layers: &[Layer]) -> anyhow::Result<TrackLocalStaticSample> {
+    let encodings = layers
+        .iter()
+        .map(|layer| RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(rand::random::<u32>()),
+                rid: layer.rid.unwrap_or_default().to_owned(),
+                ssrc: Some(layer.ssrc),
                 ..Default::default()
             },
-            codec,
+            codec: h264_codec(),
+            ..Default::default()
+        })
+        .collect();
+    let track = MediaStreamTrack::new(
+        "lumen-test-pattern".to_owned(),
+        "lumen-video".to_owned(),
+        "lumen video".to_owned(),
+        RtpCodecKind::Video,
+        encodings,
+    );
+    Ok(TrackLocalStaticSample::new(Instant::now(), track)?)
+}
+
+fn audio_track(ssrc: u32) -> anyhow::Result<TrackLocalStaticSample> {
+    let track = MediaStreamTrack::new(
+        "lumen-test-pattern".to_owned(),
+        "lumen-audio".to_owned(),
+        "lumen audio".to_owned(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: opus_codec(),
             ..Default::default()
         }],
     );
     Ok(TrackLocalStaticSample::new(Instant::now(), track)?)
 }
 
-async fn first_ssrc(track: &TrackLocalStaticSample) -> anyhow::Result<u32> {
-    use webrtc::media_stream::Track;
-    track
-        .ssrcs()
-        .await
-        .first()
-        .copied()
-        .context("local track without an SSRC")
+/// `n` random, distinct, non-zero SSRCs.
+fn distinct_ssrcs(n: usize) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::with_capacity(n);
+    while out.len() < n {
+        let ssrc = rand::random::<u32>();
+        if ssrc != 0 && !out.contains(&ssrc) {
+            out.push(ssrc);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers_for(simulcast: bool) -> Vec<Layer> {
+        let ladder: Vec<(Option<&'static str>, u32, u32)> = if simulcast {
+            SIMULCAST_LAYERS
+                .iter()
+                .map(|l| (Some(l.rid), l.width, l.height))
+                .collect()
+        } else {
+            vec![(None, 640, 360)]
+        };
+        ladder
+            .into_iter()
+            .zip(distinct_ssrcs(3))
+            .map(|((rid, width, height), ssrc)| Layer {
+                rid,
+                ssrc,
+                width,
+                height,
+                bitrate_bps: 0,
+                frames_sent: AtomicU64::new(0),
+                bytes_sent: AtomicU64::new(0),
+                keyframes_sent: AtomicU64::new(0),
+                keyframe_requests: AtomicU64::new(0),
+                force_idr: AtomicBool::new(false),
+            })
+            .collect()
+    }
+
+    async fn offer(simulcast: bool) -> String {
+        let (pc, _signals) = build_peer(None, true).await.expect("peer");
+        let layers = layers_for(simulcast);
+        add_local_media(&pc, &layers, 1234).await.expect("media");
+        let offer = pc.create_offer(None).await.expect("offer");
+        let _ = pc.close().await;
+        offer.sdp
+    }
+
+    fn video_section(sdp: &str) -> &str {
+        let start = sdp.find("m=video").expect("a video m-line");
+        &sdp[start..]
+    }
+
+    #[tokio::test]
+    async fn simulcast_offer_declares_three_rids() {
+        let sdp = offer(true).await;
+        let video = video_section(&sdp);
+        for line in [
+            "a=rid:h send",
+            "a=rid:m send",
+            "a=rid:l send",
+            "a=simulcast:send h;m;l",
+            "urn:ietf:params:rtp-hdrext:sdes:mid",
+            "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            "a=sendonly",
+        ] {
+            assert!(video.contains(line), "no {line:?} in\n{video}");
+        }
+        assert_eq!(video.matches("a=simulcast").count(), 1, "{video}");
+    }
+
+    #[tokio::test]
+    async fn single_layer_offer_has_no_simulcast() {
+        let sdp = offer(false).await;
+        let video = video_section(&sdp);
+        assert!(!video.contains("a=rid"), "{video}");
+        assert!(!video.contains("a=simulcast"), "{video}");
+        assert!(video.contains("a=ssrc:"), "{video}");
+    }
+
+    #[test]
+    fn keyframe_requests_go_to_the_layer_asked_for() {
+        let layers = layers_for(true);
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: layers[2].ssrc,
+        };
+        route_keyframe_requests(&[Box::new(pli)], &layers);
+        let forced: Vec<bool> = layers
+            .iter()
+            .map(|l| l.force_idr.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(forced, [false, false, true]);
+        let unknown = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 7,
+        };
+        route_keyframe_requests(&[Box::new(unknown)], &layers);
+        assert!(layers.iter().all(|l| l.force_idr.load(Ordering::Relaxed)));
+    }
 }

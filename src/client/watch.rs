@@ -24,9 +24,13 @@ use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, StatsSelec
 use super::depacketize::{AccessUnit, AccessUnitAssembler, SeqTracker};
 use super::sei::{FrameTiming, access_unit_has_idr, find_timing_in_access_unit};
 use super::{
-    Signals, build_peer, delete_session, http_client, micros_since_epoch, negotiate,
-    rtt_from_stats, wait_connected,
+    Signals, build_peer, clip, delete_session, find_link, http_client, micros_since_epoch,
+    negotiate, rtt_from_stats, wait_connected,
 };
+
+/// Link relation of the WHEP video layer selection extension
+/// (draft-ietf-wish-whep): POST `{"encodingId": rid}` to pin a layer.
+pub const LAYER_LINK_REL: &str = "urn:ietf:params:whep:ext:core:layer";
 
 /// How often a viewer that waits for a keyframe may ask for one.
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
@@ -38,6 +42,10 @@ pub struct WatchOptions {
     pub url: String,
     /// Bearer token, if the server wants one.
     pub token: Option<String>,
+    /// Pin this simulcast layer (rid, e.g. `h`, `m`, `l`) through the WHEP
+    /// layer extension right after the session is created; `None` leaves
+    /// the choice to the server.
+    pub layer: Option<String>,
 }
 
 /// A snapshot of what a watcher has received.
@@ -89,6 +97,8 @@ pub struct WatchStats {
     pub latency_avg: Option<Duration>,
     /// Largest such time seen.
     pub latency_max: Option<Duration>,
+    /// The simulcast layer pinned through the WHEP layer extension, if any.
+    pub requested_layer: Option<String>,
 }
 
 /// A live WHEP session.
@@ -97,6 +107,8 @@ pub struct Watcher {
     http: reqwest::Client,
     token: Option<String>,
     session_url: String,
+    /// The layer selection endpoint, if the server advertised one.
+    layer_url: Option<reqwest::Url>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
     decoder_thread: Option<std::thread::JoinHandle<()>>,
@@ -104,8 +116,9 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// POSTs a recvonly offer (audio then video), connects, and receives and
-    /// decodes in the background. A 409 means nobody is publishing.
+    /// POSTs a recvonly offer (audio then video), pins `opts.layer` if set,
+    /// connects, and receives and decodes in the background. A 409 means
+    /// nobody is publishing.
     pub async fn start(opts: WatchOptions) -> anyhow::Result<Watcher> {
         let http = http_client()?;
         let (track_tx, mut track_rx) = mpsc::unbounded_channel();
@@ -159,7 +172,7 @@ impl Watcher {
 
         let negotiated =
             negotiate(&pc, &mut signals, &http, &opts.url, opts.token.as_deref()).await;
-        let (session_url, posted_at) = match negotiated {
+        let negotiated = match negotiated {
             Ok(ok) => ok,
             Err(e) => {
                 for t in &tasks {
@@ -169,17 +182,27 @@ impl Watcher {
                 return Err(e);
             }
         };
+        let posted_at = negotiated.posted_at;
         *lock(&shared.posted_at) = posted_at;
+        let layer_url = find_link(&negotiated.links, LAYER_LINK_REL, &negotiated.base_url);
         let mut watcher = Watcher {
             pc,
             http,
             token: opts.token,
-            session_url,
+            session_url: negotiated.session_url,
+            layer_url,
             shared,
             tasks,
             decoder_thread: Some(decoder_thread),
             signals,
         };
+        // Before ICE completes, so the first keyframe is of the right layer.
+        if let Some(rid) = &opts.layer
+            && let Err(e) = watcher.select_layer(rid).await
+        {
+            let _ = watcher.stop().await;
+            return Err(e);
+        }
         if let Err(e) = wait_connected(&mut watcher.signals).await {
             let _ = watcher.stop().await;
             return Err(e);
@@ -203,6 +226,28 @@ impl Watcher {
     /// Absolute URL of the WHEP session (the resolved `Location`).
     pub fn session_url(&self) -> &str {
         &self.session_url
+    }
+
+    /// The WHEP layer selection endpoint (`Link` with
+    /// `rel="urn:ietf:params:whep:ext:core:layer"`), if the server sent one.
+    pub fn layer_url(&self) -> Option<&str> {
+        self.layer_url.as_ref().map(reqwest::Url::as_str)
+    }
+
+    /// Asks the server to send simulcast layer `rid` (WHEP layer extension:
+    /// POST `{"encodingId": rid}`). Fails if the server advertised no layer
+    /// endpoint or does not answer 2xx.
+    pub async fn select_layer(&self, rid: &str) -> anyhow::Result<()> {
+        let url = self.layer_url.as_ref().with_context(|| {
+            format!(
+                "the server offers no layer selection for {} (no Link header with \
+                 rel=\"{LAYER_LINK_REL}\" in the WHEP answer)",
+                self.session_url
+            )
+        })?;
+        post_layer(&self.http, url, self.token.as_deref(), rid).await?;
+        lock(&self.shared.state).stats.requested_layer = Some(rid.to_owned());
+        Ok(())
     }
 
     /// Current peer connection state.
@@ -250,11 +295,42 @@ impl Drop for Watcher {
     }
 }
 
+/// POSTs `{"encodingId": rid}` to a WHEP layer endpoint.
+async fn post_layer(
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+    token: Option<&str>,
+    rid: &str,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "encodingId": rid }).to_string();
+    let mut req = http
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        anyhow::bail!(
+            "selecting layer {rid:?}: POST {url} answered {status}: {}",
+            clip(&body)
+        );
+    }
+    Ok(())
+}
+
 /// Watches until `duration` passes or Ctrl-C, printing a line a second, then
 /// DELETEs the session.
 pub async fn run_watch_cli(opts: WatchOptions, duration: Option<Duration>) -> anyhow::Result<()> {
+    let layer = opts.layer.clone();
     let watcher = Watcher::start(opts).await?;
     println!("watching: {}", watcher.session_url());
+    if let (Some(rid), Some(url)) = (layer, watcher.layer_url()) {
+        println!("layer {rid} requested at {url}");
+    }
     let started = Instant::now();
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -305,8 +381,12 @@ fn summary(s: &WatchStats) -> String {
         )
     };
     let frame = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let layer = s
+        .requested_layer
+        .as_deref()
+        .map_or_else(String::new, |l| format!(" layer={l}"));
     format!(
-        "decoded={} fps={:.1} bitrate={:.0}kbit/s {}x{} frames={}..{} gaps={} ooo={} lost={}/{} incomplete={} audio={} connect={} ttff={} latency avg={} max={} rtt={}",
+        "decoded={} fps={:.1} bitrate={:.0}kbit/s {}x{}{layer} frames={}..{} gaps={} ooo={} lost={}/{} incomplete={} audio={} connect={} ttff={} latency avg={} max={} rtt={}",
         s.frames_decoded,
         s.fps,
         s.bitrate_bps / 1000.0,
@@ -523,4 +603,81 @@ fn decode_loop(rx: &std::sync::mpsc::Receiver<Vec<u8>>, shared: &Shared) {
 /// a task panicked while holding them.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one HTTP request with `status_line` and returns what it read.
+    async fn one_shot_server(status_line: &'static str) -> (reqwest::Url, JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read headers, then the body by Content-Length.
+            loop {
+                let n = sock.read(&mut chunk).await.expect("read");
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())
+                                .flatten()
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len || n == 0 {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let resp = format!("{status_line}\r\ncontent-length: 4\r\n\r\nnope");
+            sock.write_all(resp.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&buf).to_string()
+        });
+        let url = reqwest::Url::parse(&format!("http://{addr}/whep/s/layer")).expect("url");
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn layer_request_is_json_with_the_encoding_id() {
+        let (url, server) = one_shot_server("HTTP/1.1 204 No Content").await;
+        let http = http_client().expect("client");
+        post_layer(&http, &url, Some("secret"), "l")
+            .await
+            .expect("layer selected");
+        let request = server.await.expect("server");
+        let lower = request.to_ascii_lowercase();
+        assert!(request.starts_with("POST /whep/s/layer "), "{request}");
+        assert!(
+            lower.contains("content-type: application/json"),
+            "{request}"
+        );
+        assert!(lower.contains("authorization: bearer secret"), "{request}");
+        assert!(request.ends_with(r#"{"encodingId":"l"}"#), "{request}");
+    }
+
+    #[tokio::test]
+    async fn refused_layer_request_is_an_error_with_the_status() {
+        let (url, server) = one_shot_server("HTTP/1.1 400 Bad Request").await;
+        let http = http_client().expect("client");
+        let err = post_layer(&http, &url, None, "x")
+            .await
+            .expect_err("400 is an error");
+        let _ = server.await;
+        let msg = format!("{err:#}");
+        assert!(msg.contains("400") && msg.contains("\"x\""), "{msg}");
+    }
 }

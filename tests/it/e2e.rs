@@ -50,6 +50,7 @@ async fn publish_and_two_viewers_decode_every_frame_in_order() {
         Watcher::start(WatchOptions {
             url: format!("{base}/whep/e2e"),
             token: None,
+            layer: None,
         })
     };
     let a = watch().await.expect("first viewer");

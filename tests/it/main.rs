@@ -5,4 +5,6 @@
 mod browser;
 mod chrome;
 mod e2e;
+mod load;
+mod simulcast;
 mod support;

@@ -12,11 +12,12 @@ use axum::routing::get;
 use lumen_sfu::{PeerId, SessionAnswer, SessionError};
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::ApiError;
-use crate::shell::{Command, SessionEntry, Sessions, Snapshot, WorkerHandle};
-use crate::{prom, web};
+use crate::events::EVENT_NAMES;
+use crate::shell::{Command, Hub, SessionEntry, Sessions, Snapshot, WorkerHandle};
+use crate::{prom, web, whep_ext};
 
 /// Largest SDP offer or trickle fragment accepted.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
@@ -39,7 +40,10 @@ impl Kind {
 
 pub(crate) struct AppState {
     workers: Vec<WorkerHandle>,
-    sessions: Arc<Sessions>,
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) hub: Arc<Hub>,
+    /// Turns true when the server shuts down (event streams then say `reconnect`).
+    pub(crate) stop: watch::Receiver<bool>,
     ice_servers: Vec<String>,
 }
 
@@ -47,11 +51,15 @@ impl AppState {
     pub fn new(
         workers: Vec<WorkerHandle>,
         sessions: Arc<Sessions>,
+        hub: Arc<Hub>,
+        stop: watch::Receiver<bool>,
         ice_servers: Vec<String>,
     ) -> Self {
         AppState {
             workers,
             sessions,
+            hub,
+            stop,
             ice_servers,
         }
     }
@@ -66,7 +74,7 @@ impl AppState {
         (h % self.workers.len().max(1) as u64) as usize
     }
 
-    async fn ask<T>(
+    pub(crate) async fn ask<T>(
         &self,
         worker: usize,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -125,6 +133,26 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 .options(session_options)
                 .fallback(session_not_allowed),
         )
+        .route(
+            "/whep/{stream}/{session}/sse",
+            axum::routing::post(whep_ext::sse_create)
+                .options(whep_ext::sse_options)
+                .fallback(whep_ext::sse_not_allowed),
+        )
+        .route(
+            "/whep/{stream}/{session}/sse/{events}",
+            get(whep_ext::sse_get)
+                .delete(whep_ext::sse_delete)
+                .options(whep_ext::event_stream_options)
+                .fallback(whep_ext::event_stream_not_allowed),
+        )
+        .route(
+            "/whep/{stream}/{session}/layer",
+            axum::routing::post(whep_ext::layer_post)
+                .get(whep_ext::layer_get)
+                .options(whep_ext::layer_options)
+                .fallback(whep_ext::layer_not_allowed),
+        )
         .route("/api/streams", get(list_streams))
         .route("/api/streams/{stream}", get(one_stream))
         .route("/metrics", get(metrics))
@@ -178,7 +206,7 @@ async fn session_not_allowed() -> Response {
     not_allowed("OPTIONS, PATCH, DELETE")
 }
 
-fn not_allowed(allow: &'static str) -> Response {
+pub(crate) fn not_allowed(allow: &'static str) -> Response {
     let mut res = (
         StatusCode::METHOD_NOT_ALLOWED,
         format!("allowed methods: {allow}\n"),
@@ -299,6 +327,8 @@ async fn create_session(
             peer: answer.peer,
             etag: etag.clone(),
             remote_ufrag: sdp_attr(&offer, "ice-ufrag").unwrap_or_default(),
+            video: first_video(&offer),
+            event_streams: Vec::new(),
         },
     );
     tracing::info!(?kind, %stream, session = %id, peer = %answer.peer, "session created");
@@ -317,6 +347,21 @@ async fn create_session(
     }
     for l in st.ice_links() {
         h.append(header::LINK, l);
+    }
+    if kind == Kind::Whep {
+        // The WHEP extensions: server-sent events and video layer selection.
+        let links = [
+            format!(
+                "<{location}/sse>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; events=\"{}\"",
+                EVENT_NAMES.join(",")
+            ),
+            format!("<{location}/layer>; rel=\"urn:ietf:params:whep:ext:core:layer\""),
+        ];
+        for l in links {
+            if let Ok(v) = HeaderValue::from_str(&l) {
+                h.append(header::LINK, v);
+            }
+        }
     }
     Ok(res)
 }
@@ -435,7 +480,12 @@ async fn delete_session(
     Ok(StatusCode::OK.into_response())
 }
 
-fn lookup(st: &AppState, kind: Kind, stream: &str, id: &str) -> Result<SessionEntry, ApiError> {
+pub(crate) fn lookup(
+    st: &AppState,
+    kind: Kind,
+    stream: &str,
+    id: &str,
+) -> Result<SessionEntry, ApiError> {
     st.sessions
         .get(id)
         .filter(|e| e.kind == kind && e.stream == stream)
@@ -532,7 +582,7 @@ fn check_stream_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-fn require_content_type(headers: &HeaderMap, want: &str) -> Result<(), ApiError> {
+pub(crate) fn require_content_type(headers: &HeaderMap, want: &str) -> Result<(), ApiError> {
     let got = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -551,7 +601,7 @@ fn require_content_type(headers: &HeaderMap, want: &str) -> Result<(), ApiError>
     }
 }
 
-async fn read_text(headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+pub(crate) async fn read_text(headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -575,6 +625,28 @@ fn sdp_attr(sdp: &str, name: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// The first video m-line of an SDP: its index among the m-lines, and its
+/// `a=mid` if it has one.
+fn first_video(sdp: &str) -> Option<(usize, Option<String>)> {
+    let mut index: Option<usize> = None;
+    let mut video: Option<(usize, Option<String>)> = None;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if video.is_some() {
+                break;
+            }
+            let i = index.map_or(0, |i| i + 1);
+            index = Some(i);
+            if m.starts_with("video ") {
+                video = Some((i, None));
+            }
+        } else if let (Some((_, mid @ None)), Some(v)) = (&mut video, line.strip_prefix("a=mid:")) {
+            *mid = Some(v.trim().to_string());
+        }
+    }
+    video
+}
+
 fn etag_matches(if_match: &str, etag: &str) -> bool {
     if_match
         .split(',')
@@ -582,7 +654,7 @@ fn etag_matches(if_match: &str, etag: &str) -> bool {
         .any(|t| t == etag)
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut rng = rand::rng();
     (0..bytes)
         .map(|_| format!("{:02x}", rng.random::<u8>()))
@@ -605,6 +677,16 @@ mod tests {
         let a = random_hex(16);
         assert_eq!(a.len(), 32);
         assert_ne!(a, random_hex(16));
+    }
+
+    #[test]
+    fn the_first_video_m_line_is_found() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v1\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v2\r\n";
+        assert_eq!(first_video(sdp), Some((1, Some("v1".to_string()))));
+        assert_eq!(first_video("v=0\r\nm=audio 9 x 0\r\n"), None);
+        assert_eq!(first_video("m=video 9 x 0\n"), Some((0, None)));
     }
 
     #[test]

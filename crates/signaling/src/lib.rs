@@ -7,10 +7,12 @@
 #![deny(missing_docs)]
 
 mod error;
+mod events;
 mod http;
 mod prom;
 mod shell;
 mod web;
+mod whep_ext;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -148,6 +150,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     let (stop, stop_rx) = watch::channel(false);
     let sessions = Arc::new(shell::Sessions::default());
+    let hub = Arc::new(shell::Hub::default());
     let mut tasks = Vec::new();
     let mut workers = Vec::new();
     let mut rtc_addrs = Vec::new();
@@ -173,14 +176,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             None => local,
         };
         rtc_addrs.push(local);
-        let (handle, task) =
-            shell::spawn_worker(i, socket, announced, sessions.clone(), stop_rx.clone());
+        let (handle, task) = shell::spawn_worker(
+            i,
+            socket,
+            announced,
+            sessions.clone(),
+            hub.clone(),
+            stop_rx.clone(),
+        );
         workers.push(handle);
         tasks.push(task);
     }
     let state = Arc::new(http::AppState::new(
         workers,
         sessions,
+        hub,
+        stop_rx.clone(),
         config.ice_servers.clone(),
     ));
     let listener = TcpListener::bind(config.http_addr)

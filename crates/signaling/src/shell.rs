@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lumen_sfu::{
-    IceCredentials, Input, Metrics, Output, PeerId, SessionAnswer, SessionError, Sfu, SfuConfig,
-    SfuEvent, StreamInfo,
+    IceCredentials, Input, LayerRequest, Metrics, Output, PeerId, Role, SessionAnswer,
+    SessionError, Sfu, SfuConfig, SfuEvent, StreamInfo, ViewerLayer,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -47,6 +47,35 @@ pub(crate) enum Command {
     Snapshot {
         reply: oneshot::Sender<Snapshot>,
     },
+    /// Pins a viewer's video layer or returns it to automatic; answers with
+    /// the viewer's layer state afterwards.
+    SetLayer {
+        peer: PeerId,
+        stream: String,
+        request: LayerRequest,
+        reply: oneshot::Sender<Result<Option<ViewerLayer>, LayerError>>,
+    },
+    /// A viewer's stream and layer state now; `None` when the peer is gone.
+    ViewerState {
+        peer: PeerId,
+        stream: String,
+        reply: oneshot::Sender<Option<ViewerState>>,
+    },
+}
+
+/// Why a layer request was refused.
+#[derive(Debug)]
+pub(crate) enum LayerError {
+    /// The SFU refused it (unknown peer).
+    Session(SessionError),
+    /// The stream's publisher sends layers, none with this rid.
+    UnknownRid { rid: String, known: Vec<String> },
+}
+
+/// What an SSE feed starts from.
+pub(crate) struct ViewerState {
+    pub stream: Option<StreamInfo>,
+    pub layer: Option<ViewerLayer>,
 }
 
 /// A worker's counters and streams at one moment.
@@ -78,6 +107,90 @@ pub(crate) struct SessionEntry {
     pub peer: PeerId,
     pub etag: String,
     pub remote_ufrag: String,
+    /// The offer's first video m-line: its index and its mid (WHEP layer
+    /// selection names it by `mediaId`).
+    pub video: Option<(usize, Option<String>)>,
+    /// WHEP server-sent event streams created on this session, newest last.
+    pub event_streams: Vec<crate::events::EventStream>,
+}
+
+/// Fan-out of the workers' stream and viewer-layer events to HTTP
+/// subscribers (the WHEP server-sent-event feeds).
+///
+/// Watch channels rather than a broadcast queue: a feed only ever needs the
+/// latest state, so a burst of updates (a hundred viewers joining) costs each
+/// feed one wake-up, and a slow reader can never lag behind.
+#[derive(Default)]
+pub(crate) struct Hub {
+    streams: Mutex<HashMap<String, watch::Sender<Option<StreamInfo>>>>,
+    viewers: Mutex<HashMap<(usize, PeerId), ViewerFeed>>,
+}
+
+/// The latest layer state of one viewer, for its event feed.
+type ViewerFeed = watch::Sender<Option<ViewerLayer>>;
+
+impl Hub {
+    /// Follows a stream's state; the current value counts as seen.
+    pub fn watch_stream(&self, name: &str) -> watch::Receiver<Option<StreamInfo>> {
+        lock(&self.streams)
+            .entry(name.to_string())
+            .or_insert_with(|| watch::Sender::new(None))
+            .subscribe()
+    }
+
+    /// Follows a viewer's layer state; `None` once its peer is closed. The
+    /// receiver's `changed()` fails when the peer closes.
+    pub fn watch_viewer(
+        &self,
+        worker: usize,
+        peer: PeerId,
+    ) -> Option<watch::Receiver<Option<ViewerLayer>>> {
+        lock(&self.viewers)
+            .get(&(worker, peer))
+            .map(watch::Sender::subscribe)
+    }
+
+    fn stream_updated(&self, info: StreamInfo) {
+        let mut map = lock(&self.streams);
+        // A stream nobody publishes, watches or follows is forgotten, so the
+        // map does not grow with every name ever used.
+        if !info.live
+            && info.viewers == 0
+            && map
+                .get(&info.name)
+                .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            map.remove(&info.name);
+            return;
+        }
+        match map.get(&info.name) {
+            Some(tx) => {
+                tx.send_replace(Some(info));
+            }
+            None => {
+                map.insert(info.name.clone(), watch::Sender::new(Some(info)));
+            }
+        }
+    }
+
+    fn viewer_added(&self, worker: usize, peer: PeerId) {
+        lock(&self.viewers).insert((worker, peer), watch::Sender::new(None));
+    }
+
+    fn viewer_layer(&self, worker: usize, peer: PeerId, layer: ViewerLayer) {
+        if let Some(tx) = lock(&self.viewers).get(&(worker, peer)) {
+            tx.send_replace(Some(layer));
+        }
+    }
+
+    fn viewer_closed(&self, worker: usize, peer: PeerId) {
+        lock(&self.viewers).remove(&(worker, peer));
+    }
+}
+
+/// A panic elsewhere while holding a lock leaves a usable map.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Sessions {
@@ -98,8 +211,7 @@ impl Sessions {
             .retain(|_, e| !(e.worker == worker && e.peer == peer));
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
-        // A panic elsewhere while holding the lock leaves a usable map.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.map)
     }
 }
 
@@ -108,12 +220,20 @@ pub(crate) fn spawn_worker(
     socket: UdpSocket,
     announced: SocketAddr,
     sessions: Arc<Sessions>,
+    hub: Arc<Hub>,
     stop: watch::Receiver<bool>,
 ) -> (WorkerHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
     let sfu = Sfu::new(SfuConfig::new(vec![announced]), Instant::now());
-    let task = tokio::spawn(run(index, sfu, socket, announced, rx, sessions, stop));
+    let shared = Shared { sessions, hub };
+    let task = tokio::spawn(run(index, sfu, socket, announced, rx, shared, stop));
     (WorkerHandle { tx, announced }, task)
+}
+
+/// What a worker shares with the HTTP side.
+struct Shared {
+    sessions: Arc<Sessions>,
+    hub: Arc<Hub>,
 }
 
 async fn run(
@@ -122,7 +242,7 @@ async fn run(
     socket: UdpSocket,
     announced: SocketAddr,
     mut rx: mpsc::Receiver<Command>,
-    sessions: Arc<Sessions>,
+    shared: Shared,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 2048];
@@ -130,7 +250,7 @@ async fn run(
     let mut busy = std::time::Duration::ZERO;
     loop {
         let work_start = Instant::now();
-        let deadline = drain(index, &mut sfu, &socket, &sessions).await;
+        let deadline = drain(index, &mut sfu, &socket, &shared).await;
         busy += work_start.elapsed();
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
         tokio::select! {
@@ -140,7 +260,7 @@ async fn run(
                 let Some(cmd) = cmd else { break };
                 let t = Instant::now();
                 let busy_ratio = busy.as_secs_f64() / started.elapsed().as_secs_f64().max(1e-9);
-                handle_command(&mut sfu, cmd, busy_ratio);
+                handle_command(index, &mut sfu, cmd, busy_ratio, &shared.hub);
                 busy += t.elapsed();
             }
             r = socket.recv_from(&mut buf) => {
@@ -168,11 +288,11 @@ async fn run(
     for peer in sfu.peers() {
         sfu.close(peer);
     }
-    drain(index, &mut sfu, &socket, &sessions).await;
+    drain(index, &mut sfu, &socket, &shared).await;
 }
 
 /// Drains the worker's outputs; returns when it next wants the time.
-async fn drain(index: usize, sfu: &mut Sfu, socket: &UdpSocket, sessions: &Sessions) -> Instant {
+async fn drain(index: usize, sfu: &mut Sfu, socket: &UdpSocket, shared: &Shared) -> Instant {
     loop {
         match sfu.poll_output() {
             Output::Transmit(t) => match socket.try_send_to(&t.contents, t.destination) {
@@ -189,19 +309,24 @@ async fn drain(index: usize, sfu: &mut Sfu, socket: &UdpSocket, sessions: &Sessi
                 reason,
             }) => {
                 tracing::info!(worker = index, %peer, ?role, %stream, ?reason, "session closed");
-                sessions.remove_peer(index, peer);
+                shared.sessions.remove_peer(index, peer);
+                if role == Role::Viewer {
+                    shared.hub.viewer_closed(index, peer);
+                }
             }
             Output::Event(SfuEvent::Connected { peer, role, stream }) => {
                 tracing::info!(worker = index, %peer, ?role, %stream, "session connected");
             }
-            // Server-sent events for WHEP viewers come with the SSE extension.
-            Output::Event(SfuEvent::StreamUpdated(_) | SfuEvent::ViewerLayerChanged { .. }) => {}
+            Output::Event(SfuEvent::StreamUpdated(info)) => shared.hub.stream_updated(info),
+            Output::Event(SfuEvent::ViewerLayerChanged { peer, layer, .. }) => {
+                shared.hub.viewer_layer(index, peer, layer);
+            }
             Output::Timeout(t) => return t,
         }
     }
 }
 
-fn handle_command(sfu: &mut Sfu, cmd: Command, busy_ratio: f64) {
+fn handle_command(index: usize, sfu: &mut Sfu, cmd: Command, busy_ratio: f64, hub: &Hub) {
     let now = Instant::now();
     match cmd {
         Command::Publish {
@@ -216,7 +341,12 @@ fn handle_command(sfu: &mut Sfu, cmd: Command, busy_ratio: f64) {
             offer,
             reply,
         } => {
-            let _ = reply.send(sfu.subscribe(now, &stream, &offer));
+            let answer = sfu.subscribe(now, &stream, &offer);
+            if let Ok(a) = &answer {
+                // Before the first event about this peer can be drained.
+                hub.viewer_added(index, a.peer);
+            }
+            let _ = reply.send(answer);
         }
         Command::Close { peer, reply } => {
             let _ = reply.send(sfu.close(peer));
@@ -242,5 +372,55 @@ fn handle_command(sfu: &mut Sfu, cmd: Command, busy_ratio: f64) {
                 busy_ratio,
             });
         }
+        Command::SetLayer {
+            peer,
+            stream,
+            request,
+            reply,
+        } => {
+            let r = set_layer(sfu, peer, &stream, request);
+            if let Ok(Some(layer)) = &r {
+                // Feeds show a new request at once, even before media flows
+                // and the SFU has a layer to report.
+                hub.viewer_layer(index, peer, layer.clone());
+            }
+            let _ = reply.send(r);
+        }
+        Command::ViewerState {
+            peer,
+            stream,
+            reply,
+        } => {
+            let state = sfu.has_peer(peer).then(|| ViewerState {
+                stream: sfu.stream(&stream),
+                layer: sfu.viewer_layer(peer),
+            });
+            let _ = reply.send(state);
+        }
     }
+}
+
+fn set_layer(
+    sfu: &mut Sfu,
+    peer: PeerId,
+    stream: &str,
+    request: LayerRequest,
+) -> Result<Option<ViewerLayer>, LayerError> {
+    if let LayerRequest::Rid(rid) = &request {
+        // Only a rid the publisher has never announced is refused: one that
+        // merely paused (a browser drops `h` when short of uplink) stays a
+        // valid wish, served by the best layer below it meanwhile.
+        let known: Vec<String> = sfu
+            .stream(stream)
+            .map(|s| s.layers.into_iter().filter_map(|l| l.rid).collect())
+            .unwrap_or_default();
+        if !known.is_empty() && !known.contains(rid) {
+            return Err(LayerError::UnknownRid {
+                rid: rid.clone(),
+                known,
+            });
+        }
+    }
+    sfu.set_layer(peer, request).map_err(LayerError::Session)?;
+    Ok(sfu.viewer_layer(peer))
 }

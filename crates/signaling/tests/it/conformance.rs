@@ -1,93 +1,10 @@
 //! WHIP (RFC 9725) and WHEP conformance: every status code a client can meet,
 //! against a real server on loopback, with offers from a real WebRTC stack.
 
-use std::time::Instant;
+use reqwest::{Client, Method, StatusCode};
+use str0m::media::Direction;
 
-use reqwest::{Client, Method, Response, StatusCode};
-use str0m::change::SdpOffer;
-use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, Rtc, RtcConfig};
-
-struct Server {
-    running: Option<lumen_signaling::Running>,
-    url: String,
-    _dir: TempDir,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let dir = TempDir::new("conformance");
-        let mut config = lumen_signaling::Config::ephemeral();
-        config.data_dir = dir.0.clone();
-        config.ice_servers = vec!["stun:stun.example.net:3478".into()];
-        let running = lumen_signaling::start(config).await.expect("server starts");
-        let url = running.http_url();
-        Server {
-            running: Some(running),
-            url,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.url, path)
-    }
-
-    async fn stop(mut self) {
-        if let Some(r) = self.running.take() {
-            r.shutdown().await;
-        }
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "lumen-{tag}-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An offer from str0m acting as a browser: audio + video in `dir`.
-fn offer(dir: Direction) -> (Rtc, SdpOffer) {
-    let mut rtc = RtcConfig::new().build(Instant::now());
-    rtc.add_local_candidate(
-        Candidate::host("127.0.0.1:5000".parse().expect("addr"), "udp").expect("candidate"),
-    );
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Audio, dir, None, None, None);
-    api.add_media(MediaKind::Video, dir, None, None, None);
-    let (offer, _pending) = api.apply().expect("offer");
-    (rtc, offer)
-}
-
-async fn post_sdp(c: &Client, url: &str, body: String) -> Response {
-    c.post(url)
-        .header("content-type", "application/sdp")
-        .body(body)
-        .send()
-        .await
-        .expect("request")
-}
-
-fn header<'a>(r: &'a Response, name: &str) -> &'a str {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("missing header {name}"))
-}
+use crate::support::{Server, header, offer, post_sdp};
 
 #[tokio::test]
 async fn whip_and_whep_walk_every_status_code() {

@@ -1,0 +1,299 @@
+//! Fan-out benchmark: how close the server's forwarding gets to this
+//! machine's ceiling.
+//!
+//! 1. Measures the ceiling (AES-128-GCM + sendmmsg, one thread).
+//! 2. Starts `lumen serve` as a child process on free loopback ports (the
+//!    binary of this build profile), so its CPU and RSS are its own.
+//! 3. For each viewer count, publishes the test pattern (1280x720, 2.5 Mbit/s
+//!    by default) in this process on a fresh stream and runs the load
+//!    generator against it: a fast ramp, then a steady window.
+//! 4. Prints, per level, subscriber packets forwarded per server CPU-second
+//!    divided by the ceiling, and the first level at which loss passes 0.5 %
+//!    or the fan-out latency p99 (how far a viewer trails the first viewer
+//!    to get the same frame) passes 10 ms; then `BENCHMARKS.md` rows.
+//!
+//! Run: `cargo bench --bench fanout`. Environment overrides:
+//! `LUMEN_FANOUT_LEVELS=50,100,200` (viewer counts), `LUMEN_FANOUT_STEADY=5`
+//! (seconds of steady state per level), `LUMEN_FANOUT_BITRATE=2500000`,
+//! `LUMEN_FANOUT_SIZE=1280x720`, `LUMEN_FANOUT_RAMP=100` (viewers per second).
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use lumen::bench::{CeilingOptions, CeilingReport, run_ceiling};
+use lumen::load::{LoadOptions, LoadReport, PublishSpec, run};
+
+/// Loss above this, or latency p99 above the next, marks the level where
+/// the server stops keeping up.
+const LOSS_LIMIT_PERCENT: f64 = 0.5;
+const LATENCY_P99_LIMIT_MS: f64 = 10.0;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "warn,str0m=error,webrtc=error,rtc=error,rtc_dtls=error,webrtc_ice=error".into()
+            }),
+        )
+        .init();
+    let levels: Vec<usize> = env_list("LUMEN_FANOUT_LEVELS", "50,100,200,400,700")?;
+    let steady = Duration::from_secs_f64(env_num("LUMEN_FANOUT_STEADY", 5.0)?);
+    let ramp = env_num("LUMEN_FANOUT_RAMP", 100.0)?;
+    let bitrate = env_num("LUMEN_FANOUT_BITRATE", 2_500_000.0)? as u32;
+    let (width, height) = env_size("LUMEN_FANOUT_SIZE", (1280, 720))?;
+
+    eprintln!("measuring the ceiling …");
+    let ceiling = run_ceiling(&CeilingOptions::default())?;
+    print!("{}", ceiling.table());
+
+    let server = Server::start()?;
+    eprintln!(
+        "server pid {} at {} (2 workers)",
+        server.pid(),
+        server.http_url
+    );
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut rows = Vec::new();
+    let mut knee = None;
+    for (i, &n) in levels.iter().enumerate() {
+        let stream = format!("fanout{i}");
+        let duration = Duration::from_secs_f64(n as f64 / ramp) + steady;
+        eprintln!("== {n} viewers ({:.0} s) ==", duration.as_secs_f64());
+        let report = rt.block_on(run(LoadOptions {
+            whep_url: format!("{}/whep/{stream}", server.http_url),
+            token: None,
+            viewers: n,
+            ramp_per_sec: ramp,
+            duration,
+            publish: Some(PublishSpec {
+                whip_url: format!("{}/whip/{stream}", server.http_url),
+                width,
+                height,
+                fps: 30,
+                bitrate_bps: bitrate,
+            }),
+            server_pid: Some(server.pid()),
+            progress: true,
+        }))?;
+        print!("{}", report.table());
+        let row = Row::new(n, &report, &ceiling);
+        println!("ratio to ceiling: {}", fmt_opt(row.ratio, 3));
+        // The publisher stamps the SEI before encoding, so the raw latency
+        // holds the encoder's time; the spread behind the first viewer of
+        // each frame is what the server's fan-out adds. Judged on the
+        // steady window: during the ramp every join asks for a keyframe.
+        let spread = report.steady.latency_spread.or(report.latency_spread);
+        let over = report.loss_percent > LOSS_LIMIT_PERCENT
+            || spread.is_some_and(|l| l.p99_ms > LATENCY_P99_LIMIT_MS)
+            || report.viewers_connected < n;
+        let broken = report.loss_percent > 5.0 || report.viewers_connected * 10 < n * 9;
+        rows.push(row);
+        if over && knee.is_none() {
+            knee = Some(n);
+        }
+        if broken {
+            eprintln!("stopping: more than 5 % loss or 10 % of the viewers failed");
+            break;
+        }
+    }
+
+    println!();
+    println!(
+        "ceiling: {:.0} pkt/s on one thread ({:.0} ns/pkt); {}",
+        ceiling.ceiling_pps(),
+        ceiling.encrypt_and_send.ns_per_packet(),
+        match knee {
+            Some(n) => format!(
+                "loss > {LOSS_LIMIT_PERCENT} %, steady fan-out latency p99 > {LATENCY_P99_LIMIT_MS} ms or failed viewers first at {n} viewers"
+            ),
+            None => "every level stayed within loss 0.5 %, fan-out latency p99 10 ms and no failed viewer"
+                .to_owned(),
+        }
+    );
+    println!();
+    println!(
+        "BENCHMARKS.md rows ({width}x{height} at {bitrate} bit/s, generator on the same machine, `cargo bench --bench fanout`):"
+    );
+    println!();
+    println!("{}", Row::HEADER);
+    for r in &rows {
+        println!("{}", r.markdown());
+    }
+    drop(server);
+    Ok(())
+}
+
+/// One level's figures.
+struct Row {
+    viewers: usize,
+    connected: usize,
+    rx_pps: f64,
+    server_cpu_percent: Option<f64>,
+    pkts_per_cpu_s: Option<f64>,
+    ratio: Option<f64>,
+    loss_percent: f64,
+    latency: String,
+    spread: String,
+    ttff: String,
+    rss_per_viewer_kib: Option<f64>,
+    generator_cpu_percent: Option<f64>,
+}
+
+impl Row {
+    const HEADER: &'static str = "| viewers | connected | received pkt/s | server CPU % | pkt per server CPU-s | ÷ ceiling | loss % | steady latency p50/p99 ms | behind first viewer p50/p99 ms | TTFF p50/p99 ms | server RSS/viewer KiB | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+    fn new(n: usize, r: &LoadReport, c: &CeilingReport) -> Self {
+        let pcs = r.steady.packets_per_server_cpu_s;
+        Self {
+            viewers: n,
+            connected: r.viewers_connected,
+            rx_pps: r.steady.rx_packets_per_s,
+            server_cpu_percent: r.steady.server_cpu_percent,
+            pkts_per_cpu_s: pcs,
+            ratio: pcs.map(|p| p / c.ceiling_pps()),
+            loss_percent: r.loss_percent,
+            latency: r
+                .latency
+                .map_or("-".into(), |l| format!("{:.1} / {:.1}", l.p50_ms, l.p99_ms)),
+            spread: r
+                .latency_spread
+                .map_or("-".into(), |l| format!("{:.1} / {:.1}", l.p50_ms, l.p99_ms)),
+            ttff: r
+                .ttff
+                .map_or("-".into(), |l| format!("{:.0} / {:.0}", l.p50_ms, l.p99_ms)),
+            rss_per_viewer_kib: r.server_rss_kib_per_viewer,
+            generator_cpu_percent: r.generator_cpu_percent,
+        }
+    }
+
+    fn markdown(&self) -> String {
+        format!(
+            "| {} | {} | {:.0} | {} | {} | {} | {:.3} | {} | {} | {} | {} | {} |",
+            self.viewers,
+            self.connected,
+            self.rx_pps,
+            fmt_opt(self.server_cpu_percent, 0),
+            fmt_opt(self.pkts_per_cpu_s, 0),
+            fmt_opt(self.ratio, 3),
+            self.loss_percent,
+            self.latency,
+            self.spread,
+            self.ttff,
+            fmt_opt(self.rss_per_viewer_kib, 0),
+            fmt_opt(self.generator_cpu_percent, 0),
+        )
+    }
+}
+
+fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.decimals$}"))
+}
+
+/// `lumen serve` as a child process, killed when dropped.
+struct Server {
+    child: Child,
+    http_url: String,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start() -> anyhow::Result<Self> {
+        let http = free_tcp_port()?;
+        let rtc = free_udp_pair()?;
+        let dir = std::env::temp_dir().join(format!("lumen-fanout-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(dir.join("serve.log"))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+            .args([
+                "serve",
+                "--http-addr",
+                &format!("127.0.0.1:{http}"),
+                "--rtc-addr",
+                &format!("127.0.0.1:{rtc}"),
+                "--workers",
+                "2",
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting lumen serve")?;
+        let server = Self {
+            child,
+            http_url: format!("http://127.0.0.1:{http}"),
+            dir,
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+            if Instant::now() > until {
+                bail!("lumen serve did not listen on {http} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A UDP port whose successor is free too (worker i listens on port + i).
+fn free_udp_pair() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let a = UdpSocket::bind("127.0.0.1:0")?;
+        let port = a.local_addr()?.port();
+        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no two consecutive free UDP ports")
+}
+
+fn env_num(name: &str, default: f64) -> anyhow::Result<f64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={v} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn env_list(name: &str, default: &str) -> anyhow::Result<Vec<usize>> {
+    let v = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    v.split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .with_context(|| format!("{name}: {s:?} is not a count"))
+        })
+        .collect()
+}
+
+fn env_size(name: &str, default: (u32, u32)) -> anyhow::Result<(u32, u32)> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(default);
+    };
+    let (w, h) = v
+        .split_once('x')
+        .with_context(|| format!("{name}={v}: expected WIDTHxHEIGHT"))?;
+    Ok((w.trim().parse()?, h.trim().parse()?))
+}

@@ -1,0 +1,377 @@
+//! The WHEP extensions of draft-ietf-wish-whep on a WHEP session
+//! `/whep/{stream}/{session}`:
+//!
+//! - `POST …/sse` with an optional JSON array of event names (all of them
+//!   when the body is empty) creates an event stream: `201 Created`,
+//!   `Location: …/sse/{id}`. `GET` on it is a `text/event-stream` (see
+//!   [`crate::events`] for the events); `DELETE` ends it (`404` after).
+//! - `POST …/layer` with `{"mediaId": "0", "encodingId": "h"}` pins the
+//!   viewer's video to that simulcast encoding; `{}` returns it to automatic.
+//!   `200` with the viewer's layer state (the `layer` event's JSON). `GET …/layer`
+//!   answers that state too (lumen's addition).
+//!
+//! An unknown session is `404`, a body that is not the JSON described `400`,
+//! a request lumen understands but cannot apply (another m-line, an SVC
+//! layer, a rid the publisher does not send) `422`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use lumen_sfu::LayerRequest;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::events::{EventSet, EventStream, Feed, layer_json};
+use crate::http::{
+    AppState, Kind, lookup, not_allowed, random_hex, read_text, require_content_type,
+};
+use crate::shell::{Command, LayerError, SessionEntry};
+
+/// Event streams one session may hold; creating one more drops the oldest,
+/// so a player that re-creates its stream on every reconnect cannot pile
+/// them up.
+const MAX_EVENT_STREAMS: usize = 4;
+
+/// `POST /whep/{stream}/{session}/sse`
+pub(crate) async fn sse_create(
+    State(st): State<Arc<AppState>>,
+    Path((stream, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    lookup(&st, Kind::Whep, &stream, &id)?;
+    let text = read_text(&headers, body).await?;
+    let events = if text.trim().is_empty() {
+        EventSet::all()
+    } else {
+        require_content_type(&headers, "application/json")?;
+        let names: Vec<String> = serde_json::from_str(&text).map_err(|e| {
+            ApiError::BadRequest(format!("the body must be a JSON array of event names: {e}"))
+        })?;
+        EventSet::from_names(&names)
+    };
+    let es = random_hex(16);
+    let created = st.sessions.update(&id, |e| {
+        if e.event_streams.len() >= MAX_EVENT_STREAMS {
+            e.event_streams.remove(0);
+        }
+        e.event_streams.push(EventStream {
+            id: es.clone(),
+            events,
+        });
+    });
+    if !created {
+        return Err(no_session());
+    }
+    let location = format!("/whep/{stream}/{id}/sse/{es}");
+    let mut res = (StatusCode::CREATED, axum::Json(events.names())).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// `GET /whep/{stream}/{session}/sse/{events}`
+pub(crate) async fn sse_get(
+    State(st): State<Arc<AppState>>,
+    Path((stream, id, es)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let entry = lookup(&st, Kind::Whep, &stream, &id)?;
+    let events = event_stream(&entry, &es)?.events;
+    // Watches first, then the worker's snapshot: whatever changes after the
+    // snapshot wakes the feed, so nothing is missed in between.
+    let stream_rx = st.hub.watch_stream(&stream);
+    let layer_rx = st
+        .hub
+        .watch_viewer(entry.worker, entry.peer)
+        .ok_or_else(no_session)?;
+    let (peer, name) = (entry.peer, stream.clone());
+    let initial = st
+        .ask(entry.worker, move |reply| Command::ViewerState {
+            peer,
+            stream: name,
+            reply,
+        })
+        .await?
+        .ok_or_else(no_session)?;
+    let feed = Feed {
+        events,
+        media_id: media_id(&entry),
+        stream_rx,
+        layer_rx,
+        stop: st.stop.clone(),
+        sessions: st.sessions.clone(),
+        session_id: id,
+        stream_id: es,
+    };
+    let mut res = Sse::new(feed.into_stream(initial))
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    // Proxies that buffer responses would hold the events back.
+    res.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}
+
+/// `DELETE /whep/{stream}/{session}/sse/{events}`
+pub(crate) async fn sse_delete(
+    State(st): State<Arc<AppState>>,
+    Path((stream, id, es)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let entry = lookup(&st, Kind::Whep, &stream, &id)?;
+    event_stream(&entry, &es)?;
+    st.sessions
+        .update(&id, |e| e.event_streams.retain(|s| s.id != es));
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `POST /whep/{stream}/{session}/layer`
+pub(crate) async fn layer_post(
+    State(st): State<Arc<AppState>>,
+    Path((stream, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let entry = lookup(&st, Kind::Whep, &stream, &id)?;
+    require_content_type(&headers, "application/json")?;
+    let text = read_text(&headers, body).await?;
+    let request = parse_layer_request(&text, &entry)?;
+    let (peer, name) = (entry.peer, stream.clone());
+    let state = st
+        .ask(entry.worker, move |reply| Command::SetLayer {
+            peer,
+            stream: name,
+            request,
+            reply,
+        })
+        .await?
+        .map_err(|e| match e {
+            LayerError::Session(e) => ApiError::from(e),
+            LayerError::UnknownRid { rid, known } => ApiError::Unprocessable(format!(
+                "stream {stream:?} has no encoding {rid:?}; it sends {}",
+                known.join(", ")
+            )),
+        })?;
+    Ok(match state {
+        Some(l) => axum::Json(layer_json(&l, &media_id(&entry))).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// `GET /whep/{stream}/{session}/layer`
+pub(crate) async fn layer_get(
+    State(st): State<Arc<AppState>>,
+    Path((stream, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let entry = lookup(&st, Kind::Whep, &stream, &id)?;
+    let (peer, name) = (entry.peer, stream.clone());
+    let state = st
+        .ask(entry.worker, move |reply| Command::ViewerState {
+            peer,
+            stream: name,
+            reply,
+        })
+        .await?
+        .ok_or_else(no_session)?;
+    let layer = state
+        .layer
+        .ok_or_else(|| ApiError::Unprocessable("this session receives no video".to_string()))?;
+    Ok(axum::Json(layer_json(&layer, &media_id(&entry))).into_response())
+}
+
+pub(crate) async fn sse_options() -> Response {
+    options("OPTIONS, POST")
+}
+
+pub(crate) async fn event_stream_options() -> Response {
+    options("OPTIONS, GET, DELETE")
+}
+
+pub(crate) async fn layer_options() -> Response {
+    options("OPTIONS, GET, POST")
+}
+
+pub(crate) async fn sse_not_allowed() -> Response {
+    not_allowed("OPTIONS, POST")
+}
+
+pub(crate) async fn event_stream_not_allowed() -> Response {
+    not_allowed("OPTIONS, GET, DELETE")
+}
+
+pub(crate) async fn layer_not_allowed() -> Response {
+    not_allowed("OPTIONS, GET, POST")
+}
+
+/// The body of a layer selection request (draft-ietf-wish-whep).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LayerBody {
+    /// The m-line index (or, leniently, the mid) of the video to apply it to.
+    media_id: Option<MediaId>,
+    /// The rid to pin; absent or null for automatic selection.
+    encoding_id: Option<String>,
+    spatial_layer_id: Option<u32>,
+    temporal_layer_id: Option<u32>,
+    /// Caps on SVC layers: nothing to cap with simulcast, so they are accepted
+    /// and have no effect.
+    #[allow(dead_code)]
+    max_spatial_layer_id: Option<u32>,
+    #[allow(dead_code)]
+    max_temporal_layer_id: Option<u32>,
+}
+
+/// The draft says a string; a number is the same index written sloppily.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum MediaId {
+    Text(String),
+    Number(u64),
+}
+
+fn parse_layer_request(text: &str, entry: &SessionEntry) -> Result<LayerRequest, ApiError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object such as {\"encodingId\": \"h\"}, or {} for automatic"
+                .to_string(),
+        ));
+    }
+    let body: LayerBody = serde_json::from_value(value)
+        .map_err(|e| ApiError::BadRequest(format!("bad layer selection: {e}")))?;
+    let Some((index, mid)) = &entry.video else {
+        return Err(ApiError::Unprocessable(
+            "this session receives no video".to_string(),
+        ));
+    };
+    if let Some(m) = &body.media_id {
+        let ok = match m {
+            MediaId::Text(t) => *t == index.to_string() || mid.as_deref() == Some(t.as_str()),
+            MediaId::Number(n) => *n == *index as u64,
+        };
+        if !ok {
+            return Err(ApiError::Unprocessable(format!(
+                "mediaId {m:?} is not this session's video m-line (\"{index}\")"
+            )));
+        }
+    }
+    if body.spatial_layer_id.is_some_and(|l| l != 0)
+        || body.temporal_layer_id.is_some_and(|l| l != 0)
+    {
+        return Err(ApiError::Unprocessable(
+            "lumen selects simulcast encodings only; spatialLayerId and temporalLayerId must be 0"
+                .to_string(),
+        ));
+    }
+    match body.encoding_id {
+        None => Ok(LayerRequest::Auto),
+        Some(rid) if valid_rid(&rid) => Ok(LayerRequest::Rid(rid)),
+        Some(rid) => Err(ApiError::BadRequest(format!(
+            "encodingId {rid:?} is not a rid (1 to 255 letters, digits, '-' or '_')"
+        ))),
+    }
+}
+
+/// RFC 8851 `rid-syntax`.
+fn valid_rid(rid: &str) -> bool {
+    !rid.is_empty()
+        && rid.len() <= 255
+        && rid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The key of the `layers` event and the `mediaId` of the `layer` event.
+fn media_id(entry: &SessionEntry) -> String {
+    entry
+        .video
+        .as_ref()
+        .map_or_else(|| "0".to_string(), |(i, _)| i.to_string())
+}
+
+fn event_stream<'a>(entry: &'a SessionEntry, id: &str) -> Result<&'a EventStream, ApiError> {
+    entry
+        .event_streams
+        .iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| ApiError::NotFound("no such event stream".to_string()))
+}
+
+fn no_session() -> ApiError {
+    ApiError::NotFound("no such session".to_string())
+}
+
+fn options(allow: &'static str) -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static(allow));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(allow),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type"),
+    );
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lumen_sfu::PeerId;
+
+    fn entry(video: Option<(usize, Option<String>)>) -> SessionEntry {
+        SessionEntry {
+            kind: Kind::Whep,
+            stream: "cam".into(),
+            worker: 0,
+            peer: PeerId(1),
+            etag: "e".into(),
+            remote_ufrag: "u".into(),
+            video,
+            event_streams: Vec::new(),
+        }
+    }
+
+    fn status(r: Result<LayerRequest, ApiError>) -> u16 {
+        r.err().map_or(200, |e| e.status().as_u16())
+    }
+
+    #[test]
+    fn layer_requests_parse_like_the_draft() {
+        let e = entry(Some((1, Some("v".into()))));
+        assert_eq!(
+            parse_layer_request(r#"{"mediaId":"1","encodingId":"h"}"#, &e).ok(),
+            Some(LayerRequest::Rid("h".into()))
+        );
+        assert_eq!(parse_layer_request("{}", &e).ok(), Some(LayerRequest::Auto));
+        assert_eq!(
+            parse_layer_request(r#"{"mediaId":"v","encodingId":null}"#, &e).ok(),
+            Some(LayerRequest::Auto)
+        );
+        assert_eq!(
+            parse_layer_request(r#"{"mediaId":1,"encodingId":"l"}"#, &e).ok(),
+            Some(LayerRequest::Rid("l".into()))
+        );
+        assert_eq!(status(parse_layer_request("{", &e)), 400);
+        assert_eq!(status(parse_layer_request("[]", &e)), 400);
+        assert_eq!(status(parse_layer_request(r#"{"encodingId":3}"#, &e)), 400);
+        assert_eq!(
+            status(parse_layer_request(r#"{"encodingId":"a b"}"#, &e)),
+            400
+        );
+        assert_eq!(status(parse_layer_request(r#"{"mediaId":"0"}"#, &e)), 422);
+        assert_eq!(
+            status(parse_layer_request(r#"{"spatialLayerId":1}"#, &e)),
+            422
+        );
+        assert_eq!(status(parse_layer_request("{}", &entry(None))), 422);
+    }
+}

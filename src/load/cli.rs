@@ -1,0 +1,85 @@
+//! The `lumen load` command line: flags, the live progress, the table and
+//! the JSON file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{LoadOptions, PublishSpec, run};
+
+/// `lumen load`: open many WHEP viewers and measure what they receive.
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// WHEP endpoint, e.g. http://127.0.0.1:8080/whep/bench
+    #[arg(long)]
+    pub whep: String,
+    /// Viewers to open.
+    #[arg(long, default_value_t = 10)]
+    pub viewers: usize,
+    /// Viewers opened per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub ramp: f64,
+    /// Hard limit of the run in seconds, from the first viewer.
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Publish the test pattern to this WHIP URL first, in this process.
+    #[arg(long, value_name = "WHIP_URL")]
+    pub publish: Option<String>,
+    /// Publisher picture width.
+    #[arg(long, default_value_t = 1280)]
+    pub width: u32,
+    /// Publisher picture height.
+    #[arg(long, default_value_t = 720)]
+    pub height: u32,
+    /// Publisher frames per second.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Publisher video bitrate, bits per second.
+    #[arg(long, default_value_t = 2_500_000)]
+    pub bitrate: u32,
+    /// Bearer token for WHEP and WHIP.
+    #[arg(long, env = "LUMEN_TOKEN")]
+    pub token: Option<String>,
+    /// Write the full report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Read the server's CPU and RSS from /proc/PID.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// No progress line every second.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs `lumen load` and prints the table (and writes the JSON).
+pub async fn run_load_cli(a: LoadArgs) -> anyhow::Result<()> {
+    let duration = Duration::try_from_secs_f64(a.duration)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--duration must be a positive number of seconds")?;
+    let opts = LoadOptions {
+        whep_url: a.whep,
+        token: a.token,
+        viewers: a.viewers,
+        ramp_per_sec: a.ramp,
+        duration,
+        publish: a.publish.map(|whip_url| PublishSpec {
+            whip_url,
+            width: a.width,
+            height: a.height,
+            fps: a.fps,
+            bitrate_bps: a.bitrate,
+        }),
+        server_pid: a.server_pid,
+        progress: !a.quiet,
+    };
+    let report = run(opts).await?;
+    print!("{}", report.table());
+    if let Some(path) = a.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+        println!("JSON report: {}", path.display());
+    }
+    Ok(())
+}
