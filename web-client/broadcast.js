@@ -1,5 +1,6 @@
 // Broadcast page: captures camera+mic or the screen and publishes it over
-// WHIP. `?stream=NAME&autostart=1` goes live at once with camera+mic.
+// WHIP. `?stream=NAME&autostart=1` goes live at once with camera+mic;
+// `&simulcast=0` sends one layer instead of three.
 
 import {
   HttpError, endSession, formatBitrate, negotiate, outboundStats, preferCodecs,
@@ -13,6 +14,7 @@ const statusPill = $('status');
 const errorBox = $('error');
 const streamInput = $('stream');
 const tokenInput = $('token');
+const simulcastInput = $('simulcast');
 const goLiveButton = $('golive');
 const stopButton = $('stop');
 const share = $('share');
@@ -35,6 +37,7 @@ window.addEventListener('pagehide', () => {
   if (session) endSession(session.location, session.token);
 });
 
+if (params.get('simulcast') === '0') simulcastInput.checked = false;
 if (params.get('autostart') === '1') goLive('camera');
 
 function selectedSource() {
@@ -54,6 +57,7 @@ function setState(state, error = null) {
   stopButton.disabled = !busy;
   streamInput.disabled = busy;
   tokenInput.disabled = busy;
+  simulcastInput.disabled = busy;
   for (const r of document.querySelectorAll('input[name="source"]')) r.disabled = busy;
 }
 
@@ -76,7 +80,16 @@ async function goLive(source) {
 
     const pc = (s.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' }));
     for (const track of s.media.getTracks()) {
-      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [s.media] });
+      const init = { direction: 'sendonly', streams: [s.media] };
+      if (track.kind === 'video' && simulcastInput.checked) {
+        // Three layers, best first; viewers get the one their network carries.
+        init.sendEncodings = [
+          { rid: 'h', maxBitrate: 2_500_000 },
+          { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 800_000 },
+          { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 200_000 },
+        ];
+      }
+      const t = pc.addTransceiver(track, init);
       if (track.kind === 'video') {
         preferCodecs(t, 'video', ['video/h264', 'video/vp8']);
       } else {

@@ -46,9 +46,26 @@ export async function negotiate(pc, url, token) {
   }
   const answer = await res.text();
   const loc = res.headers.get('Location');
-  const location = loc ? new URL(loc, new URL(url, window.location.href)).href : null;
+  const base = new URL(url, window.location.href);
+  const location = loc ? new URL(loc, base).href : null;
+  const links = parseLinks(res.headers.get('Link') || '', base);
   await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-  return { answer, location };
+  return { answer, location, links };
+}
+
+/** WHEP extension relations (draft-ietf-wish-whep). */
+export const REL_SSE = 'urn:ietf:params:whep:ext:core:server-sent-events';
+export const REL_LAYER = 'urn:ietf:params:whep:ext:core:layer';
+
+/** `Link: <url>; rel="…"; k="v", …` → [{url, rel, params}], URLs made absolute. */
+export function parseLinks(header, base) {
+  const out = [];
+  for (const m of header.matchAll(/<([^>]*)>([^,]*)/g)) {
+    const params = {};
+    for (const p of m[2].matchAll(/;\s*([\w-]+)\s*=\s*"?([^";]*)"?/g)) params[p[1]] = p[2];
+    out.push({ url: new URL(m[1], base).href, rel: params.rel || '', params });
+  }
+  return out;
 }
 
 /** Ends a WHIP/WHEP session. Safe to call from pagehide (keepalive). */

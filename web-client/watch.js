@@ -2,7 +2,7 @@
 // and retries every 2 s while it is offline, and shows playback stats.
 
 import {
-  HttpError, endSession, formatBitrate, inboundStats, negotiate, renderStats,
+  HttpError, REL_LAYER, REL_SSE, endSession, formatBitrate, inboundStats, negotiate, renderStats,
 } from '/static/lumen.js';
 
 const RETRY_MS = 2000;
@@ -20,12 +20,24 @@ const unmuteButton = $('unmute');
 const errorBox = $('error');
 const statsList = $('stats');
 const viewersLabel = $('viewers');
+const qualityMenu = $('quality');
+const layerLine = $('layer');
+const LAYER_NAMES = { h: '720p', m: '360p', l: '180p' };
+const REASONS = {
+  starting: 'starting',
+  'single-layer': 'the broadcaster sends one layer',
+  bandwidth: 'chosen for your bandwidth',
+  requested: 'as you asked',
+  'layer-stopped': 'the better layer stopped',
+};
 
 const parts = location.pathname.split('/').filter(Boolean);
 const name = parts.length >= 2 ? decodeURIComponent(parts[1]) : '';
 
 // Machine-readable state for tests and scripts.
-const lumen = (window.lumen = { state: 'connecting', stream: name, error: null, stats: {}, location: null });
+const lumen = (window.lumen = {
+  state: 'connecting', stream: name, error: null, stats: {}, location: null, layer: null, viewers: null,
+});
 
 let session = null;
 let retryTimer = null;
@@ -48,6 +60,9 @@ unmuteButton.addEventListener('click', async () => {
 });
 video.addEventListener('volumechange', () => {
   if (!video.muted) unmuteButton.hidden = true;
+});
+qualityMenu.addEventListener('change', () => {
+  if (session) selectLayer(session, qualityMenu.value);
 });
 window.addEventListener('pagehide', () => {
   if (session) endSession(session.location);
@@ -110,13 +125,18 @@ async function connect() {
     }
   });
   try {
-    const { location: loc } = await negotiate(pc, `/whep/${encodeURIComponent(name)}`);
+    const { location: loc, links } = await negotiate(pc, `/whep/${encodeURIComponent(name)}`);
     if (session !== s) {
       endSession(loc);
       return;
     }
     s.location = loc;
     lumen.location = loc;
+    s.layerUrl = links.find((l) => l.rel === REL_LAYER)?.url || null;
+    const sse = links.find((l) => l.rel === REL_SSE);
+    if (sse) followEvents(s, sse.url);
+    qualityMenu.disabled = !s.layerUrl;
+    if (s.layerUrl && qualityMenu.value) selectLayer(s, qualityMenu.value);
     if (pc.connectionState === 'connected') setState('live');
     s.timer = setInterval(() => tick(s), 1000);
   } catch (e) {
@@ -130,10 +150,69 @@ async function connect() {
 }
 
 // Drops session `s` and tries again later.
+// Pins a layer (rid) or, with '', returns to automatic choice.
+async function selectLayer(s, rid) {
+  if (!s.layerUrl) return;
+  try {
+    const res = await fetch(s.layerUrl, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(rid ? { encodingId: rid } : {}),
+    });
+    if (res.ok) showLayer(await res.json().catch(() => null));
+  } catch (_) {
+    // The next layer event tells the truth anyway.
+  }
+}
+
+// Server-sent events: viewer count, the layers sent, and our own layer.
+async function followEvents(s, url) {
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(['active', 'inactive', 'layers', 'viewercount', 'layer']),
+    });
+    const loc = res.headers.get('Location');
+    if (res.status !== 201 || !loc || session !== s) return;
+    const es = (s.events = new EventSource(new URL(loc, url).href));
+    es.addEventListener('viewercount', (e) => {
+      const n = JSON.parse(e.data).viewercount;
+      lumen.viewers = n;
+      viewersLabel.textContent = `${n} watching`;
+    });
+    es.addEventListener('layer', (e) => showLayer(JSON.parse(e.data)));
+    es.addEventListener('layers', (e) => {
+      const media = Object.values(JSON.parse(e.data))[0] || {};
+      const live = new Set((media.active || []).map((l) => l.id));
+      for (const o of qualityMenu.options) {
+        if (o.value) o.disabled = live.size > 0 && !live.has(o.value);
+      }
+    });
+    es.addEventListener('inactive', () => {
+      if (session === s) restart(s, 'offline');
+    });
+  } catch (_) {
+    // Events are a nicety; playback goes on without them.
+  }
+}
+
+function showLayer(l) {
+  if (!l) return;
+  lumen.layer = l;
+  const cur = l.current ? LAYER_NAMES[l.current] || l.current : '—';
+  const why = REASONS[l.reason] || l.reason;
+  const est = l.estimateBps ? `, estimate ${formatBitrate(l.estimateBps)}` : '';
+  layerLine.textContent = `Receiving ${cur}: ${why}${est}`;
+}
+
 function restart(s, state, error = null, delay = RETRY_MS) {
   if (session !== s) return;
   session = null;
   clearInterval(s.timer);
+  if (s.events) s.events.close();
+  qualityMenu.disabled = true;
+  layerLine.textContent = '';
   endSession(s.location);
   s.pc.close();
   for (const t of s.media.getTracks()) t.stop();

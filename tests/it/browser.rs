@@ -100,11 +100,129 @@ async fn browser_broadcasts_and_browser_watches() {
     drop(server);
 }
 
+/// Chromium publishes three simulcast layers; the viewer page's quality
+/// menu pins the lowest one (the picture shrinks, the page says why) and
+/// returns to automatic choice; the page shows the live viewer count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_simulcast_and_the_quality_menu() {
+    let Some(chrome) = ChromeDriver::start().await else {
+        return;
+    };
+    let server = start_server().await;
+    let base = server.http_url();
+    let name = format!("simulcast-{}", std::process::id());
+
+    let broadcaster = chrome.new_session().await;
+    broadcaster
+        .goto(&format!("{base}/broadcast?stream={name}&autostart=1"))
+        .await
+        .expect("open the broadcast page");
+    wait_for_state(&broadcaster, "broadcaster", "live", LIVE_WITHIN).await;
+
+    // The server sees the browser's layers.
+    let deadline = Instant::now() + LIVE_WITHIN;
+    loop {
+        let body = reqwest::get(format!("{base}/api/streams/{name}"))
+            .await
+            .expect("GET stream")
+            .text()
+            .await
+            .unwrap_or_default();
+        let info: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let layers = info["layers"].as_array().map(|a| a.len()).unwrap_or(0);
+        if layers >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream never showed its simulcast layers: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let viewer = chrome.new_session().await;
+    viewer
+        .goto(&format!("{base}/watch/{name}"))
+        .await
+        .expect("open the watch page");
+    wait_for_state(&viewer, "viewer", "live", LIVE_WITHIN).await;
+    let deadline = Instant::now() + LIVE_WITHIN;
+    let auto = loop {
+        let p = playback(&viewer).await;
+        let l = lumen(&viewer).await;
+        if p.height > 0 && l["viewers"].as_u64() == Some(1) && l["layer"]["current"].is_string() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no picture, count or layer: {p:?} {l}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // Pick 180p: the lowest layer, whatever size the fake camera gives.
+    viewer
+        .execute(
+            "const q = document.getElementById('quality');
+             q.value = 'l'; q.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .expect("choose 180p");
+    let deadline = Instant::now() + LIVE_WITHIN;
+    let low = loop {
+        let p = playback(&viewer).await;
+        let l = lumen(&viewer).await;
+        if l["layer"]["current"] == "l"
+            && l["layer"]["reason"] == "requested"
+            && p.height > 0
+            && p.height < auto.height.max(181)
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "180p never played: {p:?} (auto was {auto:?}); {l}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(low.height <= 180, "the lowest layer plays at {low:?}");
+    let text = viewer
+        .find(Locator::Id("layer"))
+        .await
+        .expect("layer line")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("as you asked"), "{text}");
+
+    // Back to Auto: the server chooses by bandwidth again.
+    viewer
+        .execute(
+            "const q = document.getElementById('quality');
+             q.value = ''; q.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .expect("choose Auto");
+    let deadline = Instant::now() + LIVE_WITHIN;
+    loop {
+        let l = lumen(&viewer).await;
+        if l["layer"]["requested"].is_null() && l["layer"]["reason"] == "bandwidth" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Auto was not restored: {l}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(server);
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Playback {
     frames: u64,
     time: f64,
     width: u64,
+    height: u64,
 }
 
 async fn playback(c: &Client) -> Playback {
@@ -112,7 +230,8 @@ async fn playback(c: &Client) -> Playback {
         .execute(
             "const v = document.getElementById('video');
              const q = v.getVideoPlaybackQuality();
-             return { frames: q.totalVideoFrames, time: v.currentTime, width: v.videoWidth };",
+             return { frames: q.totalVideoFrames, time: v.currentTime, width: v.videoWidth,
+                      height: v.videoHeight };",
             vec![],
         )
         .await
@@ -121,6 +240,7 @@ async fn playback(c: &Client) -> Playback {
         frames: v["frames"].as_u64().unwrap_or(0),
         time: v["time"].as_f64().unwrap_or(0.0),
         width: v["width"].as_u64().unwrap_or(0),
+        height: v["height"].as_u64().unwrap_or(0),
     }
 }
 

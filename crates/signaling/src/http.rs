@@ -497,6 +497,40 @@ struct StreamJson {
     name: String,
     live: bool,
     viewers: usize,
+    /// The video layers, best first.
+    layers: Vec<LayerJson>,
+}
+
+#[derive(Serialize)]
+struct LayerJson {
+    rid: Option<String>,
+    active: bool,
+    bitrate_bps: u64,
+    width: u32,
+    height: u32,
+    fps: f64,
+}
+
+impl StreamJson {
+    fn from_info(s: lumen_sfu::StreamInfo) -> Self {
+        StreamJson {
+            name: s.name,
+            live: s.live,
+            viewers: s.viewers,
+            layers: s
+                .layers
+                .into_iter()
+                .map(|l| LayerJson {
+                    rid: l.rid,
+                    active: l.active,
+                    bitrate_bps: l.bitrate_bps,
+                    width: l.width,
+                    height: l.height,
+                    fps: (l.fps * 10.0).round() / 10.0,
+                })
+                .collect(),
+        }
+    }
 }
 
 async fn list_streams(State(st): State<Arc<AppState>>) -> Response {
@@ -506,11 +540,7 @@ async fn list_streams(State(st): State<Arc<AppState>>) -> Response {
         .into_iter()
         .flat_map(|s| s.streams)
         .filter(|s| s.live)
-        .map(|s| StreamJson {
-            name: s.name,
-            live: s.live,
-            viewers: s.viewers,
-        })
+        .map(StreamJson::from_info)
         .collect();
     streams.sort_by(|a, b| a.name.cmp(&b.name));
     axum::Json(streams).into_response()
@@ -527,15 +557,12 @@ async fn one_stream(
         .streams
         .into_iter()
         .find(|s| s.name == stream)
-        .map(|s| StreamJson {
-            name: s.name,
-            live: s.live,
-            viewers: s.viewers,
-        })
+        .map(StreamJson::from_info)
         .unwrap_or(StreamJson {
             name: stream,
             live: false,
             viewers: 0,
+            layers: Vec::new(),
         });
     Ok(axum::Json(s).into_response())
 }
