@@ -78,12 +78,14 @@ impl PatternEncoder {
     }
 
     /// Draws frame `frame_number`, encodes it, and returns the access unit
-    /// with the timing SEI inserted before the first slice. Returns `None`
-    /// when the encoder produced no picture.
+    /// with the timing SEI inserted before the first slice. The send time is
+    /// read from `clock` after encoding, so latency measured from it is the
+    /// network and the server, not the encoder. Returns `None` when the
+    /// encoder produced no picture.
     pub fn encode(
         &mut self,
         frame_number: u64,
-        sent_at_micros: u64,
+        clock: impl FnOnce() -> u64,
     ) -> anyhow::Result<Option<EncodedFrame>> {
         draw_pattern(&mut self.yuv, self.width, self.height, frame_number);
         let source = YUVBuffer::from_vec(self.yuv.clone(), self.width, self.height);
@@ -98,7 +100,7 @@ impl PatternEncoder {
         }
         let sei = write_timing_sei(FrameTiming {
             frame_number,
-            sent_at_micros,
+            sent_at_micros: clock(),
         });
         let mut data = Vec::with_capacity(raw.len() + sei.len() + 8);
         let mut keyframe = false;
@@ -241,7 +243,7 @@ mod tests {
         let mut decoded = 0;
         for n in 0..3u64 {
             let frame = enc
-                .encode(n, 1_000 + n)
+                .encode(n, || 1_000 + n)
                 .expect("encode")
                 .expect("a picture");
             assert_eq!(frame.frame_number, n);
@@ -261,10 +263,10 @@ mod tests {
     #[test]
     fn forced_keyframe_repeats_parameter_sets() {
         let mut enc = PatternEncoder::new(160, 96, 30, 200_000).expect("encoder");
-        enc.encode(0, 0).expect("encode");
-        enc.encode(1, 0).expect("encode");
+        enc.encode(0, || 0).expect("encode");
+        enc.encode(1, || 0).expect("encode");
         enc.force_keyframe();
-        let frame = enc.encode(2, 0).expect("encode").expect("a picture");
+        let frame = enc.encode(2, || 0).expect("encode").expect("a picture");
         assert!(frame.keyframe);
         let types: Vec<_> = split_annex_b(&frame.data)
             .into_iter()

@@ -548,7 +548,7 @@ fn encode_loop(
         if layer.force_idr.swap(false, Ordering::Relaxed) {
             encoder.force_keyframe();
         }
-        match encoder.encode(n, micros_since_epoch()) {
+        match encoder.encode(n, micros_since_epoch) {
             Ok(Some(frame)) => {
                 if frame_tx.blocking_send(frame).is_err() {
                     return;

@@ -159,13 +159,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         if addr.port() != 0 {
             addr.set_port(addr.port() + i as u16);
         }
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "the media UDP socket",
-                addr,
-                source,
-            })?;
+        let socket = bind_media_socket(addr).map_err(|source| StartError::Bind {
+            what: "the media UDP socket",
+            addr,
+            source,
+        })?;
         let local = socket.local_addr().map_err(|source| StartError::Bind {
             what: "the media UDP socket",
             addr,
@@ -224,4 +222,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop,
         tasks,
     })
+}
+
+/// Socket buffers of a media worker. The kernel default (~200 KiB) drops
+/// datagrams when a keyframe burst for many viewers meets a busy worker; the
+/// kernel caps the request at `net.core.{r,w}mem_max` silently.
+const MEDIA_SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+fn bind_media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
