@@ -138,9 +138,22 @@ mod tests {
     }
 
     #[test]
-    fn finds_own_udp_sockets() {
-        let before = process_udp_drops(std::process::id()).expect("own /proc");
-        let _socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        assert_eq!(process_udp_drops(std::process::id()), Some(before));
+    fn counts_drops_on_own_udp_sockets() {
+        let pid = std::process::id();
+        let before = process_udp_drops(pid).expect("own /proc");
+        // A socket nobody reads, flooded past its receive buffer: the kernel
+        // drops, and the drops show up against this process. (Other tests
+        // may open and close sockets meanwhile; their drops are ~0, these are
+        // in the thousands.)
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+        let to = sink.local_addr().expect("sink addr");
+        let source = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind source");
+        let payload = [0u8; 1200];
+        for _ in 0..5_000 {
+            let _ = source.send_to(&payload, to);
+        }
+        let after = process_udp_drops(pid).expect("own /proc");
+        assert!(after >= before + 1_000, "drops {before} -> {after}");
+        drop(sink);
     }
 }

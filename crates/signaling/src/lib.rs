@@ -157,7 +157,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     for i in 0..config.workers.max(1) {
         let mut addr = config.rtc_addr;
         if addr.port() != 0 {
-            addr.set_port(addr.port() + i as u16);
+            let port = u16::try_from(i)
+                .ok()
+                .and_then(|i| addr.port().checked_add(i))
+                .ok_or_else(|| StartError::Bind {
+                    what: "the media UDP socket",
+                    addr,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "one port per worker runs past 65535",
+                    ),
+                })?;
+            addr.set_port(port);
         }
         let socket = bind_media_socket(addr).map_err(|source| StartError::Bind {
             what: "the media UDP socket",
