@@ -11,13 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use lumen_sfu::{PeerId, SessionAnswer, SessionError};
 use rand::Rng;
-use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::ApiError;
 use crate::events::EVENT_NAMES;
 use crate::shell::{Command, Hub, SessionEntry, Sessions, Snapshot, WorkerHandle};
-use crate::{prom, web, whep_ext};
+use crate::{api, whep_ext};
 
 /// Largest SDP offer or trickle fragment accepted.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
@@ -65,7 +64,7 @@ impl AppState {
     }
 
     /// Streams are pinned to a worker by a stable hash of their name.
-    fn worker_for(&self, stream: &str) -> usize {
+    pub(crate) fn worker_for(&self, stream: &str) -> usize {
         let mut h: u64 = 0xcbf29ce484222325;
         for b in stream.bytes() {
             h ^= b as u64;
@@ -87,7 +86,7 @@ impl AppState {
         rx.await.map_err(|_| ApiError::Unavailable)
     }
 
-    async fn snapshots(&self) -> Vec<Snapshot> {
+    pub(crate) async fn snapshots(&self) -> Vec<Snapshot> {
         let mut out = Vec::new();
         for i in 0..self.workers.len() {
             if let Ok(s) = self.ask(i, |reply| Command::Snapshot { reply }).await {
@@ -153,13 +152,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 .options(whep_ext::layer_options)
                 .fallback(whep_ext::layer_not_allowed),
         )
-        .route("/api/streams", get(list_streams))
-        .route("/api/streams/{stream}", get(one_stream))
-        .route("/metrics", get(metrics))
-        .route("/", get(|| page("index.html")))
-        .route("/broadcast", get(|| page("broadcast.html")))
-        .route("/watch/{stream}", get(|| page("watch.html")))
-        .route("/static/{file}", get(static_file))
+        .route("/api/streams", get(api::list_streams))
+        .route("/api/streams/{stream}", get(api::one_stream))
+        .route("/metrics", get(api::metrics))
+        .route("/", get(|| api::page("index.html")))
+        .route("/broadcast", get(|| api::page("broadcast.html")))
+        .route("/watch/{stream}", get(|| api::page("watch.html")))
+        .route("/static/{file}", get(api::static_file))
         .layer(axum::middleware::map_response(cors))
         .with_state(state)
 }
@@ -492,109 +491,7 @@ pub(crate) fn lookup(
         .ok_or_else(|| ApiError::NotFound("no such session".to_string()))
 }
 
-#[derive(Serialize)]
-struct StreamJson {
-    name: String,
-    live: bool,
-    viewers: usize,
-    /// The video layers, best first.
-    layers: Vec<LayerJson>,
-}
-
-#[derive(Serialize)]
-struct LayerJson {
-    rid: Option<String>,
-    active: bool,
-    bitrate_bps: u64,
-    width: u32,
-    height: u32,
-    fps: f64,
-}
-
-impl StreamJson {
-    fn from_info(s: lumen_sfu::StreamInfo) -> Self {
-        StreamJson {
-            name: s.name,
-            live: s.live,
-            viewers: s.viewers,
-            layers: s
-                .layers
-                .into_iter()
-                .map(|l| LayerJson {
-                    rid: l.rid,
-                    active: l.active,
-                    bitrate_bps: l.bitrate_bps,
-                    width: l.width,
-                    height: l.height,
-                    fps: (l.fps * 10.0).round() / 10.0,
-                })
-                .collect(),
-        }
-    }
-}
-
-async fn list_streams(State(st): State<Arc<AppState>>) -> Response {
-    let mut streams: Vec<StreamJson> = st
-        .snapshots()
-        .await
-        .into_iter()
-        .flat_map(|s| s.streams)
-        .filter(|s| s.live)
-        .map(StreamJson::from_info)
-        .collect();
-    streams.sort_by(|a, b| a.name.cmp(&b.name));
-    axum::Json(streams).into_response()
-}
-
-async fn one_stream(
-    State(st): State<Arc<AppState>>,
-    Path(stream): Path<String>,
-) -> Result<Response, ApiError> {
-    check_stream_name(&stream)?;
-    let worker = st.worker_for(&stream);
-    let snap = st.ask(worker, |reply| Command::Snapshot { reply }).await?;
-    let s = snap
-        .streams
-        .into_iter()
-        .find(|s| s.name == stream)
-        .map(StreamJson::from_info)
-        .unwrap_or(StreamJson {
-            name: stream,
-            live: false,
-            viewers: 0,
-            layers: Vec::new(),
-        });
-    Ok(axum::Json(s).into_response())
-}
-
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let snaps = st.snapshots().await;
-    let body = prom::render(&snaps);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
-}
-
-async fn page(name: &'static str) -> Response {
-    match web::file(name) {
-        Some((ct, body)) => ([(header::CONTENT_TYPE, ct)], body).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-async fn static_file(Path(name): Path<String>) -> Response {
-    match web::file(&name) {
-        Some((ct, body)) => ([(header::CONTENT_TYPE, ct)], body).into_response(),
-        None => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
-    }
-}
-
-fn check_stream_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_stream_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -6,6 +6,7 @@
 //! of its name, so a stream's publisher and viewers share one `Sfu`.
 #![deny(missing_docs)]
 
+mod api;
 mod error;
 mod events;
 mod http;
