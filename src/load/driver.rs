@@ -408,6 +408,9 @@ impl Driver {
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
                         v.stats.connected_at.get_or_insert(now);
+                        v.stats
+                            .connected_wall_us
+                            .get_or_insert_with(micros_since_epoch);
                     }
                     // ICE may come back (consent checks late under load),
                     // so a disconnect is counted, not fatal.

@@ -103,6 +103,12 @@ pub struct ViewerStats {
     pub latency_sum_us: u64,
     /// Highest forwarding latency of this viewer, µs.
     pub latency_max_us: u64,
+    /// Wall clock (µs since the epoch) when the viewer connected: frames
+    /// sent before it were replayed from the server's cache on join, so
+    /// their age is not forwarding latency.
+    pub connected_wall_us: Option<u64>,
+    /// Timing SEIs of frames sent before the viewer connected.
+    pub replayed_frames: u64,
     /// Times ICE reported the connection as disconnected.
     pub ice_disconnects: u64,
     /// Keyframe requests this viewer sent itself.
@@ -187,7 +193,13 @@ impl ViewerStats {
         if h.keyframe {
             self.first_keyframe_at.get_or_insert(now);
         }
-        let timing = h.timing;
+        let mut timing = h.timing;
+        if let Some(t) = timing
+            && self.connected_wall_us.is_some_and(|c| t.sent_at_micros < c)
+        {
+            self.replayed_frames += 1;
+            timing = None;
+        }
         if let Some(t) = timing {
             let wall = wallclock_us();
             self.sei_count += 1;
@@ -380,5 +392,30 @@ mod tests {
         assert!(info.new);
         assert_eq!(v.latency_max_us, 2_500);
         assert_eq!(v.sei_count, 1);
+    }
+
+    #[test]
+    fn frames_sent_before_the_viewer_connected_are_not_latency() {
+        let now = Instant::now();
+        let mut v = ViewerStats {
+            connected_wall_us: Some(1_000_000),
+            ..Default::default()
+        };
+        fn rtp(seq: u64, payload: &[u8]) -> RtpIn<'_> {
+            RtpIn {
+                ssrc: 2,
+                seq,
+                video: true,
+                wire_len: 60,
+                payload,
+            }
+        }
+        let (old, live) = (sei(5, 900_000), sei(6, 1_000_100));
+        let info = v.on_rtp(now, &rtp(1, &old), || 1_000_500);
+        assert!(info.new && info.timing.is_none());
+        let info = v.on_rtp(now, &rtp(2, &live), || 1_000_500);
+        assert_eq!(info.timing.map(|t| t.frame_number), Some(6));
+        assert_eq!((v.sei_count, v.replayed_frames), (1, 1));
+        assert_eq!(v.latency_max_us, 400);
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use str0m::media::Rid;
 use str0m::rtp::Ssrc;
 
+use crate::gop::GopCache;
 use crate::keyframe::KeyframeRequester;
 use crate::{LayerInfo, LayerReason, LayerRequest};
 
@@ -24,6 +25,8 @@ pub(crate) struct Layer {
     pub active: bool,
     pub width: u32,
     pub height: u32,
+    /// Its packets since the last keyframe, for viewers that join.
+    pub gop: GopCache,
 }
 
 impl Layer {
@@ -37,6 +40,7 @@ impl Layer {
             active: false,
             width: 0,
             height: 0,
+            gop: GopCache::default(),
         }
     }
 

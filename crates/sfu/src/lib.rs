@@ -47,6 +47,7 @@
 
 mod codec;
 mod consumer;
+mod gop;
 mod keyframe;
 mod layers;
 mod metrics;

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub keyframe_requests_sent: u64,
     /// Keyframe requests received from viewers.
     pub keyframe_requests_received: u64,
+    /// Viewers started on a cached keyframe instead of waiting for a new one.
+    pub starts_from_cache: u64,
+    /// Viewers switched from one simulcast layer to another.
+    pub layer_switches: u64,
     /// Peers ever created.
     pub peers_created: u64,
     /// Peers closed.

@@ -49,6 +49,16 @@ pub(crate) fn render(snaps: &[Snapshot]) -> String {
             sum(|m| m.keyframe_requests_received),
         ),
         (
+            "lumen_viewer_starts_from_cache_total",
+            "viewers started on the cached keyframe of their layer",
+            sum(|m| m.starts_from_cache),
+        ),
+        (
+            "lumen_layer_switches_total",
+            "switches of a viewer from one simulcast layer to another",
+            sum(|m| m.layer_switches),
+        ),
+        (
             "lumen_sessions_created_total",
             "peer connections created",
             sum(|m| m.peers_created),

@@ -10,6 +10,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 use super::Sfu;
 use crate::codec::{is_keyframe_start, picture_size};
+use crate::gop::CachedPacket;
 use crate::layers::{LAYER_TIMEOUT, LayerSelector};
 use crate::router::{RouterId, video_codec};
 use crate::{LayerReason, PeerId, SfuEvent, ViewerLayer};
@@ -132,6 +133,7 @@ impl Sfu {
             let Some(map) = c.map_pt(pt) else {
                 continue;
             };
+            let before = c.current;
             if !c.accepts(rid, is_key) {
                 if let Some(t) = c.target
                     && c.waits_for(t)
@@ -140,6 +142,9 @@ impl Sfu {
                     needs_keyframe.push(t);
                 }
                 continue;
+            }
+            if before.is_some() && before != c.current {
+                self.metrics.layer_switches += 1;
             }
             let Some(m) = c
                 .munger
@@ -163,6 +168,26 @@ impl Sfu {
                 v.dirty = true;
                 self.dirty.push_back(*vid);
             }
+        }
+        if kind == MediaKind::Video
+            && !pkt.payload.is_empty()
+            && let Some(track) = router.tracks.iter_mut().find(|t| t.mid == mid)
+        {
+            // Kept after the fan-out: a viewer started from the cache must
+            // not get this packet twice.
+            track.layers[li].gop.push(
+                now,
+                is_key,
+                CachedPacket {
+                    ssrc: *ssrc,
+                    seq: *pkt.seq_no,
+                    pt,
+                    timestamp: pkt.header.timestamp,
+                    marker: pkt.header.marker,
+                    payload: pkt.payload.clone(),
+                    ext,
+                },
+            );
         }
         for r in needs_keyframe {
             self.request_layer_keyframe(router_id, r, now);
@@ -226,6 +251,7 @@ impl Sfu {
             reason = LayerReason::LayerStopped;
         }
         let changed = c.target != Some(target);
+        let starting = c.current.is_none();
         c.target = Some(target);
         c.reason = reason;
         if let Some((min, desired)) = LayerSelector::bwe_rates(&views, target) {
@@ -234,10 +260,84 @@ impl Sfu {
                 Bitrate::bps(desired.max(100_000)),
             );
         }
-        if changed {
+        if self.start_from_cache(router_id, viewer, now) {
+            // Started on the layer's last keyframe: nothing to ask for.
+        } else if changed && !(starting && self.gop_is_fresh(router_id, target, now)) {
+            // (A viewer still connecting will start on the cached keyframe.)
             self.request_layer_keyframe(router_id, target, now);
         }
         self.report_layer(viewer);
+    }
+
+    /// Whether the layer `rid` has a keyframe recent enough to start on.
+    fn gop_is_fresh(&self, router_id: RouterId, rid: Option<Rid>, now: Instant) -> bool {
+        self.routers
+            .get(&router_id)
+            .and_then(|r| r.video())
+            .and_then(|t| t.layers.iter().find(|l| l.rid == rid))
+            .is_some_and(|l| l.gop.fresh(now).is_some())
+    }
+
+    /// Starts a connected viewer that waits for its first keyframe on the
+    /// cached group of pictures of its target layer: the keyframe and what
+    /// followed, at once, then live packets continue the same sequence.
+    /// Returns whether it started.
+    fn start_from_cache(&mut self, router_id: RouterId, viewer: PeerId, now: Instant) -> bool {
+        let Some(track) = self.routers.get(&router_id).and_then(|r| r.video()) else {
+            return false;
+        };
+        let Some(v) = self.peers.get_mut(&viewer) else {
+            return false;
+        };
+        if !v.connected {
+            return false;
+        }
+        let Some(c) = v
+            .consumers
+            .iter_mut()
+            .find(|c| c.kind == MediaKind::Video && !c.pt_map.is_empty())
+        else {
+            return false;
+        };
+        let (None, Some(target)) = (c.current, c.target) else {
+            return false;
+        };
+        let Some(packets) = track
+            .layers
+            .iter()
+            .find(|l| l.rid == target)
+            .and_then(|l| l.gop.fresh(now))
+        else {
+            return false;
+        };
+        let mut api = v.rtc.direct_api();
+        let Some(tx) = api.stream_tx(&c.tx_ssrc) else {
+            return false;
+        };
+        let mut sent = 0;
+        for p in packets {
+            let Some(map) = c.map_pt(p.pt) else {
+                continue;
+            };
+            let Some(m) = c.munger.munge(now, p.ssrc, p.seq, p.timestamp) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(map.to, m.seq.into(), m.timestamp, now, p.payload.clone())
+                    .marker(p.marker)
+                    .nackable(true)
+                    .ext_vals(p.ext.clone()),
+            );
+            sent += 1;
+        }
+        if sent == 0 {
+            return false;
+        }
+        c.current = Some(target);
+        self.metrics.rtp_forwarded += sent;
+        self.metrics.starts_from_cache += 1;
+        self.mark_dirty(viewer);
+        true
     }
 
     /// Emits `ViewerLayerChanged` when a viewer's layer state changed.

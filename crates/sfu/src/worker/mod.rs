@@ -351,6 +351,10 @@ impl Sfu {
                 Ok(str0m::Output::Event(e)) => match e {
                     Event::Connected => {
                         p.connected = true;
+                        if p.role == Role::Viewer {
+                            // It may start on a cached keyframe now.
+                            self.pending_reselect.push((p.router, id));
+                        }
                         self.out.push_back(Output::Event(SfuEvent::Connected {
                             peer: id,
                             role: p.role,

@@ -300,6 +300,11 @@ impl World {
                 if let Ok(r) = Receive::new(Protocol::Udp, p.from, p.to, &p.data) {
                     let _ = b.rtc.handle_input(str0m::Input::Receive(now, r));
                 }
+                // Poll after every datagram, as a str0m application must: the
+                // SRTP keys of a finished handshake are installed while
+                // polling, so media right behind the last DTLS flight would
+                // otherwise be dropped.
+                b.drain(now);
             }
         }
 

@@ -81,6 +81,56 @@ fn a_viewer_joining_mid_stream_starts_on_a_keyframe_it_asked_for() {
 }
 
 #[test]
+fn viewers_joining_soon_after_a_keyframe_start_on_the_cached_one() {
+    let mut w = World::new(4);
+    // Keyframes only when asked for: every start below is either the cache
+    // or a request.
+    let p = w.publisher("cam", link()).expect("publish");
+    w.run_for(Duration::from_secs(3));
+    let first = w.viewer("cam", link()).expect("watch");
+    assert!(w.run_until(Duration::from_secs(2), |w| {
+        !w.browsers[first].frames.is_empty()
+    }));
+    let requests = w.browsers[p].keyframe_requests.len();
+
+    // Ten viewers over the next 800 ms: all within a second of that keyframe.
+    let mut joined = Vec::new();
+    for _ in 0..10 {
+        joined.push(w.viewer("cam", link()).expect("watch"));
+        w.run_for(Duration::from_millis(80));
+    }
+    w.run_for(Duration::from_secs(1));
+    for &v in &joined {
+        let b = &w.browsers[v];
+        let connected = b.connected_at.expect("connected");
+        assert!(!b.frames.is_empty(), "a viewer got no frame");
+        assert!(b.frames[0].keyframe, "first frame is not a keyframe");
+        // The picture comes with the connection, not a request later.
+        let wait = b.frames[0].at.saturating_duration_since(connected);
+        assert!(
+            wait <= Duration::from_millis(15),
+            "first frame {wait:?} after connecting"
+        );
+        assert_eq!(gaps_and_reorders(&b.frames), (0, 0));
+    }
+    assert_eq!(
+        w.browsers[p].keyframe_requests.len(),
+        requests,
+        "joins served from the cache asked the publisher for keyframes"
+    );
+    assert!(w.sfu.metrics().starts_from_cache >= 10);
+
+    // Once the keyframe is old, a join asks for a new one instead.
+    w.run_for(Duration::from_secs(1));
+    let late = w.viewer("cam", link()).expect("watch");
+    assert!(w.run_until(Duration::from_secs(2), |w| {
+        !w.browsers[late].frames.is_empty()
+    }));
+    assert!(w.browsers[late].frames[0].keyframe);
+    assert_eq!(w.browsers[p].keyframe_requests.len(), requests + 1);
+}
+
+#[test]
 fn many_joins_cause_at_most_one_pli_per_interval() {
     let mut w = World::new(3);
     let p = w.publisher("cam", link()).expect("publish");
