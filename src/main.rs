@@ -91,6 +91,9 @@ struct ServeArgs {
     /// IP announced in ICE candidates when clients reach this host by another address.
     #[arg(long, env = "LUMEN_PUBLIC_IP")]
     public_ip: Option<IpAddr>,
+    /// UDP port announced for the first worker when a NAT or proxy forwards another port to it (worker i: port + i).
+    #[arg(long, env = "LUMEN_PUBLIC_PORT")]
+    public_port: Option<u16>,
     /// Data directory.
     #[arg(long, env = "LUMEN_DATA_DIR", default_value = "lumen-data")]
     data_dir: PathBuf,
@@ -154,6 +157,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     config.http_addr = a.http_addr;
     config.rtc_addr = a.rtc_addr;
     config.public_ip = a.public_ip;
+    config.public_port = a.public_port;
     config.data_dir = a.data_dir;
     config.ice_servers = a.ice_servers;
     if let Some(w) = a.workers {

@@ -5,6 +5,7 @@
 mod browser;
 mod chrome;
 mod e2e;
+mod impair;
 mod load;
 mod simulcast;
 mod support;

@@ -13,6 +13,14 @@ impl TestServer {
         self.url.clone()
     }
 
+    /// The media worker sockets.
+    pub fn rtc_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.running
+            .as_ref()
+            .map(|r| r.rtc_addrs().to_vec())
+            .unwrap_or_default()
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
@@ -30,6 +38,11 @@ impl Drop for TestServer {
 }
 
 pub async fn start_server() -> TestServer {
+    start_server_with(|_| {}).await
+}
+
+/// A server on [`lumen_signaling::Config::ephemeral`] changed by `configure`.
+pub async fn start_server_with(configure: impl FnOnce(&mut lumen_signaling::Config)) -> TestServer {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "lumen-e2e-{}-{}",
@@ -38,6 +51,7 @@ pub async fn start_server() -> TestServer {
     ));
     let mut config = lumen_signaling::Config::ephemeral();
     config.data_dir = dir.clone();
+    configure(&mut config);
     let running = lumen_signaling::start(config)
         .await
         .expect("the lumen server starts");

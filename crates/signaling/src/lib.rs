@@ -35,6 +35,10 @@ pub struct Config {
     pub rtc_addr: SocketAddr,
     /// Address announced in ICE candidates instead of the bound one.
     pub public_ip: Option<IpAddr>,
+    /// UDP port announced for the first worker instead of the bound one
+    /// (worker `i`: this + `i`), when a NAT, load balancer or proxy forwards
+    /// another port to it.
+    pub public_port: Option<u16>,
     /// Where lumen keeps its data.
     pub data_dir: PathBuf,
     /// STUN/TURN URLs announced in `Link: <…>; rel="ice-server"` headers.
@@ -51,6 +55,7 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             rtc_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             public_ip: None,
+            public_port: None,
             data_dir: PathBuf::from("lumen-data"),
             ice_servers: Vec::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -181,10 +186,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             addr,
             source,
         })?;
-        let announced = match config.public_ip {
-            Some(ip) => SocketAddr::new(ip, local.port()),
-            None => local,
+        let port = match config.public_port {
+            Some(first) => u16::try_from(i)
+                .ok()
+                .and_then(|i| first.checked_add(i))
+                .ok_or_else(|| StartError::Bind {
+                    what: "the announced media port",
+                    addr: local,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "one public port per worker runs past 65535",
+                    ),
+                })?,
+            None => local.port(),
         };
+        let announced = SocketAddr::new(config.public_ip.unwrap_or(local.ip()), port);
         rtc_addrs.push(local);
         let (handle, task) = shell::spawn_worker(
             i,
