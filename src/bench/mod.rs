@@ -3,11 +3,14 @@
 //!
 //! [`ceiling`] is the raw per-packet cost an SFU cannot avoid (AES-128-GCM
 //! plus a batched UDP send); `benches/fanout.rs` relates the server's
-//! forwarding rate to it.
+//! forwarding rate to it. [`switch`] measures how fast a viewer moves down a
+//! simulcast layer when its downlink narrows.
 
 pub mod ceiling;
+pub mod switch;
 
 pub use ceiling::{CeilingOptions, CeilingReport, Rate, run_ceiling};
+pub use switch::{SwitchOptions, SwitchReport, run_switch};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +41,22 @@ pub enum BenchCmd {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Layer-switch latency: a simulcast publisher and an automatic viewer
+    /// behind the UDP impairment proxy, whose downlink then narrows.
+    Switch {
+        /// Drops to measure, each with a new viewer.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Frames per second of every layer.
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// The downlink after the drop, bits per second.
+        #[arg(long, default_value_t = 300_000)]
+        narrow: u64,
+        /// Write the report as JSON here.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
 }
 
 /// Runs `lumen bench …` and prints the result.
@@ -60,11 +79,32 @@ pub async fn run_bench_cli(a: BenchArgs) -> anyhow::Result<()> {
                 .await
                 .context("the ceiling thread")??;
             print!("{}", report.table());
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            Ok(())
+            write_json(json, &report)
+        }
+        BenchCmd::Switch {
+            runs,
+            fps,
+            narrow,
+            json,
+        } => {
+            anyhow::ensure!(runs > 0 && fps > 0, "--runs and --fps must be positive");
+            let opts = SwitchOptions {
+                runs,
+                fps,
+                narrow_bps: narrow,
+                ..SwitchOptions::default()
+            };
+            let report = run_switch(&opts).await?;
+            print!("{}", report.table());
+            write_json(json, &report)
         }
     }
+}
+
+fn write_json(path: Option<PathBuf>, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(&path, serde_json::to_string_pretty(report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

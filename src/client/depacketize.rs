@@ -1,10 +1,13 @@
-//! Receive side of RTP for the watcher: H.264 depacketization (RFC 6184:
-//! single NAL, STAP-A, FU-A) into Annex B access units, and sequence-number
-//! loss accounting.
+//! Receive side of RTP for the watcher: a jitter buffer that waits for
+//! retransmissions, H.264 depacketization (RFC 6184: single NAL, STAP-A,
+//! FU-A) into Annex B access units, and sequence-number loss accounting.
 //!
 //! Written here rather than taken from `rtc` because its depacketizer indexes
 //! network bytes without bounds checks in places; every path here treats the
 //! payload as hostile and reports an incomplete access unit instead.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 const STAP_A: u8 = 24;
 const FU_A: u8 = 28;
@@ -19,94 +22,168 @@ pub enum AccessUnit {
     Incomplete { partial: Vec<u8> },
 }
 
+enum Head {
+    /// `from..=to` can be handed out.
+    Ready { from: u64, to: u64, complete: bool },
+    /// Packets are still arriving, none missing yet.
+    Waiting,
+    /// A packet is missing; later ones arrived from `since` on.
+    Hole { since: Instant },
+}
+
 #[derive(Debug)]
-struct Pending {
+struct Held {
     timestamp: u32,
-    packets: Vec<(u16, Vec<u8>)>,
-    saw_marker: bool,
+    marker: bool,
+    payload: Vec<u8>,
+    arrived: Instant,
 }
 
-/// Groups RTP packets of one video SSRC into access units by timestamp and
-/// marker bit.
-#[derive(Debug, Default)]
-pub struct AccessUnitAssembler {
-    pending: Option<Pending>,
-    /// Highest sequence number of the last access unit emitted, to tell whether the next one starts where the previous ended.
-    last_end_seq: Option<u16>,
-    last_timestamp: Option<u32>,
+/// A jitter buffer for one video SSRC: holds RTP packets in sequence order
+/// and hands out access units (one RTP timestamp, ending at the marker bit)
+/// in order. An access unit with a hole waits up to `hold` for the
+/// retransmission that fills it (NACK/RTX), like a browser's buffer, before
+/// it is handed out as incomplete and the next one is considered.
+#[derive(Debug)]
+pub struct JitterBuffer {
+    hold: Duration,
+    packets: BTreeMap<u64, Held>,
+    /// The sequence number the next access unit starts at.
+    next: Option<u64>,
+    /// Highest extended sequence number seen, to extend the next ones.
+    highest: Option<u64>,
 }
 
-impl AccessUnitAssembler {
-    /// Creates an empty assembler.
-    pub fn new() -> Self {
-        Self::default()
+impl JitterBuffer {
+    /// A buffer that waits at most `hold` for a missing packet.
+    pub fn new(hold: Duration) -> Self {
+        JitterBuffer {
+            hold,
+            packets: BTreeMap::new(),
+            next: None,
+            highest: None,
+        }
     }
 
-    /// Feeds one RTP packet; returns the access units it completed (0, 1 or
-    /// 2: a timestamp change flushes an unfinished one). Packets of an access
-    /// unit that was already emitted are dropped.
-    pub fn push(
-        &mut self,
-        seq: u16,
-        timestamp: u32,
-        marker: bool,
-        payload: &[u8],
-    ) -> Vec<AccessUnit> {
-        let mut out = Vec::new();
-        if let Some(last) = self.last_timestamp
-            && self.pending.is_none()
-            && !is_newer(timestamp, last)
-        {
-            return out; // late packet of a finished access unit
+    /// Keeps one RTP packet. Packets of access units already handed out,
+    /// and duplicates, are dropped.
+    pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, marker: bool, payload: &[u8]) {
+        let ext = self.extend(seq);
+        if self.next.is_some_and(|n| ext < n) {
+            return;
         }
-        if let Some(p) = &self.pending
-            && p.timestamp != timestamp
-        {
-            if !is_newer(timestamp, p.timestamp) {
-                return out; // late packet of an earlier access unit
-            }
-            if let Some(au) = self.flush() {
-                out.push(au);
-            }
-        }
-        let pending = self.pending.get_or_insert_with(|| Pending {
+        self.packets.entry(ext).or_insert_with(|| Held {
             timestamp,
-            packets: Vec::new(),
-            saw_marker: false,
+            marker,
+            payload: payload.to_vec(),
+            arrived: now,
         });
-        pending.packets.push((seq, payload.to_vec()));
-        pending.saw_marker |= marker;
-        if marker && let Some(au) = self.flush() {
-            out.push(au);
-        }
-        out
     }
 
-    fn flush(&mut self) -> Option<AccessUnit> {
-        let mut p = self.pending.take()?;
-        self.last_timestamp = Some(p.timestamp);
-        let base = p.packets.first().map(|(s, _)| *s)?;
-        // Order by distance from the first packet seen, which copes with
-        // wrap-around and with mild reordering.
-        p.packets
-            .sort_by_key(|(s, _)| s.wrapping_sub(base).wrapping_add(0x8000));
-        p.packets.dedup_by_key(|(s, _)| *s);
-        let first = p.packets.first().map(|(s, _)| *s)?;
-        let last = p.packets.last().map(|(s, _)| *s)?;
-        let contiguous = usize::from(last.wrapping_sub(first)) + 1 == p.packets.len();
-        let starts_right = match self.last_end_seq {
-            Some(end) => first == end.wrapping_add(1),
-            None => true,
-        };
-        // Even without the marker, the next access unit must start right
-        // after the last packet seen here, or something between was lost.
-        self.last_end_seq = Some(last);
-        let (data, clean) = depacketize(p.packets.iter().map(|(_, b)| b.as_slice()));
-        if p.saw_marker && contiguous && starts_right && clean && !data.is_empty() {
-            Some(AccessUnit::Complete(data))
-        } else {
-            Some(AccessUnit::Incomplete { partial: data })
+    /// The next access unit, if one is complete or has waited long enough.
+    pub fn pop(&mut self, now: Instant) -> Option<AccessUnit> {
+        match self.head()? {
+            Head::Ready { from, to, complete } => Some(self.take(from, to, complete)),
+            Head::Waiting => None,
+            Head::Hole { since } if now.saturating_duration_since(since) < self.hold => None,
+            Head::Hole { .. } => {
+                // Give up on the access unit at the head.
+                let (&first, p) = self.packets.first_key_value()?;
+                let ts = p.timestamp;
+                let last = self
+                    .packets
+                    .iter()
+                    .take_while(|(_, p)| p.timestamp == ts)
+                    .map(|(&s, _)| s)
+                    .last()
+                    .unwrap_or(first);
+                let partial = match self.take(first, last, false) {
+                    AccessUnit::Complete(data) | AccessUnit::Incomplete { partial: data } => data,
+                };
+                Some(AccessUnit::Incomplete { partial })
+            }
         }
+    }
+
+    /// When [`Self::pop`] may give up on a hole, if one is waiting.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.head()? {
+            Head::Hole { since } => Some(since + self.hold),
+            _ => None,
+        }
+    }
+
+    /// Where the access unit at the head of the buffer stands.
+    fn head(&self) -> Option<Head> {
+        let (&first, p) = self.packets.first_key_value()?;
+        let start = self.next.unwrap_or(first);
+        // Packets after a hole are the evidence of a loss; the wait counts
+        // from the first of them, not from a slow access unit's start.
+        let since = |after: u64| self.packets.range(after..).map(|(_, p)| p.arrived).min();
+        if first != start {
+            return since(first).map(|since| Head::Hole { since });
+        }
+        let ts = p.timestamp;
+        let mut seq = start;
+        while let Some(p) = self.packets.get(&seq) {
+            if p.timestamp != ts {
+                // The next access unit began without a marker here.
+                return Some(Head::Ready {
+                    from: start,
+                    to: seq - 1,
+                    complete: false,
+                });
+            }
+            if p.marker {
+                return Some(Head::Ready {
+                    from: start,
+                    to: seq,
+                    complete: true,
+                });
+            }
+            seq += 1;
+        }
+        Some(match since(seq + 1) {
+            Some(since) => Head::Hole { since },
+            None => Head::Waiting,
+        })
+    }
+
+    /// Removes `from..=to` and depacketizes it; the next access unit starts
+    /// after it. `complete` says whether the run was whole and ended at a
+    /// marker (the payloads must still be well-formed).
+    fn take(&mut self, from: u64, to: u64, complete: bool) -> AccessUnit {
+        let rest = self.packets.split_off(&(to + 1));
+        let run = std::mem::replace(&mut self.packets, rest);
+        self.next = Some(to + 1);
+        let contiguous = run.len() as u64 == to - from + 1;
+        let (data, clean) = depacketize(run.values().map(|p| p.payload.as_slice()));
+        if complete && contiguous && clean && !data.is_empty() {
+            AccessUnit::Complete(data)
+        } else {
+            AccessUnit::Incomplete { partial: data }
+        }
+    }
+
+    fn extend(&mut self, seq: u16) -> u64 {
+        let ext = match self.highest {
+            // Start well above zero so a packet from just before the first
+            // one still has a place.
+            None => u64::from(seq) + (1 << 16),
+            Some(h) => {
+                let cycle = h & !0xffff;
+                [
+                    cycle.wrapping_sub(1 << 16) | u64::from(seq),
+                    cycle | u64::from(seq),
+                    (cycle + (1 << 16)) | u64::from(seq),
+                ]
+                .into_iter()
+                .min_by_key(|c| c.abs_diff(h))
+                .unwrap_or(h)
+            }
+        };
+        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
+        ext
     }
 }
 
@@ -229,10 +306,6 @@ impl SeqTracker {
     }
 }
 
-fn is_newer(ts: u32, than: u32) -> bool {
-    ts != than && ts.wrapping_sub(than) < 0x8000_0000
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +340,12 @@ mod tests {
         p
     }
 
+    const HOLD: Duration = Duration::from_millis(100);
+
+    fn drain(jb: &mut JitterBuffer, now: Instant) -> Vec<AccessUnit> {
+        std::iter::from_fn(|| jb.pop(now)).collect()
+    }
+
     #[test]
     fn reassembles_stap_single_and_fu() {
         let sps = [0x67, 1, 2, 3];
@@ -277,11 +356,13 @@ mod tests {
             .collect();
         let mut packets = vec![stap(&[&sps, &pps]), sei.to_vec()];
         packets.extend(fu(&idr, 16));
-        let mut asm = AccessUnitAssembler::new();
+        let now = Instant::now();
+        let mut jb = JitterBuffer::new(HOLD);
         let n = packets.len();
         let mut out = Vec::new();
         for (i, p) in packets.iter().enumerate() {
-            out.extend(asm.push(65530u16.wrapping_add(i as u16), 1000, i == n - 1, p));
+            jb.push(now, 65530u16.wrapping_add(i as u16), 1000, i == n - 1, p);
+            out.extend(drain(&mut jb, now));
         }
         let mut expected = Vec::new();
         for nal in [&sps[..], &pps, &sei, &idr] {
@@ -292,38 +373,93 @@ mod tests {
     }
 
     #[test]
-    fn missing_fragment_makes_the_access_unit_incomplete() {
+    fn a_retransmission_in_time_completes_the_access_unit() {
         let slice: Vec<u8> = std::iter::once(0x41).chain(1..=60).collect();
-        let mut asm = AccessUnitAssembler::new();
         let packets = fu(&slice, 20);
-        assert_eq!(packets.len(), 3);
-        assert!(asm.push(10, 0, false, &[0x06, 1, 2]).is_empty());
-        assert!(asm.push(11, 0, false, &packets[0]).is_empty());
-        let out = asm.push(13, 0, true, &packets[2]);
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(HOLD);
+        jb.push(t0, 10, 0, false, &[0x06, 1, 2]);
+        jb.push(t0, 11, 0, false, &packets[0]);
+        jb.push(t0, 13, 0, true, &packets[2]);
+        // Seq 12 is missing: nothing yet, and a deadline to give up at.
+        assert!(drain(&mut jb, t0 + HOLD / 2).is_empty());
+        assert_eq!(jb.deadline(), Some(t0 + HOLD));
+        // Its repair arrives: whole.
+        jb.push(t0 + HOLD / 2, 12, 0, false, &packets[1]);
+        let out = drain(&mut jb, t0 + HOLD / 2);
+        assert!(matches!(&out[..], [AccessUnit::Complete(d)] if d.ends_with(&slice[40..])));
+        // A late duplicate changes nothing.
+        jb.push(t0 + HOLD, 12, 0, false, &packets[1]);
+        assert!(drain(&mut jb, t0 + HOLD * 3).is_empty());
+    }
+
+    #[test]
+    fn a_hole_not_repaired_in_time_is_given_up() {
+        let slice: Vec<u8> = std::iter::once(0x41).chain(1..=60).collect();
+        let packets = fu(&slice, 20);
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(HOLD);
+        jb.push(t0, 10, 0, false, &[0x06, 1, 2]);
+        jb.push(t0, 11, 0, false, &packets[0]);
+        jb.push(t0, 13, 0, true, &packets[2]);
+        // The next access unit is whole but waits behind the hole.
+        jb.push(t0, 14, 3000, true, &[0x41, 9, 9]);
+        assert!(drain(&mut jb, t0 + HOLD - Duration::from_millis(1)).is_empty());
+        let out = drain(&mut jb, t0 + HOLD);
+        assert_eq!(out.len(), 2, "{out:?}");
         assert!(
-            matches!(&out[..], [AccessUnit::Incomplete { partial }] if partial.starts_with(&[0, 0, 0, 1, 6]))
+            matches!(&out[0], AccessUnit::Incomplete { partial } if partial.starts_with(&[0, 0, 0, 1, 6]))
         );
-        // The next access unit starts where the previous one ended: complete.
-        let out = asm.push(14, 3000, true, &[0x41, 9, 9]);
-        assert_eq!(
-            out,
-            vec![AccessUnit::Complete(vec![0, 0, 0, 1, 0x41, 9, 9])]
-        );
-        // A gap before the next one (seq 15 lost) is noticed.
-        let out = asm.push(16, 6000, true, &[0x41, 9, 9]);
+        assert_eq!(out[1], AccessUnit::Complete(vec![0, 0, 0, 1, 0x41, 9, 9]));
+        // The repair comes too late: dropped.
+        jb.push(t0 + HOLD, 12, 0, false, &packets[1]);
+        assert!(drain(&mut jb, t0 + HOLD * 3).is_empty());
+        // A hole before the next access unit (seq 15 lost) makes it incomplete.
+        let t1 = t0 + HOLD * 3;
+        jb.push(t1, 16, 6000, true, &[0x41, 9, 9]);
+        assert!(drain(&mut jb, t1).is_empty());
+        let out = drain(&mut jb, t1 + HOLD);
         assert!(matches!(&out[..], [AccessUnit::Incomplete { .. }]));
     }
 
     #[test]
-    fn lost_marker_is_flushed_by_the_next_timestamp() {
-        let mut asm = AccessUnitAssembler::new();
-        assert!(asm.push(1, 0, false, &[0x41, 1]).is_empty());
-        let out = asm.push(3, 3000, true, &[0x41, 2]);
+    fn a_slow_access_unit_without_a_hole_is_not_given_up() {
+        let slice: Vec<u8> = std::iter::once(0x65).chain(1..=60).collect();
+        let packets = fu(&slice, 20);
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(HOLD);
+        // A keyframe paced out over ten times the hold.
+        jb.push(t0, 1, 0, false, &packets[0]);
+        jb.push(t0 + HOLD * 5, 2, 0, false, &packets[1]);
+        assert_eq!(jb.deadline(), None);
+        assert!(drain(&mut jb, t0 + HOLD * 9).is_empty());
+        jb.push(t0 + HOLD * 10, 3, 0, true, &packets[2]);
+        let out = drain(&mut jb, t0 + HOLD * 10);
+        assert!(matches!(&out[..], [AccessUnit::Complete(_)]));
+    }
+
+    #[test]
+    fn a_missing_marker_ends_at_the_next_timestamp() {
+        let now = Instant::now();
+        let mut jb = JitterBuffer::new(HOLD);
+        jb.push(now, 1, 0, false, &[0x41, 1]);
+        jb.push(now, 2, 3000, true, &[0x41, 2]);
+        let out = drain(&mut jb, now);
         assert_eq!(out.len(), 2);
         assert!(matches!(out[0], AccessUnit::Incomplete { .. }));
-        assert!(matches!(out[1], AccessUnit::Incomplete { .. }));
-        // A late packet of an emitted access unit is ignored.
-        assert!(asm.push(2, 0, true, &[0x41, 1]).is_empty());
+        assert_eq!(out[1], AccessUnit::Complete(vec![0, 0, 0, 1, 0x41, 2]));
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let now = Instant::now();
+        let mut jb = JitterBuffer::new(HOLD);
+        for (i, seq) in [65534u16, 65535, 0, 1].into_iter().enumerate() {
+            jb.push(now, seq, i as u32 * 3000, true, &[0x41, i as u8]);
+        }
+        let out = drain(&mut jb, now);
+        assert_eq!(out.len(), 4);
+        assert!(out.iter().all(|a| matches!(a, AccessUnit::Complete(_))));
     }
 
     #[test]

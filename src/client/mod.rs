@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
@@ -40,6 +42,8 @@ pub use watch::{LAYER_LINK_REL, WatchOptions, WatchStats, Watcher, run_watch_cli
 
 /// RTP payload type offered for H.264.
 const H264_PT: u8 = 102;
+/// RTP payload type offered by the watcher for H.264 retransmissions (RFC 4588).
+const H264_RTX_PT: u8 = 103;
 /// RTP payload type offered for Opus.
 const OPUS_PT: u8 = 111;
 /// The H.264 format every lumen client speaks: constrained baseline 3.1,
@@ -110,13 +114,17 @@ const RID_EXTENSION_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 
 /// Builds a peer connection on 127.0.0.1 with exactly one H.264 and one Opus
 /// codec, NACK/PLI feedback and RTCP reports. `forward_keyframe_requests`
-/// hands inbound PLI/FIR to the local tracks (for the publisher). The
+/// hands inbound PLI/FIR to the local tracks (for the publisher). `rtx`
+/// offers H.264 retransmissions on their own SSRC (for the watcher: repairs
+/// arrive there, and so do the server's bandwidth probes, which then get
+/// transport-wide feedback like any packet). The
 /// default interceptors also offer the `mid`, `rid` and `repaired-rid` header
 /// extensions on video (which a simulcast sender tags its packets with) and
 /// send TWCC feedback.
 async fn build_peer(
     tracks: Option<mpsc::UnboundedSender<Arc<dyn TrackRemote>>>,
     forward_keyframe_requests: bool,
+    rtx: bool,
 ) -> anyhow::Result<(Arc<dyn PeerConnection>, Signals)> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_codec(
@@ -133,6 +141,21 @@ async fn build_peer(
         },
         RtpCodecKind::Video,
     )?;
+    if rtx {
+        media_engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_RTX.to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={H264_PT}"),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: H264_RTX_PT,
+            },
+            RtpCodecKind::Video,
+        )?;
+    }
     let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
     if forward_keyframe_requests {
         // Last in the chain, so the stock interceptors have seen everything.

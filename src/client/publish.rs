@@ -246,7 +246,7 @@ impl Publisher {
         }
         let layers: Arc<[Layer]> = layers.into();
         let http = http_client()?;
-        let (pc, mut signals) = build_peer(None, true).await?;
+        let (pc, mut signals) = build_peer(None, true, false).await?;
         let media = match add_local_media(&pc, &layers, audio_ssrc).await {
             Ok(m) => m,
             Err(e) => {
@@ -808,7 +808,7 @@ mod tests {
     }
 
     async fn offer(simulcast: bool) -> String {
-        let (pc, _signals) = build_peer(None, true).await.expect("peer");
+        let (pc, _signals) = build_peer(None, true, false).await.expect("peer");
         let layers = layers_for(simulcast);
         add_local_media(&pc, &layers, 1234).await.expect("media");
         let offer = pc.create_offer(None).await.expect("offer");

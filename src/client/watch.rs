@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, StatsSelector};
 
-use super::depacketize::{AccessUnit, AccessUnitAssembler, SeqTracker};
+use super::depacketize::{AccessUnit, JitterBuffer, SeqTracker};
 use super::sei::{FrameTiming, access_unit_has_idr, find_timing_in_access_unit};
 use super::{
     Signals, build_peer, clip, delete_session, find_link, http_client, micros_since_epoch,
@@ -34,6 +34,8 @@ pub const LAYER_LINK_REL: &str = "urn:ietf:params:whep:ext:core:layer";
 
 /// How often a viewer that waits for a keyframe may ask for one.
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
+/// How long an access unit with a hole waits for its retransmission.
+const JITTER_HOLD: Duration = Duration::from_millis(200);
 
 /// How to watch.
 #[derive(Clone, Debug, Default)]
@@ -122,7 +124,7 @@ impl Watcher {
     pub async fn start(opts: WatchOptions) -> anyhow::Result<Watcher> {
         let http = http_client()?;
         let (track_tx, mut track_rx) = mpsc::unbounded_channel();
-        let (pc, mut signals) = build_peer(Some(track_tx), false).await?;
+        let (pc, mut signals) = build_peer(Some(track_tx), false, true).await?;
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             pc.add_transceiver_from_kind(
                 kind,
@@ -493,29 +495,36 @@ async fn receive_video(
     shared: Arc<Shared>,
     au_tx: std::sync::mpsc::SyncSender<Vec<u8>>,
 ) {
-    let mut assembler = AccessUnitAssembler::new();
+    let mut jitter = JitterBuffer::new(JITTER_HOLD);
+    let mut media_ssrc = 0;
     let mut need_keyframe = true;
     let mut last_pli: Option<Instant> = None;
-    while let Some(event) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(pkt) = event else {
-            if matches!(event, TrackRemoteEvent::OnEnded) {
-                break;
-            }
-            continue;
+    loop {
+        // Wake for the next packet, or when a hole in the buffer is given up.
+        let event = match jitter.deadline() {
+            Some(at) => tokio::time::timeout_at(at.into(), track.poll()).await.ok(),
+            None => Some(track.poll().await),
         };
         let now = Instant::now();
-        let media_ssrc = pkt.header.ssrc;
-        let units = {
-            let mut st = lock(&shared.state);
-            st.video_seq.record(pkt.header.sequence_number);
-            st.on_packet(now, pkt.header.marshal_size() + pkt.payload.len());
-            assembler.push(
-                pkt.header.sequence_number,
-                pkt.header.timestamp,
-                pkt.header.marker,
-                &pkt.payload,
-            )
-        };
+        match event {
+            Some(None | Some(TrackRemoteEvent::OnEnded)) => break,
+            Some(Some(TrackRemoteEvent::OnRtpPacket(pkt))) => {
+                media_ssrc = pkt.header.ssrc;
+                let mut st = lock(&shared.state);
+                st.video_seq.record(pkt.header.sequence_number);
+                st.on_packet(now, pkt.header.marshal_size() + pkt.payload.len());
+                jitter.push(
+                    now,
+                    pkt.header.sequence_number,
+                    pkt.header.timestamp,
+                    pkt.header.marker,
+                    &pkt.payload,
+                );
+            }
+            Some(Some(_)) => continue,
+            None => {}
+        }
+        let units: Vec<AccessUnit> = std::iter::from_fn(|| jitter.pop(now)).collect();
         for unit in units {
             let (data, complete) = match unit {
                 AccessUnit::Complete(data) => (data, true),

@@ -25,6 +25,10 @@ pub(crate) struct Consumer {
     /// The layer to forward next; a switch happens on its next keyframe.
     pub target: Option<Option<Rid>>,
     pub reason: LayerReason,
+    /// The target is a step down for bandwidth: stop sending the current
+    /// layer at once rather than keep a congested link full until the
+    /// target's keyframe arrives (it gets through sooner on a drained link).
+    pub abandon_current: bool,
     pub selector: LayerSelector,
     /// What the last `ViewerLayerChanged` said.
     pub reported: Option<Reported>,
@@ -60,6 +64,7 @@ impl Consumer {
             current: None,
             target: None,
             reason: LayerReason::Starting,
+            abandon_current: false,
             selector: LayerSelector::new(),
             reported: None,
         }
@@ -93,11 +98,12 @@ impl Consumer {
         if self.target == Some(rid) && self.current != Some(rid) {
             if is_key {
                 self.current = Some(rid);
+                self.abandon_current = false;
                 return true;
             }
             return false;
         }
-        self.current == Some(rid)
+        self.current == Some(rid) && !(self.abandon_current && self.target != self.current)
     }
 
     /// Whether this viewer waits for a keyframe of layer `rid`.

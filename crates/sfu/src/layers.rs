@@ -130,7 +130,19 @@ pub(crate) struct LayerSelector {
     up_since: Option<Instant>,
     /// When the target last went down (no way up for a while after).
     last_down: Option<Instant>,
+    /// The last egress stats: when, and video bytes sent so far.
+    last_egress: Option<(Instant, u64)>,
+    /// While receiver reports show heavy loss: the rate that got through,
+    /// which caps the estimate until the given time.
+    loss_cap: Option<(u64, Instant)>,
 }
+
+/// How often str0m reports a viewer's egress stats (bytes sent, RR loss).
+pub(crate) const EGRESS_STATS_INTERVAL: Duration = Duration::from_millis(250);
+/// Receiver-reported loss above which the estimate is not trusted.
+const HEAVY_LOSS: f32 = 0.1;
+/// How long a loss cap holds after the report that set it.
+const LOSS_CAP_FOR: Duration = Duration::from_secs(3);
 
 /// How long a better layer must fit before the viewer moves up.
 const UP_AFTER: Duration = Duration::from_millis(2500);
@@ -147,6 +159,43 @@ impl LayerSelector {
             estimate_bps: None,
             up_since: None,
             last_down: None,
+            last_egress: None,
+            loss_cap: None,
+        }
+    }
+
+    /// The viewer's receiver reports, through str0m's egress stats: `bytes`
+    /// of video sent so far, `loss` the fraction lost in the reports since
+    /// the last call. The delay-based estimate reacts late to a link that
+    /// drops far below it into a short buffer (the queue fills at once and
+    /// then stops growing); heavy loss caps it at what got through.
+    /// Returns whether the cap changed.
+    pub fn on_egress_stats(&mut self, now: Instant, bytes: u64, loss: Option<f32>) -> bool {
+        let prev = self.last_egress.replace((now, bytes));
+        let (Some((t0, b0)), Some(loss)) = (prev, loss) else {
+            return false;
+        };
+        let secs = now.saturating_duration_since(t0).as_secs_f64();
+        if loss < HEAVY_LOSS || secs < 0.05 {
+            return false;
+        }
+        let sent_bps = bytes.saturating_sub(b0) as f64 * 8.0 / secs;
+        let through = (sent_bps * f64::from(1.0 - loss.min(1.0))) as u64;
+        let cap = match self.loss_cap {
+            Some((c, until)) if now < until => c.min(through),
+            _ => through,
+        };
+        self.loss_cap = Some((cap, now + LOSS_CAP_FOR));
+        true
+    }
+
+    /// The estimate the choice is made from: str0m's, capped while
+    /// receiver reports show heavy loss.
+    pub fn effective_estimate(&self, now: Instant) -> u64 {
+        let estimate = self.estimate_bps.unwrap_or(INITIAL_ESTIMATE_BPS);
+        match self.loss_cap {
+            Some((cap, until)) if now < until => estimate.min(cap),
+            _ => estimate,
         }
     }
 
@@ -182,7 +231,7 @@ impl LayerSelector {
             // An unknown rid is treated as automatic choice.
         }
         // Before the first estimate, assume what str0m's BWE starts from.
-        let estimate = self.estimate_bps.unwrap_or(INITIAL_ESTIMATE_BPS);
+        let estimate = self.effective_estimate(now);
         let budget = (estimate as f64 * USABLE) as u64;
         // The best active layer that fits, or the lowest active one.
         let fit = active
@@ -217,14 +266,27 @@ impl LayerSelector {
         Some((active[cur].rid, LayerReason::Bandwidth))
     }
 
+    /// Whether the viewer may pad towards the next layer up: not while it is
+    /// held down after a drop, when padding towards the layer it just left
+    /// would keep the congested link full and slow the rest of the way down.
+    pub fn may_probe(&self, now: Instant) -> bool {
+        self.last_down
+            .is_none_or(|t| now.saturating_duration_since(t) >= HOLD_AFTER_DOWN)
+    }
+
     /// The rates str0m's BWE should reach with padding if need be (minimum:
-    /// what the next layer up needs) and probe for (desired: what the best
-    /// layer needs), so the estimate can grow past what is sent now.
-    pub fn bwe_rates(layers: &[LayerView], target: Option<Rid>) -> Option<(u64, u64)> {
+    /// what the next layer up needs when `probe`, else what the target
+    /// needs) and probe for (desired: what the best layer needs), so the
+    /// estimate can grow past what is sent now.
+    pub fn bwe_rates(layers: &[LayerView], target: Option<Rid>, probe: bool) -> Option<(u64, u64)> {
         let active: Vec<&LayerView> = layers.iter().filter(|l| l.active).collect();
         let i = active.iter().position(|l| l.rid == target)?;
         let need = |l: &LayerView| (l.bitrate_bps as f64 / USABLE) as u64;
-        let min = need(active[i.saturating_sub(1)]);
+        let min = if probe {
+            need(active[i.saturating_sub(1)])
+        } else {
+            need(active[i])
+        };
         let desired = need(active[0]).max(min);
         Some((min, desired))
     }
@@ -248,6 +310,28 @@ mod tests {
 
     fn rid(s: &str) -> Option<Rid> {
         Some(Rid::from(s))
+    }
+
+    #[test]
+    fn heavy_receiver_loss_caps_the_estimate_for_a_while() {
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new();
+        s.estimate_bps = Some(3_000_000);
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert!(!s.on_egress_stats(t0, 0, None));
+        // Light loss changes nothing.
+        assert!(!s.on_egress_stats(ms(250), 62_500, Some(0.02)));
+        assert_eq!(s.effective_estimate(ms(250)), 3_000_000);
+        // 2 Mbit/s sent, half of it lost: 1 Mbit/s got through.
+        assert!(s.on_egress_stats(ms(500), 125_000, Some(0.5)));
+        assert_eq!(s.effective_estimate(ms(500)), 1_000_000);
+        let l = layers([true, true, true]);
+        assert_eq!(
+            s.choose(ms(500), &l, &LayerRequest::Auto, Some(rid("h"))),
+            Some((rid("m"), LayerReason::Bandwidth))
+        );
+        // The cap ends after a while without heavy loss.
+        assert_eq!(s.effective_estimate(ms(500) + LOSS_CAP_FOR), 3_000_000);
     }
 
     #[test]

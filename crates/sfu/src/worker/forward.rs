@@ -252,9 +252,18 @@ impl Sfu {
         }
         let changed = c.target != Some(target);
         let starting = c.current.is_none();
+        if changed {
+            // Only for a step below the layer being sent, taken for bandwidth.
+            let rank = |r: Option<Rid>| views.iter().position(|l| l.rid == r);
+            c.abandon_current = reason == LayerReason::Bandwidth
+                && c.current.is_some_and(
+                    |cur| matches!((rank(target), rank(cur)), (Some(t), Some(k)) if t > k),
+                );
+        }
         c.target = Some(target);
         c.reason = reason;
-        if let Some((min, desired)) = LayerSelector::bwe_rates(&views, target) {
+        let probe = c.selector.may_probe(now);
+        if let Some((min, desired)) = LayerSelector::bwe_rates(&views, target, probe) {
             v.rtc.bwe().set_bitrate(
                 Bitrate::bps(min.max(100_000)),
                 Bitrate::bps(desired.max(100_000)),

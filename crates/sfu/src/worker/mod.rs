@@ -197,7 +197,10 @@ impl Sfu {
         let ufrag = creds.ufrag.clone();
         let mut config = RtcConfig::new();
         if bwe {
-            config = config.enable_bwe(Some(Bitrate::bps(crate::layers::INITIAL_ESTIMATE_BPS)));
+            config = config
+                .enable_bwe(Some(Bitrate::bps(crate::layers::INITIAL_ESTIMATE_BPS)))
+                // Receiver-report loss, for the selector's loss guard.
+                .set_stats_interval(Some(crate::layers::EGRESS_STATS_INTERVAL));
         }
         let mut rtc = config
             .set_ice_lite(true)
@@ -373,6 +376,16 @@ impl Sfu {
                         if let Some(c) = p.consumers.iter_mut().find(|c| c.kind == MediaKind::Video)
                         {
                             c.selector.estimate_bps = Some(estimate.as_u64());
+                            self.pending_reselect.push((p.router, id));
+                        }
+                    }
+                    Event::MediaEgressStats(st) if p.role == Role::Viewer => {
+                        if let Some(c) = p
+                            .consumers
+                            .iter_mut()
+                            .find(|c| c.kind == MediaKind::Video && c.mid == st.mid)
+                            && c.selector.on_egress_stats(st.timestamp, st.bytes, st.loss)
+                        {
                             self.pending_reselect.push((p.router, id));
                         }
                     }
