@@ -27,6 +27,8 @@ pub(crate) struct Layer {
     pub height: u32,
     /// Its packets since the last keyframe, for viewers that join.
     pub gop: GopCache,
+    /// The rank it had when last active.
+    ranked: (u64, u64),
 }
 
 impl Layer {
@@ -41,13 +43,18 @@ impl Layer {
             width: 0,
             height: 0,
             gop: GopCache::default(),
+            ranked: (0, 0),
         }
     }
 
     /// Ordering key: bigger pictures first, then higher bitrate. A layer
-    /// that stopped keeps the rank it had.
-    pub fn rank(&self) -> (u64, u64) {
-        (self.width as u64 * self.height as u64, self.meter.rate())
+    /// that stopped keeps the rank it had while it was sending (its rate
+    /// falls to nothing, but it is still the layer it was).
+    pub fn rank(&mut self) -> (u64, u64) {
+        if self.active {
+            self.ranked = (self.width as u64 * self.height as u64, self.meter.rate());
+        }
+        self.ranked
     }
 
     pub fn info(&self) -> LayerInfo {
@@ -130,6 +137,9 @@ pub(crate) struct LayerSelector {
     up_since: Option<Instant>,
     /// When the target last went down (no way up for a while after).
     last_down: Option<Instant>,
+    /// str0m's estimate as it stands (`estimate_bps` is the one str0m
+    /// smooths over 3 s, which hides a sharp drop for seconds).
+    pub raw_estimate_bps: Option<u64>,
     /// The last egress stats: when, and video bytes sent so far.
     last_egress: Option<(Instant, u64)>,
     /// While receiver reports show heavy loss: the rate that got through,
@@ -137,7 +147,8 @@ pub(crate) struct LayerSelector {
     loss_cap: Option<(u64, Instant)>,
 }
 
-/// How often str0m reports a viewer's egress stats (bytes sent, RR loss).
+/// How often str0m reports a viewer's stats (current estimate, bytes sent,
+/// receiver-report loss).
 pub(crate) const EGRESS_STATS_INTERVAL: Duration = Duration::from_millis(250);
 /// Receiver-reported loss above which the estimate is not trusted.
 const HEAVY_LOSS: f32 = 0.1;
@@ -159,6 +170,7 @@ impl LayerSelector {
             estimate_bps: None,
             up_since: None,
             last_down: None,
+            raw_estimate_bps: None,
             last_egress: None,
             loss_cap: None,
         }
@@ -189,10 +201,12 @@ impl LayerSelector {
         true
     }
 
-    /// The estimate the choice is made from: str0m's, capped while
-    /// receiver reports show heavy loss.
+    /// The estimate the choice is made from: str0m's smoothed one, or its
+    /// current one when lower (down fast, up slowly), capped while receiver
+    /// reports show heavy loss.
     pub fn effective_estimate(&self, now: Instant) -> u64 {
-        let estimate = self.estimate_bps.unwrap_or(INITIAL_ESTIMATE_BPS);
+        let smoothed = self.estimate_bps.unwrap_or(INITIAL_ESTIMATE_BPS);
+        let estimate = self.raw_estimate_bps.map_or(smoothed, |r| r.min(smoothed));
         match self.loss_cap {
             Some((cap, until)) if now < until => estimate.min(cap),
             _ => estimate,
@@ -310,6 +324,22 @@ mod tests {
 
     fn rid(s: &str) -> Option<Rid> {
         Some(Rid::from(s))
+    }
+
+    #[test]
+    fn the_current_estimate_takes_the_viewer_down_before_the_smoothed_one() {
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new();
+        s.estimate_bps = Some(3_000_000);
+        s.raw_estimate_bps = Some(4_000_000);
+        assert_eq!(s.effective_estimate(t0), 3_000_000, "up only as smoothed");
+        s.raw_estimate_bps = Some(500_000);
+        assert_eq!(s.effective_estimate(t0), 500_000, "down as it happens");
+        let l = layers([true, true, true]);
+        assert_eq!(
+            s.choose(t0, &l, &LayerRequest::Auto, Some(rid("h"))),
+            Some((rid("l"), LayerReason::Bandwidth))
+        );
     }
 
     #[test]

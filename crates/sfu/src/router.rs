@@ -122,9 +122,10 @@ impl TrackIn {
 
     /// Re-sorts the layers best first; returns whether the order changed.
     pub fn reorder(&mut self) -> bool {
+        let ranks: Vec<(u64, u64)> = self.layers.iter_mut().map(|l| l.rank()).collect();
         let mut order: Vec<usize> = (0..self.layers.len()).collect();
         // Stable: layers measured alike keep the order the offer gave.
-        order.sort_by_key(|&i| std::cmp::Reverse(self.layers[i].rank()));
+        order.sort_by_key(|&i| std::cmp::Reverse(ranks[i]));
         let changed = order != self.order;
         self.order = order;
         changed
@@ -180,5 +181,43 @@ pub(crate) fn compatible(a: &PayloadParams, b: &PayloadParams) -> bool {
         }
         Codec::Vp9 => a.format.profile_id.unwrap_or(0) == b.format.profile_id.unwrap_or(0),
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_layer_keeps_its_place_in_the_order() {
+        let t0 = Instant::now();
+        let rids: Vec<Rid> = ["h", "m", "l"].into_iter().map(Rid::from).collect();
+        let mut t = TrackIn::new(
+            Mid::from("0"),
+            MediaKind::Video,
+            Vec::new(),
+            &rids,
+            Duration::from_millis(500),
+        );
+        // Pictures of unknown size (no parameter sets parsed): bitrate ranks.
+        for (i, bytes) in [(0, 3000), (1, 1000), (2, 300)] {
+            let l = &mut t.layers[i];
+            l.active = true;
+            l.meter.add(t0, bytes, true);
+            l.meter.add(t0 + Duration::from_secs(1), bytes, true);
+        }
+        t.reorder();
+        let names = |t: &TrackIn| -> Vec<String> {
+            t.views()
+                .iter()
+                .map(|v| v.rid.unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names(&t), ["h", "m", "l"]);
+        // h stops; its measured rate falls to nothing in the next window.
+        t.layers[0].active = false;
+        t.layers[0].meter.bitrate_bps = 0;
+        t.reorder();
+        assert_eq!(names(&t), ["h", "m", "l"]);
     }
 }

@@ -379,6 +379,15 @@ impl Sfu {
                             self.pending_reselect.push((p.router, id));
                         }
                     }
+                    Event::PeerStats(st) if p.role == Role::Viewer => {
+                        if let (Some(c), Some(raw)) = (
+                            p.consumers.iter_mut().find(|c| c.kind == MediaKind::Video),
+                            st.bwe_tx,
+                        ) {
+                            c.selector.raw_estimate_bps = Some(raw.as_u64());
+                            self.pending_reselect.push((p.router, id));
+                        }
+                    }
                     Event::MediaEgressStats(st) if p.role == Role::Viewer => {
                         if let Some(c) = p
                             .consumers
