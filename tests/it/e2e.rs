@@ -77,6 +77,13 @@ async fn publish_and_two_viewers_decode_every_frame_in_order() {
 
     let viewers = get_json(&format!("{base}/api/streams/e2e")).await;
     assert!(viewers.contains("\"viewers\":2"), "{viewers}");
+    // Both starts are in the server's time-to-first-frame histogram.
+    let metrics = get_json(&format!("{base}/metrics")).await;
+    assert!(
+        metrics.contains("lumen_time_to_first_frame_ms_count 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lumen_time_to_first_frame_ms_bucket{le=\"+Inf\"} 2"));
 
     let (status_a, end_a) = a.stop().await.expect("stop A");
     let (status_b, end_b) = b.stop().await.expect("stop B");

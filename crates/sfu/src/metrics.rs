@@ -2,7 +2,7 @@
 //! Prometheus, no locks or atomics on the media path.
 
 /// Counters since the worker started.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metrics {
     /// Datagrams handed to the worker.
     pub datagrams_in: u64,
@@ -34,4 +34,122 @@ pub struct Metrics {
     pub peers_created: u64,
     /// Peers closed.
     pub peers_closed: u64,
+    /// Viewer's time to first frame at the server, ms: from the WHEP offer
+    /// to the first video packet written to it (a keyframe).
+    pub ttff_ms: Histogram,
+    /// Viewers' bandwidth estimates as str0m reports them, bit/s.
+    pub bwe_bps: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            datagrams_in: 0,
+            bytes_in: 0,
+            dropped_malformed: 0,
+            dropped_unknown_source: 0,
+            dropped_rejected: 0,
+            rtp_in: 0,
+            rtp_forwarded: 0,
+            datagrams_out: 0,
+            bytes_out: 0,
+            keyframe_requests_sent: 0,
+            keyframe_requests_received: 0,
+            starts_from_cache: 0,
+            layer_switches: 0,
+            peers_created: 0,
+            peers_closed: 0,
+            ttff_ms: Histogram::new(&TTFF_MS_BOUNDS),
+            bwe_bps: Histogram::new(&BWE_BPS_BOUNDS),
+        }
+    }
+}
+
+/// Upper bounds of the time-to-first-frame buckets, ms.
+pub const TTFF_MS_BOUNDS: [u64; 10] = [5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500];
+/// Upper bounds of the bandwidth-estimate buckets, bit/s.
+pub const BWE_BPS_BOUNDS: [u64; 10] = [
+    100_000, 250_000, 500_000, 750_000, 1_000_000, 1_500_000, 2_500_000, 5_000_000, 10_000_000,
+    25_000_000,
+];
+
+/// A Prometheus-style histogram: counts per upper bound (the last bucket is
+/// everything above), their sum and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Histogram {
+    /// Upper bounds, increasing.
+    pub bounds: &'static [u64],
+    /// One count per bound, then one for above the last (not cumulative).
+    pub counts: Vec<u64>,
+    /// Sum of the observed values.
+    pub sum: u64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// An empty histogram with these upper bounds.
+    pub fn new(bounds: &'static [u64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0,
+            count: 0,
+        }
+    }
+
+    /// Counts one value.
+    pub fn observe(&mut self, v: u64) {
+        let i = self.bounds.partition_point(|&b| b < v);
+        self.counts[i] += 1;
+        self.sum = self.sum.saturating_add(v);
+        self.count += 1;
+    }
+
+    /// Adds another histogram with the same bounds (another worker's).
+    pub fn merge(&mut self, other: &Histogram) {
+        if self.bounds != other.bounds {
+            return;
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum = self.sum.saturating_add(other.sum);
+        self.count += other.count;
+    }
+
+    /// Cumulative counts per bound, `le` style, the last for `+Inf`.
+    pub fn cumulative(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .scan(0, |acc, c| {
+                *acc += c;
+                Some(*acc)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_inclusive_upper_bounds() {
+        let mut h = Histogram::new(&TTFF_MS_BOUNDS);
+        for v in [0, 5, 6, 2500, 2501] {
+            h.observe(v);
+        }
+        let c = h.cumulative();
+        assert_eq!(c[0], 2, "0 and 5 are <= 5");
+        assert_eq!(c[1], 3, "6 is <= 10");
+        assert_eq!(c[TTFF_MS_BOUNDS.len() - 1], 4, "2500 is <= 2500");
+        assert_eq!(c[TTFF_MS_BOUNDS.len()], 5, "+Inf holds all");
+        assert_eq!((h.sum, h.count), (5012, 5));
+        let mut g = Histogram::new(&TTFF_MS_BOUNDS);
+        g.merge(&h);
+        g.merge(&h);
+        assert_eq!(g.count, 10);
+        assert_eq!(g.cumulative()[0], 4);
+    }
 }

@@ -28,6 +28,9 @@ pub(crate) struct Peer {
     pub consumers: Vec<Consumer>,
     /// Viewer: the layer it asked for.
     pub layer_request: LayerRequest,
+    /// Viewer: when the offer arrived, until its first video packet went out
+    /// (for the time-to-first-frame histogram).
+    pub waiting_since: Option<Instant>,
     /// Publisher: which m-line and layer each incoming SSRC belongs to.
     pub ssrc_cache: Vec<(Ssrc, Mid, Option<Rid>)>,
 }

@@ -75,6 +75,34 @@ pub(crate) fn render(snaps: &[Snapshot]) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     }
+    for (name, help, pick) in [
+        (
+            "lumen_time_to_first_frame_ms",
+            "viewer offer to its first video packet sent, milliseconds",
+            (|m: &lumen_sfu::Metrics| &m.ttff_ms)
+                as fn(&lumen_sfu::Metrics) -> &lumen_sfu::Histogram,
+        ),
+        (
+            "lumen_bandwidth_estimate_bps",
+            "viewers' bandwidth estimates as they change, bits per second",
+            |m: &lumen_sfu::Metrics| &m.bwe_bps,
+        ),
+    ] {
+        let mut h = pick(&lumen_sfu::Metrics::default()).clone();
+        for s in snaps {
+            h.merge(pick(&s.metrics));
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let cumulative = h.cumulative();
+        for (bound, c) in h.bounds.iter().zip(&cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {c}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+            h.count, h.sum, h.count
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP lumen_datagrams_dropped_total datagrams dropped, by reason\n\

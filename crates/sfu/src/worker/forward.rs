@@ -146,6 +146,13 @@ impl Sfu {
             if before.is_some() && before != c.current {
                 self.metrics.layer_switches += 1;
             }
+            if before.is_none()
+                && kind == MediaKind::Video
+                && let Some(t) = v.waiting_since.take()
+            {
+                let ms = now.saturating_duration_since(t).as_millis();
+                self.metrics.ttff_ms.observe(ms as u64);
+            }
             let Some(m) = c
                 .munger
                 .munge(now, *ssrc, *pkt.seq_no, pkt.header.timestamp)
@@ -343,6 +350,10 @@ impl Sfu {
             return false;
         }
         c.current = Some(target);
+        if let Some(t) = v.waiting_since.take() {
+            let ms = now.saturating_duration_since(t).as_millis();
+            self.metrics.ttff_ms.observe(ms as u64);
+        }
         self.metrics.rtp_forwarded += sent;
         self.metrics.starts_from_cache += 1;
         self.mark_dirty(viewer);

@@ -264,6 +264,7 @@ impl Sfu {
                 consumers: Vec::new(),
                 layer_request: LayerRequest::Auto,
                 ssrc_cache: Vec::new(),
+                waiting_since: (role == Role::Viewer).then_some(self.last_now),
             },
         );
         self.metrics.peers_created += 1;
@@ -376,6 +377,7 @@ impl Sfu {
                         if let Some(c) = p.consumers.iter_mut().find(|c| c.kind == MediaKind::Video)
                         {
                             c.selector.estimate_bps = Some(estimate.as_u64());
+                            self.metrics.bwe_bps.observe(estimate.as_u64());
                             self.pending_reselect.push((p.router, id));
                         }
                     }

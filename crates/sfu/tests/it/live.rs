@@ -119,6 +119,12 @@ fn viewers_joining_soon_after_a_keyframe_start_on_the_cached_one() {
         "joins served from the cache asked the publisher for keyframes"
     );
     assert!(w.sfu.metrics().starts_from_cache >= 10);
+    // Every start is in the time-to-first-frame histogram; the ten cached
+    // starts took no longer than connecting (virtual time, 10 ms links).
+    let ttff = &w.sfu.metrics().ttff_ms;
+    assert_eq!(ttff.count, 11);
+    let within_100ms = ttff.cumulative()[lumen_sfu::TTFF_MS_BOUNDS.binary_search(&100).unwrap()];
+    assert!(within_100ms >= 10, "{ttff:?}");
 
     // Once the keyframe is old, a join asks for a new one instead.
     w.run_for(Duration::from_secs(1));
