@@ -74,6 +74,7 @@ fn main() -> anyhow::Result<()> {
                 height,
                 fps: 30,
                 bitrate_bps: bitrate,
+                simulcast: false,
             }),
             server_pid: Some(server.pid()),
             progress: true,

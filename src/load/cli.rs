@@ -38,12 +38,20 @@ pub struct LoadArgs {
     /// Publisher video bitrate, bits per second.
     #[arg(long, default_value_t = 2_500_000)]
     pub bitrate: u32,
+    /// Publish three simulcast layers (h 1280×720, m 640×360, l 320×180)
+    /// instead of one picture of --width × --height at --bitrate.
+    #[arg(long)]
+    pub simulcast: bool,
     /// Bearer token for WHEP and WHIP.
     #[arg(long, env = "LUMEN_TOKEN")]
     pub token: Option<String>,
     /// Write the full report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Draw server CPU and forwarding latency against connected viewers
+    /// into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     /// Read the server's CPU and RSS from /proc/PID.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
@@ -70,6 +78,7 @@ pub async fn run_load_cli(a: LoadArgs) -> anyhow::Result<()> {
             height: a.height,
             fps: a.fps,
             bitrate_bps: a.bitrate,
+            simulcast: a.simulcast,
         }),
         server_pid: a.server_pid,
         progress: !a.quiet,
@@ -80,6 +89,15 @@ pub async fn run_load_cli(a: LoadArgs) -> anyhow::Result<()> {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("JSON report: {}", path.display());
+    }
+    if let Some(path) = a.plot {
+        let title = format!(
+            "lumen load: {} of {} viewers connected, {}",
+            report.viewers_connected, report.viewers_requested, report.whep_url
+        );
+        std::fs::write(&path, super::timeline_svg(&title, &report.timeline))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("plot: {}", path.display());
     }
     Ok(())
 }

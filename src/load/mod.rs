@@ -15,6 +15,7 @@
 
 mod cli;
 mod driver;
+mod plot;
 mod procfs;
 mod report;
 mod viewer;
@@ -33,6 +34,7 @@ use crate::client::{PublishOptions, Publisher};
 use driver::{Command, Driver, DriverResult, LatencySample, NewViewer};
 
 pub use cli::{LoadArgs, run_load_cli};
+pub use plot::timeline_svg;
 pub use procfs::ProcSample;
 pub use report::{LoadReport, Percentiles, Steady, TimelinePoint, ViewerReport};
 pub use viewer::{H264Info, inspect_h264};
@@ -79,8 +81,10 @@ pub struct PublishSpec {
     pub height: u32,
     /// Frames per second.
     pub fps: u32,
-    /// Video bitrate.
+    /// Video bitrate (one layer).
     pub bitrate_bps: u32,
+    /// Send the three simulcast layers instead of one picture.
+    pub simulcast: bool,
 }
 
 /// Runs the publisher (if asked), the ramp and the measurement; returns the
@@ -120,7 +124,7 @@ async fn start_publisher(spec: &PublishSpec, token: Option<String>) -> anyhow::R
         height: spec.height,
         fps: spec.fps,
         bitrate_bps: spec.bitrate_bps,
-        ..PublishOptions::default()
+        simulcast: spec.simulcast,
     })
     .await
     .context("starting the publisher")?;

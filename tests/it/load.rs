@@ -26,6 +26,7 @@ async fn load_generator_viewers_receive_the_published_stream() {
             height: 180,
             fps: 30,
             bitrate_bps: 300_000,
+            simulcast: false,
         }),
         // The server runs in this process: this checks the /proc sampling.
         server_pid: Some(std::process::id()),
@@ -58,6 +59,10 @@ async fn load_generator_viewers_receive_the_published_stream() {
     assert!(latency.count > 0);
     assert!(latency.p50_ms > 0.0, "{table}");
     assert!(latency.max_ms < 1000.0, "{table}");
+    // --plot draws the run's seconds.
+    let svg = lumen::load::timeline_svg("load", &report.timeline);
+    assert!(!report.timeline.is_empty());
+    assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
     let ttff = report.ttff.expect("TTFF samples");
     assert!(ttff.max_ms < 4000.0, "{table}");
     assert!(report.server_rss_mib.is_some_and(|r| r > 0.0), "{table}");
