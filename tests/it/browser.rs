@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
+use lumen::client::{WatchOptions, WatchStats, Watcher};
 use serde_json::Value;
 
 use crate::chrome::ChromeDriver;
@@ -102,7 +103,9 @@ async fn browser_broadcasts_and_browser_watches() {
 
 /// Chromium publishes three simulcast layers; the viewer page's quality
 /// menu pins the lowest one (the picture shrinks, the page says why) and
-/// returns to automatic choice; the page shows the live viewer count.
+/// returns to automatic choice; the page shows the live viewer count; then
+/// `lumen watch --layer l` and `--layer h` decode the browser's 180p and 720p
+/// layers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_simulcast_and_the_quality_menu() {
     let Some(chrome) = ChromeDriver::start().await else {
@@ -214,6 +217,68 @@ async fn browser_simulcast_and_the_quality_menu() {
         assert!(Instant::now() < deadline, "Auto was not restored: {l}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Two `lumen watch` clients (webrtc-rs, openh264) pin the browser's
+    // lowest and best layers: each decodes pictures of its layer's size as
+    // the server measured it, `h` four times `l` each way
+    // (scaleResolutionDownBy 4), whatever size the fake camera gives.
+    let watch = |layer: &str| WatchOptions {
+        url: format!("{base}/whep/{name}"),
+        token: None,
+        layer: Some(layer.to_owned()),
+    };
+    let low = Watcher::start(watch("l"))
+        .await
+        .expect("lumen watch --layer l");
+    let high = Watcher::start(watch("h"))
+        .await
+        .expect("lumen watch --layer h");
+    let deadline = Instant::now() + LIVE_WITHIN;
+    let (l_size, h_size) = loop {
+        let info: Value = serde_json::from_str(
+            &reqwest::get(format!("{base}/api/streams/{name}"))
+                .await
+                .expect("GET stream")
+                .text()
+                .await
+                .unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
+        let size = |rid: &str| {
+            info["layers"]
+                .as_array()
+                .and_then(|a| a.iter().find(|l| l["rid"] == rid))
+                .map(|l| {
+                    (
+                        l["width"].as_u64().unwrap_or(0),
+                        l["height"].as_u64().unwrap_or(0),
+                    )
+                })
+                .unwrap_or((0, 0))
+        };
+        let (ls, hs) = (low.stats(), high.stats());
+        let decoded = |s: &WatchStats| (u64::from(s.width), u64::from(s.height));
+        let (want_l, want_h) = (size("l"), size("h"));
+        if ls.frames_decoded > 0
+            && hs.frames_decoded > 0
+            && decoded(&ls) == want_l
+            && decoded(&hs) == want_h
+            && want_h == (want_l.0 * 4, want_l.1 * 4)
+        {
+            break (want_l, want_h);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pinned viewers never showed their layers: l {ls:?}, h {hs:?}, server {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(l_size.1 > 0 && h_size.1 > l_size.1);
+    let (_, low_end) = low.stop().await.expect("stop l");
+    let (_, high_end) = high.stop().await.expect("stop h");
+    assert_eq!(low_end.requested_layer.as_deref(), Some("l"));
+    assert_eq!(high_end.requested_layer.as_deref(), Some("h"));
+    eprintln!("Chromium simulcast: lumen watch --layer l decoded {l_size:?}, --layer h {h_size:?}");
     drop(server);
 }
 
