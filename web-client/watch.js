@@ -29,6 +29,7 @@ const REASONS = {
   bandwidth: 'chosen for your bandwidth',
   requested: 'as you asked',
   'layer-stopped': 'the better layer stopped',
+  size: 'enough for the size of your player',
 };
 
 const parts = location.pathname.split('/').filter(Boolean);
@@ -64,6 +65,15 @@ video.addEventListener('volumechange', () => {
 qualityMenu.addEventListener('change', () => {
   if (session) selectLayer(session, qualityMenu.value);
 });
+// The player's size goes with every layer request: the server sends no
+// bigger layer than the picture is shown at. A resize tells it again.
+let resizeTimer = null;
+new ResizeObserver(() => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => {
+    if (session) selectLayer(session, qualityMenu.value);
+  }, 500);
+}).observe(video);
 window.addEventListener('pagehide', () => {
   if (session) endSession(session.location);
 });
@@ -136,7 +146,7 @@ async function connect() {
     const sse = links.find((l) => l.rel === REL_SSE);
     if (sse) followEvents(s, sse.url);
     qualityMenu.disabled = !s.layerUrl;
-    if (s.layerUrl && qualityMenu.value) selectLayer(s, qualityMenu.value);
+    if (s.layerUrl) selectLayer(s, qualityMenu.value);
     if (pc.connectionState === 'connected') setState('live');
     s.timer = setInterval(() => tick(s), 1000);
   } catch (e) {
@@ -150,6 +160,14 @@ async function connect() {
 }
 
 // Drops session `s` and tries again later.
+// The video element's size in device pixels, when it has one.
+function playerSize() {
+  const r = window.devicePixelRatio || 1;
+  const w = Math.round(video.clientWidth * r);
+  const h = Math.round(video.clientHeight * r);
+  return w > 0 && h > 0 ? { maxWidth: Math.min(w, 16384), maxHeight: Math.min(h, 16384) } : {};
+}
+
 // Pins a layer (rid) or, with '', returns to automatic choice.
 async function selectLayer(s, rid) {
   if (!s.layerUrl) return;
@@ -157,9 +175,11 @@ async function selectLayer(s, rid) {
     const res = await fetch(s.layerUrl, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify(rid ? { encodingId: rid } : {}),
+      body: JSON.stringify({ ...(rid ? { encodingId: rid } : {}), ...playerSize() }),
     });
-    if (res.ok) showLayer(await res.json().catch(() => null));
+    // With server-sent events, the `layer` event tells (in order); this
+    // answer could arrive after a newer event and show a stale state.
+    if (res.ok && !s.events) showLayer(await res.json().catch(() => null));
   } catch (_) {
     // The next layer event tells the truth anyway.
   }

@@ -140,6 +140,7 @@ impl Watcher {
         let shared = Arc::new(Shared {
             state: Mutex::new(WatchState::default()),
             posted_at: Mutex::new(Instant::now()),
+            decoder_failed: std::sync::atomic::AtomicBool::new(false),
         });
         let (au_tx, au_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
         let decoder_thread = {
@@ -414,6 +415,10 @@ struct Shared {
     state: Mutex<WatchState>,
     /// When the WHEP POST went out: the origin of time-to-first-frame.
     posted_at: Mutex<Instant>,
+    /// The decoder rejected a picture: resynchronise on a keyframe (asked
+    /// for with a PLI), as a browser does, instead of feeding it more
+    /// pictures that reference the lost one.
+    decoder_failed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -525,6 +530,12 @@ async fn receive_video(
             None => {}
         }
         let units: Vec<AccessUnit> = std::iter::from_fn(|| jitter.pop(now)).collect();
+        if shared
+            .decoder_failed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            need_keyframe = true;
+        }
         for unit in units {
             let (data, complete) = match unit {
                 AccessUnit::Complete(data) => (data, true),
@@ -603,7 +614,12 @@ fn decode_loop(rx: &std::sync::mpsc::Receiver<Vec<u8>>, shared: &Shared) {
                 }
             }
             Ok(None) => {}
-            Err(_) => st.stats.decode_errors += 1,
+            Err(_) => {
+                st.stats.decode_errors += 1;
+                shared
+                    .decoder_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }

@@ -127,6 +127,9 @@ pub(crate) struct LayerView {
     pub rid: Option<Rid>,
     pub active: bool,
     pub bitrate_bps: u64,
+    /// Picture size, 0 × 0 while unknown.
+    pub width: u32,
+    pub height: u32,
 }
 
 /// Per-viewer layer choice.
@@ -145,6 +148,8 @@ pub(crate) struct LayerSelector {
     /// While receiver reports show heavy loss: the rate that got through,
     /// which caps the estimate until the given time.
     loss_cap: Option<(u64, Instant)>,
+    /// The player's size in device pixels, if it said.
+    pub render_size: Option<(u32, u32)>,
 }
 
 /// How often str0m reports a viewer's stats (current estimate, bytes sent,
@@ -173,6 +178,7 @@ impl LayerSelector {
             raw_estimate_bps: None,
             last_egress: None,
             loss_cap: None,
+            render_size: None,
         }
     }
 
@@ -222,7 +228,20 @@ impl LayerSelector {
         request: &LayerRequest,
         current_target: Option<Option<Rid>>,
     ) -> Option<(Option<Rid>, LayerReason)> {
-        let active: Vec<&LayerView> = layers.iter().filter(|l| l.active).collect();
+        let all_active: Vec<&LayerView> = layers.iter().filter(|l| l.active).collect();
+        // Automatic choice never goes above the smallest layer that covers
+        // the player's size.
+        let covering = self.render_size.and_then(|(w, h)| {
+            all_active
+                .iter()
+                .rposition(|l| l.width > 0 && (l.width >= w || l.height >= h))
+        });
+        let skip = match request {
+            LayerRequest::Auto => covering.unwrap_or(0),
+            LayerRequest::Rid(_) => 0,
+        };
+        let size_limited = skip > 0;
+        let active: Vec<&LayerView> = all_active[skip.min(all_active.len())..].to_vec();
         if active.is_empty() {
             return None;
         }
@@ -244,6 +263,13 @@ impl LayerSelector {
             }
             // An unknown rid is treated as automatic choice.
         }
+        let bandwidth = |rid: Option<Rid>| {
+            if size_limited && active.first().is_some_and(|l| l.rid == rid) {
+                LayerReason::Size
+            } else {
+                LayerReason::Bandwidth
+            }
+        };
         // Before the first estimate, assume what str0m's BWE starts from.
         let estimate = self.effective_estimate(now);
         let budget = (estimate as f64 * USABLE) as u64;
@@ -255,13 +281,13 @@ impl LayerSelector {
         let cur = current_target.and_then(|t| active.iter().position(|l| l.rid == t));
         let Some(cur) = cur else {
             self.up_since = None;
-            return Some((active[fit].rid, LayerReason::Bandwidth));
+            return Some((active[fit].rid, bandwidth(active[fit].rid)));
         };
         if fit > cur {
             // Down: at once.
             self.up_since = None;
             self.last_down = Some(now);
-            return Some((active[fit].rid, LayerReason::Bandwidth));
+            return Some((active[fit].rid, bandwidth(active[fit].rid)));
         }
         if fit < cur {
             // Up: once the (probed) estimate has held, and not right after a
@@ -272,12 +298,12 @@ impl LayerSelector {
             let since = *self.up_since.get_or_insert(now);
             if !held_down && now.saturating_duration_since(since) >= UP_AFTER {
                 self.up_since = None;
-                return Some((active[fit].rid, LayerReason::Bandwidth));
+                return Some((active[fit].rid, bandwidth(active[fit].rid)));
             }
         } else {
             self.up_since = None;
         }
-        Some((active[cur].rid, LayerReason::Bandwidth))
+        Some((active[cur].rid, bandwidth(active[cur].rid)))
     }
 
     /// Whether the viewer may pad towards the next layer up: not while it is
@@ -311,19 +337,68 @@ mod tests {
     use super::*;
 
     fn layers(active: [bool; 3]) -> Vec<LayerView> {
-        [("h", 2_500_000), ("m", 800_000), ("l", 200_000)]
-            .iter()
-            .zip(active)
-            .map(|((r, b), a)| LayerView {
-                rid: Some(Rid::from(*r)),
-                active: a,
-                bitrate_bps: *b,
-            })
-            .collect()
+        [
+            ("h", 2_500_000, 1280),
+            ("m", 800_000, 640),
+            ("l", 200_000, 320),
+        ]
+        .iter()
+        .zip(active)
+        .map(|((r, b, w), a)| LayerView {
+            rid: Some(Rid::from(*r)),
+            active: a,
+            bitrate_bps: *b,
+            width: *w,
+            height: *w * 9 / 16,
+        })
+        .collect()
     }
 
     fn rid(s: &str) -> Option<Rid> {
         Some(Rid::from(s))
+    }
+
+    #[test]
+    fn a_small_player_gets_the_smallest_layer_that_covers_it() {
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new();
+        s.estimate_bps = Some(10_000_000);
+        let l = layers([true, true, true]);
+        // A 600×338 player: m (640×360) covers it, h would be wasted.
+        s.render_size = Some((600, 338));
+        assert_eq!(
+            s.choose(t0, &l, &LayerRequest::Auto, None),
+            Some((rid("m"), LayerReason::Size))
+        );
+        // Bandwidth still rules below the cap.
+        s.estimate_bps = Some(400_000);
+        assert_eq!(
+            s.choose(t0, &l, &LayerRequest::Auto, None),
+            Some((rid("l"), LayerReason::Bandwidth))
+        );
+        // A pin is a pin, whatever the size.
+        s.estimate_bps = Some(10_000_000);
+        assert_eq!(
+            s.choose(t0, &l, &LayerRequest::Rid("h".into()), None),
+            Some((rid("h"), LayerReason::Requested))
+        );
+        // A player bigger than every layer, or no size: the best layer.
+        s.render_size = Some((3840, 2160));
+        assert_eq!(
+            s.choose(t0, &l, &LayerRequest::Auto, None),
+            Some((rid("h"), LayerReason::Bandwidth))
+        );
+        s.render_size = None;
+        assert_eq!(
+            s.choose(t0, &l, &LayerRequest::Auto, None),
+            Some((rid("h"), LayerReason::Bandwidth))
+        );
+        // A tiny player: l.
+        s.render_size = Some((160, 90));
+        assert_eq!(
+            s.choose(t0, &l, &LayerRequest::Auto, None),
+            Some((rid("l"), LayerReason::Size))
+        );
     }
 
     #[test]
@@ -429,6 +504,8 @@ mod tests {
             rid: None,
             active: true,
             bitrate_bps: 1_000_000,
+            width: 640,
+            height: 360,
         }];
         let (t, r) = s
             .choose(t0, &single, &LayerRequest::Rid("l".into()), None)

@@ -260,6 +260,9 @@ pub enum LayerReason {
     Requested,
     /// The better layer stopped; this is the best one still sent.
     LayerStopped,
+    /// The player shows the video this small: a bigger layer would be
+    /// bandwidth spent on pixels nobody sees.
+    Size,
 }
 
 /// A viewer's layer state.

@@ -141,6 +141,8 @@ impl TrackIn {
                     rid: l.rid,
                     active: l.active,
                     bitrate_bps: l.meter.rate(),
+                    width: l.width,
+                    height: l.height,
                 }
             })
             .collect()

@@ -246,6 +246,7 @@ pub(crate) fn layer_json(l: &ViewerLayer, media_id: &str) -> Value {
         LayerReason::Bandwidth => "bandwidth",
         LayerReason::Requested => "requested",
         LayerReason::LayerStopped => "layer-stopped",
+        LayerReason::Size => "size",
     };
     let requested = match &l.requested {
         LayerRequest::Auto => None,

@@ -53,6 +53,8 @@ pub(crate) enum Command {
         peer: PeerId,
         stream: String,
         request: LayerRequest,
+        /// The player's size in device pixels, if it said.
+        render_size: Option<(u32, u32)>,
         reply: oneshot::Sender<Result<Option<ViewerLayer>, LayerError>>,
     },
     /// A viewer's stream and layer state now; `None` when the peer is gone.
@@ -376,9 +378,10 @@ fn handle_command(index: usize, sfu: &mut Sfu, cmd: Command, busy_ratio: f64, hu
             peer,
             stream,
             request,
+            render_size,
             reply,
         } => {
-            let r = set_layer(sfu, peer, &stream, request);
+            let r = set_layer(sfu, peer, &stream, request, render_size);
             if let Ok(Some(layer)) = &r {
                 // Feeds show a new request at once, even before media flows
                 // and the SFU has a layer to report.
@@ -405,6 +408,7 @@ fn set_layer(
     peer: PeerId,
     stream: &str,
     request: LayerRequest,
+    render_size: Option<(u32, u32)>,
 ) -> Result<Option<ViewerLayer>, LayerError> {
     if let LayerRequest::Rid(rid) = &request {
         // Only a rid the publisher has never announced is refused: one that
@@ -421,6 +425,8 @@ fn set_layer(
             });
         }
     }
+    sfu.set_render_size(peer, render_size)
+        .map_err(LayerError::Session)?;
     sfu.set_layer(peer, request).map_err(LayerError::Session)?;
     Ok(sfu.viewer_layer(peer))
 }

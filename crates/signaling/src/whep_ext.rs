@@ -8,7 +8,9 @@
 //! - `POST …/layer` with `{"mediaId": "0", "encodingId": "h"}` pins the
 //!   viewer's video to that simulcast encoding; `{}` returns it to automatic.
 //!   `200` with the viewer's layer state (the `layer` event's JSON). `GET …/layer`
-//!   answers that state too (lumen's addition).
+//!   answers that state too (lumen's addition), and so is `"maxWidth"` /
+//!   `"maxHeight"`: the player's size in device pixels, above which automatic
+//!   choice does not go (each POST sets both the pin and the size).
 //!
 //! An unknown session is `404`, a body that is not the JSON described `400`,
 //! a request lumen understands but cannot apply (another m-line, an SVC
@@ -140,13 +142,14 @@ pub(crate) async fn layer_post(
     let entry = lookup(&st, Kind::Whep, &stream, &id)?;
     require_content_type(&headers, "application/json")?;
     let text = read_text(&headers, body).await?;
-    let request = parse_layer_request(&text, &entry)?;
+    let (request, render_size) = parse_layer_request(&text, &entry)?;
     let (peer, name) = (entry.peer, stream.clone());
     let state = st
         .ask(entry.worker, move |reply| Command::SetLayer {
             peer,
             stream: name,
             request,
+            render_size,
             reply,
         })
         .await?
@@ -224,7 +227,13 @@ struct LayerBody {
     max_spatial_layer_id: Option<u32>,
     #[allow(dead_code)]
     max_temporal_layer_id: Option<u32>,
+    /// lumen's addition: the player's size in device pixels.
+    max_width: Option<u32>,
+    max_height: Option<u32>,
 }
+
+/// The largest player size taken seriously (8K is 7680 × 4320).
+const MAX_RENDER_DIMENSION: u32 = 16_384;
 
 /// The draft says a string; a number is the same index written sloppily.
 #[derive(Debug, Deserialize)]
@@ -234,7 +243,10 @@ enum MediaId {
     Number(u64),
 }
 
-fn parse_layer_request(text: &str, entry: &SessionEntry) -> Result<LayerRequest, ApiError> {
+fn parse_layer_request(
+    text: &str,
+    entry: &SessionEntry,
+) -> Result<(LayerRequest, Option<(u32, u32)>), ApiError> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     if !value.is_object() {
@@ -269,13 +281,31 @@ fn parse_layer_request(text: &str, entry: &SessionEntry) -> Result<LayerRequest,
                 .to_string(),
         ));
     }
-    match body.encoding_id {
-        None => Ok(LayerRequest::Auto),
-        Some(rid) if valid_rid(&rid) => Ok(LayerRequest::Rid(rid)),
-        Some(rid) => Err(ApiError::BadRequest(format!(
-            "encodingId {rid:?} is not a rid (1 to 255 letters, digits, '-' or '_')"
-        ))),
-    }
+    let render_size = match (body.max_width, body.max_height) {
+        (None, None) => None,
+        (Some(w), Some(h))
+            if (1..=MAX_RENDER_DIMENSION).contains(&w)
+                && (1..=MAX_RENDER_DIMENSION).contains(&h) =>
+        {
+            Some((w, h))
+        }
+        (w, h) => {
+            return Err(ApiError::BadRequest(format!(
+                "maxWidth and maxHeight come together, each 1 to {MAX_RENDER_DIMENSION} \
+                 (got {w:?} and {h:?})"
+            )));
+        }
+    };
+    let request = match body.encoding_id {
+        None => LayerRequest::Auto,
+        Some(rid) if valid_rid(&rid) => LayerRequest::Rid(rid),
+        Some(rid) => {
+            return Err(ApiError::BadRequest(format!(
+                "encodingId {rid:?} is not a rid (1 to 255 letters, digits, '-' or '_')"
+            )));
+        }
+    };
+    Ok((request, render_size))
 }
 
 /// RFC 8851 `rid-syntax`.
@@ -340,7 +370,7 @@ mod tests {
         }
     }
 
-    fn status(r: Result<LayerRequest, ApiError>) -> u16 {
+    fn status(r: Result<(LayerRequest, Option<(u32, u32)>), ApiError>) -> u16 {
         r.err().map_or(200, |e| e.status().as_u16())
     }
 
@@ -348,16 +378,42 @@ mod tests {
     fn layer_requests_parse_like_the_draft() {
         let e = entry(Some((1, Some("v".into()))));
         assert_eq!(
-            parse_layer_request(r#"{"mediaId":"1","encodingId":"h"}"#, &e).ok(),
+            parse_layer_request(r#"{"mediaId":"1","encodingId":"h"}"#, &e)
+                .ok()
+                .map(|r| r.0),
             Some(LayerRequest::Rid("h".into()))
         );
-        assert_eq!(parse_layer_request("{}", &e).ok(), Some(LayerRequest::Auto));
         assert_eq!(
-            parse_layer_request(r#"{"mediaId":"v","encodingId":null}"#, &e).ok(),
+            parse_layer_request("{}", &e).ok(),
+            Some((LayerRequest::Auto, None))
+        );
+        // lumen's player size comes with either choice, both sides at once.
+        assert_eq!(
+            parse_layer_request(r#"{"maxWidth":640,"maxHeight":360}"#, &e).ok(),
+            Some((LayerRequest::Auto, Some((640, 360))))
+        );
+        assert_eq!(status(parse_layer_request(r#"{"maxWidth":640}"#, &e)), 400);
+        assert_eq!(
+            status(parse_layer_request(r#"{"maxWidth":0,"maxHeight":360}"#, &e)),
+            400
+        );
+        assert_eq!(
+            status(parse_layer_request(
+                r#"{"maxWidth":-1,"maxHeight":360}"#,
+                &e
+            )),
+            400
+        );
+        assert_eq!(
+            parse_layer_request(r#"{"mediaId":"v","encodingId":null}"#, &e)
+                .ok()
+                .map(|r| r.0),
             Some(LayerRequest::Auto)
         );
         assert_eq!(
-            parse_layer_request(r#"{"mediaId":1,"encodingId":"l"}"#, &e).ok(),
+            parse_layer_request(r#"{"mediaId":1,"encodingId":"l"}"#, &e)
+                .ok()
+                .map(|r| r.0),
             Some(LayerRequest::Rid("l".into()))
         );
         assert_eq!(status(parse_layer_request("{", &e)), 400);

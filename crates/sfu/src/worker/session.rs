@@ -216,6 +216,27 @@ impl Sfu {
         Ok(())
     }
 
+    /// The size a viewer's player shows the video at, in device pixels
+    /// (`None`: unknown). Automatic choice then stops at the smallest layer
+    /// that covers it.
+    pub fn set_render_size(
+        &mut self,
+        peer: PeerId,
+        size: Option<(u32, u32)>,
+    ) -> Result<(), SessionError> {
+        let p = self.peers.get_mut(&peer).ok_or(SessionError::UnknownPeer)?;
+        if p.role != Role::Viewer {
+            return Err(SessionError::UnknownPeer);
+        }
+        if let Some(c) = p.consumers.iter_mut().find(|c| c.kind == MediaKind::Video) {
+            c.selector.render_size = size;
+        }
+        let router = p.router;
+        let now = self.last_now;
+        self.reselect(router, peer, now);
+        Ok(())
+    }
+
     /// A viewer's layer state.
     pub fn viewer_layer(&self, peer: PeerId) -> Option<ViewerLayer> {
         let p = self.peers.get(&peer)?;
