@@ -1,6 +1,6 @@
 // Broadcast page: captures camera+mic or the screen and publishes it over
 // WHIP. `?stream=NAME&autostart=1` goes live at once with camera+mic;
-// `&simulcast=0` sends one layer instead of three.
+// `&simulcast=0` sends one layer instead of three; `&codec=vp8` sends VP8.
 
 import {
   HttpError, endSession, formatBitrate, negotiate, outboundStats, preferCodecs,
@@ -38,6 +38,10 @@ window.addEventListener('pagehide', () => {
 });
 
 if (params.get('simulcast') === '0') simulcastInput.checked = false;
+// H.264 first (every lumen viewer decodes it), VP8 as the fallback;
+// `&codec=vp8` offers VP8 only.
+const VP8_ONLY = params.get('codec') === 'vp8';
+const VIDEO_CODECS = VP8_ONLY ? ['video/vp8'] : ['video/h264', 'video/vp8'];
 if (params.get('autostart') === '1') goLive('camera');
 
 function selectedSource() {
@@ -91,7 +95,7 @@ async function goLive(source) {
       }
       const t = pc.addTransceiver(track, init);
       if (track.kind === 'video') {
-        preferCodecs(t, 'video', ['video/h264', 'video/vp8']);
+        preferCodecs(t, 'video', VIDEO_CODECS, VP8_ONLY);
       } else {
         preferCodecs(t, 'audio', ['audio/opus']);
       }

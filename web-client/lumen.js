@@ -80,7 +80,7 @@ export function endSession(location, token) {
  * order, keeping the rest (RTX, RED, FEC) after them. Browsers without
  * setCodecPreferences, or that refuse the list, keep their default order.
  */
-export function preferCodecs(transceiver, kind, mimeTypes) {
+export function preferCodecs(transceiver, kind, mimeTypes, only = false) {
   if (typeof transceiver.setCodecPreferences !== 'function') return;
   const rank = (c) => {
     const i = mimeTypes.indexOf(c.mimeType.toLowerCase());
@@ -100,7 +100,11 @@ export function preferCodecs(transceiver, kind, mimeTypes) {
   for (const source of sources) {
     const caps = source.getCapabilities?.(kind);
     if (!caps) continue;
-    const codecs = [...caps.codecs].sort((a, b) => rank(a) - rank(b));
+    // `only`: no other media codec at all (repair formats stay).
+    const repair = (c) => /\/(rtx|red|ulpfec|flexfec-03)$/i.test(c.mimeType);
+    const codecs = [...caps.codecs]
+      .filter((c) => !only || repair(c) || mimeTypes.includes(c.mimeType.toLowerCase()))
+      .sort((a, b) => rank(a) - rank(b));
     try {
       transceiver.setCodecPreferences(codecs);
       return;

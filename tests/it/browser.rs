@@ -308,6 +308,76 @@ async fn browser_simulcast_and_the_quality_menu() {
     drop(server);
 }
 
+/// The same with VP8 (`?codec=vp8` on the broadcast page): the server finds
+/// VP8 keyframes and picture sizes per layer, the viewer page plays VP8 and
+/// its 180p pin shows 180-line pictures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_vp8_simulcast_pinned_low() {
+    let Some(chrome) = ChromeDriver::start().await else {
+        return;
+    };
+    let server = start_server().await;
+    let base = server.http_url();
+    let name = format!("vp8-{}", std::process::id());
+    let broadcaster = chrome.new_session().await;
+    broadcaster
+        .goto(&format!(
+            "{base}/broadcast?stream={name}&autostart=1&codec=vp8"
+        ))
+        .await
+        .expect("open the broadcast page");
+    wait_for_state(&broadcaster, "broadcaster", "live", LIVE_WITHIN).await;
+
+    let viewer = chrome.new_session().await;
+    viewer
+        .goto(&format!("{base}/watch/{name}"))
+        .await
+        .expect("open the watch page");
+    wait_for_state(&viewer, "viewer", "live", LIVE_WITHIN).await;
+    viewer
+        .execute(
+            "const q = document.getElementById('quality');
+             q.value = 'l'; q.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .expect("choose 180p");
+    let deadline = Instant::now() + LIVE_WITHIN;
+    loop {
+        let p = playback(&viewer).await;
+        let l = lumen(&viewer).await;
+        let codec = l["stats"]["videoCodec"].as_str().unwrap_or_default();
+        if codec.eq_ignore_ascii_case("vp8")
+            && l["layer"]["current"] == "l"
+            && p.height > 0
+            && p.height <= 180
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VP8 180p never played: {p:?}; {l}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let info = reqwest::get(format!("{base}/api/streams/{name}"))
+        .await
+        .expect("GET stream")
+        .text()
+        .await
+        .unwrap_or_default();
+    let info: Value = serde_json::from_str(&info).unwrap_or(Value::Null);
+    let heights: Vec<u64> = info["layers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l["height"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(
+        heights.len() == 3 && heights.iter().all(|&h| h > 0),
+        "VP8 picture sizes not measured: {info}"
+    );
+    drop(server);
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Playback {
     frames: u64,
