@@ -26,6 +26,10 @@ pub struct Metrics {
     pub keyframe_requests_sent: u64,
     /// Keyframe requests received from viewers.
     pub keyframe_requests_received: u64,
+    /// NACK messages received from viewers (packets they asked for again).
+    pub nacks_received: u64,
+    /// NACK messages sent to publishers.
+    pub nacks_sent: u64,
     /// Viewers started on a cached keyframe instead of waiting for a new one.
     pub starts_from_cache: u64,
     /// Viewers switched from one simulcast layer to another.
@@ -55,6 +59,8 @@ impl Default for Metrics {
             bytes_out: 0,
             keyframe_requests_sent: 0,
             keyframe_requests_received: 0,
+            nacks_received: 0,
+            nacks_sent: 0,
             starts_from_cache: 0,
             layer_switches: 0,
             peers_created: 0,

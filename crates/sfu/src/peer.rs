@@ -31,6 +31,8 @@ pub(crate) struct Peer {
     /// Viewer: when the offer arrived, until its first video packet went out
     /// (for the time-to-first-frame histogram).
     pub waiting_since: Option<Instant>,
+    /// NACK counts str0m reported per stream, to count new ones.
+    pub nacks: NackCounts,
     /// Publisher: which m-line and layer each incoming SSRC belongs to.
     pub ssrc_cache: Vec<(Ssrc, Mid, Option<Rid>)>,
 }
@@ -46,5 +48,43 @@ impl Peer {
         let (mid, rid) = (rx.mid(), rx.rid());
         self.ssrc_cache.push((ssrc, mid, rid));
         Some((mid, rid))
+    }
+}
+
+/// str0m's cumulative NACK count per (mid, rid), turned into increments.
+#[derive(Debug, Default)]
+pub(crate) struct NackCounts(Vec<(Mid, Option<Rid>, u64)>);
+
+impl NackCounts {
+    /// The NACKs since the last report for this stream.
+    pub fn delta(&mut self, mid: Mid, rid: Option<Rid>, total: u64) -> u64 {
+        match self.0.iter_mut().find(|(m, r, _)| *m == mid && *r == rid) {
+            Some((_, _, seen)) => {
+                let d = total.saturating_sub(*seen);
+                *seen = total.max(*seen);
+                d
+            }
+            None => {
+                self.0.push((mid, rid, total));
+                total
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nack_counts_become_increments_per_stream() {
+        let mut n = NackCounts::default();
+        let (v, a) = (Mid::from("0"), Mid::from("1"));
+        assert_eq!(n.delta(v, None, 3), 3);
+        assert_eq!(n.delta(v, None, 5), 2);
+        assert_eq!(n.delta(a, None, 1), 1, "another stream counts apart");
+        assert_eq!(n.delta(v, Some(Rid::from("h")), 4), 4, "so does a layer");
+        assert_eq!(n.delta(v, None, 5), 0);
+        assert_eq!(n.delta(v, None, 2), 0, "a count never goes back");
     }
 }

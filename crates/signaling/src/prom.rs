@@ -49,6 +49,16 @@ pub(crate) fn render(snaps: &[Snapshot]) -> String {
             sum(|m| m.keyframe_requests_received),
         ),
         (
+            "lumen_nacks_received_total",
+            "NACK messages received from viewers",
+            sum(|m| m.nacks_received),
+        ),
+        (
+            "lumen_nacks_sent_total",
+            "NACK messages sent to publishers",
+            sum(|m| m.nacks_sent),
+        ),
+        (
             "lumen_viewer_starts_from_cache_total",
             "viewers started on the cached keyframe of their layer",
             sum(|m| m.starts_from_cache),

@@ -16,7 +16,7 @@ use str0m::rtp::RtpPacket;
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc, RtcConfig};
 
 use crate::metrics::Metrics;
-use crate::peer::Peer;
+use crate::peer::{NackCounts, Peer};
 use crate::router::{Router, RouterId};
 use crate::{
     CloseReason, Input, LayerRequest, Output, PeerId, Role, SfuConfig, SfuEvent, StreamInfo,
@@ -54,6 +54,10 @@ pub struct Sfu {
 /// at 2.5 Mbit/s, enough to answer NACKs on paths with a round trip up to a
 /// few hundred ms. str0m's default of 1000 costs ~430 KiB more per viewer.
 const SEND_BUFFER_VIDEO: usize = 256;
+
+/// How often str0m reports a peer's stats (NACK counts) when it has no
+/// bandwidth estimation to feed.
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Sfu {
     /// A worker with no peers.
@@ -201,12 +205,15 @@ impl Sfu {
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let mut config = RtcConfig::new();
-        if bwe {
-            config = config
+        config = if bwe {
+            config
                 .enable_bwe(Some(Bitrate::bps(crate::layers::INITIAL_ESTIMATE_BPS)))
                 // Receiver-report loss, for the selector's loss guard.
-                .set_stats_interval(Some(crate::layers::EGRESS_STATS_INTERVAL));
-        }
+                .set_stats_interval(Some(crate::layers::EGRESS_STATS_INTERVAL))
+        } else {
+            // NACK counts for /metrics.
+            config.set_stats_interval(Some(STATS_INTERVAL))
+        };
         let mut rtc = config
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
             .set_ice_lite(true)
@@ -271,6 +278,7 @@ impl Sfu {
                 layer_request: LayerRequest::Auto,
                 ssrc_cache: Vec::new(),
                 waiting_since: (role == Role::Viewer).then_some(self.last_now),
+                nacks: NackCounts::default(),
             },
         );
         self.metrics.peers_created += 1;
@@ -397,6 +405,7 @@ impl Sfu {
                         }
                     }
                     Event::MediaEgressStats(st) if p.role == Role::Viewer => {
+                        self.metrics.nacks_received += p.nacks.delta(st.mid, st.rid, st.nacks);
                         if let Some(c) = p
                             .consumers
                             .iter_mut()
@@ -405,6 +414,9 @@ impl Sfu {
                         {
                             self.pending_reselect.push((p.router, id));
                         }
+                    }
+                    Event::MediaIngressStats(st) if p.role == Role::Publisher => {
+                        self.metrics.nacks_sent += p.nacks.delta(st.mid, st.rid, st.nacks);
                     }
                     Event::KeyframeRequest(req) if p.role == Role::Viewer => {
                         self.metrics.keyframe_requests_received += 1;

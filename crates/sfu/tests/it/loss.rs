@@ -39,6 +39,8 @@ fn loss_towards_a_viewer_is_repaired_by_nack_and_rtx() {
         b.frames.len(),
         clean_frames
     );
+    // The repairs were asked for, and counted.
+    assert!(w.sfu.metrics().nacks_received > 0, "{:?}", w.sfu.metrics());
 }
 
 #[test]
@@ -54,4 +56,5 @@ fn loss_from_the_publisher_is_repaired_upstream() {
     assert!(b.frames.len() > 150, "viewer got {} frames", b.frames.len());
     let (gaps, reorders) = gaps_and_reorders(&b.frames);
     assert_eq!((gaps, reorders), (0, 0));
+    assert!(w.sfu.metrics().nacks_sent > 0, "{:?}", w.sfu.metrics());
 }
