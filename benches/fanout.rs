@@ -82,10 +82,10 @@ fn main() -> anyhow::Result<()> {
         print!("{}", report.table());
         let row = Row::new(n, &report, &ceiling);
         println!("ratio to ceiling: {}", fmt_opt(row.ratio, 3));
-        // The publisher stamps the SEI before encoding, so the raw latency
-        // holds the encoder's time; the spread behind the first viewer of
-        // each frame is what the server's fan-out adds. Judged on the
-        // steady window: during the ramp every join asks for a keyframe.
+        // The raw latency (SEI send time, taken after encoding, to receipt)
+        // also holds the generator's own queueing; the spread behind the
+        // first viewer of each frame is what the server's fan-out adds.
+        // Judged on the steady window, after the joins.
         let spread = report.steady.latency_spread.or(report.latency_spread);
         let over = report.loss_percent > LOSS_LIMIT_PERCENT
             || spread.is_some_and(|l| l.p99_ms > LATENCY_P99_LIMIT_MS)
