@@ -9,6 +9,7 @@
 mod api;
 mod error;
 mod events;
+mod gso;
 mod http;
 mod prom;
 mod shell;

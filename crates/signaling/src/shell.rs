@@ -11,6 +11,8 @@ use lumen_sfu::{
     SessionError, Sfu, SfuConfig, SfuEvent, StreamInfo, ViewerLayer,
 };
 use tokio::net::UdpSocket;
+
+use crate::gso::Outbox;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -248,11 +250,12 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 2048];
+    let mut outbox = Outbox::new();
     let started = Instant::now();
     let mut busy = std::time::Duration::ZERO;
     loop {
         let work_start = Instant::now();
-        let deadline = drain(index, &mut sfu, &socket, &shared).await;
+        let deadline = drain(index, &mut sfu, &socket, &mut outbox, &shared).await;
         busy += work_start.elapsed();
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
         tokio::select! {
@@ -290,20 +293,26 @@ async fn run(
     for peer in sfu.peers() {
         sfu.close(peer);
     }
-    drain(index, &mut sfu, &socket, &shared).await;
+    drain(index, &mut sfu, &socket, &mut outbox, &shared).await;
 }
 
-/// Drains the worker's outputs; returns when it next wants the time.
-async fn drain(index: usize, sfu: &mut Sfu, socket: &UdpSocket, shared: &Shared) -> Instant {
+/// Drains the worker's outputs, then sends what they held; returns when it
+/// next wants the time.
+async fn drain(
+    index: usize,
+    sfu: &mut Sfu,
+    socket: &UdpSocket,
+    outbox: &mut Outbox,
+    shared: &Shared,
+) -> Instant {
     loop {
         match sfu.poll_output() {
-            Output::Transmit(t) => match socket.try_send_to(&t.contents, t.destination) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
+            Output::Transmit(t) => {
+                outbox.push(t);
+                if outbox.is_full() {
+                    outbox.flush(socket).await;
                 }
-                Err(e) => tracing::debug!(worker = index, error = %e, "send_to"),
-            },
+            }
             Output::Event(SfuEvent::Closed {
                 peer,
                 role,
@@ -323,7 +332,10 @@ async fn drain(index: usize, sfu: &mut Sfu, socket: &UdpSocket, shared: &Shared)
             Output::Event(SfuEvent::ViewerLayerChanged { peer, layer, .. }) => {
                 shared.hub.viewer_layer(index, peer, layer);
             }
-            Output::Timeout(t) => return t,
+            Output::Timeout(t) => {
+                outbox.flush(socket).await;
+                return t;
+            }
         }
     }
 }
