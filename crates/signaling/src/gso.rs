@@ -104,15 +104,21 @@ impl Outbox {
         if train.len() > 1 && self.gso {
             match send_gso(socket, dest, seg, train).await {
                 Ok(()) => return,
-                Err(e) if e.raw_os_error() == Some(Errno::EIO as i32) => {
-                    // No segmentation offload here: fall back for good.
-                    tracing::info!(error = %e, "UDP GSO unavailable, sending datagrams one by one");
-                    self.gso = false;
-                }
                 Err(e) => {
-                    tracing::debug!(error = %e, to = %dest, "sendmsg");
-                    self.failed += train.len() as u64;
-                    return;
+                    let unsupported = [
+                        Errno::EIO,
+                        Errno::EINVAL,
+                        Errno::EOPNOTSUPP,
+                        Errno::ENOPROTOOPT,
+                    ]
+                    .iter()
+                    .any(|&n| e.raw_os_error() == Some(n as i32));
+                    if unsupported {
+                        // No segmentation offload here: one by one from now on.
+                        tracing::info!(error = %e, "UDP GSO unavailable, sending datagrams one by one");
+                        self.gso = false;
+                    }
+                    // Either way, try the datagrams one by one.
                 }
             }
         }
