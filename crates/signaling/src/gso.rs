@@ -101,7 +101,7 @@ impl Outbox {
         seg: usize,
         train: &[&[u8]],
     ) {
-        if train.len() > 1 && self.gso {
+        if train.len() > 1 && seg > 0 && self.gso {
             match send_gso(socket, dest, seg, train).await {
                 Ok(()) => return,
                 Err(e) => {
