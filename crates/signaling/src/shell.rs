@@ -11,10 +11,10 @@ use lumen_sfu::{
     SessionError, Sfu, SfuConfig, SfuEvent, StreamInfo, ViewerLayer,
 };
 use tokio::net::UdpSocket;
-
-use crate::gso::Outbox;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+use crate::gso::Outbox;
 
 /// Datagrams read in one go before the worker polls its outputs.
 const RECV_BATCH: usize = 64;
