@@ -21,6 +21,7 @@ use str0m::media::{Frequency, KeyframeRequestKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
+use super::gro;
 use super::procfs::{ProcSample, process_udp_drops, udp_drops_for_ports};
 use super::report::{Percentiles, TimelinePoint};
 use super::viewer::{RtpIn, ViewerStats};
@@ -132,6 +133,7 @@ pub struct Driver {
     viewers: Vec<ViewerSlot>,
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     buf: Vec<u8>,
+    cmsg: Vec<u8>,
     latencies: Vec<LatencySample>,
     window_latencies_us: Vec<u64>,
     send_errors: u64,
@@ -168,7 +170,8 @@ impl Driver {
                 commands,
                 viewers: Vec::new(),
                 timers: BinaryHeap::new(),
-                buf: vec![0u8; 2048],
+                buf: vec![0u8; gro::TRAIN_BUF],
+                cmsg: gro::cmsg_buffer(),
                 latencies: Vec::new(),
                 window_latencies_us: Vec::new(),
                 send_errors: 0,
@@ -275,6 +278,8 @@ impl Driver {
     fn add(&mut self, v: NewViewer) {
         let i = self.viewers.len();
         let local = v.socket.local_addr();
+        // Trains from a server sending with UDP_SEGMENT arrive whole.
+        gro::enable(&v.socket);
         let socket = UdpSocket::from_std(v.socket);
         let mut slot = ViewerSlot {
             id: v.id,
@@ -329,14 +334,16 @@ impl Driver {
                     Err(_) => return,
                 }
             }
-            match v.socket.recv_from(&mut self.buf) {
-                Ok((n, source)) => {
+            match gro::recv(&v.socket, &mut self.buf, &mut self.cmsg) {
+                Ok((n, source, segment)) => {
                     let now = Instant::now();
                     let local = v.local;
                     // Take the buffer out so `input` can borrow `self`.
                     let buf = std::mem::take(&mut self.buf);
-                    if let Ok(r) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
-                        self.input(i, Input::Receive(now, r), now);
+                    for d in gro::segments(&buf[..n], segment) {
+                        if let Ok(r) = Receive::new(Protocol::Udp, source, local, d) {
+                            self.input(i, Input::Receive(now, r), now);
+                        }
                     }
                     self.buf = buf;
                 }

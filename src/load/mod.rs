@@ -15,6 +15,7 @@
 
 mod cli;
 mod driver;
+mod gro;
 mod plot;
 mod procfs;
 mod report;
