@@ -8,11 +8,8 @@
 //! keyframes are rarer than that (browsers send them on request only) falls
 //! back to the keyframe request.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::media::Pt;
-use str0m::rtp::ExtensionValues;
 
 /// A cached keyframe older than this is not replayed.
 pub(crate) const GOP_MAX_AGE: Duration = Duration::from_millis(1000);
@@ -20,18 +17,9 @@ pub(crate) const GOP_MAX_AGE: Duration = Duration::from_millis(1000);
 const GOP_MAX_BYTES: usize = 1 << 20;
 const GOP_MAX_PACKETS: usize = 2048;
 
-/// One forwarded packet, as a viewer's Consumer needs it again.
-#[derive(Debug, Clone)]
-pub(crate) struct CachedPacket {
-    pub ssrc: u32,
-    /// Extended sequence number on the publisher's stream.
-    pub seq: u64,
-    pub pt: Pt,
-    pub timestamp: u32,
-    pub marker: bool,
-    pub payload: Arc<[u8]>,
-    pub ext: ExtensionValues,
-}
+/// One forwarded packet, as a viewer's Consumer needs it again (the
+/// packet as every Router forwards it).
+pub(crate) use crate::relay::RelayPacket as CachedPacket;
 
 /// The current group of pictures of one layer.
 #[derive(Debug, Default)]
@@ -85,9 +73,13 @@ impl GopCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use str0m::rtp::ExtensionValues;
 
     fn pkt(seq: u64, timestamp: u32, len: usize) -> CachedPacket {
         CachedPacket {
+            mid: str0m::media::Mid::from("1"),
+            rid: None,
+            at: Instant::now(),
             ssrc: 1,
             seq,
             pt: 96.into(),

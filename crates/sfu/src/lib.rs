@@ -27,6 +27,8 @@
 //!                 socket.send_to(&t.contents, t.destination).ok();
 //!             }
 //!             Output::Event(event) => println!("{event:?}"),
+//!             // With one worker there is nobody to relay to.
+//!             Output::Relay { .. } => {}
 //!             Output::Timeout(at) => break at,
 //!         }
 //!     };
@@ -53,6 +55,7 @@ mod layers;
 mod metrics;
 mod munger;
 mod peer;
+mod relay;
 mod router;
 mod sdp;
 mod worker;
@@ -64,6 +67,7 @@ pub use codec::{VideoCodec, is_keyframe_start};
 pub use keyframe::KeyframeRequester;
 pub use metrics::{BWE_BPS_BOUNDS, Histogram, Metrics, TTFF_MS_BOUNDS};
 pub use munger::{Munged, RtpMunger};
+pub use relay::RelayMessage;
 pub use str0m::net::Transmit;
 pub use worker::Sfu;
 
@@ -132,6 +136,14 @@ pub enum Output {
     Transmit(Transmit),
     /// Something signaling should know about.
     Event(SfuEvent),
+    /// Hand this to worker `to`'s [`Sfu::handle_relay`] (cross-worker
+    /// fan-out, see [`RelayMessage`]).
+    Relay {
+        /// The worker's index.
+        to: usize,
+        /// What to hand it.
+        message: RelayMessage,
+    },
     /// Nothing more to do until this time or the next input.
     Timeout(Instant),
 }

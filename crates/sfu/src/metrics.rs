@@ -18,6 +18,9 @@ pub struct Metrics {
     pub rtp_in: u64,
     /// RTP packets written towards viewers.
     pub rtp_forwarded: u64,
+    /// RTP packets handed to other workers for their viewers (one per
+    /// packet and mirror).
+    pub rtp_relayed: u64,
     /// Datagrams handed out for sending.
     pub datagrams_out: u64,
     /// Bytes handed out for sending.
@@ -55,6 +58,7 @@ impl Default for Metrics {
             dropped_rejected: 0,
             rtp_in: 0,
             rtp_forwarded: 0,
+            rtp_relayed: 0,
             datagrams_out: 0,
             bytes_out: 0,
             keyframe_requests_sent: 0,

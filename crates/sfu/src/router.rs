@@ -11,6 +11,7 @@ use str0m::media::{MediaKind, Mid, Rid};
 use crate::PeerId;
 use crate::codec::VideoCodec;
 use crate::layers::{Layer, LayerView};
+use crate::relay::{Mirror, Origin, RelayTrack};
 
 /// Handle of a router inside one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,6 +25,10 @@ pub(crate) struct Router {
     pub tracks: Vec<TrackIn>,
     /// When the last `StreamUpdated` went out.
     pub last_update: Option<Instant>,
+    /// Origin: the workers that mirror this stream for their viewers.
+    pub mirrors: Vec<Mirror>,
+    /// Mirror: the worker whose publisher feeds this Router.
+    pub origin: Option<Origin>,
 }
 
 /// One incoming track of the publisher.
@@ -36,6 +41,8 @@ pub(crate) struct TrackIn {
     pub layers: Vec<Layer>,
     /// Indexes into `layers`, best first.
     pub order: Vec<usize>,
+    /// The rids the offer announced (empty without simulcast).
+    pub rids: Vec<Rid>,
     keyframe_interval: Duration,
 }
 
@@ -50,11 +57,36 @@ impl Router {
             viewers: Vec::new(),
             tracks: Vec::new(),
             last_update: None,
+            mirrors: Vec::new(),
+            origin: None,
         }
     }
 
+    /// Nothing depends on it any more: it may be forgotten. (A mirror is
+    /// forgotten by detaching, never here.)
     pub fn is_empty(&self) -> bool {
-        self.publisher.is_none() && self.viewers.is_empty()
+        self.publisher.is_none()
+            && self.viewers.is_empty()
+            && self.mirrors.is_empty()
+            && self.origin.is_none()
+    }
+
+    /// Whether its publisher is attached, here or on its origin worker.
+    pub fn live(&self) -> bool {
+        self.publisher.is_some() || self.origin.is_some_and(|o| o.live)
+    }
+
+    /// Its tracks as a mirror rebuilds them.
+    pub fn describe(&self) -> Vec<RelayTrack> {
+        self.tracks
+            .iter()
+            .map(|t| RelayTrack {
+                mid: t.mid,
+                kind: t.kind,
+                params: t.params.clone(),
+                rids: t.rids.clone(),
+            })
+            .collect()
     }
 
     pub fn video(&self) -> Option<&TrackIn> {
@@ -68,7 +100,7 @@ impl Router {
             .unwrap_or_default();
         crate::StreamInfo {
             name: self.name.clone(),
-            live: self.publisher.is_some(),
+            live: self.live(),
             viewers: self.viewers.len(),
             layers,
         }
@@ -98,6 +130,7 @@ impl TrackIn {
             params,
             layers,
             order,
+            rids: rids.iter().take(MAX_LAYERS).copied().collect(),
             keyframe_interval,
         }
     }

@@ -10,7 +10,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 use super::Sfu;
 use crate::codec::{is_keyframe_start, picture_size};
-use crate::gop::CachedPacket;
+use crate::relay::{RelayBody, RelayMessage, RelayPacket};
 use crate::layers::{LAYER_TIMEOUT, LayerSelector};
 use crate::router::{RouterId, video_codec};
 use crate::{LayerReason, PeerId, SfuEvent, ViewerLayer};
@@ -19,7 +19,8 @@ use crate::{LayerReason, PeerId, SfuEvent, ViewerLayer};
 const UPDATE_EVERY: Duration = Duration::from_secs(2);
 
 impl Sfu {
-    /// Forwards the RTP packets collected while draining publishers.
+    /// Forwards the RTP packets collected while draining publishers, and
+    /// hands each mirroring worker its batch.
     pub(super) fn fan_out(&mut self) {
         for (router_id, kind) in std::mem::take(&mut self.pending_keyframe) {
             if kind == MediaKind::Video {
@@ -30,17 +31,42 @@ impl Sfu {
         for (pub_id, router_id, pkt) in pending {
             self.forward(pub_id, router_id, pkt);
         }
+        self.flush_relay();
     }
 
     fn forward(&mut self, pub_id: PeerId, router_id: RouterId, pkt: RtpPacket) {
-        let now = pkt.timestamp;
         let Some(publisher) = self.peers.get_mut(&pub_id) else {
             return;
         };
-        let ssrc = pkt.header.ssrc;
-        let Some((mid, rid)) = publisher.midrid_of(ssrc) else {
+        let Some((mid, rid)) = publisher.midrid_of(pkt.header.ssrc) else {
             return;
         };
+        let p = RelayPacket {
+            mid,
+            rid,
+            ssrc: *pkt.header.ssrc,
+            seq: *pkt.seq_no,
+            pt: pkt.header.payload_type,
+            timestamp: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            ext: ExtensionValues {
+                audio_level: pkt.header.ext_vals.audio_level,
+                voice_activity: pkt.header.ext_vals.voice_activity,
+                video_orientation: pkt.header.ext_vals.video_orientation,
+                ..Default::default()
+            },
+            payload: pkt.payload,
+            at: pkt.timestamp,
+        };
+        self.forward_packet(router_id, p, true);
+    }
+
+    /// Forwards one packet of a stream's publisher to the stream's viewers
+    /// on this worker (and, on its origin, queues it for the mirrors).
+    /// `local`: it came from a publisher on this worker.
+    pub(super) fn forward_packet(&mut self, router_id: RouterId, pkt: RelayPacket, local: bool) {
+        let now = pkt.at;
+        let (mid, rid, ssrc, pt) = (pkt.mid, pkt.rid, pkt.ssrc, pkt.pt);
         let Some(router) = self.routers.get_mut(&router_id) else {
             return;
         };
@@ -50,9 +76,10 @@ impl Sfu {
         let Some(li) = track.layer_index(rid) else {
             return;
         };
-        self.metrics.rtp_in += 1;
+        if local {
+            self.metrics.rtp_in += 1;
+        }
         let kind = track.kind;
-        let pt = pkt.header.payload_type;
         let codec = track
             .params
             .iter()
@@ -62,14 +89,14 @@ impl Sfu {
 
         // Measure the layer.
         let layer = &mut track.layers[li];
-        layer.ssrc = Some(ssrc);
+        layer.ssrc = Some(ssrc.into());
         layer.last_packet = Some(now);
         let woke = !layer.active;
         layer.active = true;
         let window_closed = layer.meter.add(
             now,
             pkt.payload.len() + 12,
-            pkt.header.marker || kind != MediaKind::Video,
+            pkt.marker || kind != MediaKind::Video,
         );
         if is_key {
             layer.keyframes.keyframe_received();
@@ -113,12 +140,6 @@ impl Sfu {
                 .push_back(crate::Output::Event(SfuEvent::StreamUpdated(router.info())));
         }
 
-        let ext = ExtensionValues {
-            audio_level: pkt.header.ext_vals.audio_level,
-            voice_activity: pkt.header.ext_vals.voice_activity,
-            video_orientation: pkt.header.ext_vals.video_orientation,
-            ..Default::default()
-        };
         let mut needs_keyframe: Vec<Option<Rid>> = Vec::new();
         for vid in &router.viewers {
             let Some(v) = self.peers.get_mut(vid) else {
@@ -155,7 +176,7 @@ impl Sfu {
             }
             let Some(m) = c
                 .munger
-                .munge(now, *ssrc, *pkt.seq_no, pkt.header.timestamp)
+                .munge(now, ssrc, pkt.seq, pkt.timestamp)
             else {
                 continue;
             };
@@ -166,9 +187,9 @@ impl Sfu {
             };
             tx.write_rtp(
                 RtpWrite::new(map.to, m.seq.into(), m.timestamp, now, pkt.payload.clone())
-                    .marker(pkt.header.marker)
+                    .marker(pkt.marker)
                     .nackable(kind == MediaKind::Video)
-                    .ext_vals(ext.clone()),
+                    .ext_vals(pkt.ext.clone()),
             );
             self.metrics.rtp_forwarded += 1;
             if !v.dirty {
@@ -182,19 +203,14 @@ impl Sfu {
         {
             // Kept after the fan-out: a viewer started from the cache must
             // not get this packet twice.
-            track.layers[li].gop.push(
-                now,
-                is_key,
-                CachedPacket {
-                    ssrc: *ssrc,
-                    seq: *pkt.seq_no,
-                    pt,
-                    timestamp: pkt.header.timestamp,
-                    marker: pkt.header.marker,
-                    payload: pkt.payload.clone(),
-                    ext,
-                },
-            );
+            track.layers[li].gop.push(now, is_key, pkt.clone());
+        }
+        if !router.mirrors.is_empty() {
+            let mirrors: Vec<usize> = router.mirrors.iter().map(|m| m.worker).collect();
+            let stream = router.name.clone();
+            for w in mirrors {
+                self.relay_packet(w, &stream, pkt.clone());
+            }
         }
         for r in needs_keyframe {
             self.request_layer_keyframe(router_id, r, now);
@@ -409,7 +425,7 @@ impl Sfu {
     }
 
     /// Someone needs a keyframe of the video layer `rid`.
-    fn request_layer_keyframe(&mut self, router_id: RouterId, rid: Option<Rid>, now: Instant) {
+    pub(super) fn request_layer_keyframe(&mut self, router_id: RouterId, rid: Option<Rid>, now: Instant) {
         let Some(layer) = self
             .routers
             .get_mut(&router_id)
@@ -432,6 +448,17 @@ impl Sfu {
         };
         let mid = track.mid;
         let Some(pub_id) = router.publisher else {
+            // A mirror asks its origin, which asks the publisher.
+            if let Some(o) = router.origin.filter(|o| o.live) {
+                let message = RelayMessage {
+                    stream: router.name.clone(),
+                    body: RelayBody::Keyframe(rid),
+                };
+                self.out.push_back(crate::Output::Relay {
+                    to: o.worker,
+                    message,
+                });
+            }
             return;
         };
         let Some(p) = self.peers.get_mut(&pub_id) else {

@@ -23,6 +23,7 @@ use crate::{
 };
 
 mod forward;
+mod relay;
 mod session;
 
 /// How far ahead `poll_output` may say "nothing to do" when no peer has a timer.
@@ -45,6 +46,11 @@ pub struct Sfu {
     pending_rtp: Vec<(PeerId, RouterId, RtpPacket)>,
     pending_keyframe: Vec<(RouterId, MediaKind)>,
     pending_reselect: Vec<(RouterId, PeerId)>,
+    /// Packets for mirroring workers gathered during one fan-out: (worker,
+    /// stream, packets).
+    relay_batches: Vec<(usize, String, Vec<crate::relay::RelayPacket>)>,
+    next_generation: u64,
+    last_sweep: Instant,
     to_close: Vec<(PeerId, CloseReason)>,
     last_now: Instant,
     metrics: Metrics,
@@ -78,6 +84,9 @@ impl Sfu {
             pending_rtp: Vec::new(),
             pending_keyframe: Vec::new(),
             pending_reselect: Vec::new(),
+            relay_batches: Vec::new(),
+            next_generation: 1,
+            last_sweep: now,
             to_close: Vec::new(),
             last_now: now,
             metrics: Metrics::default(),
@@ -107,6 +116,11 @@ impl Sfu {
         self.peers.keys().copied().collect()
     }
 
+    /// How many peers this worker serves.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
     /// Whether the peer exists on this worker.
     pub fn has_peer(&self, peer: PeerId) -> bool {
         self.peers.contains_key(&peer)
@@ -117,6 +131,7 @@ impl Sfu {
         match input {
             Input::Timeout(now) => {
                 self.advance(now);
+                self.sweep_mirrors(now);
                 while let Some(Reverse((t, id))) = self.timers.peek().copied() {
                     if t > now {
                         break;
@@ -453,22 +468,31 @@ impl Sfu {
         self.by_ufrag.remove(&p.ufrag);
         self.metrics.peers_closed += 1;
         if let Some(router) = self.routers.get_mut(&p.router) {
+            let mut went_offline = false;
             match p.role {
                 Role::Publisher => {
                     if router.publisher == Some(id) {
                         router.publisher = None;
                         router.tracks.clear();
+                        went_offline = true;
                     }
                 }
                 Role::Viewer => router.viewers.retain(|v| *v != id),
             }
             let info = router.info();
+            let unused_mirror = router.origin.is_some() && router.viewers.is_empty();
             if router.is_empty() {
                 self.router_names.remove(&router.name);
                 self.routers.remove(&p.router);
             }
             self.out
                 .push_back(Output::Event(SfuEvent::StreamUpdated(info)));
+            if went_offline {
+                self.send_source(p.router, false);
+            }
+            if unused_mirror {
+                self.detach(p.router);
+            }
         }
         self.out.push_back(Output::Event(SfuEvent::Closed {
             peer: id,

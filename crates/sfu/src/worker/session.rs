@@ -82,31 +82,15 @@ impl Sfu {
 
         let router_id = self.router_for(stream);
         let id = self.add_peer(rtc, ufrag, Role::Publisher, router_id, stream);
-        let mut incompatible = Vec::new();
         if let Some(router) = self.routers.get_mut(&router_id) {
             router.publisher = Some(id);
             router.tracks = tracks;
-            // Viewers that waited through a publisher change follow the new one.
-            for vid in &router.viewers {
-                let Some(v) = self.peers.get_mut(vid) else {
-                    continue;
-                };
-                let mut any = false;
-                for c in &mut v.consumers {
-                    if let Some(t) = router.tracks.iter().find(|t| t.kind == c.kind) {
-                        any |= c.bind(&t.params);
-                    } else {
-                        c.pt_map.clear();
-                    }
-                }
-                if !any {
-                    incompatible.push(*vid);
-                }
-            }
         }
-        for vid in incompatible {
+        // Viewers that waited through a publisher change follow the new one.
+        for vid in self.rebind_viewers(router_id) {
             self.close_peer(vid, CloseReason::Incompatible);
         }
+        self.send_source(router_id, true);
         self.stream_updated(router_id);
         Ok(SessionAnswer {
             peer: id,
@@ -129,7 +113,7 @@ impl Sfu {
         let Some(router) = self.routers.get(&router_id) else {
             return Err(SessionError::NotLive(stream.to_string()));
         };
-        if router.publisher.is_none() {
+        if !router.live() {
             return Err(SessionError::NotLive(stream.to_string()));
         }
         // A bandwidth estimate only matters when there are layers to choose from.

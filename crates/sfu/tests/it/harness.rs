@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lumen_sfu::{Input, Output, PeerId, SessionError, Sfu, SfuConfig, SfuEvent};
+use lumen_sfu::{Input, Output, PeerId, RelayMessage, SessionError, Sfu, SfuConfig, SfuEvent};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{
@@ -68,6 +68,14 @@ pub struct Browser {
     down: Netem<Packet>,
 }
 
+/// Another worker of the node.
+pub struct Worker {
+    pub sfu: Sfu,
+    pub addr: SocketAddr,
+    pub events: Vec<SfuEvent>,
+    timeout: Instant,
+}
+
 pub struct World {
     pub start: Instant,
     pub now: Instant,
@@ -76,6 +84,11 @@ pub struct World {
     pub browsers: Vec<Browser>,
     pub sfu_events: Vec<SfuEvent>,
     sfu_timeout: Instant,
+    /// More workers of the same node (worker `k` is `workers[k - 1]`;
+    /// worker 0 is `sfu`), fed by cross-worker relay messages.
+    pub workers: Vec<Worker>,
+    /// Relay messages in flight: (from, to, message), in order.
+    relay: std::collections::VecDeque<(usize, usize, RelayMessage)>,
     seed: u64,
     stuck: u32,
 }
@@ -92,9 +105,63 @@ impl World {
             browsers: Vec::new(),
             sfu_events: Vec::new(),
             sfu_timeout: start,
+            workers: Vec::new(),
+            relay: Default::default(),
             seed,
             stuck: 0,
         }
+    }
+
+    /// Adds a worker to the node; returns its index.
+    pub fn add_worker(&mut self) -> usize {
+        let k = self.workers.len() + 1;
+        let addr = SocketAddr::from((Ipv4Addr::new(10, 0, 0, 1), 8000 + k as u16));
+        self.workers.push(Worker {
+            sfu: Sfu::new(SfuConfig::new(vec![addr]), self.now),
+            addr,
+            events: Vec::new(),
+            timeout: self.now,
+        });
+        k
+    }
+
+    /// Worker `k`'s SFU.
+    pub fn node(&mut self, k: usize) -> &mut Sfu {
+        if k == 0 {
+            &mut self.sfu
+        } else {
+            &mut self.workers[k - 1].sfu
+        }
+    }
+
+    /// A viewer of `stream` on worker `k`, fed by worker 0 (the origin),
+    /// as signaling places one: attach a mirror, hand over what the origin
+    /// produced, then subscribe.
+    pub fn viewer_on(
+        &mut self,
+        k: usize,
+        stream: &str,
+        down: NetemConfig,
+    ) -> Result<usize, SessionError> {
+        if k != 0 {
+            let now = self.now;
+            self.sfu.attach_mirror(now, stream, k)?;
+            self.drain();
+        }
+        let i = self.new_browser(NetemConfig::new(), down);
+        let b = &mut self.browsers[i];
+        let mut api = b.rtc.sdp_api();
+        let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("changes");
+        b.video_mid = Some(video);
+        b.audio_mid = Some(audio);
+        let now = self.now;
+        let answer = self
+            .node(k)
+            .subscribe(now, stream, &offer.to_sdp_string())?;
+        self.finish(i, pending, &answer.answer_sdp, answer.peer);
+        Ok(i)
     }
 
     fn new_browser(&mut self, link_up: NetemConfig, link_down: NetemConfig) -> usize {
@@ -196,19 +263,7 @@ impl World {
 
     /// A browser that watches `stream`, over a link with the given conditions.
     pub fn viewer(&mut self, stream: &str, down: NetemConfig) -> Result<usize, SessionError> {
-        let i = self.new_browser(NetemConfig::new(), down);
-        let b = &mut self.browsers[i];
-        let mut api = b.rtc.sdp_api();
-        let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-        let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        let (offer, pending) = api.apply().expect("changes");
-        b.video_mid = Some(video);
-        b.audio_mid = Some(audio);
-        let answer = self
-            .sfu
-            .subscribe(self.now, stream, &offer.to_sdp_string())?;
-        self.finish(i, pending, &answer.answer_sdp, answer.peer);
-        Ok(i)
+        self.viewer_on(0, stream, down)
     }
 
     fn finish(&mut self, i: usize, pending: SdpPendingOffer, answer: &str, peer: PeerId) {
@@ -245,6 +300,9 @@ impl World {
     fn step(&mut self, until: Instant) {
         // The next thing that happens, anywhere.
         let mut next = until.min(self.sfu_timeout);
+        for w in &self.workers {
+            next = next.min(w.timeout);
+        }
         for b in &self.browsers {
             next = next
                 .min(b.next_timeout)
@@ -288,12 +346,16 @@ impl World {
                 }
             }
             for p in to_sfu {
-                self.sfu.handle_input(Input::Receive {
+                let input = Input::Receive {
                     now,
                     source: p.from,
                     destination: p.to,
                     data: &p.data,
-                });
+                };
+                match self.workers.iter_mut().find(|w| w.addr == p.to) {
+                    Some(w) => w.sfu.handle_input(input),
+                    None => self.sfu.handle_input(input),
+                }
             }
             let b = &mut self.browsers[i];
             for p in to_browser {
@@ -312,6 +374,11 @@ impl World {
         if now >= self.sfu_timeout {
             self.sfu.handle_input(Input::Timeout(now));
         }
+        for w in &mut self.workers {
+            if now >= w.timeout {
+                w.sfu.handle_input(Input::Timeout(now));
+            }
+        }
         for b in &mut self.browsers {
             if now >= b.next_timeout {
                 let _ = b.rtc.handle_input(str0m::Input::Timeout(now));
@@ -327,7 +394,28 @@ impl World {
     fn drain(&mut self) {
         let now = self.now;
         loop {
-            match self.sfu.poll_output() {
+            for k in 0..=self.workers.len() {
+                self.drain_node(k, now);
+            }
+            if self.relay.is_empty() {
+                break;
+            }
+            // Between workers, in order, as through the shell's channels.
+            while let Some((from, to, m)) = self.relay.pop_front() {
+                if to <= self.workers.len() {
+                    self.node(to).handle_relay(now, from, m);
+                }
+            }
+        }
+        for b in &mut self.browsers {
+            b.drain(now);
+        }
+    }
+
+    fn drain_node(&mut self, k: usize, now: Instant) {
+        loop {
+            let out = self.node(k).poll_output();
+            match out {
                 Output::Transmit(t) => {
                     if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == t.destination) {
                         let p = Packet {
@@ -338,15 +426,18 @@ impl World {
                         b.down.handle_input(str0m_netem::Input::Packet(now, p));
                     }
                 }
-                Output::Event(e) => self.sfu_events.push(e),
+                Output::Event(e) if k == 0 => self.sfu_events.push(e),
+                Output::Event(e) => self.workers[k - 1].events.push(e),
+                Output::Relay { to, message } => self.relay.push_back((k, to, message)),
                 Output::Timeout(t) => {
-                    self.sfu_timeout = t;
+                    if k == 0 {
+                        self.sfu_timeout = t;
+                    } else {
+                        self.workers[k - 1].timeout = t;
+                    }
                     break;
                 }
             }
-        }
-        for b in &mut self.browsers {
-            b.drain(now);
         }
     }
 }

@@ -9,3 +9,4 @@ mod live;
 mod loss;
 mod sessions;
 mod simulcast;
+mod workers;
