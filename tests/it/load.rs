@@ -92,3 +92,77 @@ fn ceiling_bench_gives_positive_rates() {
         "no datagram reached the draining socket"
     );
 }
+
+/// With `worker_spread` 0 a stream's viewers go to every worker: those on
+/// the worker without the publisher are fed through a mirror, and receive
+/// the same stream as the others, without loss. The API counts the viewers
+/// of every worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_spread_over_workers_receive_the_stream() {
+    let server = crate::support::start_server_with(|c| c.worker_spread = 0).await;
+    let base = server.http_url();
+    let viewers = 6;
+    let options = LoadOptions {
+        whep_url: format!("{base}/whep/spread"),
+        token: None,
+        viewers,
+        ramp_per_sec: 20.0,
+        duration: Duration::from_secs(4),
+        publish: Some(PublishSpec {
+            whip_url: format!("{base}/whip/spread"),
+            width: 320,
+            height: 180,
+            fps: 30,
+            bitrate_bps: 300_000,
+            simulcast: false,
+        }),
+        server_pid: None,
+        progress: false,
+    };
+    let run = tokio::spawn(run(options));
+    // While they watch: one stream, all of its viewers.
+    let mut seen = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = reqwest::get(format!("{base}/api/streams/spread"))
+            .await
+            .expect("GET stream")
+            .text()
+            .await
+            .expect("body");
+        if seen.contains(&format!("\"viewers\":{viewers}")) {
+            break;
+        }
+    }
+    assert!(
+        seen.contains(&format!("\"viewers\":{viewers}")),
+        "the API does not count every worker's viewers: {seen}"
+    );
+    let report = run.await.expect("the task").expect("the load run");
+    let table = report.table();
+    assert_eq!(report.viewers_connected, viewers, "{table}");
+    assert_eq!(report.viewers_with_keyframe, viewers, "{table}");
+    for (i, v) in report.viewers.iter().enumerate() {
+        assert!(v.packets > 0, "viewer {i} received nothing: {v:?}");
+        assert!(v.latency_samples > 0, "viewer {i} read no SEI: {v:?}");
+    }
+    assert_eq!(report.packets_lost, 0, "{table}");
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert!(
+        value("lumen_rtp_packets_relayed_total") > 0,
+        "nothing went through another worker"
+    );
+    assert_eq!(value("lumen_relay_batches_dropped_total"), 0);
+    server.stop().await;
+}

@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-
 /// A cached keyframe older than this is not replayed.
 pub(crate) const GOP_MAX_AGE: Duration = Duration::from_millis(1000);
 /// A group of pictures bigger than this is not kept (about 3 s at 2.5 Mbit/s).

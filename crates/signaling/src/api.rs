@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::http::{AppState, check_stream_name};
-use crate::shell::Command;
+use crate::shell::merge_streams;
 use crate::{prom, web};
 
 #[derive(Serialize)]
@@ -55,15 +55,12 @@ impl StreamJson {
 }
 
 pub(crate) async fn list_streams(State(st): State<Arc<AppState>>) -> Response {
-    let mut streams: Vec<StreamJson> = st
-        .snapshots()
-        .await
-        .into_iter()
-        .flat_map(|s| s.streams)
-        .filter(|s| s.live)
-        .map(StreamJson::from_info)
-        .collect();
-    streams.sort_by(|a, b| a.name.cmp(&b.name));
+    let streams: Vec<StreamJson> =
+        merge_streams(st.snapshots().await.into_iter().flat_map(|s| s.streams))
+            .into_iter()
+            .filter(|s| s.live)
+            .map(StreamJson::from_info)
+            .collect();
     axum::Json(streams).into_response()
 }
 
@@ -72,12 +69,15 @@ pub(crate) async fn one_stream(
     Path(stream): Path<String>,
 ) -> Result<Response, ApiError> {
     check_stream_name(&stream)?;
-    let worker = st.worker_for(&stream);
-    let snap = st.ask(worker, |reply| Command::Snapshot { reply }).await?;
-    let s = snap
-        .streams
+    // Its viewers may be on every worker.
+    let parts = st
+        .snapshots()
+        .await
         .into_iter()
-        .find(|s| s.name == stream)
+        .flat_map(|s| s.streams)
+        .filter(|s| s.name == stream);
+    let s = merge_streams(parts)
+        .pop()
         .map(StreamJson::from_info)
         .unwrap_or(StreamJson {
             name: stream,

@@ -44,6 +44,7 @@ pub(crate) struct AppState {
     /// Turns true when the server shuts down (event streams then say `reconnect`).
     pub(crate) stop: watch::Receiver<bool>,
     ice_servers: Vec<String>,
+    worker_spread: usize,
 }
 
 impl AppState {
@@ -53,8 +54,10 @@ impl AppState {
         hub: Arc<Hub>,
         stop: watch::Receiver<bool>,
         ice_servers: Vec<String>,
+        worker_spread: usize,
     ) -> Self {
         AppState {
+            worker_spread,
             workers,
             sessions,
             hub,
@@ -71,6 +74,26 @@ impl AppState {
             h = h.wrapping_mul(0x100000001b3);
         }
         (h % self.workers.len().max(1) as u64) as usize
+    }
+
+    /// Where a new viewer of a stream whose publisher is on `origin` goes:
+    /// the origin, unless it has `worker_spread` more peers than the least
+    /// busy worker.
+    pub(crate) fn viewer_worker(&self, origin: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let load = |i: usize| self.workers[i].load.load(Ordering::Relaxed);
+        let Some(least) = (0..self.workers.len()).min_by_key(|&i| (load(i), i != origin)) else {
+            return origin;
+        };
+        let chosen = if load(origin) <= load(least) + self.worker_spread {
+            origin
+        } else {
+            least
+        };
+        // Counted at once, so a burst of offers does not all see the same
+        // figures (the worker stores its own count after each command).
+        self.workers[chosen].load.fetch_add(1, Ordering::Relaxed);
+        chosen
     }
 
     pub(crate) async fn ask<T>(
@@ -298,7 +321,24 @@ async fn create_session(
     check_stream_name(&stream)?;
     require_content_type(&headers, "application/sdp")?;
     let offer = read_text(&headers, body).await?;
-    let worker = st.worker_for(&stream);
+    let mut worker = st.worker_for(&stream);
+    if kind == Kind::Whep && st.workers.len() > 1 {
+        let chosen = st.viewer_worker(worker);
+        if chosen != worker {
+            let s = stream.clone();
+            let attached = st
+                .ask(worker, move |reply| Command::AttachMirror {
+                    stream: s,
+                    worker: chosen,
+                    reply,
+                })
+                .await?;
+            // Not live: the origin itself answers why.
+            if attached.is_ok() {
+                worker = chosen;
+            }
+        }
+    }
     let (s, o) = (stream.clone(), offer.clone());
     let answer: Result<SessionAnswer, SessionError> = st
         .ask(worker, move |reply| match kind {

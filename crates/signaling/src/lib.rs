@@ -2,8 +2,10 @@
 //!
 //! [`start`] binds one UDP socket per SFU worker and the HTTP listener, and
 //! serves WHIP (RFC 9725), WHEP, the REST API, Prometheus metrics and the
-//! embedded web client. Every stream is pinned to one worker, chosen by a hash
-//! of its name, so a stream's publisher and viewers share one `Sfu`.
+//! embedded web client. Every stream's publisher is pinned to one worker,
+//! chosen by a hash of its name; its viewers join that worker until it is
+//! busier than the others (see [`Config::worker_spread`]), then the least
+//! busy one, which the publisher's worker feeds through a mirror.
 #![deny(missing_docs)]
 
 mod api;
@@ -46,7 +48,17 @@ pub struct Config {
     pub ice_servers: Vec<String>,
     /// Number of SFU workers (default: one per core).
     pub workers: usize,
+    /// How many more peers a stream's own worker may have than the least
+    /// busy one before its new viewers go to another worker (fed by the
+    /// stream's worker through a mirror). 0 spreads every stream's viewers
+    /// over all workers; a small stream stays on one worker by default.
+    pub worker_spread: usize,
 }
+
+/// Default of [`Config::worker_spread`]: a stream's first few dozen viewers
+/// share its publisher's worker (no hand-over between threads); a bigger
+/// audience spreads over every core.
+pub const DEFAULT_WORKER_SPREAD: usize = 32;
 
 impl Config {
     /// Embedded defaults: HTTP on 127.0.0.1:8080, media on UDP 8000+, one
@@ -60,6 +72,7 @@ impl Config {
             data_dir: PathBuf::from("lumen-data"),
             ice_servers: Vec::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            worker_spread: DEFAULT_WORKER_SPREAD,
         }
     }
 
@@ -161,6 +174,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut tasks = Vec::new();
     let mut workers = Vec::new();
     let mut rtc_addrs = Vec::new();
+    let mut links = shell::relay_links(config.workers.max(1)).into_iter();
     for i in 0..config.workers.max(1) {
         let mut addr = config.rtc_addr;
         if addr.port() != 0 {
@@ -203,10 +217,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         };
         let announced = SocketAddr::new(config.public_ip.unwrap_or(local.ip()), port);
         rtc_addrs.push(local);
+        let Some(link) = links.next() else {
+            break;
+        };
         let (handle, task) = shell::spawn_worker(
             i,
             socket,
             announced,
+            link,
             sessions.clone(),
             hub.clone(),
             stop_rx.clone(),
@@ -220,6 +238,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hub,
         stop_rx.clone(),
         config.ice_servers.clone(),
+        config.worker_spread,
     ));
     let listener = TcpListener::bind(config.http_addr)
         .await

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::shell::Snapshot;
+use crate::shell::{Snapshot, merge_streams};
 
 pub(crate) fn render(snaps: &[Snapshot]) -> String {
     let mut out = String::new();
@@ -37,6 +37,16 @@ pub(crate) fn render(snaps: &[Snapshot]) -> String {
             "lumen_rtp_packets_forwarded_total",
             "RTP packets forwarded to viewers",
             sum(|m| m.rtp_forwarded),
+        ),
+        (
+            "lumen_rtp_packets_relayed_total",
+            "RTP packets handed to another worker for its viewers",
+            sum(|m| m.rtp_relayed),
+        ),
+        (
+            "lumen_relay_batches_dropped_total",
+            "batches of packets for another worker dropped because its queue was full",
+            snaps.iter().map(|s| s.relay_dropped).sum(),
         ),
         (
             "lumen_keyframe_requests_sent_total",
@@ -132,23 +142,16 @@ pub(crate) fn render(snaps: &[Snapshot]) -> String {
         out,
         "# HELP lumen_stream_viewers viewers attached to a stream\n# TYPE lumen_stream_viewers gauge"
     );
-    for s in snaps.iter().flat_map(|s| &s.streams) {
+    let streams = merge_streams(snaps.iter().flat_map(|s| s.streams.iter().cloned()));
+    for s in &streams {
         let _ = writeln!(
             out,
             "lumen_stream_viewers{{stream=\"{}\"}} {}",
             s.name, s.viewers
         );
     }
-    let live = snaps
-        .iter()
-        .flat_map(|s| &s.streams)
-        .filter(|s| s.live)
-        .count();
-    let viewers: usize = snaps
-        .iter()
-        .flat_map(|s| &s.streams)
-        .map(|s| s.viewers)
-        .sum();
+    let live = streams.iter().filter(|s| s.live).count();
+    let viewers: usize = streams.iter().map(|s| s.viewers).sum();
     let _ = writeln!(
         out,
         "# HELP lumen_sessions active sessions by kind\n# TYPE lumen_sessions gauge\n\

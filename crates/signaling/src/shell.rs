@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lumen_sfu::{
-    IceCredentials, Input, LayerRequest, Metrics, Output, PeerId, Role, SessionAnswer,
-    SessionError, Sfu, SfuConfig, SfuEvent, StreamInfo, ViewerLayer,
+    IceCredentials, Input, LayerRequest, Metrics, Output, PeerId, RelayMessage, Role,
+    SessionAnswer, SessionError, Sfu, SfuConfig, SfuEvent, StreamInfo, ViewerLayer,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -18,6 +19,14 @@ use crate::gso::Outbox;
 
 /// Datagrams read in one go before the worker polls its outputs.
 const RECV_BATCH: usize = 64;
+/// Relay messages (each a batch of packets) queued towards one worker
+/// before more are dropped.
+pub(crate) const RELAY_QUEUE: usize = 1024;
+/// Relay messages taken in one go.
+const RELAY_BATCH: usize = 64;
+
+/// A message from worker `.0` to another.
+pub(crate) type Relayed = (usize, RelayMessage);
 
 /// A command for a worker; each carries the channel for its answer.
 pub(crate) enum Command {
@@ -48,6 +57,13 @@ pub(crate) enum Command {
     },
     Snapshot {
         reply: oneshot::Sender<Snapshot>,
+    },
+    /// On a stream's origin: feed worker `worker` with the stream so it can
+    /// take viewers. Answered once the first messages are on their way.
+    AttachMirror {
+        stream: String,
+        worker: usize,
+        reply: oneshot::Sender<Result<(), SessionError>>,
     },
     /// Pins a viewer's video layer or returns it to automatic; answers with
     /// the viewer's layer state afterwards.
@@ -87,6 +103,9 @@ pub(crate) struct Snapshot {
     pub metrics: Metrics,
     pub streams: Vec<StreamInfo>,
     pub busy_ratio: f64,
+    /// Relay messages this worker could not hand to another (its queue was
+    /// full), and the packets in them.
+    pub relay_dropped: u64,
 }
 
 /// The signaling side's handle on one worker.
@@ -94,6 +113,8 @@ pub(crate) struct Snapshot {
 pub(crate) struct WorkerHandle {
     pub tx: mpsc::Sender<Command>,
     pub announced: SocketAddr,
+    /// Peers on the worker, as it last counted them.
+    pub load: Arc<AtomicUsize>,
 }
 
 /// WHIP/WHEP sessions by id. The HTTP side adds them; a worker removes the
@@ -126,19 +147,57 @@ pub(crate) struct SessionEntry {
 /// feed one wake-up, and a slow reader can never lag behind.
 #[derive(Default)]
 pub(crate) struct Hub {
-    streams: Mutex<HashMap<String, watch::Sender<Option<StreamInfo>>>>,
+    streams: Mutex<HashMap<String, StreamFeed>>,
     viewers: Mutex<HashMap<(usize, PeerId), ViewerFeed>>,
 }
 
 /// The latest layer state of one viewer, for its event feed.
 type ViewerFeed = watch::Sender<Option<ViewerLayer>>;
 
+/// One stream's state as each worker that has it last said, and the
+/// merged state its followers see.
+struct StreamFeed {
+    tx: watch::Sender<Option<StreamInfo>>,
+    parts: Vec<(usize, StreamInfo)>,
+}
+
+impl StreamFeed {
+    fn new() -> Self {
+        StreamFeed {
+            tx: watch::Sender::new(None),
+            parts: Vec::new(),
+        }
+    }
+}
+
+/// A stream as the whole node serves it, from what each worker has of it
+/// (the origin's publisher, the viewers of every worker).
+pub(crate) fn merge_streams(infos: impl IntoIterator<Item = StreamInfo>) -> Vec<StreamInfo> {
+    let mut out: Vec<StreamInfo> = Vec::new();
+    for info in infos {
+        match out.iter_mut().find(|s| s.name == info.name) {
+            None => out.push(info),
+            Some(s) => {
+                s.viewers += info.viewers;
+                // Layers as the live worker that sees the most of them measures.
+                if info.live && (!s.live || info.layers.len() > s.layers.len()) {
+                    s.layers = info.layers;
+                }
+                s.live |= info.live;
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 impl Hub {
     /// Follows a stream's state; the current value counts as seen.
     pub fn watch_stream(&self, name: &str) -> watch::Receiver<Option<StreamInfo>> {
         lock(&self.streams)
             .entry(name.to_string())
-            .or_insert_with(|| watch::Sender::new(None))
+            .or_insert_with(StreamFeed::new)
+            .tx
             .subscribe()
     }
 
@@ -154,27 +213,29 @@ impl Hub {
             .map(watch::Sender::subscribe)
     }
 
-    fn stream_updated(&self, info: StreamInfo) {
+    fn stream_updated(&self, worker: usize, info: StreamInfo) {
         let mut map = lock(&self.streams);
+        let name = info.name.clone();
+        let feed = map.entry(name.clone()).or_insert_with(StreamFeed::new);
+        feed.parts.retain(|(w, _)| *w != worker);
+        if info.live || info.viewers > 0 {
+            feed.parts.push((worker, info.clone()));
+        }
+        let merged = merge_streams(feed.parts.iter().map(|(_, i)| i.clone()))
+            .pop()
+            .unwrap_or(StreamInfo {
+                live: false,
+                viewers: 0,
+                layers: Vec::new(),
+                ..info
+            });
         // A stream nobody publishes, watches or follows is forgotten, so the
         // map does not grow with every name ever used.
-        if !info.live
-            && info.viewers == 0
-            && map
-                .get(&info.name)
-                .is_some_and(|tx| tx.receiver_count() == 0)
-        {
-            map.remove(&info.name);
+        if feed.parts.is_empty() && feed.tx.receiver_count() == 0 {
+            map.remove(&name);
             return;
         }
-        match map.get(&info.name) {
-            Some(tx) => {
-                tx.send_replace(Some(info));
-            }
-            None => {
-                map.insert(info.name.clone(), watch::Sender::new(Some(info)));
-            }
-        }
+        feed.tx.send_replace(Some(merged));
     }
 
     fn viewer_added(&self, worker: usize, peer: PeerId) {
@@ -219,33 +280,74 @@ impl Sessions {
     }
 }
 
+/// A worker's ends of the relay channels between workers.
+pub(crate) struct RelayLinks {
+    /// Messages for this worker.
+    pub rx: mpsc::Receiver<Relayed>,
+    /// Senders to every worker, by index (its own included, unused).
+    pub to: Vec<mpsc::Sender<Relayed>>,
+}
+
+/// One bounded channel per worker, and each worker's links.
+pub(crate) fn relay_links(workers: usize) -> Vec<RelayLinks> {
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(RELAY_QUEUE)).unzip();
+    rxs.into_iter()
+        .map(|rx| RelayLinks {
+            rx,
+            to: txs.clone(),
+        })
+        .collect()
+}
+
 pub(crate) fn spawn_worker(
     index: usize,
     socket: UdpSocket,
     announced: SocketAddr,
+    links: RelayLinks,
     sessions: Arc<Sessions>,
     hub: Arc<Hub>,
     stop: watch::Receiver<bool>,
 ) -> (WorkerHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
     let sfu = Sfu::new(SfuConfig::new(vec![announced]), Instant::now());
-    let shared = Shared { sessions, hub };
-    let task = tokio::spawn(run(index, sfu, socket, announced, rx, shared, stop));
-    (WorkerHandle { tx, announced }, task)
+    let load = Arc::new(AtomicUsize::new(0));
+    let shared = Shared {
+        sessions,
+        hub,
+        relay_to: links.to,
+        relay_dropped: AtomicU64::new(0),
+        load: load.clone(),
+    };
+    let task = tokio::spawn(run(
+        index, sfu, socket, announced, rx, links.rx, shared, stop,
+    ));
+    (
+        WorkerHandle {
+            tx,
+            announced,
+            load,
+        },
+        task,
+    )
 }
 
-/// What a worker shares with the HTTP side.
+/// What a worker shares with the HTTP side and the other workers.
 struct Shared {
     sessions: Arc<Sessions>,
     hub: Arc<Hub>,
+    relay_to: Vec<mpsc::Sender<Relayed>>,
+    relay_dropped: AtomicU64,
+    load: Arc<AtomicUsize>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     index: usize,
     mut sfu: Sfu,
     socket: UdpSocket,
     announced: SocketAddr,
     mut rx: mpsc::Receiver<Command>,
+    mut relay_rx: mpsc::Receiver<Relayed>,
     shared: Shared,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -256,16 +358,44 @@ async fn run(
     loop {
         let work_start = Instant::now();
         let deadline = drain(index, &mut sfu, &socket, &mut outbox, &shared).await;
+        shared.load.store(sfu.peer_count(), Ordering::Relaxed);
         busy += work_start.elapsed();
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
         tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            // (The guard wait_for returns must not live across an await.)
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => break,
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 let t = Instant::now();
+                // What other workers sent first: an attach that preceded
+                // this command (a viewer's offer) must be in place.
+                while let Ok((from, m)) = relay_rx.try_recv() {
+                    sfu.handle_relay(Instant::now(), from, m);
+                }
                 let busy_ratio = busy.as_secs_f64() / started.elapsed().as_secs_f64().max(1e-9);
-                handle_command(index, &mut sfu, cmd, busy_ratio, &shared.hub);
+                if let Command::AttachMirror { stream, worker, reply } = cmd {
+                    let r = sfu.attach_mirror(t, &stream, worker);
+                    // The mirror's first messages are queued before the
+                    // answer, so its worker has them before the viewer's offer.
+                    drain(index, &mut sfu, &socket, &mut outbox, &shared).await;
+                    let _ = reply.send(r);
+                } else {
+                    handle_command(index, &mut sfu, cmd, busy_ratio, &shared);
+                }
+                busy += t.elapsed();
+            }
+            m = relay_rx.recv() => {
+                let t = Instant::now();
+                if let Some((from, m)) = m {
+                    sfu.handle_relay(t, from, m);
+                    for _ in 1..RELAY_BATCH {
+                        match relay_rx.try_recv() {
+                            Ok((from, m)) => sfu.handle_relay(Instant::now(), from, m),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 busy += t.elapsed();
             }
             r = socket.recv_from(&mut buf) => {
@@ -328,7 +458,20 @@ async fn drain(
             Output::Event(SfuEvent::Connected { peer, role, stream }) => {
                 tracing::info!(worker = index, %peer, ?role, %stream, "session connected");
             }
-            Output::Event(SfuEvent::StreamUpdated(info)) => shared.hub.stream_updated(info),
+            Output::Event(SfuEvent::StreamUpdated(info)) => {
+                shared.hub.stream_updated(index, info);
+            }
+            Output::Relay { to, message } => {
+                let sent = shared
+                    .relay_to
+                    .get(to)
+                    .is_some_and(|tx| tx.try_send((index, message)).is_ok());
+                if !sent {
+                    // The other worker is that far behind (or gone): its
+                    // viewers lose these packets rather than this one stall.
+                    shared.relay_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Output::Event(SfuEvent::ViewerLayerChanged { peer, layer, .. }) => {
                 shared.hub.viewer_layer(index, peer, layer);
             }
@@ -340,8 +483,9 @@ async fn drain(
     }
 }
 
-fn handle_command(index: usize, sfu: &mut Sfu, cmd: Command, busy_ratio: f64, hub: &Hub) {
+fn handle_command(index: usize, sfu: &mut Sfu, cmd: Command, busy_ratio: f64, shared: &Shared) {
     let now = Instant::now();
+    let hub = &shared.hub;
     match cmd {
         Command::Publish {
             stream,
@@ -384,7 +528,16 @@ fn handle_command(index: usize, sfu: &mut Sfu, cmd: Command, busy_ratio: f64, hu
                 metrics: sfu.metrics().clone(),
                 streams: sfu.streams(),
                 busy_ratio,
+                relay_dropped: shared.relay_dropped.load(Ordering::Relaxed),
             });
+        }
+        Command::AttachMirror {
+            stream,
+            worker,
+            reply,
+        } => {
+            // (The run loop answers it after a drain; this is the fallback.)
+            let _ = reply.send(sfu.attach_mirror(now, &stream, worker));
         }
         Command::SetLayer {
             peer,

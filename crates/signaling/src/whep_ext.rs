@@ -93,7 +93,7 @@ pub(crate) async fn sse_get(
         .watch_viewer(entry.worker, entry.peer)
         .ok_or_else(no_session)?;
     let (peer, name) = (entry.peer, stream.clone());
-    let initial = st
+    let mut initial = st
         .ask(entry.worker, move |reply| Command::ViewerState {
             peer,
             stream: name,
@@ -101,6 +101,10 @@ pub(crate) async fn sse_get(
         })
         .await?
         .ok_or_else(no_session)?;
+    // The stream as the whole node serves it (viewers on every worker).
+    if let Some(merged) = stream_rx.borrow().clone() {
+        initial.stream = Some(merged);
+    }
     let feed = Feed {
         events,
         media_id: media_id(&entry),

@@ -10,8 +10,8 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 use super::Sfu;
 use crate::codec::{is_keyframe_start, picture_size};
-use crate::relay::{RelayBody, RelayMessage, RelayPacket};
 use crate::layers::{LAYER_TIMEOUT, LayerSelector};
+use crate::relay::{RelayBody, RelayMessage, RelayPacket};
 use crate::router::{RouterId, video_codec};
 use crate::{LayerReason, PeerId, SfuEvent, ViewerLayer};
 
@@ -174,10 +174,7 @@ impl Sfu {
                 let ms = now.saturating_duration_since(t).as_millis();
                 self.metrics.ttff_ms.observe(ms as u64);
             }
-            let Some(m) = c
-                .munger
-                .munge(now, ssrc, pkt.seq, pkt.timestamp)
-            else {
+            let Some(m) = c.munger.munge(now, ssrc, pkt.seq, pkt.timestamp) else {
                 continue;
             };
             let tx_ssrc = c.tx_ssrc;
@@ -425,7 +422,12 @@ impl Sfu {
     }
 
     /// Someone needs a keyframe of the video layer `rid`.
-    pub(super) fn request_layer_keyframe(&mut self, router_id: RouterId, rid: Option<Rid>, now: Instant) {
+    pub(super) fn request_layer_keyframe(
+        &mut self,
+        router_id: RouterId,
+        rid: Option<Rid>,
+        now: Instant,
+    ) {
         let Some(layer) = self
             .routers
             .get_mut(&router_id)

@@ -149,12 +149,18 @@ impl Sfu {
         tracks: Vec<RelayTrack>,
         fresh: bool,
     ) {
-        if let Some(r) = self.router_names.get(stream).and_then(|id| self.routers.get(id)) {
+        if let Some(r) = self
+            .router_names
+            .get(stream)
+            .and_then(|id| self.routers.get(id))
+        {
             if r.publisher.is_some() {
                 // The stream is published here: no other worker feeds it.
                 return;
             }
-            if r.origin.is_some_and(|o| o.worker == from && o.generation > generation) {
+            if r.origin
+                .is_some_and(|o| o.worker == from && o.generation > generation)
+            {
                 return;
             }
         }
@@ -280,8 +286,9 @@ impl Sfu {
             .iter()
             .filter(|(_, r)| {
                 r.viewers.is_empty()
-                    && r.origin
-                        .is_some_and(|o| now.saturating_duration_since(o.since) >= UNUSED_MIRROR_TTL)
+                    && r.origin.is_some_and(|o| {
+                        now.saturating_duration_since(o.since) >= UNUSED_MIRROR_TTL
+                    })
             })
             .map(|(id, _)| *id)
             .collect();

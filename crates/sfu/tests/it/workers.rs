@@ -44,7 +44,10 @@ fn viewers_on_another_worker_get_the_stream_from_its_origin() {
         assert!(b.frames.len() > 60, "only {} frames", b.frames.len());
         assert!(b.frames[0].keyframe, "first frame is not a keyframe");
         let wait = b.frames[0].at - b.connected_at.expect("connected");
-        assert!(wait <= Duration::from_millis(15), "first frame {wait:?} late");
+        assert!(
+            wait <= Duration::from_millis(15),
+            "first frame {wait:?} late"
+        );
         assert_eq!(gaps_and_reorders(&b.frames), (0, 0));
         assert!(b.audio_frames > 50, "audio: {}", b.audio_frames);
     }
@@ -104,7 +107,10 @@ fn a_mirror_follows_its_publisher_off_and_back_and_detaches_when_empty() {
     w.run_for(Duration::from_millis(500));
     let mirror = w.node(other);
     assert!(!mirror.stream("cam").expect("kept for its viewer").live);
-    assert!(w.sfu.stream("cam").is_some(), "the origin forgot its mirror");
+    assert!(
+        w.sfu.stream("cam").is_some(),
+        "the origin forgot its mirror"
+    );
     let vp = w.browsers[v].session.expect("session");
     assert!(w.node(other).has_peer(vp));
 
@@ -114,7 +120,10 @@ fn a_mirror_follows_its_publisher_off_and_back_and_detaches_when_empty() {
     let resumed = w.run_until(Duration::from_secs(3), |w| {
         w.browsers[v].frames.len() > frames_before + 30
     });
-    assert!(resumed, "the mirror's viewer did not follow the new publisher");
+    assert!(
+        resumed,
+        "the mirror's viewer did not follow the new publisher"
+    );
 
     // The last viewer there leaves: the mirror detaches and the origin
     // stops relaying.
@@ -147,7 +156,10 @@ fn a_mirror_needs_a_live_origin_and_an_unused_one_goes_away() {
     w.run_for(Duration::from_secs(1));
     assert!(w.node(other).stream("cam").is_some());
     w.run_for(Duration::from_secs(6));
-    assert!(w.node(other).stream("cam").is_none(), "an unused mirror stayed");
+    assert!(
+        w.node(other).stream("cam").is_none(),
+        "an unused mirror stayed"
+    );
     let relayed = w.sfu.metrics().rtp_relayed;
     w.run_for(Duration::from_secs(1));
     assert_eq!(w.sfu.metrics().rtp_relayed, relayed, "still relaying");
