@@ -15,6 +15,10 @@ use crate::relay::{RelayBody, RelayMessage, RelayPacket};
 use crate::router::{RouterId, video_codec};
 use crate::{LayerReason, PeerId, SfuEvent, ViewerLayer};
 
+/// Cached packets written to a starting viewer's connection before they are
+/// sent on (see `start_from_cache`).
+const REPLAY_SLICE: usize = 32;
+
 /// How often a live stream's figures go out as `StreamUpdated`.
 const UPDATE_EVERY: Duration = Duration::from_secs(2);
 
@@ -300,22 +304,35 @@ impl Sfu {
 
     /// Whether the layer `rid` has a keyframe recent enough to start on.
     fn gop_is_fresh(&self, router_id: RouterId, rid: Option<Rid>, now: Instant) -> bool {
+        self.fresh_gop(router_id, rid, now).is_some()
+    }
+
+    /// The cached packets of layer `rid` from a keyframe recent enough to
+    /// start on.
+    fn fresh_gop(
+        &self,
+        router_id: RouterId,
+        rid: Option<Rid>,
+        now: Instant,
+    ) -> Option<&[RelayPacket]> {
         self.routers
             .get(&router_id)
             .and_then(|r| r.video())
             .and_then(|t| t.layers.iter().find(|l| l.rid == rid))
-            .is_some_and(|l| l.gop.fresh(now).is_some())
+            .and_then(|l| l.gop.fresh(now))
     }
 
     /// Starts a connected viewer that waits for its first keyframe on the
     /// cached group of pictures of its target layer: the keyframe and what
     /// followed, at once, then live packets continue the same sequence.
     /// Returns whether it started.
+    ///
+    /// The group goes to the viewer's connection in slices, each sent on
+    /// before the next is written: str0m's send queue keeps the capacity it
+    /// ever reached, so writing a whole second of video at once would cost
+    /// every viewer that much memory for as long as it watches.
     fn start_from_cache(&mut self, router_id: RouterId, viewer: PeerId, now: Instant) -> bool {
-        let Some(track) = self.routers.get(&router_id).and_then(|r| r.video()) else {
-            return false;
-        };
-        let Some(v) = self.peers.get_mut(&viewer) else {
+        let Some(v) = self.peers.get(&viewer) else {
             return false;
         };
         if !v.connected {
@@ -323,7 +340,7 @@ impl Sfu {
         }
         let Some(c) = v
             .consumers
-            .iter_mut()
+            .iter()
             .find(|c| c.kind == MediaKind::Video && !c.pt_map.is_empty())
         else {
             return false;
@@ -331,38 +348,66 @@ impl Sfu {
         let (None, Some(target)) = (c.current, c.target) else {
             return false;
         };
-        let Some(packets) = track
-            .layers
-            .iter()
-            .find(|l| l.rid == target)
-            .and_then(|l| l.gop.fresh(now))
-        else {
-            return false;
-        };
-        let mut api = v.rtc.direct_api();
-        let Some(tx) = api.stream_tx(&c.tx_ssrc) else {
+        let Some(total) = self.fresh_gop(router_id, target, now).map(<[_]>::len) else {
             return false;
         };
         let mut sent = 0;
-        for p in packets {
-            let Some(map) = c.map_pt(p.pt) else {
-                continue;
+        let mut at = 0;
+        while at < total {
+            let Some(slice) = self
+                .fresh_gop(router_id, target, now)
+                .and_then(|g| g.get(at..(at + REPLAY_SLICE).min(total)))
+                .map(<[_]>::to_vec)
+            else {
+                break;
             };
-            let Some(m) = c.munger.munge(now, p.ssrc, p.seq, p.timestamp) else {
-                continue;
+            at += slice.len();
+            let Some(v) = self.peers.get_mut(&viewer) else {
+                return false;
             };
-            tx.write_rtp(
-                RtpWrite::new(map.to, m.seq.into(), m.timestamp, now, p.payload.clone())
-                    .marker(p.marker)
-                    .nackable(true)
-                    .ext_vals(p.ext.clone()),
-            );
-            sent += 1;
+            let Some(c) = v
+                .consumers
+                .iter_mut()
+                .find(|c| c.kind == MediaKind::Video && !c.pt_map.is_empty())
+            else {
+                return false;
+            };
+            let mut api = v.rtc.direct_api();
+            let Some(tx) = api.stream_tx(&c.tx_ssrc) else {
+                return false;
+            };
+            for p in slice {
+                let Some(map) = c.map_pt(p.pt) else {
+                    continue;
+                };
+                let Some(m) = c.munger.munge(now, p.ssrc, p.seq, p.timestamp) else {
+                    continue;
+                };
+                tx.write_rtp(
+                    RtpWrite::new(map.to, m.seq.into(), m.timestamp, now, p.payload)
+                        .marker(p.marker)
+                        .nackable(true)
+                        .ext_vals(p.ext),
+                );
+                sent += 1;
+            }
+            if at < total {
+                self.drain_peer(viewer);
+            }
         }
         if sent == 0 {
             return false;
         }
-        c.current = Some(target);
+        let Some(v) = self.peers.get_mut(&viewer) else {
+            return false;
+        };
+        if let Some(c) = v
+            .consumers
+            .iter_mut()
+            .find(|c| c.kind == MediaKind::Video && !c.pt_map.is_empty())
+        {
+            c.current = Some(target);
+        }
         if let Some(t) = v.waiting_since.take() {
             let ms = now.saturating_duration_since(t).as_millis();
             self.metrics.ttff_ms.observe(ms as u64);

@@ -33,7 +33,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Sfu {
     config: SfuConfig,
     crypto: Arc<CryptoProvider>,
-    peers: HashMap<PeerId, Peer>,
+    /// Boxed: a `Peer` (its `Rtc`) is kilobytes, and a map's spare
+    /// capacity would hold that much per empty slot.
+    peers: HashMap<PeerId, Box<Peer>>,
     next_peer: u64,
     routers: HashMap<RouterId, Router>,
     router_names: HashMap<String, RouterId>,
@@ -56,10 +58,12 @@ pub struct Sfu {
     metrics: Metrics,
 }
 
-/// Video packets each outgoing stream keeps for retransmission: about 0.9 s
-/// at 2.5 Mbit/s, enough to answer NACKs on paths with a round trip up to a
-/// few hundred ms. str0m's default of 1000 costs ~430 KiB more per viewer.
-const SEND_BUFFER_VIDEO: usize = 256;
+/// Video packets each outgoing stream keeps for retransmission: about 0.45 s
+/// at 2.5 Mbit/s (longer on lower layers), enough to answer NACKs on paths
+/// with a round trip up to a few hundred ms; a repair later than that comes
+/// after a sub-second player gave the picture up. Each costs ~420 bytes per
+/// viewer (str0m's default of 1000: ~420 KiB per viewer).
+const SEND_BUFFER_VIDEO: usize = 128;
 
 /// How often str0m reports a peer's stats (NACK counts) when it has no
 /// bandwidth estimation to feed.
@@ -216,10 +220,27 @@ impl Sfu {
         }
     }
 
-    fn new_rtc(&self, now: Instant, bwe: bool) -> (Rtc, String) {
+    /// A peer connection. `bwe`: a viewer of several layers, whose
+    /// bandwidth the SFU estimates. `twcc`: negotiate transport-wide
+    /// congestion control feedback (a publisher's browser estimates its
+    /// uplink from ours; a viewer needs it for `bwe`, and without it str0m
+    /// keeps no record of each packet sent).
+    fn new_rtc(&self, now: Instant, bwe: bool, twcc: bool) -> (Rtc, String) {
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let mut config = RtcConfig::new();
+        if !twcc {
+            let mut exts = str0m::rtp::ExtensionMap::standard();
+            let standard: Vec<(u8, str0m::rtp::Extension)> =
+                exts.iter().map(|(id, e)| (id, e.clone())).collect();
+            exts = str0m::rtp::ExtensionMap::empty();
+            for (id, e) in standard {
+                if e != str0m::rtp::Extension::TransportSequenceNumber {
+                    exts.set(id, e);
+                }
+            }
+            config = config.set_extension_map(exts);
+        }
         config = if bwe {
             config
                 .enable_bwe(Some(Bitrate::bps(crate::layers::INITIAL_ESTIMATE_BPS)))
@@ -279,7 +300,7 @@ impl Sfu {
         self.by_ufrag.insert(ufrag.clone(), id);
         self.peers.insert(
             id,
-            Peer {
+            Box::new(Peer {
                 role,
                 router,
                 stream: stream.to_string(),
@@ -294,7 +315,7 @@ impl Sfu {
                 ssrc_cache: Vec::new(),
                 waiting_since: (role == Role::Viewer).then_some(self.last_now),
                 nacks: NackCounts::default(),
-            },
+            }),
         );
         self.metrics.peers_created += 1;
         self.mark_dirty(id);

@@ -35,7 +35,7 @@ impl Sfu {
         {
             return Err(SessionError::StreamBusy(stream.to_string()));
         }
-        let (mut rtc, ufrag) = self.new_rtc(now, false);
+        let (mut rtc, ufrag) = self.new_rtc(now, false, true);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -118,7 +118,7 @@ impl Sfu {
         }
         // A bandwidth estimate only matters when there are layers to choose from.
         let simulcast = router.video().is_some_and(|t| t.layers.len() > 1);
-        let (mut rtc, ufrag) = self.new_rtc(now, simulcast);
+        let (mut rtc, ufrag) = self.new_rtc(now, simulcast, simulcast);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
