@@ -62,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         let stream = format!("fanout{i}");
         let duration = Duration::from_secs_f64(n as f64 / ramp) + steady;
         eprintln!("== {n} viewers ({:.0} s) ==", duration.as_secs_f64());
+        let delay_before = rt.block_on(forwarding_delay(&server.http_url));
         let report = rt.block_on(run(LoadOptions {
             whep_url: format!("{}/whep/{stream}", server.http_url),
             token: None,
@@ -80,7 +81,21 @@ fn main() -> anyhow::Result<()> {
             progress: true,
         }))?;
         print!("{}", report.table());
-        let row = Row::new(n, &report, &ceiling);
+        let delay_after = rt.block_on(forwarding_delay(&server.http_url));
+        let mut row = Row::new(n, &report, &ceiling);
+        if let (Some(a), Some(b)) = (&delay_before, &delay_after) {
+            let level: Vec<(f64, u64)> = b
+                .iter()
+                .zip(a)
+                .map(|((bound, after), (_, before))| (*bound, after.saturating_sub(*before)))
+                .collect();
+            let q = |q: f64| quantile_bound(&level, q).map_or("-".into(), fmt_ms);
+            row.server_delay = format!("{} / {}", q(0.5), q(0.99));
+            println!(
+                "server forwarding delay p50/p99 (bucket bounds): {}",
+                row.server_delay
+            );
+        }
         println!("ratio to ceiling: {}", fmt_opt(row.ratio, 3));
         // The raw latency (SEI send time, taken after encoding, to receipt)
         // also holds the generator's own queueing; the spread behind the
@@ -141,10 +156,13 @@ struct Row {
     ttff: String,
     rss_per_viewer_kib: Option<f64>,
     generator_cpu_percent: Option<f64>,
+    /// The server's own forwarding delay over the level, p50 / p99, as
+    /// histogram bucket bounds.
+    server_delay: String,
 }
 
 impl Row {
-    const HEADER: &'static str = "| viewers | connected | received pkt/s | server CPU % | pkt per server CPU-s | ÷ ceiling | loss % | steady latency p50/p99 ms | behind first viewer p50/p99 ms | TTFF p50/p99 ms | server RSS/viewer KiB | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+    const HEADER: &'static str = "| viewers | connected | received pkt/s | server CPU % | pkt per server CPU-s | ÷ ceiling | loss % | steady latency p50/p99 ms | behind first viewer p50/p99 ms | server forwarding delay p50/p99 ms | TTFF p50/p99 ms | server RSS/viewer KiB | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
     fn new(n: usize, r: &LoadReport, c: &CeilingReport) -> Self {
         let pcs = r.steady.packets_per_server_cpu_s;
@@ -167,12 +185,13 @@ impl Row {
                 .map_or("-".into(), |l| format!("{:.0} / {:.0}", l.p50_ms, l.p99_ms)),
             rss_per_viewer_kib: r.server_rss_kib_per_viewer,
             generator_cpu_percent: r.generator_cpu_percent,
+            server_delay: "-".into(),
         }
     }
 
     fn markdown(&self) -> String {
         format!(
-            "| {} | {} | {:.0} | {} | {} | {} | {:.3} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |",
             self.viewers,
             self.connected,
             self.rx_pps,
@@ -182,10 +201,57 @@ impl Row {
             self.loss_percent,
             self.latency,
             self.spread,
+            self.server_delay,
             self.ttff,
             fmt_opt(self.rss_per_viewer_kib, 0),
             fmt_opt(self.generator_cpu_percent, 0),
         )
+    }
+}
+
+/// The server's `lumen_forwarding_delay_us` histogram now: (upper bound in
+/// µs, cumulative count) per bucket, `+Inf` last.
+async fn forwarding_delay(base: &str) -> Option<Vec<(f64, u64)>> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let buckets: Vec<(f64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("lumen_forwarding_delay_us_bucket{le=\"")?;
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect();
+    (!buckets.is_empty()).then_some(buckets)
+}
+
+/// The upper bound of the bucket holding quantile `q` of cumulative counts.
+fn quantile_bound(cumulative: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total = cumulative.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let want = (q * total as f64).ceil() as u64;
+    cumulative
+        .iter()
+        .find(|(_, c)| *c >= want)
+        .map(|(bound, _)| *bound)
+}
+
+fn fmt_ms(us: f64) -> String {
+    if us.is_infinite() {
+        "> 250".into()
+    } else {
+        format!("≤ {}", us / 1000.0)
     }
 }
 

@@ -103,6 +103,11 @@ struct ServeArgs {
     /// Number of media workers (default: one per core).
     #[arg(long, env = "LUMEN_WORKERS")]
     workers: Option<usize>,
+    /// How many more peers a stream's worker may have than the least busy
+    /// one before its new viewers go to another worker (0: spread every
+    /// stream over all workers).
+    #[arg(long, env = "LUMEN_WORKER_SPREAD")]
+    worker_spread: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -160,6 +165,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     config.public_port = a.public_port;
     config.data_dir = a.data_dir;
     config.ice_servers = a.ice_servers;
+    if let Some(s) = a.worker_spread {
+        config.worker_spread = s;
+    }
     if let Some(w) = a.workers {
         config.workers = w.max(1);
     }

@@ -84,6 +84,16 @@ async fn publish_and_two_viewers_decode_every_frame_in_order() {
         "{metrics}"
     );
     assert!(metrics.contains("lumen_time_to_first_frame_ms_bucket{le=\"+Inf\"} 2"));
+    // Every batch of forwarded packets is timed (6 s at 30 fps: ~180 frames).
+    let forwarded: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("lumen_forwarding_delay_us_count ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no forwarding delay histogram:\n{metrics}"));
+    assert!(forwarded >= 150, "{forwarded} batches timed\n{metrics}");
 
     let (status_a, end_a) = a.stop().await.expect("stop A");
     let (status_b, end_b) = b.stop().await.expect("stop B");

@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 
 pub use codec::{VideoCodec, is_keyframe_start};
 pub use keyframe::KeyframeRequester;
-pub use metrics::{BWE_BPS_BOUNDS, Histogram, Metrics, TTFF_MS_BOUNDS};
+pub use metrics::{BWE_BPS_BOUNDS, FORWARDING_DELAY_US_BOUNDS, Histogram, Metrics, TTFF_MS_BOUNDS};
 pub use munger::{Munged, RtpMunger};
 pub use relay::RelayMessage;
 pub use str0m::net::Transmit;

@@ -21,6 +21,10 @@ pub struct Metrics {
     /// RTP packets handed to other workers for their viewers (one per
     /// packet and mirror).
     pub rtp_relayed: u64,
+    /// Per batch of forwarded packets: from the arrival of the oldest one
+    /// (at the stream's origin worker) to the moment the shell reported
+    /// their copies sent ([`Sfu::sent`](crate::Sfu::sent)), microseconds.
+    pub forwarding_delay_us: Histogram,
     /// Datagrams handed out for sending.
     pub datagrams_out: u64,
     /// Bytes handed out for sending.
@@ -71,10 +75,15 @@ impl Default for Metrics {
             peers_closed: 0,
             ttff_ms: Histogram::new(&TTFF_MS_BOUNDS),
             bwe_bps: Histogram::new(&BWE_BPS_BOUNDS),
+            forwarding_delay_us: Histogram::new(&FORWARDING_DELAY_US_BOUNDS),
         }
     }
 }
 
+/// Upper bounds of the forwarding-delay buckets, µs.
+pub const FORWARDING_DELAY_US_BOUNDS: [u64; 12] = [
+    100, 250, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000,
+];
 /// Upper bounds of the time-to-first-frame buckets, ms.
 pub const TTFF_MS_BOUNDS: [u64; 10] = [5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500];
 /// Upper bounds of the bandwidth-estimate buckets, bit/s.

@@ -107,6 +107,12 @@ pub(crate) fn render(snaps: &[Snapshot]) -> String {
             "viewers' bandwidth estimates as they change, bits per second",
             |m: &lumen_sfu::Metrics| &m.bwe_bps,
         ),
+        (
+            "lumen_forwarding_delay_us",
+            "per batch of forwarded packets: the oldest one's arrival at its \
+             stream's worker to its copies handed to the socket, microseconds",
+            |m: &lumen_sfu::Metrics| &m.forwarding_delay_us,
+        ),
     ] {
         let mut h = pick(&lumen_sfu::Metrics::default()).clone();
         for s in snaps {

@@ -477,6 +477,7 @@ async fn drain(
             }
             Output::Timeout(t) => {
                 outbox.flush(socket).await;
+                sfu.sent(Instant::now());
                 return t;
             }
         }

@@ -193,6 +193,9 @@ impl Sfu {
                     .ext_vals(pkt.ext.clone()),
             );
             self.metrics.rtp_forwarded += 1;
+            if self.oldest_unsent.is_none_or(|t| pkt.at < t) {
+                self.oldest_unsent = Some(pkt.at);
+            }
             if !v.dirty {
                 v.dirty = true;
                 self.dirty.push_back(*vid);

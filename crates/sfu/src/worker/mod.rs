@@ -53,6 +53,9 @@ pub struct Sfu {
     relay_batches: Vec<(usize, String, Vec<crate::relay::RelayPacket>)>,
     next_generation: u64,
     last_sweep: Instant,
+    /// Arrival of the oldest packet forwarded since the shell last said
+    /// what it produced was sent.
+    oldest_unsent: Option<Instant>,
     to_close: Vec<(PeerId, CloseReason)>,
     last_now: Instant,
     metrics: Metrics,
@@ -91,6 +94,7 @@ impl Sfu {
             relay_batches: Vec::new(),
             next_generation: 1,
             last_sweep: now,
+            oldest_unsent: None,
             to_close: Vec::new(),
             last_now: now,
             metrics: Metrics::default(),
@@ -118,6 +122,18 @@ impl Sfu {
     /// Every peer on this worker.
     pub fn peers(&self) -> Vec<PeerId> {
         self.peers.keys().copied().collect()
+    }
+
+    /// The shell sent every datagram the worker produced so far (call it
+    /// after handing them to the socket): counts how long the forwarded
+    /// packets among them took from their arrival.
+    pub fn sent(&mut self, now: Instant) {
+        if let Some(at) = self.oldest_unsent.take() {
+            let us = now.saturating_duration_since(at).as_micros();
+            self.metrics
+                .forwarding_delay_us
+                .observe(u64::try_from(us).unwrap_or(u64::MAX));
+        }
     }
 
     /// How many peers this worker serves.
