@@ -417,7 +417,13 @@ async fn run(
                 }
                 busy += t.elapsed();
             }
-            _ = sleep => sfu.handle_input(Input::Timeout(Instant::now())),
+            _ = sleep => {}
+        }
+        // Timers are due whichever branch woke the loop: a socket that is
+        // never empty must not hold back retransmissions and reports.
+        let now = Instant::now();
+        if now >= deadline {
+            sfu.handle_input(Input::Timeout(now));
         }
     }
     for peer in sfu.peers() {

@@ -395,6 +395,7 @@ impl Sfu {
                 sent += 1;
             }
             if at < total {
+                // (The drain ticks str0m's clock, which sends the slice.)
                 self.drain_peer(viewer);
             }
         }

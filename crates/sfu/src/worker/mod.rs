@@ -68,6 +68,9 @@ pub struct Sfu {
 /// viewer (str0m's default of 1000: ~420 KiB per viewer).
 const SEND_BUFFER_VIDEO: usize = 128;
 
+/// Ticks a drain gives a peer whose str0m wants the time again at once.
+const MAX_IMMEDIATE_TICKS: usize = 4;
+
 /// How often str0m reports a peer's stats (NACK counts) when it has no
 /// bandwidth estimation to feed.
 const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -408,8 +411,20 @@ impl Sfu {
             return;
         };
         p.dirty = false;
+        let now = self.last_now;
+        let mut ticks = 0;
         loop {
             match p.rtc.poll_output() {
+                // "Now" (str0m queued media and sends it on its next tick):
+                // tick at once rather than after a trip through the shell's
+                // timer, which a busy socket could hold back.
+                Ok(str0m::Output::Timeout(t)) if t <= now && ticks < MAX_IMMEDIATE_TICKS => {
+                    ticks += 1;
+                    if p.rtc.handle_input(str0m::Input::Timeout(now)).is_err() {
+                        self.to_close.push((id, CloseReason::Failed));
+                        break;
+                    }
+                }
                 Ok(str0m::Output::Timeout(t)) => {
                     if p.next_timeout != Some(t) {
                         p.next_timeout = Some(t);
