@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lumen::client::{PublishOptions, Publisher, WatchOptions, Watcher};
 
-use crate::support::start_server;
+use crate::support::start_server_with;
 
 async fn get_json(url: &str) -> String {
     reqwest::get(url)
@@ -18,7 +18,18 @@ async fn get_json(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_and_two_viewers_decode_every_frame_in_order() {
-    let server = start_server().await;
+    two_viewers_decode_every_frame(lumen_signaling::DEFAULT_WORKER_SPREAD).await;
+}
+
+/// The same with the viewers spread over both workers: one of them watches
+/// through a mirror of the stream on the worker without the publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_on_both_workers_decode_every_frame_in_order() {
+    two_viewers_decode_every_frame(0).await;
+}
+
+async fn two_viewers_decode_every_frame(spread: usize) {
+    let server = start_server_with(|c| c.worker_spread = spread).await;
     let base = server.http_url();
 
     let publisher = Publisher::start(PublishOptions {
@@ -94,6 +105,19 @@ async fn publish_and_two_viewers_decode_every_frame_in_order() {
         })
         .unwrap_or_else(|| panic!("no forwarding delay histogram:\n{metrics}"));
     assert!(forwarded >= 150, "{forwarded} batches timed\n{metrics}");
+    let relayed: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("lumen_rtp_packets_relayed_total ")?
+                .parse()
+                .ok()
+        })
+        .expect("relayed packets counter");
+    if spread == 0 {
+        assert!(relayed > 500, "the second worker was not fed: {relayed}");
+    } else {
+        assert_eq!(relayed, 0, "two viewers of one stream left its worker");
+    }
 
     let (status_a, end_a) = a.stop().await.expect("stop A");
     let (status_b, end_b) = b.stop().await.expect("stop B");
