@@ -21,9 +21,10 @@ pub struct Metrics {
     /// RTP packets handed to other workers for their viewers (one per
     /// packet and mirror).
     pub rtp_relayed: u64,
-    /// Per batch of forwarded packets: from the arrival of the oldest one
-    /// (at the stream's origin worker) to the moment the shell reported
-    /// their copies sent ([`Sfu::sent`](crate::Sfu::sent)), microseconds.
+    /// Per copy of a packet forwarded to a viewer: from the packet's arrival
+    /// (at the stream's origin worker) to the moment the shell reported the
+    /// copy handed to the socket ([`Sfu::sent`](crate::Sfu::sent)),
+    /// microseconds.
     pub forwarding_delay_us: Histogram,
     /// Datagrams handed out for sending.
     pub datagrams_out: u64,
@@ -119,10 +120,15 @@ impl Histogram {
 
     /// Counts one value.
     pub fn observe(&mut self, v: u64) {
+        self.observe_n(v, 1);
+    }
+
+    /// Counts the same value `n` times.
+    pub fn observe_n(&mut self, v: u64, n: u64) {
         let i = self.bounds.partition_point(|&b| b < v);
-        self.counts[i] += 1;
-        self.sum = self.sum.saturating_add(v);
-        self.count += 1;
+        self.counts[i] += n;
+        self.sum = self.sum.saturating_add(v.saturating_mul(n));
+        self.count += n;
     }
 
     /// Adds another histogram with the same bounds (another worker's).

@@ -109,8 +109,8 @@ pub(crate) fn render(snaps: &[Snapshot]) -> String {
         ),
         (
             "lumen_forwarding_delay_us",
-            "per batch of forwarded packets: the oldest one's arrival at its \
-             stream's worker to its copies handed to the socket, microseconds",
+            "per copy of a packet forwarded to a viewer: the packet's arrival \
+             at its stream's worker to the copy handed to the socket, microseconds",
             |m: &lumen_sfu::Metrics| &m.forwarding_delay_us,
         ),
     ] {

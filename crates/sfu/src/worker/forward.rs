@@ -145,6 +145,7 @@ impl Sfu {
         }
 
         let mut needs_keyframe: Vec<Option<Rid>> = Vec::new();
+        let mut copies = 0;
         for vid in &router.viewers {
             let Some(v) = self.peers.get_mut(vid) else {
                 continue;
@@ -193,13 +194,14 @@ impl Sfu {
                     .ext_vals(pkt.ext.clone()),
             );
             self.metrics.rtp_forwarded += 1;
-            if self.oldest_unsent.is_none_or(|t| pkt.at < t) {
-                self.oldest_unsent = Some(pkt.at);
-            }
+            copies += 1;
             if !v.dirty {
                 v.dirty = true;
                 self.dirty.push_back(*vid);
             }
+        }
+        if copies > 0 {
+            self.unsent.push((pkt.at, copies));
         }
         if kind == MediaKind::Video
             && !pkt.payload.is_empty()

@@ -53,9 +53,9 @@ pub struct Sfu {
     relay_batches: Vec<(usize, String, Vec<crate::relay::RelayPacket>)>,
     next_generation: u64,
     last_sweep: Instant,
-    /// Arrival of the oldest packet forwarded since the shell last said
-    /// what it produced was sent.
-    oldest_unsent: Option<Instant>,
+    /// Packets forwarded since the shell last said what the worker
+    /// produced was sent: their arrival, and copies made.
+    unsent: Vec<(Instant, u64)>,
     to_close: Vec<(PeerId, CloseReason)>,
     last_now: Instant,
     metrics: Metrics,
@@ -97,7 +97,7 @@ impl Sfu {
             relay_batches: Vec::new(),
             next_generation: 1,
             last_sweep: now,
-            oldest_unsent: None,
+            unsent: Vec::new(),
             to_close: Vec::new(),
             last_now: now,
             metrics: Metrics::default(),
@@ -128,14 +128,14 @@ impl Sfu {
     }
 
     /// The shell sent every datagram the worker produced so far (call it
-    /// after handing them to the socket): counts how long the forwarded
-    /// packets among them took from their arrival.
+    /// after handing them to the socket): counts how long each forwarded
+    /// copy among them took from its packet's arrival.
     pub fn sent(&mut self, now: Instant) {
-        if let Some(at) = self.oldest_unsent.take() {
+        for (at, copies) in self.unsent.drain(..) {
             let us = now.saturating_duration_since(at).as_micros();
             self.metrics
                 .forwarding_delay_us
-                .observe(u64::try_from(us).unwrap_or(u64::MAX));
+                .observe_n(u64::try_from(us).unwrap_or(u64::MAX), copies);
         }
     }
 

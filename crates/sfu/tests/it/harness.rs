@@ -430,6 +430,8 @@ impl World {
                 Output::Event(e) => self.workers[k - 1].events.push(e),
                 Output::Relay { to, message } => self.relay.push_back((k, to, message)),
                 Output::Timeout(t) => {
+                    // Everything produced went onto the links.
+                    self.node(k).sent(now);
                     if k == 0 {
                         self.sfu_timeout = t;
                     } else {

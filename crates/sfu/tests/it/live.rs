@@ -43,6 +43,15 @@ fn three_viewers_receive_every_frame_in_order() {
     let stream = w.sfu.stream("cam").expect("stream exists");
     assert!(stream.live);
     assert_eq!(stream.viewers, 3);
+    // Each live copy is timed once the shell (here the harness) sent it;
+    // copies replayed from the keyframe cache are not live forwarding.
+    let m = w.sfu.metrics();
+    let timed = m.forwarding_delay_us.count;
+    assert!(
+        timed > m.rtp_forwarded * 9 / 10 && timed <= m.rtp_forwarded,
+        "{timed} of {} copies timed",
+        m.rtp_forwarded
+    );
 }
 
 #[test]
