@@ -18,10 +18,15 @@ use tokio::net::UdpSocket;
 const MAX_SEGMENTS: usize = 64;
 /// Most bytes in one GSO send (an IP datagram's limit, with headroom).
 const MAX_BYTES: usize = 60_000;
-/// Most datagrams held before sending (about 5 MB).
-const MAX_QUEUED: usize = 4096;
+/// Most datagrams held before sending (about 300 KB): a big fan-out sends
+/// its first viewers' trains while it still encrypts for the others
+/// (the SFU drains one viewer at a time, so a viewer's datagrams stay
+/// together). Measured at 200 viewers: end-to-end latency p50 5.1 → 4.3 ms
+/// against 4096.
+const MAX_QUEUED: usize = 256;
 
-/// Datagrams gathered during one drain, sent together at its end.
+/// Datagrams gathered during one drain, sent together at its end (or
+/// earlier, [`MAX_QUEUED`] at a time).
 pub(crate) struct Outbox {
     queued: Vec<Transmit>,
     /// Whether the kernel takes `UDP_SEGMENT` on this socket (cleared on
