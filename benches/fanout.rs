@@ -10,7 +10,9 @@
 //! 4. Prints, per level, subscriber packets forwarded per server CPU-second
 //!    divided by the ceiling, and the first level at which loss passes 0.5 %
 //!    or the fan-out latency p99 (how far a viewer trails the first viewer
-//!    to get the same frame) passes 10 ms; then `BENCHMARKS.md` rows.
+//!    to get the same frame) passes 10 ms, and the server's own forwarding
+//!    delay (its `/metrics` histogram, from all viewers joined to the end);
+//!    then `BENCHMARKS.md` rows.
 //!
 //! Run: `cargo bench --bench fanout`. Environment overrides:
 //! `LUMEN_FANOUT_LEVELS=50,100,200` (viewer counts), `LUMEN_FANOUT_STEADY=5`
@@ -62,8 +64,7 @@ fn main() -> anyhow::Result<()> {
         let stream = format!("fanout{i}");
         let duration = Duration::from_secs_f64(n as f64 / ramp) + steady;
         eprintln!("== {n} viewers ({:.0} s) ==", duration.as_secs_f64());
-        let delay_before = rt.block_on(forwarding_delay(&server.http_url));
-        let report = rt.block_on(run(LoadOptions {
+        let load = rt.spawn(run(LoadOptions {
             whep_url: format!("{}/whep/{stream}", server.http_url),
             token: None,
             viewers: n,
@@ -79,7 +80,18 @@ fn main() -> anyhow::Result<()> {
             }),
             server_pid: Some(server.pid()),
             progress: true,
-        }))?;
+        }));
+        // The server's forwarding delay is read from once every viewer is
+        // on (and a second more) to the end: the steady state, not the joins.
+        let delay_before = rt.block_on(async {
+            let until = Instant::now() + duration + Duration::from_secs(10);
+            while Instant::now() < until && viewers_on(&server.http_url, &stream).await < n {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            forwarding_delay(&server.http_url).await
+        });
+        let report = rt.block_on(load)??;
         print!("{}", report.table());
         let delay_after = rt.block_on(forwarding_delay(&server.http_url));
         let mut row = Row::new(n, &report, &ceiling);
@@ -207,6 +219,20 @@ impl Row {
             fmt_opt(self.generator_cpu_percent, 0),
         )
     }
+}
+
+/// Viewers the server counts on a stream now (0 when it cannot say).
+async fn viewers_on(base: &str, stream: &str) -> usize {
+    let Ok(r) = reqwest::get(format!("{base}/api/streams/{stream}")).await else {
+        return 0;
+    };
+    let Ok(text) = r.text().await else {
+        return 0;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return 0;
+    };
+    v["viewers"].as_u64().map_or(0, |n| n as usize)
 }
 
 /// The server's `lumen_forwarding_delay_us` histogram now: (upper bound in
