@@ -8,7 +8,7 @@ use str0m::bwe::Bitrate;
 use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
-use super::Sfu;
+use super::{Pending, Sfu};
 use crate::codec::{is_keyframe_start, picture_size};
 use crate::layers::{LAYER_TIMEOUT, LayerSelector};
 use crate::relay::{RelayBody, RelayMessage, RelayPacket};
@@ -17,7 +17,13 @@ use crate::{LayerReason, PeerId, SfuEvent, ViewerLayer};
 
 /// Cached packets written to a starting viewer's connection before they are
 /// sent on (see `start_from_cache`).
-const REPLAY_SLICE: usize = 32;
+const REPLAY_SLICE: usize = FAN_OUT_CHUNK;
+
+/// Packets fanned out to every viewer before the viewers' connections are
+/// drained: up to this many leave for one viewer in one train (one GSO
+/// send), and a packet waits behind at most this many per viewer ahead of
+/// it, not behind whole keyframes.
+pub(super) const FAN_OUT_CHUNK: usize = 16;
 
 /// How often a live stream's figures go out as `StreamUpdated`.
 const UPDATE_EVERY: Duration = Duration::from_secs(2);
@@ -25,15 +31,34 @@ const UPDATE_EVERY: Duration = Duration::from_secs(2);
 impl Sfu {
     /// Forwards the RTP packets collected while draining publishers, and
     /// hands each mirroring worker its batch.
+    /// At most [`FAN_OUT_CHUNK`] packets at a time: the caller drains the
+    /// connections written to before the next chunk.
     pub(super) fn fan_out(&mut self) {
+        self.fan_out_upto(FAN_OUT_CHUNK);
+    }
+
+    /// Fans out every waiting packet: before a relay message that changes
+    /// the stream applies.
+    pub(super) fn fan_out_all(&mut self) {
+        self.fan_out_upto(usize::MAX);
+    }
+
+    fn fan_out_upto(&mut self, limit: usize) {
         for (router_id, kind) in std::mem::take(&mut self.pending_keyframe) {
             if kind == MediaKind::Video {
                 self.viewer_wants_keyframe(router_id);
             }
         }
-        let pending = std::mem::take(&mut self.pending_rtp);
-        for (pub_id, router_id, pkt) in pending {
-            self.forward(pub_id, router_id, pkt);
+        for _ in 0..limit {
+            match self.pending_rtp.pop_front() {
+                Some(Pending::Local(pub_id, router_id, pkt)) => {
+                    self.forward(pub_id, router_id, pkt)
+                }
+                Some(Pending::Relayed(router_id, pkt)) => {
+                    self.forward_packet(router_id, pkt, false)
+                }
+                None => break,
+            }
         }
         self.flush_relay();
     }

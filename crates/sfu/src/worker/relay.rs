@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Sfu;
+use super::{Pending, Sfu};
 use crate::relay::{
     Mirror, Origin, RelayBody, RelayMessage, RelayPacket, RelayTrack, UNUSED_MIRROR_TTL,
 };
@@ -86,6 +86,11 @@ impl Sfu {
         // A busy mirror may never see a timeout: sweep here too.
         self.sweep_mirrors(now);
         let RelayMessage { stream, body } = message;
+        if !matches!(body, RelayBody::Packets(_)) {
+            // Packets that came before this message go out under the
+            // stream as it was.
+            self.fan_out_all();
+        }
         match body {
             RelayBody::Source {
                 generation,
@@ -102,10 +107,9 @@ impl Sfu {
                 if !fed {
                     return;
                 }
-                for p in packets {
-                    self.forward_packet(router_id, p, false);
-                }
-                self.flush_relay();
+                // Fanned out a chunk at a time by `poll_output`.
+                self.pending_rtp
+                    .extend(packets.into_iter().map(|p| Pending::Relayed(router_id, p)));
             }
             RelayBody::Keyframe(rid) => {
                 let Some(&router_id) = self.router_names.get(&stream) else {

@@ -58,3 +58,44 @@ fn loss_from_the_publisher_is_repaired_upstream() {
     assert_eq!((gaps, reorders), (0, 0));
     assert!(w.sfu.metrics().nacks_sent > 0, "{:?}", w.sfu.metrics());
 }
+
+/// A viewer far away (150 ms one way): its repairs are asked for a round
+/// trip after the loss, and a repair that is lost again is asked for once
+/// more later. The retransmission history is long enough for both (a
+/// history cut to three round trips loses frames here).
+#[test]
+fn loss_on_a_long_path_is_repaired() {
+    for seed in [21, 22, 23] {
+        let mut w = World::new(seed);
+        let p = w
+            .publisher("cam", NetemConfig::new().latency(Duration::from_millis(5)))
+            .expect("publish");
+        w.browsers[p].keyframe_every = Some(90);
+        let far = NetemConfig::new()
+            .latency(Duration::from_millis(150))
+            .loss(RandomLoss::new(Probability::new(0.05)));
+        let v = w.viewer("cam", far).expect("watch");
+        w.run_for(Duration::from_secs(10));
+        let b = &w.browsers[v];
+        let (gaps, reorders) = gaps_and_reorders(&b.frames);
+        assert!(
+            b.frames.len() > 200,
+            "seed {seed}: {} frames",
+            b.frames.len()
+        );
+        let t0 = b.frames[0].at;
+        let missing: Vec<(u64, u128)> = b
+            .frames
+            .windows(2)
+            .filter(|f| f[1].number > f[0].number + 1)
+            .map(|f| (f[0].number + 1, (f[1].at - t0).as_millis()))
+            .collect();
+        assert_eq!(
+            gaps,
+            0,
+            "seed {seed}: the far viewer lost frames for good: {missing:?} of {}",
+            b.frames.len()
+        );
+        assert_eq!(reorders, 0, "seed {seed}");
+    }
+}
