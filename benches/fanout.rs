@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lumen::bench::{CeilingOptions, CeilingReport, run_ceiling};
-use lumen::load::{LoadOptions, LoadReport, PublishSpec, run};
+use lumen::load::{LoadOptions, LoadReport, ProcSample, PublishSpec, run};
 
 /// Loss above this, or latency p99 above the next, marks the level where
 /// the server stops keeping up.
@@ -57,6 +57,12 @@ fn main() -> anyhow::Result<()> {
         server.pid(),
         server.http_url
     );
+    // Memory per viewer is counted from the idle server: the allocator keeps
+    // what an earlier level freed, so growth over one level would count only
+    // the viewers beyond the previous level's.
+    let idle_rss_kib = ProcSample::read(server.pid())
+        .context("reading the idle server's RSS")?
+        .rss_kib;
     let rt = tokio::runtime::Runtime::new()?;
     let mut rows = Vec::new();
     let mut knee = None;
@@ -94,7 +100,7 @@ fn main() -> anyhow::Result<()> {
         let report = rt.block_on(load)??;
         print!("{}", report.table());
         let delay_after = rt.block_on(forwarding_delay(&server.http_url));
-        let mut row = Row::new(n, &report, &ceiling);
+        let mut row = Row::new(n, &report, &ceiling, idle_rss_kib);
         if let (Some(a), Some(b)) = (&delay_before, &delay_after) {
             let level: Vec<(f64, u64)> = b
                 .iter()
@@ -176,7 +182,7 @@ struct Row {
 impl Row {
     const HEADER: &'static str = "| viewers | connected | received pkt/s | server CPU % | pkt per server CPU-s | ÷ ceiling | loss % | steady latency p50/p99 ms | behind first viewer p50/p99 ms | server forwarding delay p50/p99 ms | TTFF p50/p99 ms | server RSS/viewer KiB | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
-    fn new(n: usize, r: &LoadReport, c: &CeilingReport) -> Self {
+    fn new(n: usize, r: &LoadReport, c: &CeilingReport, idle_rss_kib: u64) -> Self {
         let pcs = r.steady.packets_per_server_cpu_s;
         Self {
             viewers: n,
@@ -195,7 +201,10 @@ impl Row {
             ttff: r
                 .ttff
                 .map_or("-".into(), |l| format!("{:.0} / {:.0}", l.p50_ms, l.p99_ms)),
-            rss_per_viewer_kib: r.server_rss_kib_per_viewer,
+            rss_per_viewer_kib: r
+                .server_rss_mib
+                .filter(|_| r.viewers_connected > 0)
+                .map(|mib| (mib * 1024.0 - idle_rss_kib as f64) / r.viewers_connected as f64),
             generator_cpu_percent: r.generator_cpu_percent,
             server_delay: "-".into(),
         }

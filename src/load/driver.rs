@@ -134,6 +134,9 @@ pub struct Driver {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     buf: Vec<u8>,
     cmsg: Vec<u8>,
+    /// The kernel's receive time of the read being handled, µs since the
+    /// epoch.
+    arrived_us: Option<u64>,
     latencies: Vec<LatencySample>,
     window_latencies_us: Vec<u64>,
     send_errors: u64,
@@ -172,6 +175,7 @@ impl Driver {
                 timers: BinaryHeap::new(),
                 buf: vec![0u8; gro::TRAIN_BUF],
                 cmsg: gro::cmsg_buffer(),
+                arrived_us: None,
                 latencies: Vec::new(),
                 window_latencies_us: Vec::new(),
                 send_errors: 0,
@@ -335,17 +339,21 @@ impl Driver {
                 }
             }
             match gro::recv(&v.socket, &mut self.buf, &mut self.cmsg) {
-                Ok((n, source, segment)) => {
+                Ok(read) => {
                     let now = Instant::now();
                     let local = v.local;
+                    // Latency counts to the kernel's receive time, not to
+                    // when this one thread got round to the socket.
+                    self.arrived_us = read.arrived_us;
                     // Take the buffer out so `input` can borrow `self`.
                     let buf = std::mem::take(&mut self.buf);
-                    for d in gro::segments(&buf[..n], segment) {
-                        if let Ok(r) = Receive::new(Protocol::Udp, source, local, d) {
+                    for d in gro::segments(&buf[..read.len], read.segment) {
+                        if let Ok(r) = Receive::new(Protocol::Udp, read.source, local, d) {
                             self.input(i, Input::Receive(now, r), now);
                         }
                     }
                     self.buf = buf;
+                    self.arrived_us = None;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -434,14 +442,17 @@ impl Driver {
                             wire_len: wire,
                             payload: &p.payload,
                         };
+                        let arrived = self.arrived_us;
                         let info = v.stats.on_rtp(now, &rtp, || {
-                            *wallclock.get_or_insert_with(micros_since_epoch)
+                            *wallclock
+                                .get_or_insert_with(|| arrived.unwrap_or_else(micros_since_epoch))
                         });
                         if info.new && v.stats.frozen_at.is_none() {
                             self.packets += 1;
                             self.bytes += wire as u64;
                             if let Some(t) = info.timing {
                                 let lat = wallclock
+                                    .or(arrived)
                                     .unwrap_or_else(micros_since_epoch)
                                     .saturating_sub(t.sent_at_micros);
                                 self.latencies.push(LatencySample {

@@ -17,33 +17,52 @@ use nix::sys::socket::{
 /// A read buffer big enough for any train (64 KiB, an IP datagram's limit).
 pub const TRAIN_BUF: usize = 65_536;
 
-/// Asks the kernel for trains on this socket; returns whether it agreed
-/// (kernels before 5.0 do not know `UDP_GRO`: then every read is one
-/// datagram, which [`recv`] handles the same way).
+/// Asks the kernel for trains on this socket, and for the time each read's
+/// first datagram reached the socket (`SO_TIMESTAMPNS`, the wall clock);
+/// returns whether it agreed to trains (kernels before 5.0 do not know
+/// `UDP_GRO`: then every read is one datagram, which [`recv`] handles the
+/// same way).
 pub fn enable(socket: &impl AsFd) -> bool {
+    let _ = setsockopt(socket, sockopt::ReceiveTimestampns, &true);
     setsockopt(socket, sockopt::UdpGroSegment, &true).is_ok()
 }
 
-/// One read: the bytes, who sent them, and the segment size when the
-/// kernel coalesced several datagrams.
-pub fn recv(
-    socket: &impl AsFd,
-    buf: &mut [u8],
-    cmsg: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, Option<usize>)> {
+/// One read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Read {
+    /// Bytes read.
+    pub len: usize,
+    /// Who sent them.
+    pub source: SocketAddr,
+    /// The segment size when the kernel coalesced several datagrams.
+    pub segment: Option<usize>,
+    /// When the kernel received them, µs since the Unix epoch (`None`
+    /// without `SO_TIMESTAMPNS`): the arrival at the viewer's host, before
+    /// any queueing in this process.
+    pub arrived_us: Option<u64>,
+}
+
+/// One read from `socket` into `buf`.
+pub fn recv(socket: &impl AsFd, buf: &mut [u8], cmsg: &mut [u8]) -> std::io::Result<Read> {
     use std::os::fd::AsRawFd;
     let fd = socket.as_fd().as_raw_fd();
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(cmsg), MsgFlags::empty())
         .map_err(std::io::Error::from)?;
-    let n = msg.bytes;
+    let len = msg.bytes;
     let mut segment = None;
+    let mut arrived_us = None;
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
-            if let ControlMessageOwned::UdpGroSegments(size) = c
-                && size > 0
-            {
-                segment = Some(size as usize);
+            match c {
+                ControlMessageOwned::UdpGroSegments(size) if size > 0 => {
+                    segment = Some(size as usize);
+                }
+                ControlMessageOwned::ScmTimestampns(t) => {
+                    let us = t.tv_sec() as i128 * 1_000_000 + t.tv_nsec() as i128 / 1_000;
+                    arrived_us = u64::try_from(us).ok();
+                }
+                _ => {}
             }
         }
     }
@@ -52,12 +71,17 @@ pub fn recv(
         .as_ref()
         .and_then(socket_addr)
         .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidData, "no source address"))?;
-    Ok((n, source, segment))
+    Ok(Read {
+        len,
+        source,
+        segment,
+        arrived_us,
+    })
 }
 
-/// Room for the `UDP_GRO` control message.
+/// Room for the `UDP_GRO` and `SO_TIMESTAMPNS` control messages.
 pub fn cmsg_buffer() -> Vec<u8> {
-    nix::cmsg_space!(i32)
+    nix::cmsg_space!(i32, nix::sys::time::TimeSpec)
 }
 
 fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
@@ -93,6 +117,13 @@ mod tests {
 
     /// A GSO train sent over loopback arrives as the datagrams it was made
     /// of, in order, whether or not the kernel coalesces it.
+    fn wall_us() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    }
+
     #[test]
     fn loopback_trains_arrive_as_datagrams() {
         use nix::sys::socket::{ControlMessage, sendmsg};
@@ -109,6 +140,7 @@ mod tests {
             payload.extend(std::iter::repeat_n(i, if i == 4 { 300 } else { 1000 }));
         }
         let seg: u16 = 1000;
+        let before_us = wall_us();
         let sent = sendmsg(
             tx.as_raw_fd(),
             &[IoSlice::new(&payload)],
@@ -125,9 +157,16 @@ mod tests {
         let mut buf = vec![0u8; TRAIN_BUF];
         let mut cmsg = cmsg_buffer();
         while got.len() < 5 {
-            let (n, from, segment) = recv(&rx, &mut buf, &mut cmsg).unwrap();
-            assert_eq!(from, tx.local_addr().unwrap());
-            got.extend(segments(&buf[..n], segment).map(<[u8]>::to_vec));
+            let r = recv(&rx, &mut buf, &mut cmsg).unwrap();
+            assert_eq!(r.source, tx.local_addr().unwrap());
+            // The kernel's receive time: after the send began, before
+            // this read returned.
+            let arrived = r.arrived_us.expect("SO_TIMESTAMPNS on loopback");
+            assert!(
+                (before_us..=wall_us()).contains(&arrived),
+                "arrival {arrived} µs outside {before_us}..now"
+            );
+            got.extend(segments(&buf[..r.len], r.segment).map(<[u8]>::to_vec));
         }
         assert_eq!(got.len(), 5);
         for (i, d) in got.iter().enumerate() {
