@@ -130,11 +130,12 @@ pub struct LoadReport {
     pub packets_lost: u64,
     /// `packets_lost` over packets expected, percent.
     pub loss_percent: f64,
-    /// Publisher send time (SEI) to arrival here.
+    /// Publisher send time (SEI, stamped after encoding) to arrival at the
+    /// viewer's socket (the kernel's receive time, `SO_TIMESTAMPNS`; the
+    /// generator's own queueing is not in it).
     pub latency: Option<Percentiles>,
     /// Of `latency`, the first viewer to receive each frame: the
-    /// publisher's capture-to-send time (it stamps the SEI before encoding)
-    /// plus one pass through the server.
+    /// publisher's send path plus one pass through the server.
     pub latency_first_viewer: Option<Percentiles>,
     /// How far each arrival trails the first viewer's arrival of the same
     /// frame: the delay that fan-out adds, without the encoder's time.
