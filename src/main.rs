@@ -132,6 +132,7 @@ fn main() -> anyhow::Result<()> {
                     fps: a.fps,
                     bitrate_bps: a.bitrate,
                     simulcast: a.simulcast,
+                    loop_pattern: false,
                 };
                 lumen::client::run_publish_cli(opts, seconds(a.duration)?).await
             }

@@ -141,6 +141,7 @@ export async function outboundStats(pc, prev) {
   });
   const pair = selectedPair(report);
   if (pair && pair.currentRoundTripTime !== undefined) s.rttMs = pair.currentRoundTripTime * 1000;
+  s.srtpCipher = srtpCipher(report);
   s.bitrate = rate(s.bytesSent, s.at, prev && prev.bytesSent, prev && prev.at);
   return s;
 }
@@ -171,6 +172,7 @@ export async function inboundStats(pc, prev) {
   });
   const pair = selectedPair(report);
   if (pair && pair.currentRoundTripTime !== undefined) s.rttMs = pair.currentRoundTripTime * 1000;
+  s.srtpCipher = srtpCipher(report);
   s.bitrate = rate(s.bytesReceived, s.at, prev && prev.bytesReceived, prev && prev.at);
   // Loss over the last interval, as a share of the packets expected in it.
   if (prev) {
@@ -205,6 +207,15 @@ export function renderStats(dl, rows) {
 /** A stream name the server accepts: 1-64 of letters, digits, '-', '_', '.'. */
 export function validStreamName(name) {
   return /^[A-Za-z0-9._-]{1,64}$/.test(name);
+}
+
+/** The SRTP protection profile the transport negotiated ("AEAD_AES_256_GCM"). */
+function srtpCipher(report) {
+  let cipher = null;
+  report.forEach((r) => {
+    if (r.type === 'transport' && r.srtpCipher) cipher = r.srtpCipher;
+  });
+  return cipher;
 }
 
 function selectedPair(report) {

@@ -33,6 +33,18 @@ pub struct PatternEncoder {
     fps: u32,
     encoder: Encoder,
     yuv: Vec<u8>,
+    /// With [`PatternEncoder::looping`]: the access units of the first
+    /// group of pictures, then sent round.
+    looped: Option<Loop>,
+}
+
+/// One group of pictures encoded once and sent round: each access unit
+/// split where the timing SEI goes, so every send carries a fresh one.
+struct Loop {
+    len: usize,
+    /// (before the SEI: SPS/PPS; after it: the slices; IDR).
+    units: Vec<(Vec<u8>, Vec<u8>, bool)>,
+    next: usize,
 }
 
 impl PatternEncoder {
@@ -64,7 +76,25 @@ impl PatternEncoder {
             fps,
             encoder,
             yuv: vec![0; width * height * 3 / 2],
+            looped: None,
         })
+    }
+
+    /// Encodes only the first group of pictures (two seconds: an IDR and
+    /// its P frames) and then sends it round, with a fresh timing SEI and
+    /// frame number each time; a keyframe request restarts the round at
+    /// its IDR. The stream is valid H.264 (an IDR resets every reference)
+    /// at the bitrate asked for, and costs no encoding after two seconds:
+    /// for load tests, where the encoder would take a core's share from the
+    /// server being measured. The picture repeats every two seconds.
+    pub fn looping(mut self) -> Self {
+        let len = (self.fps * 2) as usize;
+        self.looped = Some(Loop {
+            len,
+            units: Vec::with_capacity(len),
+            next: 0,
+        });
+        self
     }
 
     /// Picture size actually encoded.
@@ -74,7 +104,10 @@ impl PatternEncoder {
 
     /// Makes the next frame an IDR (answer to a keyframe request).
     pub fn force_keyframe(&mut self) {
-        self.encoder.force_intra_frame();
+        match &mut self.looped {
+            Some(l) if l.units.len() == l.len => l.next = 0,
+            _ => self.encoder.force_intra_frame(),
+        }
     }
 
     /// Draws frame `frame_number`, encodes it, and returns the access unit
@@ -87,6 +120,26 @@ impl PatternEncoder {
         frame_number: u64,
         clock: impl FnOnce() -> u64,
     ) -> anyhow::Result<Option<EncodedFrame>> {
+        if let Some(l) = &mut self.looped
+            && l.units.len() == l.len
+        {
+            let (before, after, keyframe) = &l.units[l.next];
+            l.next = (l.next + 1) % l.len;
+            let sei = write_timing_sei(FrameTiming {
+                frame_number,
+                sent_at_micros: clock(),
+            });
+            let mut data = Vec::with_capacity(before.len() + sei.len() + 4 + after.len());
+            data.extend_from_slice(before);
+            data.extend_from_slice(&[0, 0, 0, 1]);
+            data.extend_from_slice(&sei);
+            data.extend_from_slice(after);
+            return Ok(Some(EncodedFrame {
+                data,
+                keyframe: *keyframe,
+                frame_number,
+            }));
+        }
         draw_pattern(&mut self.yuv, self.width, self.height, frame_number);
         let source = YUVBuffer::from_vec(self.yuv.clone(), self.width, self.height);
         let millis = frame_number.saturating_mul(1000) / u64::from(self.fps);
@@ -105,9 +158,12 @@ impl PatternEncoder {
         let mut data = Vec::with_capacity(raw.len() + sei.len() + 8);
         let mut keyframe = false;
         let mut sei_written = false;
+        // Where the SEI went in `data`: [at, at + 4 + sei.len()).
+        let mut sei_at = 0;
         for nal in split_annex_b(&raw) {
             let t = nal_type(nal);
             if !sei_written && matches!(t, Some(NAL_SLICE..=NAL_IDR)) {
+                sei_at = data.len();
                 data.extend_from_slice(&[0, 0, 0, 1]);
                 data.extend_from_slice(&sei);
                 sei_written = true;
@@ -118,6 +174,14 @@ impl PatternEncoder {
         }
         if !sei_written {
             return Ok(None);
+        }
+        if let Some(l) = &mut self.looped
+            // The round starts at an IDR.
+            && (keyframe || !l.units.is_empty())
+        {
+            let before = data[..sei_at].to_vec();
+            let after = data[sei_at + 4 + sei.len()..].to_vec();
+            l.units.push((before, after, keyframe));
         }
         Ok(Some(EncodedFrame {
             data,
@@ -232,9 +296,60 @@ fn fill_rect(plane: &mut [u8], stride: usize, x: usize, y: usize, w: usize, h: u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::sei::{access_unit_has_idr, find_timing_in_access_unit};
+    use crate::client::sei::{NAL_SEI, access_unit_has_idr, find_timing_in_access_unit};
     use openh264::decoder::Decoder;
     use openh264::formats::YUVSource;
+
+    #[test]
+    fn a_looping_pattern_sends_its_first_group_round_and_decodes() {
+        // 5 fps: a round of 10 frames.
+        let mut enc = PatternEncoder::new(320, 180, 5, 300_000)
+            .expect("encoder")
+            .looping();
+        let mut dec = Decoder::new().expect("decoder");
+        let mut frames = Vec::new();
+        for n in 0..25u64 {
+            if n == 17 {
+                // A keyframe request mid-round: the round restarts at its IDR.
+                enc.force_keyframe();
+            }
+            let f = enc
+                .encode(n, || 5_000 + n)
+                .expect("encode")
+                .expect("a picture");
+            let timing = find_timing_in_access_unit(&f.data).expect("timing SEI");
+            assert_eq!((timing.frame_number, timing.sent_at_micros), (n, 5_000 + n));
+            assert_eq!(f.frame_number, n);
+            let pic = dec.decode(&f.data).expect("decodes").expect("a picture");
+            assert_eq!(pic.dimensions(), (320, 180));
+            frames.push(f);
+        }
+        // Everything but the timing SEI.
+        let slices = |f: &EncodedFrame| {
+            split_annex_b(&f.data)
+                .into_iter()
+                .filter(|n| nal_type(n) != Some(NAL_SEI))
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        };
+        let key: Vec<u64> = frames
+            .iter()
+            .filter(|f| f.keyframe)
+            .map(|f| f.frame_number)
+            .collect();
+        assert_eq!(
+            key,
+            vec![0, 10, 17],
+            "IDRs at the round's starts and on request"
+        );
+        // Past the first round, each frame is the round's frame again.
+        for n in 10..17 {
+            assert_eq!(slices(&frames[n]), slices(&frames[n - 10]), "frame {n}");
+        }
+        for n in 17..25 {
+            assert_eq!(slices(&frames[n]), slices(&frames[n - 17]), "frame {n}");
+        }
+    }
 
     #[test]
     fn encoded_frame_decodes_and_carries_its_number() {

@@ -104,6 +104,10 @@ pub struct PublishOptions {
     pub bitrate_bps: u32,
     /// Send the three layers of [`SIMULCAST_LAYERS`] instead of one picture.
     pub simulcast: bool,
+    /// Encode two seconds once and send them round
+    /// ([`PatternEncoder::looping`]): for load tests, so the encoder does
+    /// not compete with the server for the machine.
+    pub loop_pattern: bool,
 }
 
 impl Default for PublishOptions {
@@ -116,6 +120,7 @@ impl Default for PublishOptions {
             fps: 30,
             bitrate_bps: 1_000_000,
             simulcast: false,
+            loop_pattern: false,
         }
     }
 }
@@ -228,7 +233,10 @@ impl Publisher {
         let audio_ssrc = ssrcs.pop().context("no SSRC for audio")?;
         let mut layers = Vec::with_capacity(ladder.len());
         for ((rid, w, h, bps), ssrc) in ladder.into_iter().zip(ssrcs) {
-            let encoder = PatternEncoder::new(w, h, opts.fps, bps)?;
+            let mut encoder = PatternEncoder::new(w, h, opts.fps, bps)?;
+            if opts.loop_pattern {
+                encoder = encoder.looping();
+            }
             let (width, height) = encoder.dimensions();
             encoders.push(encoder);
             layers.push(Layer {

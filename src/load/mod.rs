@@ -126,6 +126,9 @@ async fn start_publisher(spec: &PublishSpec, token: Option<String>) -> anyhow::R
         fps: spec.fps,
         bitrate_bps: spec.bitrate_bps,
         simulcast: spec.simulcast,
+        // The generator usually shares the server's machine: encoding once
+        // leaves the cores to the server and the viewers.
+        loop_pattern: true,
     })
     .await
     .context("starting the publisher")?;

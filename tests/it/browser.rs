@@ -83,6 +83,15 @@ async fn browser_broadcasts_and_browser_watches() {
         got["stats"]["framesDecoded"].as_u64().unwrap_or(0) > 0,
         "the viewer reports no frames decoded: {got}"
     );
+    // Both legs negotiated AEAD AES-GCM SRTP (one AES pass per packet, no
+    // separate HMAC), not AES-CM with HMAC-SHA1.
+    for (side, page) in [("broadcaster", &sent), ("viewer", &got)] {
+        let cipher = page["stats"]["srtpCipher"].as_str().unwrap_or_default();
+        assert!(
+            cipher.starts_with("AEAD_AES_") && cipher.ends_with("_GCM"),
+            "the {side}'s SRTP profile is {cipher:?}: {page}"
+        );
+    }
 
     // Stop: the broadcaster goes idle, the viewer notices the stream is gone.
     broadcaster
