@@ -209,7 +209,7 @@ export function validStreamName(name) {
   return /^[A-Za-z0-9._-]{1,64}$/.test(name);
 }
 
-/** The SRTP protection profile the transport negotiated ("AEAD_AES_256_GCM"). */
+/** The SRTP protection profile the transport negotiated ("SRTP_AEAD_AES_256_GCM"). */
 function srtpCipher(report) {
   let cipher = null;
   report.forEach((r) => {
