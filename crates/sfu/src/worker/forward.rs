@@ -29,10 +29,10 @@ pub(super) const FAN_OUT_CHUNK: usize = 16;
 const UPDATE_EVERY: Duration = Duration::from_secs(2);
 
 impl Sfu {
-    /// Forwards the RTP packets collected while draining publishers, and
-    /// hands each mirroring worker its batch.
-    /// At most [`FAN_OUT_CHUNK`] packets at a time: the caller drains the
-    /// connections written to before the next chunk.
+    /// Forwards the RTP packets collected while draining publishers (and
+    /// those relayed by an origin worker), and hands each mirroring worker
+    /// its batch. At most [`FAN_OUT_CHUNK`] packets at a time: the caller
+    /// drains the connections written to before the next chunk.
     pub(super) fn fan_out(&mut self) {
         self.fan_out_upto(FAN_OUT_CHUNK);
     }
