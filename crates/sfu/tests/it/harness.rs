@@ -62,6 +62,9 @@ pub struct Browser {
     pub keyframe_requests_by_rid: Vec<(Instant, Option<Rid>)>,
     /// Publisher: a keyframe every this many frames (None: only when asked).
     pub keyframe_every: Option<u64>,
+    /// Publisher without simulcast: bytes of a delta frame (a keyframe is
+    /// three times that).
+    pub frame_size: usize,
     next_frame_at: Instant,
     next_timeout: Instant,
     up: Netem<Packet>,
@@ -89,6 +92,8 @@ pub struct World {
     pub workers: Vec<Worker>,
     /// Relay messages in flight: (from, to, message), in order.
     relay: std::collections::VecDeque<(usize, usize, RelayMessage)>,
+    /// When set, every datagram worker 0 sends, in order: (to, bytes).
+    pub sent_log: Option<Vec<(SocketAddr, usize)>>,
     seed: u64,
     stuck: u32,
 }
@@ -107,6 +112,7 @@ impl World {
             sfu_timeout: start,
             workers: Vec::new(),
             relay: Default::default(),
+            sent_log: None,
             seed,
             stuck: 0,
         }
@@ -192,6 +198,7 @@ impl World {
             force_layer_keyframe: Vec::new(),
             keyframe_requests_by_rid: Vec::new(),
             keyframe_every: None,
+            frame_size: 1800,
             next_frame_at: self.now,
             next_timeout: self.now,
             up: Netem::new(link_up.seed(seed * 2 + 1)),
@@ -417,6 +424,11 @@ impl World {
             let out = self.node(k).poll_output();
             match out {
                 Output::Transmit(t) => {
+                    if k == 0
+                        && let Some(log) = &mut self.sent_log
+                    {
+                        log.push((t.destination, t.contents.len()));
+                    }
                     if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == t.destination) {
                         let p = Packet {
                             from: t.source,
@@ -506,7 +518,7 @@ impl Browser {
         let ticks = (now - start).as_micros() as u64 * 90 / 1000;
         let time = MediaTime::new(ticks, Frequency::NINETY_KHZ);
         if self.layers.is_empty() {
-            let data = make_frame(n, key, b'-', 1800);
+            let data = make_frame(n, key, b'-', self.frame_size);
             if let Some(mid) = self.video_mid
                 && let Some(w) = self.rtc.writer(mid)
             {

@@ -178,3 +178,49 @@ fn many_joins_cause_at_most_one_pli_per_interval() {
         assert!(b.frames[0].keyframe);
     }
 }
+
+/// A keyframe bigger than a fan-out chunk does not go whole to one viewer
+/// before the next viewer gets any of it: the SFU sends a viewer at most 16
+/// of its packets in a row, then the other viewers theirs, then the rest;
+/// and every viewer still gets every frame in order.
+#[test]
+fn a_big_keyframe_goes_to_every_viewer_a_chunk_at_a_time() {
+    let mut w = World::new(5);
+    let p = w.publisher("cam", link()).expect("publish");
+    // Keyframes of 3 × 8000 bytes: 21 packets or more; delta frames 7.
+    w.browsers[p].frame_size = 8000;
+    w.browsers[p].keyframe_every = Some(30);
+    let viewers: Vec<usize> = (0..4)
+        .map(|_| w.viewer("cam", link()).expect("watch"))
+        .collect();
+    w.run_for(Duration::from_secs(1));
+    w.sent_log = Some(Vec::new());
+    w.run_for(Duration::from_secs(3));
+    let log = w.sent_log.take().expect("log");
+
+    // The longest run of video-sized datagrams to one viewer (audio and
+    // RTCP are small and left out).
+    let (mut longest, mut run, mut last) = (0, 0, None);
+    for (to, len) in &log {
+        if *len < 1000 {
+            continue;
+        }
+        if Some(*to) == last {
+            run += 1;
+        } else {
+            (run, last) = (1, Some(*to));
+        }
+        longest = longest.max(run);
+    }
+    // Longer than a delta frame (so keyframes were in the log), and cut at
+    // the chunk (a whole keyframe would be 21 or more).
+    assert!(
+        (12..=16).contains(&longest),
+        "longest run of packets to one viewer: {longest}"
+    );
+    for v in viewers {
+        let f = &w.browsers[v].frames;
+        assert!(f.len() > 100, "viewer {v} got {} frames", f.len());
+        assert_eq!(gaps_and_reorders(f), (0, 0), "viewer {v}");
+    }
+}
