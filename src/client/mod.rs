@@ -399,7 +399,8 @@ fn clip(body: &str) -> &str {
     body[..end].trim()
 }
 
-fn micros_since_epoch() -> u64 {
+/// The wall clock in µs since the Unix epoch (what timing SEIs carry).
+pub(crate) fn micros_since_epoch() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)

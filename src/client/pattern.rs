@@ -38,13 +38,60 @@ pub struct PatternEncoder {
     looped: Option<Loop>,
 }
 
-/// One group of pictures encoded once and sent round: each access unit
-/// split where the timing SEI goes, so every send carries a fresh one.
+/// One group of pictures encoded once and sent round.
 struct Loop {
     len: usize,
-    /// (before the SEI: SPS/PPS; after it: the slices; IDR).
-    units: Vec<(Vec<u8>, Vec<u8>, bool)>,
+    units: Vec<Unit>,
     next: usize,
+}
+
+/// An encoded access unit split where the timing SEI goes (before the
+/// first slice), so every send can carry a fresh one.
+#[derive(Clone)]
+struct Unit {
+    /// Annex B NAL units before the first slice (SPS and PPS of an IDR).
+    before: Vec<u8>,
+    /// Annex B NAL units from the first slice on.
+    slices: Vec<u8>,
+    keyframe: bool,
+}
+
+impl Unit {
+    /// Splits openh264's output; `None` when it holds no slice.
+    fn split(raw: &[u8]) -> Option<Self> {
+        let mut unit = Unit {
+            before: Vec::new(),
+            slices: Vec::with_capacity(raw.len() + 8),
+            keyframe: false,
+        };
+        for nal in split_annex_b(raw) {
+            let t = nal_type(nal);
+            let to = if unit.slices.is_empty() && !matches!(t, Some(NAL_SLICE..=NAL_IDR)) {
+                &mut unit.before
+            } else {
+                &mut unit.slices
+            };
+            to.extend_from_slice(&[0, 0, 0, 1]);
+            to.extend_from_slice(nal);
+            unit.keyframe |= t == Some(NAL_IDR);
+        }
+        (!unit.slices.is_empty()).then_some(unit)
+    }
+
+    /// The access unit with `timing` in front of its first slice.
+    fn frame(&self, timing: FrameTiming) -> EncodedFrame {
+        let sei = write_timing_sei(timing);
+        let mut data = Vec::with_capacity(self.before.len() + 4 + sei.len() + self.slices.len());
+        data.extend_from_slice(&self.before);
+        data.extend_from_slice(&[0, 0, 0, 1]);
+        data.extend_from_slice(&sei);
+        data.extend_from_slice(&self.slices);
+        EncodedFrame {
+            data,
+            keyframe: self.keyframe,
+            frame_number: timing.frame_number,
+        }
+    }
 }
 
 impl PatternEncoder {
@@ -123,22 +170,12 @@ impl PatternEncoder {
         if let Some(l) = &mut self.looped
             && l.units.len() == l.len
         {
-            let (before, after, keyframe) = &l.units[l.next];
+            let unit = &l.units[l.next];
             l.next = (l.next + 1) % l.len;
-            let sei = write_timing_sei(FrameTiming {
+            return Ok(Some(unit.frame(FrameTiming {
                 frame_number,
                 sent_at_micros: clock(),
-            });
-            let mut data = Vec::with_capacity(before.len() + sei.len() + 4 + after.len());
-            data.extend_from_slice(before);
-            data.extend_from_slice(&[0, 0, 0, 1]);
-            data.extend_from_slice(&sei);
-            data.extend_from_slice(after);
-            return Ok(Some(EncodedFrame {
-                data,
-                keyframe: *keyframe,
-                frame_number,
-            }));
+            })));
         }
         draw_pattern(&mut self.yuv, self.width, self.height, frame_number);
         let source = YUVBuffer::from_vec(self.yuv.clone(), self.width, self.height);
@@ -147,47 +184,21 @@ impl PatternEncoder {
             .encoder
             .encode_at(&source, openh264::Timestamp::from_millis(millis))
             .context("openh264 encode")?;
-        let raw = bitstream.to_vec();
-        if raw.is_empty() {
-            return Ok(None);
-        }
-        let sei = write_timing_sei(FrameTiming {
+        let timing = FrameTiming {
             frame_number,
             sent_at_micros: clock(),
-        });
-        let mut data = Vec::with_capacity(raw.len() + sei.len() + 8);
-        let mut keyframe = false;
-        let mut sei_written = false;
-        // Where the SEI went in `data`: [at, at + 4 + sei.len()).
-        let mut sei_at = 0;
-        for nal in split_annex_b(&raw) {
-            let t = nal_type(nal);
-            if !sei_written && matches!(t, Some(NAL_SLICE..=NAL_IDR)) {
-                sei_at = data.len();
-                data.extend_from_slice(&[0, 0, 0, 1]);
-                data.extend_from_slice(&sei);
-                sei_written = true;
-            }
-            keyframe |= t == Some(NAL_IDR);
-            data.extend_from_slice(&[0, 0, 0, 1]);
-            data.extend_from_slice(nal);
-        }
-        if !sei_written {
+        };
+        let Some(unit) = Unit::split(&bitstream.to_vec()) else {
             return Ok(None);
-        }
+        };
+        let frame = unit.frame(timing);
         if let Some(l) = &mut self.looped
             // The round starts at an IDR.
-            && (keyframe || !l.units.is_empty())
+            && (unit.keyframe || !l.units.is_empty())
         {
-            let before = data[..sei_at].to_vec();
-            let after = data[sei_at + 4 + sei.len()..].to_vec();
-            l.units.push((before, after, keyframe));
+            l.units.push(unit);
         }
-        Ok(Some(EncodedFrame {
-            data,
-            keyframe,
-            frame_number,
-        }))
+        Ok(Some(frame))
     }
 }
 

@@ -25,6 +25,7 @@ use super::gro;
 use super::procfs::{ProcSample, process_udp_drops, udp_drops_for_ports};
 use super::report::{Percentiles, TimelinePoint};
 use super::viewer::{RtpIn, ViewerStats};
+use crate::client::micros_since_epoch;
 
 /// The waker's token; viewer `i` has token `i + 1`.
 const WAKER: Token = Token(0);
@@ -452,7 +453,6 @@ impl Driver {
                             self.bytes += wire as u64;
                             if let Some(t) = info.timing {
                                 let lat = wallclock
-                                    .or(arrived)
                                     .unwrap_or_else(micros_since_epoch)
                                     .saturating_sub(t.sent_at_micros);
                                 self.latencies.push(LatencySample {
@@ -592,10 +592,4 @@ fn progress_line(p: &TimelinePoint, started: usize) -> String {
         s.push_str(&format!(" | generator {cpu:.0} % CPU"));
     }
     s
-}
-
-fn micros_since_epoch() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }

@@ -117,13 +117,6 @@ mod tests {
 
     /// A GSO train sent over loopback arrives as the datagrams it was made
     /// of, in order, whether or not the kernel coalesces it.
-    fn wall_us() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_micros() as u64
-    }
-
     #[test]
     fn loopback_trains_arrive_as_datagrams() {
         use nix::sys::socket::{ControlMessage, sendmsg};
@@ -140,7 +133,7 @@ mod tests {
             payload.extend(std::iter::repeat_n(i, if i == 4 { 300 } else { 1000 }));
         }
         let seg: u16 = 1000;
-        let before_us = wall_us();
+        let before_us = crate::client::micros_since_epoch();
         let sent = sendmsg(
             tx.as_raw_fd(),
             &[IoSlice::new(&payload)],
@@ -163,7 +156,7 @@ mod tests {
             // this read returned.
             let arrived = r.arrived_us.expect("SO_TIMESTAMPNS on loopback");
             assert!(
-                (before_us..=wall_us()).contains(&arrived),
+                (before_us..=crate::client::micros_since_epoch()).contains(&arrived),
                 "arrival {arrived} µs outside {before_us}..now"
             );
             got.extend(segments(&buf[..r.len], r.segment).map(<[u8]>::to_vec));

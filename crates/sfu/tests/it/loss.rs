@@ -83,19 +83,7 @@ fn loss_on_a_long_path_is_repaired() {
             "seed {seed}: {} frames",
             b.frames.len()
         );
-        let t0 = b.frames[0].at;
-        let missing: Vec<(u64, u128)> = b
-            .frames
-            .windows(2)
-            .filter(|f| f[1].number > f[0].number + 1)
-            .map(|f| (f[0].number + 1, (f[1].at - t0).as_millis()))
-            .collect();
-        assert_eq!(
-            gaps,
-            0,
-            "seed {seed}: the far viewer lost frames for good: {missing:?} of {}",
-            b.frames.len()
-        );
+        assert_eq!(gaps, 0, "seed {seed}: the far viewer lost frames for good");
         assert_eq!(reorders, 0, "seed {seed}");
     }
 }
