@@ -25,8 +25,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lumen::bench::{CeilingOptions, CeilingReport, run_ceiling};
-use lumen::load::{LoadOptions, LoadReport, ProcSample, PublishSpec, run};
+use lumen_tools::bench::{CeilingOptions, CeilingReport, run_ceiling};
+use lumen_tools::load::{LoadOptions, LoadReport, ProcSample, PublishSpec, run};
 
 /// Loss above this, or latency p99 above the next, marks the level where
 /// the server stops keeping up.

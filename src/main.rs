@@ -1,11 +1,11 @@
 //! `lumen`: the whole platform in one binary.
 //!
-//! `lumen serve` runs the server on embedded defaults; `lumen publish` and
+//! `lumen serve` runs the server, configured by flags, `LUMEN_*` variables
+//! and `lumen.toml` (see `config`); `lumen publish` and
 //! `lumen watch` are WHIP and WHEP clients built on an independent WebRTC
 //! stack (webrtc-rs), for testing and for scripts.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+mod config;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -24,15 +24,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server: WHIP, WHEP, web client, API and metrics.
-    Serve(ServeArgs),
+    ///
+    /// Settings come from flags, then LUMEN_* environment variables, then
+    /// the configuration file (--config, LUMEN_CONFIG or ./lumen.toml),
+    /// then defaults; `lumen config print` shows the result.
+    Serve(config::ConfigArgs),
+    /// Inspect the configuration: `lumen config print`.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Publish a test pattern (H.264 + Opus) to a WHIP URL.
     Publish(PublishArgs),
     /// Watch a WHEP URL headlessly and print frames, fps, bitrate, loss and TTFF.
     Watch(WatchArgs),
     /// Open many str0m WHEP viewers and report TTFF, bitrate, loss, latency and server CPU.
-    Load(lumen::load::LoadArgs),
+    Load(lumen_tools::load::LoadArgs),
     /// Measure this machine: `lumen bench ceiling`.
-    Bench(lumen::bench::BenchArgs),
+    Bench(lumen_tools::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -80,34 +87,12 @@ struct WatchArgs {
     duration: Option<f64>,
 }
 
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// HTTP listen address.
-    #[arg(long, env = "LUMEN_HTTP_ADDR", default_value = "127.0.0.1:8080")]
-    http_addr: SocketAddr,
-    /// UDP address of the first media worker (worker i uses port + i).
-    #[arg(long, env = "LUMEN_RTC_ADDR", default_value = "127.0.0.1:8000")]
-    rtc_addr: SocketAddr,
-    /// IP announced in ICE candidates when clients reach this host by another address.
-    #[arg(long, env = "LUMEN_PUBLIC_IP")]
-    public_ip: Option<IpAddr>,
-    /// UDP port announced for the first worker when a NAT or proxy forwards another port to it (worker i: port + i).
-    #[arg(long, env = "LUMEN_PUBLIC_PORT")]
-    public_port: Option<u16>,
-    /// Data directory.
-    #[arg(long, env = "LUMEN_DATA_DIR", default_value = "lumen-data")]
-    data_dir: PathBuf,
-    /// STUN/TURN server URLs announced to clients (repeatable).
-    #[arg(long = "ice-server", env = "LUMEN_ICE_SERVERS", value_delimiter = ',')]
-    ice_servers: Vec<String>,
-    /// Number of media workers (default: one per core).
-    #[arg(long, env = "LUMEN_WORKERS")]
-    workers: Option<usize>,
-    /// How many more peers a stream's worker may have than the least busy
-    /// one before its new viewers go to another worker (0: spread every
-    /// stream over all workers).
-    #[arg(long, env = "LUMEN_WORKER_SPREAD")]
-    worker_spread: Option<usize>,
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration as TOML (defaults < file <
+    /// environment < flags), secrets masked, with the source of every value
+    /// that is not a default.
+    Print(config::ConfigArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -123,8 +108,12 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Cmd::Serve(a) => serve(a).await,
+            Cmd::Config(ConfigCmd::Print(a)) => {
+                print!("{}", a.load()?.to_masked_toml()?);
+                Ok(())
+            }
             Cmd::Publish(a) => {
-                let opts = lumen::client::PublishOptions {
+                let opts = lumen_tools::client::PublishOptions {
                     url: a.url,
                     token: a.token,
                     width: a.width,
@@ -134,18 +123,18 @@ fn main() -> anyhow::Result<()> {
                     simulcast: a.simulcast,
                     loop_pattern: false,
                 };
-                lumen::client::run_publish_cli(opts, seconds(a.duration)?).await
+                lumen_tools::client::run_publish_cli(opts, seconds(a.duration)?).await
             }
             Cmd::Watch(a) => {
-                let opts = lumen::client::WatchOptions {
+                let opts = lumen_tools::client::WatchOptions {
                     url: a.url,
                     token: a.token,
                     layer: a.layer,
                 };
-                lumen::client::run_watch_cli(opts, seconds(a.duration)?).await
+                lumen_tools::client::run_watch_cli(opts, seconds(a.duration)?).await
             }
-            Cmd::Load(a) => lumen::load::run_load_cli(a).await,
-            Cmd::Bench(a) => lumen::bench::run_bench_cli(a).await,
+            Cmd::Load(a) => lumen_tools::load::run_load_cli(a).await,
+            Cmd::Bench(a) => lumen_tools::bench::run_bench_cli(a).await,
         }
     })
 }
@@ -158,25 +147,17 @@ fn seconds(d: Option<f64>) -> anyhow::Result<Option<std::time::Duration>> {
     .transpose()
 }
 
-async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let mut config = lumen_signaling::Config::new();
-    config.http_addr = a.http_addr;
-    config.rtc_addr = a.rtc_addr;
-    config.public_ip = a.public_ip;
-    config.public_port = a.public_port;
-    config.data_dir = a.data_dir;
-    config.ice_servers = a.ice_servers;
-    if let Some(s) = a.worker_spread {
-        config.worker_spread = s;
-    }
-    if let Some(w) = a.workers {
-        config.workers = w.max(1);
-    }
-    let running = lumen_signaling::start(config)
+async fn serve(a: config::ConfigArgs) -> anyhow::Result<()> {
+    let loaded = a.load()?;
+    let file = loaded.file.clone();
+    let running = lumen_signaling::start(loaded.config.into())
         .await
         .context("starting lumen")?;
     let url = running.http_url();
     println!("lumen is live");
+    if let Some(f) = file {
+        println!("  config:      {}", f.display());
+    }
     println!("  web client:  {url}/");
     println!("  broadcast:   {url}/broadcast");
     println!("  WHIP (OBS):  {url}/whip/<stream>   (Bearer token: any, until accounts land)");

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
-use lumen::client::{WatchOptions, WatchStats, Watcher};
+use lumen_tools::client::{WatchOptions, WatchStats, Watcher};
 use serde_json::Value;
 
 use crate::chrome::ChromeDriver;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lumen::client::{PublishOptions, Publisher, WatchOptions, Watcher};
+use lumen_tools::client::{PublishOptions, Publisher, WatchOptions, Watcher};
 
 use crate::support::start_server_with;
 
@@ -105,18 +105,18 @@ async fn two_viewers_decode_every_frame(spread: usize) {
         })
         .unwrap_or_else(|| panic!("no forwarding delay histogram:\n{metrics}"));
     assert!(forwarded >= 150, "{forwarded} batches timed\n{metrics}");
-    let relayed: u64 = metrics
+    let mirrored: u64 = metrics
         .lines()
         .find_map(|l| {
-            l.strip_prefix("lumen_rtp_packets_relayed_total ")?
+            l.strip_prefix("lumen_rtp_packets_mirrored_total ")?
                 .parse()
                 .ok()
         })
-        .expect("relayed packets counter");
+        .expect("mirrored packets counter");
     if spread == 0 {
-        assert!(relayed > 500, "the second worker was not fed: {relayed}");
+        assert!(mirrored > 500, "the second worker was not fed: {mirrored}");
     } else {
-        assert_eq!(relayed, 0, "two viewers of one stream left its worker");
+        assert_eq!(mirrored, 0, "two viewers of one stream left its worker");
     }
 
     let (status_a, end_a) = a.stop().await.expect("stop A");

@@ -1,5 +1,5 @@
 //! An automatic viewer behind a bottleneck, over real UDP: the UDP
-//! impairment proxy (`lumen::impair`) caps the downlink of every client at
+//! impairment proxy (`lumen_tools::impair`) caps the downlink of every client at
 //! 500 kbit/s with a 100 ms drop-tail buffer; the server announces the
 //! proxy's port (`public_port`), so the publisher and the viewer both reach
 //! it through the proxy. The simulcast publisher's `h` layer does not fit
@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use lumen::client::{PublishOptions, Publisher, WatchOptions, WatchStats, Watcher};
-use lumen::impair::{ImpairConfig, ImpairProxy};
+use lumen_tools::client::{PublishOptions, Publisher, WatchOptions, WatchStats, Watcher};
+use lumen_tools::impair::{ImpairConfig, ImpairProxy};
 
 use crate::support::start_server_with;
 

@@ -6,6 +6,7 @@ mod browser;
 mod chrome;
 mod e2e;
 mod impair;
+mod layering;
 mod load;
 mod simulcast;
 mod support;

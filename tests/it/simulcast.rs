@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use lumen::client::{
+use lumen_tools::client::{
     PublishOptions, Publisher, SIMULCAST_LAYERS, WatchOptions, WatchStats, Watcher,
 };
 

@@ -109,8 +109,10 @@ fn vp9_is_keyframe_start(payload: &[u8]) -> bool {
     begin && !inter_predicted
 }
 
-/// The picture size a keyframe packet announces, if this packet carries it:
-/// the SPS for H.264 (alone, or inside a STAP-A), the keyframe header for VP8.
+/// The picture size (width, height in pixels) a keyframe packet announces,
+/// if this packet carries it: the SPS for H.264 (alone, or inside a STAP-A),
+/// the keyframe header for VP8; never for VP9. Any bytes at all may be
+/// passed: a payload it cannot read is `None`.
 pub fn picture_size(codec: VideoCodec, payload: &[u8]) -> Option<(u32, u32)> {
     match codec {
         VideoCodec::H264 => {

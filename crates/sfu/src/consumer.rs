@@ -111,6 +111,12 @@ impl Consumer {
         self.kind == MediaKind::Video && self.target == Some(rid) && self.current != Some(rid)
     }
 
+    /// Whether the publisher sends something it can forward (see
+    /// [`Self::bind`]).
+    pub fn is_bound(&self) -> bool {
+        !self.pt_map.is_empty()
+    }
+
     pub fn map_pt(&self, pt: Pt) -> Option<PtMap> {
         self.pt_map.iter().find(|m| m.from == pt).copied()
     }

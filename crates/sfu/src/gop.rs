@@ -18,7 +18,7 @@ const GOP_MAX_PACKETS: usize = 2048;
 
 /// One forwarded packet, as a viewer's Consumer needs it again (the
 /// packet as every Router forwards it).
-pub(crate) use crate::relay::RelayPacket as CachedPacket;
+pub(crate) use crate::sink::MediaPacket as CachedPacket;
 
 /// The current group of pictures of one layer.
 #[derive(Debug, Default)]

@@ -9,6 +9,13 @@
 //! The rule is str0m's: after every input or command, drain
 //! [`Sfu::poll_output`] until it returns [`Output::Timeout`].
 //!
+//! Besides its viewers, a stream's Router feeds its *sinks*
+//! ([`Sfu::attach_sink`]): today mirrors of the stream on other workers,
+//! which serve viewers there. Their messages come out as [`Output::Sink`]
+//! and go in through [`Sfu::handle_sink_message`]. Data channels pass
+//! through the same way: [`SfuEvent::ChannelData`] out,
+//! [`Sfu::send_channel`] in.
+//!
 //! ```no_run
 //! use std::net::{SocketAddr, UdpSocket};
 //! use std::time::Instant;
@@ -27,8 +34,9 @@
 //!                 socket.send_to(&t.contents, t.destination).ok();
 //!             }
 //!             Output::Event(event) => println!("{event:?}"),
-//!             // With one worker there is nobody to relay to.
-//!             Output::Relay { .. } => {}
+//!             // With one worker there are no mirrors, and no other sinks
+//!             // were attached.
+//!             Output::Sink { .. } => {}
 //!             Output::Timeout(at) => break at,
 //!         }
 //!     };
@@ -49,25 +57,30 @@
 
 mod codec;
 mod consumer;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gop;
 mod keyframe;
 mod layers;
 mod metrics;
+mod mirror;
 mod munger;
 mod peer;
-mod relay;
 mod router;
 mod sdp;
+mod sink;
 mod worker;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub use codec::{VideoCodec, is_keyframe_start};
+pub use codec::{VideoCodec, is_keyframe_start, picture_size};
 pub use keyframe::KeyframeRequester;
 pub use metrics::{BWE_BPS_BOUNDS, FORWARDING_DELAY_US_BOUNDS, Histogram, Metrics, TTFF_MS_BOUNDS};
 pub use munger::{Munged, RtpMunger};
-pub use relay::RelayMessage;
+pub use sdp::TrickleFragment;
+pub use sink::{MediaPacket, SinkBody, SinkId, SinkMessage, TrackDescription};
+pub use str0m::channel::ChannelId;
 pub use str0m::net::Transmit;
 pub use worker::Sfu;
 
@@ -136,13 +149,13 @@ pub enum Output {
     Transmit(Transmit),
     /// Something signaling should know about.
     Event(SfuEvent),
-    /// Hand this to worker `to`'s [`Sfu::handle_relay`] (cross-worker
-    /// fan-out, see [`RelayMessage`]).
-    Relay {
-        /// The worker's index.
-        to: usize,
+    /// Hand this to the sink `to` (for [`SinkId::Worker`]: to that
+    /// worker's [`Sfu::handle_sink_message`]). See [`SinkMessage`].
+    Sink {
+        /// Whom it is for.
+        to: SinkId,
         /// What to hand it.
-        message: RelayMessage,
+        message: SinkMessage,
     },
     /// Nothing more to do until this time or the next input.
     Timeout(Instant),
@@ -196,6 +209,34 @@ pub enum SfuEvent {
         stream: String,
         /// Why.
         reason: CloseReason,
+    },
+    /// A data channel of the peer opened (the peer created it, e.g. `chat`).
+    ChannelOpen {
+        /// The peer.
+        peer: PeerId,
+        /// The channel, for [`Sfu::send_channel`].
+        channel: ChannelId,
+        /// The label the peer gave it.
+        label: String,
+    },
+    /// A message arrived on a data channel.
+    ChannelData {
+        /// The peer.
+        peer: PeerId,
+        /// The channel.
+        channel: ChannelId,
+        /// Sent as binary (else as text, UTF-8 by the WebRTC rules, which
+        /// nobody checked).
+        binary: bool,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// A data channel of the peer closed; it takes no more messages.
+    ChannelClose {
+        /// The peer.
+        peer: PeerId,
+        /// The channel.
+        channel: ChannelId,
     },
 }
 
@@ -314,4 +355,18 @@ pub enum SessionError {
     /// A trickled candidate could not be parsed.
     #[error("bad ICE candidate: {0}")]
     BadCandidate(String),
+    /// The data channel is not open on this peer: it closed, or it never
+    /// existed. It will not open again; forget it.
+    #[error("data channel closed")]
+    ChannelClosed,
+    /// The data channel's send buffer cannot take the message now (the peer
+    /// reads slower than it is written to). Nothing was sent; drop the
+    /// message or send it later.
+    #[error("data channel send buffer full")]
+    ChannelFull,
+    /// The message is larger than a data channel of this peer can ever
+    /// carry (its send buffer, or the maximum message size the peer
+    /// announced). Nothing was sent.
+    #[error("data channel message too large")]
+    ChannelMessageTooLarge,
 }

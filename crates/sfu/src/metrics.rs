@@ -12,15 +12,19 @@ pub struct Metrics {
     pub dropped_malformed: u64,
     /// Datagrams from an address no peer has, that were not a STUN check for one.
     pub dropped_unknown_source: u64,
-    /// Datagrams a peer's connection rejected (bad SRTP, bad DTLS, ...).
+    /// Datagrams a peer's connection refused: a connectivity check from a
+    /// new address that fails the session's credentials, or a datagram str0m
+    /// returns an error for. (SRTP that str0m cannot authenticate or place,
+    /// and DTLS records that do not parse, are discarded inside str0m
+    /// without an error: no counter sees them.)
     pub dropped_rejected: u64,
     /// RTP packets received from publishers.
     pub rtp_in: u64,
     /// RTP packets written towards viewers.
     pub rtp_forwarded: u64,
-    /// RTP packets handed to other workers for their viewers (one per
-    /// packet and mirror).
-    pub rtp_relayed: u64,
+    /// RTP packets handed to mirrors on other workers for their viewers
+    /// (one per packet and mirror).
+    pub rtp_mirrored: u64,
     /// Per copy of a packet forwarded to a viewer: from the packet's arrival
     /// (at the stream's origin worker) to the moment the shell reported the
     /// copy handed to the socket ([`Sfu::sent`](crate::Sfu::sent)),
@@ -63,7 +67,7 @@ impl Default for Metrics {
             dropped_rejected: 0,
             rtp_in: 0,
             rtp_forwarded: 0,
-            rtp_relayed: 0,
+            rtp_mirrored: 0,
             datagrams_out: 0,
             bytes_out: 0,
             keyframe_requests_sent: 0,

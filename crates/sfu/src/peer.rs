@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use str0m::Rtc;
-use str0m::media::{Mid, Rid};
+use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::Ssrc;
 
 use crate::consumer::Consumer;
@@ -38,6 +38,46 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// Viewer: its Consumer of this kind (a viewer has at most one per kind).
+    pub fn consumer(&self, kind: MediaKind) -> Option<&Consumer> {
+        self.consumers.iter().find(|c| c.kind == kind)
+    }
+
+    /// Viewer: its Consumer of this kind, to change.
+    pub fn consumer_mut(&mut self, kind: MediaKind) -> Option<&mut Consumer> {
+        self.consumers.iter_mut().find(|c| c.kind == kind)
+    }
+
+    /// Viewer: its video Consumer while it is bound to the stream's video
+    /// (the one whose layer the SFU chooses).
+    pub fn bound_video(&self) -> Option<&Consumer> {
+        self.consumer(MediaKind::Video).filter(|c| c.is_bound())
+    }
+
+    /// Viewer: [`Self::bound_video`], to change.
+    pub fn bound_video_mut(&mut self) -> Option<&mut Consumer> {
+        self.consumer_mut(MediaKind::Video).filter(|c| c.is_bound())
+    }
+
+    /// Viewer: [`Self::bound_video_mut`] and the connection, to write
+    /// packets with both.
+    pub fn bound_video_and_rtc(&mut self) -> Option<(&mut Consumer, &mut Rtc)> {
+        let c = self
+            .consumers
+            .iter_mut()
+            .find(|c| c.kind == MediaKind::Video)
+            .filter(|c| c.is_bound())?;
+        Some((c, &mut self.rtc))
+    }
+
+    /// Viewer: its first video packet went out. Returns how long after its
+    /// offer, in ms, the first time only (for the time-to-first-frame
+    /// histogram).
+    pub fn first_frame_sent(&mut self, now: Instant) -> Option<u64> {
+        let t = self.waiting_since.take()?;
+        Some(now.saturating_duration_since(t).as_millis() as u64)
+    }
+
     /// The (mid, rid) of an incoming SSRC; asks str0m once per SSRC.
     pub fn midrid_of(&mut self, ssrc: Ssrc) -> Option<(Mid, Option<Rid>)> {
         if let Some((_, mid, rid)) = self.ssrc_cache.iter().find(|(s, _, _)| *s == ssrc) {

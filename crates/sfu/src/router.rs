@@ -10,8 +10,9 @@ use str0m::media::{MediaKind, Mid, Rid};
 
 use crate::PeerId;
 use crate::codec::VideoCodec;
-use crate::layers::{Layer, LayerView};
-use crate::relay::{Mirror, Origin, RelayTrack};
+use crate::layers::{LAYER_TIMEOUT, Layer, LayerView};
+use crate::mirror::Origin;
+use crate::sink::{Sink, TrackDescription};
 
 /// Handle of a router inside one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,8 +26,8 @@ pub(crate) struct Router {
     pub tracks: Vec<TrackIn>,
     /// When the last `StreamUpdated` went out.
     pub last_update: Option<Instant>,
-    /// Origin: the workers that mirror this stream for their viewers.
-    pub mirrors: Vec<Mirror>,
+    /// Origin: the sinks attached to this stream (mirrors on other workers).
+    pub sinks: Vec<Sink>,
     /// Mirror: the worker whose publisher feeds this Router.
     pub origin: Option<Origin>,
 }
@@ -57,7 +58,7 @@ impl Router {
             viewers: Vec::new(),
             tracks: Vec::new(),
             last_update: None,
-            mirrors: Vec::new(),
+            sinks: Vec::new(),
             origin: None,
         }
     }
@@ -67,7 +68,7 @@ impl Router {
     pub fn is_empty(&self) -> bool {
         self.publisher.is_none()
             && self.viewers.is_empty()
-            && self.mirrors.is_empty()
+            && self.sinks.is_empty()
             && self.origin.is_none()
     }
 
@@ -76,11 +77,11 @@ impl Router {
         self.publisher.is_some() || self.origin.is_some_and(|o| o.live)
     }
 
-    /// Its tracks as a mirror rebuilds them.
-    pub fn describe(&self) -> Vec<RelayTrack> {
+    /// Its tracks as its sinks see them (and a mirror rebuilds them).
+    pub fn describe(&self) -> Vec<TrackDescription> {
         self.tracks
             .iter()
-            .map(|t| RelayTrack {
+            .map(|t| TrackDescription {
                 mid: t.mid,
                 kind: t.kind,
                 params: t.params.clone(),
@@ -151,6 +152,22 @@ impl TrackIn {
         self.layers.push(Layer::new(rid, self.keyframe_interval));
         self.order.push(self.layers.len() - 1);
         Some(self.layers.len() - 1)
+    }
+
+    /// Marks the layers without a packet for [`LAYER_TIMEOUT`] stopped
+    /// (str0m's pause event is slower); returns whether one stopped.
+    pub fn sleep_quiet_layers(&mut self, now: Instant) -> bool {
+        let mut slept = false;
+        for l in &mut self.layers {
+            if l.active
+                && l.last_packet
+                    .is_some_and(|t| now.saturating_duration_since(t) > LAYER_TIMEOUT)
+            {
+                l.active = false;
+                slept = true;
+            }
+        }
+        slept
     }
 
     /// Re-sorts the layers best first; returns whether the order changed.

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::http::{AppState, check_stream_name};
-use crate::shell::merge_streams;
+use crate::request::check_stream_name;
+use crate::state::AppState;
 use crate::{prom, web};
 
 #[derive(Serialize)]
@@ -55,12 +55,14 @@ impl StreamJson {
 }
 
 pub(crate) async fn list_streams(State(st): State<Arc<AppState>>) -> Response {
-    let streams: Vec<StreamJson> =
-        merge_streams(st.snapshots().await.into_iter().flat_map(|s| s.streams))
-            .into_iter()
-            .filter(|s| s.live)
-            .map(StreamJson::from_info)
-            .collect();
+    let streams: Vec<StreamJson> = st
+        .node
+        .streams()
+        .await
+        .into_iter()
+        .filter(|s| s.live)
+        .map(StreamJson::from_info)
+        .collect();
     axum::Json(streams).into_response()
 }
 
@@ -70,14 +72,12 @@ pub(crate) async fn one_stream(
 ) -> Result<Response, ApiError> {
     check_stream_name(&stream)?;
     // Its viewers may be on every worker.
-    let parts = st
-        .snapshots()
+    let s = st
+        .node
+        .streams()
         .await
         .into_iter()
-        .flat_map(|s| s.streams)
-        .filter(|s| s.name == stream);
-    let s = merge_streams(parts)
-        .pop()
+        .find(|s| s.name == stream)
         .map(StreamJson::from_info)
         .unwrap_or(StreamJson {
             name: stream,
@@ -89,7 +89,7 @@ pub(crate) async fn one_stream(
 }
 
 pub(crate) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let snaps = st.snapshots().await;
+    let snaps = st.node.snapshot().await;
     let body = prom::render(&snaps);
     (
         [(

@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use lumen_node::NodeError;
 use lumen_sfu::SessionError;
 
 /// An HTTP error answer.
@@ -69,6 +70,16 @@ impl From<SessionError> for ApiError {
             SessionError::NotLive(_) => ApiError::NotLive(e.to_string()),
             SessionError::UnknownPeer => ApiError::NotFound("no such session".to_string()),
             _ => ApiError::Unprocessable(e.to_string()),
+        }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Session(e) => ApiError::from(e),
+            e @ NodeError::UnknownRid { .. } => ApiError::Unprocessable(e.to_string()),
+            _ => ApiError::Unavailable,
         }
     }
 }

@@ -25,7 +25,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::response::sse::Event;
 use futures_util::Stream;
@@ -34,7 +33,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::shell::{Sessions, ViewerState};
+use lumen_node::ViewerState;
 
 /// Every event a WHEP session's event stream can carry, in the order the
 /// `events` attribute of the `Link` header announces them.
@@ -269,10 +268,9 @@ pub(crate) struct Feed {
     pub stream_rx: watch::Receiver<Option<StreamInfo>>,
     pub layer_rx: watch::Receiver<Option<ViewerLayer>>,
     pub stop: watch::Receiver<bool>,
-    /// To notice a DELETE of the event stream or of its session.
-    pub sessions: Arc<Sessions>,
-    pub session_id: String,
-    pub stream_id: String,
+    /// Whether the event stream (and its session) still exists: a DELETE of
+    /// either ends the feed.
+    pub still_exists: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl Feed {
@@ -383,10 +381,7 @@ impl FeedState {
     }
 
     fn still_exists(&self) -> bool {
-        self.feed
-            .sessions
-            .get(&self.feed.session_id)
-            .is_some_and(|e| e.event_streams.iter().any(|s| s.id == self.feed.stream_id))
+        (self.feed.still_exists)()
     }
 }
 

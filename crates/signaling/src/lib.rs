@@ -1,20 +1,23 @@
-//! lumen's HTTP side and the tokio shell around the SFU core.
+//! lumen's HTTP side: WHIP (RFC 9725) and WHEP with their extensions, the
+//! REST API, Prometheus metrics and the embedded web client, in axum.
 //!
-//! [`start`] binds one UDP socket per SFU worker and the HTTP listener, and
-//! serves WHIP (RFC 9725), WHEP, the REST API, Prometheus metrics and the
-//! embedded web client. Every stream's publisher is pinned to one worker,
-//! chosen by a hash of its name; its viewers join that worker until it is
-//! busier than the others (see [`Config::worker_spread`]), then the least
-//! busy one, which the publisher's worker feeds through a mirror.
+//! [`start`] starts a media node ([`lumen_node::Node`]: the SFU workers and
+//! their sockets) and the HTTP listener, and wires them: handlers command the
+//! node through its [`NodeHandle`](lumen_node::NodeHandle), and a task
+//! applies the node's events to the session table and the event feeds.
+//! Nothing below this crate knows about HTTP.
 #![deny(missing_docs)]
 
 mod api;
+mod endpoints;
 mod error;
 mod events;
-mod gso;
-mod http;
+mod hub;
 mod prom;
-mod shell;
+mod request;
+mod routes;
+mod sessions;
+mod state;
 mod web;
 mod whep_ext;
 
@@ -22,11 +25,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, UdpSocket};
+use lumen_node::{Node, NodeConfig};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use error::ApiError;
+pub use lumen_node::DEFAULT_WORKER_SPREAD;
 
 /// How to run lumen's server.
 #[derive(Debug, Clone)]
@@ -55,24 +60,31 @@ pub struct Config {
     pub worker_spread: usize,
 }
 
-/// Default of [`Config::worker_spread`]: a stream's first few dozen viewers
-/// share its publisher's worker (no hand-over between threads); a bigger
-/// audience spreads over every core.
-pub const DEFAULT_WORKER_SPREAD: usize = 32;
-
 impl Config {
     /// Embedded defaults: HTTP on 127.0.0.1:8080, media on UDP 8000+, one
     /// worker per core, data in `./lumen-data`.
     pub fn new() -> Self {
+        let node = NodeConfig::new();
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            rtc_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            public_ip: None,
-            public_port: None,
+            rtc_addr: node.rtc_addr,
+            public_ip: node.public_ip,
+            public_port: node.public_port,
             data_dir: PathBuf::from("lumen-data"),
             ice_servers: Vec::new(),
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            worker_spread: DEFAULT_WORKER_SPREAD,
+            workers: node.workers,
+            worker_spread: node.worker_spread,
+        }
+    }
+
+    /// The media node's part.
+    pub fn node(&self) -> NodeConfig {
+        NodeConfig {
+            rtc_addr: self.rtc_addr,
+            public_ip: self.public_ip,
+            public_port: self.public_port,
+            workers: self.workers,
+            worker_spread: self.worker_spread,
         }
     }
 
@@ -97,6 +109,9 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
+    /// The media node could not start.
+    #[error(transparent)]
+    Node(#[from] lumen_node::StartError),
     /// A socket could not be bound.
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
@@ -122,6 +137,7 @@ pub struct Running {
     http_addr: SocketAddr,
     rtc_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
+    node: Node,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -144,9 +160,7 @@ impl Running {
     /// Stops accepting, closes every session and waits for the tasks to end.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.wait().await;
     }
 
     /// Asks the server to stop without waiting.
@@ -154,8 +168,14 @@ impl Running {
         let _ = self.stop.send(true);
     }
 
-    /// Waits until the server stops (after a shutdown signal).
-    pub async fn wait(self) {
+    /// Waits until the server stops (after a shutdown signal): the HTTP
+    /// server first, then the node closes every session.
+    pub async fn wait(mut self) {
+        // The HTTP task ends when the stop signal is seen.
+        let http = self.tasks.remove(0);
+        let _ = http.await;
+        self.node.shutdown().await;
+        // The event follower ends with the node's event stream.
         for t in self.tasks {
             let _ = t.await;
         }
@@ -168,77 +188,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    let mut node = Node::start(&config.node())?;
+    let rtc_addrs = node.handle().local_addrs();
     let (stop, stop_rx) = watch::channel(false);
-    let sessions = Arc::new(shell::Sessions::default());
-    let hub = Arc::new(shell::Hub::default());
-    let mut tasks = Vec::new();
-    let mut workers = Vec::new();
-    let mut rtc_addrs = Vec::new();
-    let mut links = shell::relay_links(config.workers.max(1)).into_iter();
-    for i in 0..config.workers.max(1) {
-        let mut addr = config.rtc_addr;
-        if addr.port() != 0 {
-            let port = u16::try_from(i)
-                .ok()
-                .and_then(|i| addr.port().checked_add(i))
-                .ok_or_else(|| StartError::Bind {
-                    what: "the media UDP socket",
-                    addr,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "one port per worker runs past 65535",
-                    ),
-                })?;
-            addr.set_port(port);
-        }
-        let socket = bind_media_socket(addr).map_err(|source| StartError::Bind {
-            what: "the media UDP socket",
-            addr,
-            source,
-        })?;
-        let local = socket.local_addr().map_err(|source| StartError::Bind {
-            what: "the media UDP socket",
-            addr,
-            source,
-        })?;
-        let port = match config.public_port {
-            Some(first) => u16::try_from(i)
-                .ok()
-                .and_then(|i| first.checked_add(i))
-                .ok_or_else(|| StartError::Bind {
-                    what: "the announced media port",
-                    addr: local,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "one public port per worker runs past 65535",
-                    ),
-                })?,
-            None => local.port(),
-        };
-        let announced = SocketAddr::new(config.public_ip.unwrap_or(local.ip()), port);
-        rtc_addrs.push(local);
-        let Some(link) = links.next() else {
-            break;
-        };
-        let (handle, task) = shell::spawn_worker(
-            i,
-            socket,
-            announced,
-            link,
-            sessions.clone(),
-            hub.clone(),
-            stop_rx.clone(),
-        );
-        workers.push(handle);
-        tasks.push(task);
-    }
-    let state = Arc::new(http::AppState::new(
-        workers,
-        sessions,
-        hub,
+    let sessions = Arc::new(sessions::Sessions::default());
+    let hub = Arc::new(hub::Hub::default());
+    let state = Arc::new(state::AppState::new(
+        node.handle(),
+        sessions.clone(),
+        hub.clone(),
         stop_rx.clone(),
-        config.ice_servers.clone(),
-        config.worker_spread,
+        &config.ice_servers,
     ));
     let listener = TcpListener::bind(config.http_addr)
         .await
@@ -252,9 +212,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr: config.http_addr,
         source,
     })?;
-    let app = http::router(state);
-    let mut stop_http = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
+    let app = routes::router(state);
+    let mut stop_http = stop_rx;
+    let mut tasks = vec![tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop_http.wait_for(|s| *s).await;
@@ -263,27 +223,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
         }
-    }));
+    })];
+    if let Some(events) = node.take_events() {
+        tasks.push(tokio::spawn(hub::follow(events, sessions, hub)));
+    }
     Ok(Running {
         http_addr,
         rtc_addrs,
         stop,
+        node,
         tasks,
     })
-}
-
-/// Socket buffers of a media worker. The kernel default (~200 KiB) drops
-/// datagrams when a keyframe burst for many viewers meets a busy worker; the
-/// kernel caps the request at `net.core.{r,w}mem_max` silently.
-const MEDIA_SOCKET_BUFFER: usize = 8 * 1024 * 1024;
-
-fn bind_media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: a smaller buffer still works.
-    let _ = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
 }

@@ -2,9 +2,9 @@
 
 use std::fmt::Write;
 
-use crate::shell::{Snapshot, merge_streams};
+use lumen_node::{WorkerSnapshot, merge_streams};
 
-pub(crate) fn render(snaps: &[Snapshot]) -> String {
+pub(crate) fn render(snaps: &[WorkerSnapshot]) -> String {
     let mut out = String::new();
     let sum = |f: fn(&lumen_sfu::Metrics) -> u64| snaps.iter().map(|s| f(&s.metrics)).sum::<u64>();
     let counters: &[(&str, &str, u64)] = &[
@@ -39,14 +39,14 @@ pub(crate) fn render(snaps: &[Snapshot]) -> String {
             sum(|m| m.rtp_forwarded),
         ),
         (
-            "lumen_rtp_packets_relayed_total",
-            "RTP packets handed to another worker for its viewers",
-            sum(|m| m.rtp_relayed),
+            "lumen_rtp_packets_mirrored_total",
+            "RTP packets handed to another worker's mirror of their stream, for its viewers",
+            sum(|m| m.rtp_mirrored),
         ),
         (
-            "lumen_relay_batches_dropped_total",
-            "batches of packets for another worker dropped because its queue was full",
-            snaps.iter().map(|s| s.relay_dropped).sum(),
+            "lumen_mirror_batches_dropped_total",
+            "batches of packets for another worker's mirror dropped because its queue was full",
+            snaps.iter().map(|s| s.mirror_dropped).sum(),
         ),
         (
             "lumen_keyframe_requests_sent_total",

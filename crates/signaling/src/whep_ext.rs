@@ -27,26 +27,56 @@ use lumen_sfu::LayerRequest;
 use serde::Deserialize;
 use serde_json::Value;
 
+use axum::routing::{MethodRouter, get, post};
+use lumen_node::NodeError;
+
 use crate::error::ApiError;
 use crate::events::{EventSet, EventStream, Feed, layer_json};
-use crate::http::{
-    AppState, Kind, lookup, not_allowed, random_hex, read_text, require_content_type,
-};
-use crate::shell::{Command, LayerError, SessionEntry};
+use crate::request::{not_allowed, options, random_hex, read_text, require_content_type};
+use crate::sessions::{Kind, SessionEntry};
+use crate::state::AppState;
 
 /// Event streams one session may hold; creating one more drops the oldest,
 /// so a player that re-creates its stream on every reconnect cannot pile
 /// them up.
 const MAX_EVENT_STREAMS: usize = 4;
 
+const SSE_METHODS: &str = "OPTIONS, POST";
+const EVENT_STREAM_METHODS: &str = "OPTIONS, GET, DELETE";
+const LAYER_METHODS: &str = "OPTIONS, GET, POST";
+const REQUEST_HEADERS: &str = "Authorization, Content-Type";
+
+/// `…/sse`: create an event stream.
+pub(crate) fn sse_routes() -> MethodRouter<Arc<AppState>> {
+    post(sse_create)
+        .options(|| async { options(SSE_METHODS, REQUEST_HEADERS) })
+        .fallback(|| async { not_allowed(SSE_METHODS) })
+}
+
+/// `…/sse/{events}`: follow or end an event stream.
+pub(crate) fn event_stream_routes() -> MethodRouter<Arc<AppState>> {
+    get(sse_get)
+        .delete(sse_delete)
+        .options(|| async { options(EVENT_STREAM_METHODS, REQUEST_HEADERS) })
+        .fallback(|| async { not_allowed(EVENT_STREAM_METHODS) })
+}
+
+/// `…/layer`: choose or read the viewer's video layer.
+pub(crate) fn layer_routes() -> MethodRouter<Arc<AppState>> {
+    post(layer_post)
+        .get(layer_get)
+        .options(|| async { options(LAYER_METHODS, REQUEST_HEADERS) })
+        .fallback(|| async { not_allowed(LAYER_METHODS) })
+}
+
 /// `POST /whep/{stream}/{session}/sse`
-pub(crate) async fn sse_create(
+async fn sse_create(
     State(st): State<Arc<AppState>>,
     Path((stream, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    lookup(&st, Kind::Whep, &stream, &id)?;
+    st.lookup(Kind::Whep, &stream, &id)?;
     let text = read_text(&headers, body).await?;
     let events = if text.trim().is_empty() {
         EventSet::all()
@@ -79,26 +109,19 @@ pub(crate) async fn sse_create(
 }
 
 /// `GET /whep/{stream}/{session}/sse/{events}`
-pub(crate) async fn sse_get(
+async fn sse_get(
     State(st): State<Arc<AppState>>,
     Path((stream, id, es)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let entry = lookup(&st, Kind::Whep, &stream, &id)?;
+    let entry = st.lookup(Kind::Whep, &stream, &id)?;
     let events = event_stream(&entry, &es)?.events;
     // Watches first, then the worker's snapshot: whatever changes after the
     // snapshot wakes the feed, so nothing is missed in between.
     let stream_rx = st.hub.watch_stream(&stream);
-    let layer_rx = st
-        .hub
-        .watch_viewer(entry.worker, entry.peer)
-        .ok_or_else(no_session)?;
-    let (peer, name) = (entry.peer, stream.clone());
+    let layer_rx = st.hub.watch_viewer(entry.session).ok_or_else(no_session)?;
     let mut initial = st
-        .ask(entry.worker, move |reply| Command::ViewerState {
-            peer,
-            stream: name,
-            reply,
-        })
+        .node
+        .viewer_state(entry.session, &stream)
         .await?
         .ok_or_else(no_session)?;
     // The stream as the whole node serves it (viewers on every worker).
@@ -111,9 +134,14 @@ pub(crate) async fn sse_get(
         stream_rx,
         layer_rx,
         stop: st.stop.clone(),
-        sessions: st.sessions.clone(),
-        session_id: id,
-        stream_id: es,
+        still_exists: {
+            let sessions = st.sessions.clone();
+            Box::new(move || {
+                sessions
+                    .get(&id)
+                    .is_some_and(|e| e.event_streams.iter().any(|s| s.id == es))
+            })
+        },
     };
     let mut res = Sse::new(feed.into_stream(initial))
         .keep_alive(KeepAlive::default())
@@ -125,11 +153,11 @@ pub(crate) async fn sse_get(
 }
 
 /// `DELETE /whep/{stream}/{session}/sse/{events}`
-pub(crate) async fn sse_delete(
+async fn sse_delete(
     State(st): State<Arc<AppState>>,
     Path((stream, id, es)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let entry = lookup(&st, Kind::Whep, &stream, &id)?;
+    let entry = st.lookup(Kind::Whep, &stream, &id)?;
     event_stream(&entry, &es)?;
     st.sessions
         .update(&id, |e| e.event_streams.retain(|s| s.id != es));
@@ -137,33 +165,29 @@ pub(crate) async fn sse_delete(
 }
 
 /// `POST /whep/{stream}/{session}/layer`
-pub(crate) async fn layer_post(
+async fn layer_post(
     State(st): State<Arc<AppState>>,
     Path((stream, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let entry = lookup(&st, Kind::Whep, &stream, &id)?;
+    let entry = st.lookup(Kind::Whep, &stream, &id)?;
     require_content_type(&headers, "application/json")?;
     let text = read_text(&headers, body).await?;
     let (request, render_size) = parse_layer_request(&text, &entry)?;
-    let (peer, name) = (entry.peer, stream.clone());
     let state = st
-        .ask(entry.worker, move |reply| Command::SetLayer {
-            peer,
-            stream: name,
-            request,
-            render_size,
-            reply,
-        })
-        .await?
+        .node
+        .set_layer(entry.session, &stream, request, render_size)
+        .await
         .map_err(|e| match e {
-            LayerError::Session(e) => ApiError::from(e),
-            LayerError::UnknownRid { rid, known } => ApiError::Unprocessable(format!(
-                "stream {stream:?} has no encoding {rid:?}; it sends {}",
-                known.join(", ")
-            )),
+            e @ NodeError::UnknownRid { .. } => ApiError::Unprocessable(e.to_string()),
+            e => ApiError::from(e),
         })?;
+    if let Some(layer) = &state {
+        // Feeds show a new request at once, even before media flows and
+        // the SFU has a layer to report.
+        st.hub.viewer_layer(entry.session, layer.clone());
+    }
     Ok(match state {
         Some(l) => axum::Json(layer_json(&l, &media_id(&entry))).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -171,48 +195,20 @@ pub(crate) async fn layer_post(
 }
 
 /// `GET /whep/{stream}/{session}/layer`
-pub(crate) async fn layer_get(
+async fn layer_get(
     State(st): State<Arc<AppState>>,
     Path((stream, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let entry = lookup(&st, Kind::Whep, &stream, &id)?;
-    let (peer, name) = (entry.peer, stream.clone());
+    let entry = st.lookup(Kind::Whep, &stream, &id)?;
     let state = st
-        .ask(entry.worker, move |reply| Command::ViewerState {
-            peer,
-            stream: name,
-            reply,
-        })
+        .node
+        .viewer_state(entry.session, &stream)
         .await?
         .ok_or_else(no_session)?;
     let layer = state
         .layer
         .ok_or_else(|| ApiError::Unprocessable("this session receives no video".to_string()))?;
     Ok(axum::Json(layer_json(&layer, &media_id(&entry))).into_response())
-}
-
-pub(crate) async fn sse_options() -> Response {
-    options("OPTIONS, POST")
-}
-
-pub(crate) async fn event_stream_options() -> Response {
-    options("OPTIONS, GET, DELETE")
-}
-
-pub(crate) async fn layer_options() -> Response {
-    options("OPTIONS, GET, POST")
-}
-
-pub(crate) async fn sse_not_allowed() -> Response {
-    not_allowed("OPTIONS, POST")
-}
-
-pub(crate) async fn event_stream_not_allowed() -> Response {
-    not_allowed("OPTIONS, GET, DELETE")
-}
-
-pub(crate) async fn layer_not_allowed() -> Response {
-    not_allowed("OPTIONS, GET, POST")
 }
 
 /// The body of a layer selection request (draft-ietf-wish-whep).
@@ -341,21 +337,6 @@ fn no_session() -> ApiError {
     ApiError::NotFound("no such session".to_string())
 }
 
-fn options(allow: &'static str) -> Response {
-    let mut res = StatusCode::NO_CONTENT.into_response();
-    let h = res.headers_mut();
-    h.insert(header::ALLOW, HeaderValue::from_static(allow));
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(allow),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type"),
-    );
-    res
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,8 +346,10 @@ mod tests {
         SessionEntry {
             kind: Kind::Whep,
             stream: "cam".into(),
-            worker: 0,
-            peer: PeerId(1),
+            session: lumen_node::SessionRef {
+                worker: 0,
+                peer: PeerId(1),
+            },
             etag: "e".into(),
             remote_ufrag: "u".into(),
             video,

@@ -1,23 +1,19 @@
 //! The media path: RTP packets from a publisher fanned out to the Consumers
-//! of its viewers (each on the simulcast layer it chose), keyframe requests
-//! sent the other way, coalesced per layer.
+//! of its viewers (each on the simulcast layer it chose) and copied to the
+//! stream's sinks, keyframe requests sent the other way, coalesced per
+//! layer.
 
 use std::time::{Duration, Instant};
 
-use str0m::bwe::Bitrate;
 use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
+use super::mirror::copy_to_sink;
 use super::{Pending, Sfu};
 use crate::codec::{is_keyframe_start, picture_size};
-use crate::layers::{LAYER_TIMEOUT, LayerSelector};
-use crate::relay::{RelayBody, RelayMessage, RelayPacket};
 use crate::router::{RouterId, video_codec};
-use crate::{LayerReason, PeerId, SfuEvent, ViewerLayer};
-
-/// Cached packets written to a starting viewer's connection before they are
-/// sent on (see `start_from_cache`).
-const REPLAY_SLICE: usize = FAN_OUT_CHUNK;
+use crate::sink::{MediaPacket, SinkBody, SinkMessage};
+use crate::{PeerId, SfuEvent};
 
 /// Packets fanned out to every viewer before the viewers' connections are
 /// drained: up to this many leave for one viewer in one train (one GSO
@@ -28,17 +24,30 @@ pub(super) const FAN_OUT_CHUNK: usize = 16;
 /// How often a live stream's figures go out as `StreamUpdated`.
 const UPDATE_EVERY: Duration = Duration::from_secs(2);
 
+/// What measuring a packet's layer found.
+struct Measured {
+    kind: MediaKind,
+    /// The packet's layer, as an index into its track's `layers`.
+    layer: usize,
+    /// It starts a keyframe (or carries the parameter sets before one).
+    is_key: bool,
+    /// A layer started or stopped, or the order of the layers changed.
+    layers_changed: bool,
+    /// The layer's rate meter closed a window: fresh figures.
+    window_closed: bool,
+}
+
 impl Sfu {
     /// Forwards the RTP packets collected while draining publishers (and
-    /// those relayed by an origin worker), and hands each mirroring worker
-    /// its batch. At most [`FAN_OUT_CHUNK`] packets at a time: the caller
-    /// drains the connections written to before the next chunk.
+    /// those an origin worker sent this worker's mirrors), and hands each
+    /// sink its batch. At most [`FAN_OUT_CHUNK`] packets at a time: the
+    /// caller drains the connections written to before the next chunk.
     pub(super) fn fan_out(&mut self) {
         self.fan_out_upto(FAN_OUT_CHUNK);
     }
 
-    /// Fans out every waiting packet: before a relay message that changes
-    /// the stream applies.
+    /// Fans out every waiting packet: before a message from an origin or a
+    /// sink that changes the stream applies.
     pub(super) fn fan_out_all(&mut self) {
         self.fan_out_upto(usize::MAX);
     }
@@ -54,13 +63,13 @@ impl Sfu {
                 Some(Pending::Local(pub_id, router_id, pkt)) => {
                     self.forward(pub_id, router_id, pkt)
                 }
-                Some(Pending::Relayed(router_id, pkt)) => {
+                Some(Pending::Mirrored(router_id, pkt)) => {
                     self.forward_packet(router_id, pkt, false)
                 }
                 None => break,
             }
         }
-        self.flush_relay();
+        self.flush_sinks();
     }
 
     fn forward(&mut self, pub_id: PeerId, router_id: RouterId, pkt: RtpPacket) {
@@ -70,7 +79,7 @@ impl Sfu {
         let Some((mid, rid)) = publisher.midrid_of(pkt.header.ssrc) else {
             return;
         };
-        let p = RelayPacket {
+        let p = MediaPacket {
             mid,
             rid,
             ssrc: *pkt.header.ssrc,
@@ -91,20 +100,54 @@ impl Sfu {
     }
 
     /// Forwards one packet of a stream's publisher to the stream's viewers
-    /// on this worker (and, on its origin, queues it for the mirrors).
+    /// on this worker and (on its origin) queues it for the sinks.
     /// `local`: it came from a publisher on this worker.
-    pub(super) fn forward_packet(&mut self, router_id: RouterId, pkt: RelayPacket, local: bool) {
+    ///
+    /// The steps run in this order, each seeing the effects of the last:
+    /// the layer's figures first (viewers choose on them), the packet to
+    /// the viewers before the cache (a viewer started from the cache must
+    /// not get it twice), the keyframe requests last (the fan-out finds who
+    /// waits for one).
+    pub(super) fn forward_packet(&mut self, router_id: RouterId, pkt: MediaPacket, local: bool) {
         let now = pkt.at;
-        let (mid, rid, ssrc, pt) = (pkt.mid, pkt.rid, pkt.ssrc, pkt.pt);
-        let Some(router) = self.routers.get_mut(&router_id) else {
+        let mid = pkt.mid;
+        let Some(m) = self.measure_layer(router_id, &pkt, local) else {
             return;
         };
-        let Some(track) = router.tracks.iter_mut().find(|t| t.mid == mid) else {
-            return;
-        };
-        let Some(li) = track.layer_index(rid) else {
-            return;
-        };
+        if m.kind == MediaKind::Video && (m.layers_changed || m.window_closed) {
+            // New figures: every viewer may choose again.
+            self.reselect_viewers(router_id, now);
+        }
+        self.report_stream(router_id, now, m.layers_changed, m.window_closed);
+        let needs_keyframe = self.fan_out_to_viewers(router_id, &pkt, m.kind, m.is_key);
+        self.cache_and_copy_to_sinks(router_id, &m, pkt);
+        for r in needs_keyframe {
+            self.request_layer_keyframe(router_id, r, now);
+        }
+        self.request_due_keyframes(router_id, mid, now);
+        if m.is_key && m.kind == MediaKind::Video {
+            // A keyframe may have completed switches: tell whom it concerns.
+            self.report_viewer_layers(router_id);
+        }
+    }
+
+    /// Counts a packet into its layer's figures: rate, activity, keyframes,
+    /// picture size; puts layers that went quiet to sleep. `None`: the
+    /// stream has no track or no room for the packet's layer.
+    fn measure_layer(
+        &mut self,
+        router_id: RouterId,
+        pkt: &MediaPacket,
+        local: bool,
+    ) -> Option<Measured> {
+        let now = pkt.at;
+        let track = self
+            .routers
+            .get_mut(&router_id)?
+            .tracks
+            .iter_mut()
+            .find(|t| t.mid == pkt.mid)?;
+        let li = track.layer_index(pkt.rid)?;
         if local {
             self.metrics.rtp_in += 1;
         }
@@ -112,13 +155,12 @@ impl Sfu {
         let codec = track
             .params
             .iter()
-            .find(|p| p.pt() == pt)
+            .find(|p| p.pt() == pkt.pt)
             .and_then(video_codec);
         let is_key = codec.is_some_and(|c| is_keyframe_start(c, &pkt.payload));
 
-        // Measure the layer.
         let layer = &mut track.layers[li];
-        layer.ssrc = Some(ssrc.into());
+        layer.ssrc = Some(pkt.ssrc.into());
         layer.last_packet = Some(now);
         let woke = !layer.active;
         layer.active = true;
@@ -134,26 +176,39 @@ impl Sfu {
             layer.width = w;
             layer.height = h;
         }
-        // Layers that went quiet stop counting (str0m's pause event is slower).
-        let mut slept = false;
-        for l in &mut track.layers {
-            if l.active
-                && l.last_packet
-                    .is_some_and(|t| now.saturating_duration_since(t) > LAYER_TIMEOUT)
-            {
-                l.active = false;
-                slept = true;
-            }
-        }
+        let slept = track.sleep_quiet_layers(now);
         let reordered = (window_closed || woke || slept) && track.reorder();
-        let layers_changed = woke || slept || reordered;
+        Some(Measured {
+            kind,
+            layer: li,
+            is_key,
+            layers_changed: woke || slept || reordered,
+            window_closed,
+        })
+    }
 
-        if kind == MediaKind::Video && (layers_changed || window_closed) {
-            // New figures: every viewer may choose again.
-            let viewers = router.viewers.clone();
-            for v in viewers {
-                self.reselect(router_id, v, now);
-            }
+    /// Lets every viewer of the stream choose its layer again.
+    fn reselect_viewers(&mut self, router_id: RouterId, now: Instant) {
+        let Some(viewers) = self.routers.get(&router_id).map(|r| r.viewers.clone()) else {
+            return;
+        };
+        for v in viewers {
+            self.reselect(router_id, v, now);
+        }
+    }
+
+    /// Emits `StreamUpdated` when the layers changed, or with fresh figures
+    /// every [`UPDATE_EVERY`].
+    fn report_stream(
+        &mut self,
+        router_id: RouterId,
+        now: Instant,
+        layers_changed: bool,
+        window_closed: bool,
+    ) {
+        if !(layers_changed || window_closed) {
+            // Most packets: no lookup.
+            return;
         }
         let Some(router) = self.routers.get_mut(&router_id) else {
             return;
@@ -168,8 +223,24 @@ impl Sfu {
             self.out
                 .push_back(crate::Output::Event(SfuEvent::StreamUpdated(router.info())));
         }
+    }
 
+    /// Writes the packet to every connected viewer whose Consumer takes it
+    /// (its kind, a payload type it can decode, its current layer, or the
+    /// keyframe of its target). Returns the layers whose keyframe a viewer
+    /// waits for.
+    fn fan_out_to_viewers(
+        &mut self,
+        router_id: RouterId,
+        pkt: &MediaPacket,
+        kind: MediaKind,
+        is_key: bool,
+    ) -> Vec<Option<Rid>> {
+        let now = pkt.at;
         let mut needs_keyframe: Vec<Option<Rid>> = Vec::new();
+        let Some(router) = self.routers.get(&router_id) else {
+            return needs_keyframe;
+        };
         let mut copies = 0;
         for vid in &router.viewers {
             let Some(v) = self.peers.get_mut(vid) else {
@@ -178,14 +249,14 @@ impl Sfu {
             if !v.connected {
                 continue;
             }
-            let Some(c) = v.consumers.iter_mut().find(|c| c.kind == kind) else {
+            let Some(c) = v.consumer_mut(kind) else {
                 continue;
             };
-            let Some(map) = c.map_pt(pt) else {
+            let Some(map) = c.map_pt(pkt.pt) else {
                 continue;
             };
             let before = c.current;
-            if !c.accepts(rid, is_key) {
+            if !c.accepts(pkt.rid, is_key) {
                 if let Some(t) = c.target
                     && c.waits_for(t)
                     && !needs_keyframe.contains(&t)
@@ -197,17 +268,17 @@ impl Sfu {
             if before.is_some() && before != c.current {
                 self.metrics.layer_switches += 1;
             }
+            let munged = c.munger.munge(now, pkt.ssrc, pkt.seq, pkt.timestamp);
+            let tx_ssrc = c.tx_ssrc;
             if before.is_none()
                 && kind == MediaKind::Video
-                && let Some(t) = v.waiting_since.take()
+                && let Some(ms) = v.first_frame_sent(now)
             {
-                let ms = now.saturating_duration_since(t).as_millis();
-                self.metrics.ttff_ms.observe(ms as u64);
+                self.metrics.ttff_ms.observe(ms);
             }
-            let Some(m) = c.munger.munge(now, ssrc, pkt.seq, pkt.timestamp) else {
+            let Some(m) = munged else {
                 continue;
             };
-            let tx_ssrc = c.tx_ssrc;
             let mut api = v.rtc.direct_api();
             let Some(tx) = api.stream_tx(&tx_ssrc) else {
                 continue;
@@ -228,249 +299,66 @@ impl Sfu {
         if copies > 0 {
             self.unsent.push((pkt.at, copies));
         }
-        if kind == MediaKind::Video
+        needs_keyframe
+    }
+
+    /// Keeps a video packet in its layer's group-of-pictures cache and
+    /// queues a copy for each sink of the stream.
+    fn cache_and_copy_to_sinks(&mut self, router_id: RouterId, m: &Measured, pkt: MediaPacket) {
+        let Some(router) = self.routers.get_mut(&router_id) else {
+            return;
+        };
+        if m.kind == MediaKind::Video
             && !pkt.payload.is_empty()
-            && let Some(track) = router.tracks.iter_mut().find(|t| t.mid == mid)
+            && let Some(layer) = router
+                .tracks
+                .iter_mut()
+                .find(|t| t.mid == pkt.mid)
+                .and_then(|t| t.layers.get_mut(m.layer))
         {
             // Kept after the fan-out: a viewer started from the cache must
             // not get this packet twice.
-            track.layers[li].gop.push(now, is_key, pkt.clone());
+            layer.gop.push(pkt.at, m.is_key, pkt.clone());
         }
-        if !router.mirrors.is_empty() {
-            let mirrors: Vec<usize> = router.mirrors.iter().map(|m| m.worker).collect();
-            let stream = router.name.clone();
-            for w in mirrors {
-                self.relay_packet(w, &stream, pkt.clone());
-            }
+        for s in &router.sinks {
+            copy_to_sink(
+                &mut self.sink_batches,
+                &mut self.metrics,
+                s.id,
+                &router.name,
+                pkt.clone(),
+            );
         }
-        for r in needs_keyframe {
-            self.request_layer_keyframe(router_id, r, now);
-        }
-        // Requests held back by the throttle go out when allowed.
-        if let Some(t) = self
+    }
+
+    /// Sends the keyframe requests of the track's layers that the throttle
+    /// held back and now allows.
+    fn request_due_keyframes(&mut self, router_id: RouterId, mid: str0m::media::Mid, now: Instant) {
+        let Some(t) = self
             .routers
             .get_mut(&router_id)
             .and_then(|r| r.tracks.iter_mut().find(|t| t.mid == mid))
-        {
-            let due: Vec<Option<Rid>> = t
-                .layers
-                .iter_mut()
-                .filter_map(|l| l.keyframes.poll(now).then_some(l.rid))
-                .collect();
-            for r in due {
-                self.send_pli(router_id, r);
-            }
-        }
-        if is_key && kind == MediaKind::Video {
-            // A keyframe may have completed switches: tell whom it concerns.
-            let viewers = self
-                .routers
-                .get(&router_id)
-                .map(|r| r.viewers.clone())
-                .unwrap_or_default();
-            for v in viewers {
-                self.report_layer(v);
-            }
-        }
-    }
-
-    /// Chooses a viewer's video layer again, from its estimate, its request
-    /// and the layers being sent.
-    pub(super) fn reselect(&mut self, router_id: RouterId, viewer: PeerId, now: Instant) {
-        let Some(router) = self.routers.get(&router_id) else {
-            return;
-        };
-        let Some(track) = router.video() else {
-            return;
-        };
-        let views = track.views();
-        let Some(v) = self.peers.get_mut(&viewer) else {
-            return;
-        };
-        let request = v.layer_request.clone();
-        let Some(c) = v
-            .consumers
-            .iter_mut()
-            .find(|c| c.kind == MediaKind::Video && !c.pt_map.is_empty())
         else {
             return;
         };
-        let was_stopped = c
-            .target
-            .is_some_and(|t| views.iter().any(|l| l.rid == t && !l.active));
-        let Some((target, mut reason)) = c.selector.choose(now, &views, &request, c.target) else {
-            return;
-        };
-        if was_stopped && reason == LayerReason::Bandwidth && c.target != Some(target) {
-            reason = LayerReason::LayerStopped;
-        }
-        let changed = c.target != Some(target);
-        let starting = c.current.is_none();
-        if changed {
-            // Only for a step below the layer being sent, taken for bandwidth.
-            let rank = |r: Option<Rid>| views.iter().position(|l| l.rid == r);
-            c.abandon_current = reason == LayerReason::Bandwidth
-                && c.current.is_some_and(
-                    |cur| matches!((rank(target), rank(cur)), (Some(t), Some(k)) if t > k),
-                );
-        }
-        c.target = Some(target);
-        c.reason = reason;
-        let probe = c.selector.may_probe(now);
-        if let Some((min, desired)) = LayerSelector::bwe_rates(&views, target, probe) {
-            v.rtc.bwe().set_bitrate(
-                Bitrate::bps(min.max(100_000)),
-                Bitrate::bps(desired.max(100_000)),
-            );
-        }
-        if self.start_from_cache(router_id, viewer, now) {
-            // Started on the layer's last keyframe: nothing to ask for.
-        } else if changed && !(starting && self.gop_is_fresh(router_id, target, now)) {
-            // (A viewer still connecting will start on the cached keyframe.)
-            self.request_layer_keyframe(router_id, target, now);
-        }
-        self.report_layer(viewer);
-    }
-
-    /// Whether the layer `rid` has a keyframe recent enough to start on.
-    fn gop_is_fresh(&self, router_id: RouterId, rid: Option<Rid>, now: Instant) -> bool {
-        self.fresh_gop(router_id, rid, now).is_some()
-    }
-
-    /// The cached packets of layer `rid` from a keyframe recent enough to
-    /// start on.
-    fn fresh_gop(
-        &self,
-        router_id: RouterId,
-        rid: Option<Rid>,
-        now: Instant,
-    ) -> Option<&[RelayPacket]> {
-        self.routers
-            .get(&router_id)
-            .and_then(|r| r.video())
-            .and_then(|t| t.layers.iter().find(|l| l.rid == rid))
-            .and_then(|l| l.gop.fresh(now))
-    }
-
-    /// Starts a connected viewer that waits for its first keyframe on the
-    /// cached group of pictures of its target layer: the keyframe and what
-    /// followed, at once, then live packets continue the same sequence.
-    /// Returns whether it started.
-    ///
-    /// The group goes to the viewer's connection in slices, each sent on
-    /// before the next is written: str0m's send queue keeps the capacity it
-    /// ever reached, so writing a whole second of video at once would cost
-    /// every viewer that much memory for as long as it watches.
-    fn start_from_cache(&mut self, router_id: RouterId, viewer: PeerId, now: Instant) -> bool {
-        let Some(v) = self.peers.get(&viewer) else {
-            return false;
-        };
-        if !v.connected {
-            return false;
-        }
-        let Some(c) = v
-            .consumers
-            .iter()
-            .find(|c| c.kind == MediaKind::Video && !c.pt_map.is_empty())
-        else {
-            return false;
-        };
-        let (None, Some(target)) = (c.current, c.target) else {
-            return false;
-        };
-        let Some(total) = self.fresh_gop(router_id, target, now).map(<[_]>::len) else {
-            return false;
-        };
-        let mut sent = 0;
-        let mut at = 0;
-        while at < total {
-            let Some(slice) = self
-                .fresh_gop(router_id, target, now)
-                .and_then(|g| g.get(at..(at + REPLAY_SLICE).min(total)))
-                .map(<[_]>::to_vec)
-            else {
-                break;
-            };
-            at += slice.len();
-            let Some(v) = self.peers.get_mut(&viewer) else {
-                return false;
-            };
-            let Some(c) = v
-                .consumers
-                .iter_mut()
-                .find(|c| c.kind == MediaKind::Video && !c.pt_map.is_empty())
-            else {
-                return false;
-            };
-            let mut api = v.rtc.direct_api();
-            let Some(tx) = api.stream_tx(&c.tx_ssrc) else {
-                return false;
-            };
-            for p in slice {
-                let Some(map) = c.map_pt(p.pt) else {
-                    continue;
-                };
-                let Some(m) = c.munger.munge(now, p.ssrc, p.seq, p.timestamp) else {
-                    continue;
-                };
-                tx.write_rtp(
-                    RtpWrite::new(map.to, m.seq.into(), m.timestamp, now, p.payload)
-                        .marker(p.marker)
-                        .nackable(true)
-                        .ext_vals(p.ext),
-                );
-                sent += 1;
-            }
-            if at < total {
-                // (The drain ticks str0m's clock, which sends the slice.)
-                self.drain_peer(viewer);
-            }
-        }
-        if sent == 0 {
-            return false;
-        }
-        let Some(v) = self.peers.get_mut(&viewer) else {
-            return false;
-        };
-        if let Some(c) = v
-            .consumers
+        let due: Vec<Option<Rid>> = t
+            .layers
             .iter_mut()
-            .find(|c| c.kind == MediaKind::Video && !c.pt_map.is_empty())
-        {
-            c.current = Some(target);
+            .filter_map(|l| l.keyframes.poll(now).then_some(l.rid))
+            .collect();
+        for r in due {
+            self.send_pli(router_id, r);
         }
-        if let Some(t) = v.waiting_since.take() {
-            let ms = now.saturating_duration_since(t).as_millis();
-            self.metrics.ttff_ms.observe(ms as u64);
-        }
-        self.metrics.rtp_forwarded += sent;
-        self.metrics.starts_from_cache += 1;
-        self.mark_dirty(viewer);
-        true
     }
 
-    /// Emits `ViewerLayerChanged` when a viewer's layer state changed.
-    pub(super) fn report_layer(&mut self, viewer: PeerId) {
-        let Some(v) = self.peers.get_mut(&viewer) else {
+    /// Reports the layer state of every viewer of the stream that changed.
+    fn report_viewer_layers(&mut self, router_id: RouterId) {
+        let Some(viewers) = self.routers.get(&router_id).map(|r| r.viewers.clone()) else {
             return;
         };
-        let stream = v.stream.clone();
-        let request = v.layer_request.clone();
-        let Some(c) = v.consumers.iter_mut().find(|c| c.kind == MediaKind::Video) else {
-            return;
-        };
-        let now = (c.current, c.target, c.reason);
-        if c.reported == Some(now) {
-            return;
+        for v in viewers {
+            self.report_layer(v);
         }
-        c.reported = Some(now);
-        let layer = viewer_layer(c, request);
-        self.out
-            .push_back(crate::Output::Event(SfuEvent::ViewerLayerChanged {
-                peer: viewer,
-                stream,
-                layer,
-            }));
     }
 
     /// A viewer lost a picture (PLI/FIR): ask for a keyframe on every layer
@@ -485,7 +373,7 @@ impl Sfu {
             if let Some(c) = self
                 .peers
                 .get(vid)
-                .and_then(|v| v.consumers.iter().find(|c| c.kind == MediaKind::Video))
+                .and_then(|v| v.consumer(MediaKind::Video))
                 && let Some(cur) = c.current.or(c.target)
                 && !layers.contains(&cur)
             {
@@ -528,12 +416,12 @@ impl Sfu {
         let Some(pub_id) = router.publisher else {
             // A mirror asks its origin, which asks the publisher.
             if let Some(o) = router.origin.filter(|o| o.live) {
-                let message = RelayMessage {
+                let message = SinkMessage {
                     stream: router.name.clone(),
-                    body: RelayBody::Keyframe(rid),
+                    body: SinkBody::Keyframe(rid),
                 };
-                self.out.push_back(crate::Output::Relay {
-                    to: o.worker,
+                self.out.push_back(crate::Output::Sink {
+                    to: o.from,
                     message,
                 });
             }
@@ -547,24 +435,5 @@ impl Sfu {
             self.metrics.keyframe_requests_sent += 1;
             self.mark_dirty(pub_id);
         }
-    }
-}
-
-/// A consumer's layer state as the API shows it.
-pub(super) fn viewer_layer(
-    c: &crate::consumer::Consumer,
-    requested: crate::LayerRequest,
-) -> ViewerLayer {
-    let name = |r: Option<Option<Rid>>| r.flatten().map(|r| r.to_string());
-    ViewerLayer {
-        current: name(c.current),
-        target: name(c.target),
-        reason: if c.current.is_none() {
-            LayerReason::Starting
-        } else {
-            c.reason
-        },
-        estimate_bps: c.selector.estimate_bps,
-        requested,
     }
 }

@@ -1,29 +1,32 @@
 //! `Sfu`: one worker. Demultiplexes datagrams to peers, drives their str0m
 //! instances, and fans RTP packets out from each stream's publisher to its
-//! viewers.
+//! viewers and sinks.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::bwe::{Bitrate, BweKind};
+use str0m::bwe::BweKind;
 use str0m::crypto::CryptoProvider;
 use str0m::ice::StunMessage;
 use str0m::media::MediaKind;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpPacket;
-use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc, RtcConfig};
+use str0m::{Event, IceConnectionState, Rtc};
 
 use crate::metrics::Metrics;
 use crate::peer::{NackCounts, Peer};
 use crate::router::{Router, RouterId};
+use crate::sink::MediaPacket;
 use crate::{
-    CloseReason, Input, LayerRequest, Output, PeerId, Role, SfuConfig, SfuEvent, StreamInfo,
+    CloseReason, Input, LayerRequest, Output, PeerId, Role, SfuConfig, SfuEvent, SinkId, StreamInfo,
 };
 
+mod channels;
 mod forward;
-mod relay;
+mod mirror;
+mod select;
 mod session;
 
 /// How far ahead `poll_output` may say "nothing to do" when no peer has a timer.
@@ -49,9 +52,9 @@ pub struct Sfu {
     pending_rtp: VecDeque<Pending>,
     pending_keyframe: Vec<(RouterId, MediaKind)>,
     pending_reselect: Vec<(RouterId, PeerId)>,
-    /// Packets for mirroring workers gathered during one fan-out: (worker,
-    /// stream, packets).
-    relay_batches: Vec<(usize, String, Vec<crate::relay::RelayPacket>)>,
+    /// Packets for sinks gathered during one fan-out: (sink, stream,
+    /// packets).
+    sink_batches: Vec<(SinkId, String, Vec<MediaPacket>)>,
     next_generation: u64,
     last_sweep: Instant,
     /// Packets forwarded since the shell last said what the worker
@@ -66,27 +69,13 @@ pub struct Sfu {
 pub(crate) enum Pending {
     /// From a publisher on this worker.
     Local(PeerId, RouterId, RtpPacket),
-    /// From the stream's origin worker, for this worker's viewers.
-    Relayed(RouterId, crate::relay::RelayPacket),
+    /// From the stream's origin worker, for the viewers of this worker's
+    /// mirror.
+    Mirrored(RouterId, MediaPacket),
 }
-
-/// Video packets each outgoing stream keeps for retransmission: about 0.45 s
-/// at 2.5 Mbit/s (longer on lower layers), enough to answer NACKs on paths
-/// with a round trip up to a few hundred ms; a repair later than that comes
-/// after a sub-second player gave the picture up. Each costs ~430 bytes per
-/// viewer (str0m's default of 1000: ~420 KiB per viewer). A window by time
-/// that follows the viewer's round trip (three round trips and 100 ms) was
-/// tried and lost frames at 150 ms one way and 5 % loss
-/// (`loss_on_a_long_path_is_repaired`); a window long enough for that keeps
-/// as many packets as this on a short path.
-const SEND_BUFFER_VIDEO: usize = 128;
 
 /// Ticks a drain gives a peer whose str0m wants the time again at once.
 const MAX_IMMEDIATE_TICKS: usize = 4;
-
-/// How often str0m reports a peer's stats (NACK counts) when it has no
-/// bandwidth estimation to feed.
-const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Sfu {
     /// A worker with no peers.
@@ -107,7 +96,7 @@ impl Sfu {
             pending_rtp: VecDeque::new(),
             pending_keyframe: Vec::new(),
             pending_reselect: Vec::new(),
-            relay_batches: Vec::new(),
+            sink_batches: Vec::new(),
             next_generation: 1,
             last_sweep: now,
             unsent: Vec::new(),
@@ -254,55 +243,6 @@ impl Sfu {
         if now > self.last_now {
             self.last_now = now;
         }
-    }
-
-    /// A peer connection. `bwe`: a viewer of several layers, whose
-    /// bandwidth the SFU estimates. `twcc`: negotiate transport-wide
-    /// congestion control feedback (a publisher's browser estimates its
-    /// uplink from ours; a viewer needs it for `bwe`, and without it str0m
-    /// keeps no record of each packet sent).
-    fn new_rtc(&self, now: Instant, bwe: bool, twcc: bool) -> (Rtc, String) {
-        let creds = IceCreds::new();
-        let ufrag = creds.ufrag.clone();
-        let mut config = RtcConfig::new();
-        if !twcc {
-            let mut exts = str0m::rtp::ExtensionMap::standard();
-            let standard: Vec<(u8, str0m::rtp::Extension)> =
-                exts.iter().map(|(id, e)| (id, e.clone())).collect();
-            exts = str0m::rtp::ExtensionMap::empty();
-            for (id, e) in standard {
-                if e != str0m::rtp::Extension::TransportSequenceNumber {
-                    exts.set(id, e);
-                }
-            }
-            config = config.set_extension_map(exts);
-        }
-        config = if bwe {
-            config
-                .enable_bwe(Some(Bitrate::bps(crate::layers::INITIAL_ESTIMATE_BPS)))
-                // Receiver-report loss, for the selector's loss guard.
-                .set_stats_interval(Some(crate::layers::EGRESS_STATS_INTERVAL))
-        } else {
-            // NACK counts for /metrics.
-            config.set_stats_interval(Some(STATS_INTERVAL))
-        };
-        let mut rtc = config
-            .set_send_buffer_video(SEND_BUFFER_VIDEO)
-            .set_ice_lite(true)
-            .set_rtp_mode(true)
-            .set_crypto_provider(self.crypto.clone())
-            .set_local_ice_credentials(creds)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_h264(true)
-            .enable_vp8(true)
-            .build(now);
-        for addr in &self.config.candidate_addrs {
-            if let Ok(c) = Candidate::host(*addr, "udp") {
-                rtc.add_local_candidate(c);
-            }
-        }
-        (rtc, ufrag)
     }
 
     fn stream_updated(&mut self, router: RouterId) {
@@ -473,28 +413,23 @@ impl Sfu {
                     Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
                         if p.role == Role::Viewer =>
                     {
-                        if let Some(c) = p.consumers.iter_mut().find(|c| c.kind == MediaKind::Video)
-                        {
+                        if let Some(c) = p.consumer_mut(MediaKind::Video) {
                             c.selector.estimate_bps = Some(estimate.as_u64());
                             self.metrics.bwe_bps.observe(estimate.as_u64());
                             self.pending_reselect.push((p.router, id));
                         }
                     }
                     Event::PeerStats(st) if p.role == Role::Viewer => {
-                        if let (Some(c), Some(raw)) = (
-                            p.consumers.iter_mut().find(|c| c.kind == MediaKind::Video),
-                            st.bwe_tx,
-                        ) {
+                        if let (Some(c), Some(raw)) = (p.consumer_mut(MediaKind::Video), st.bwe_tx)
+                        {
                             c.selector.raw_estimate_bps = Some(raw.as_u64());
                             self.pending_reselect.push((p.router, id));
                         }
                     }
                     Event::MediaEgressStats(st) if p.role == Role::Viewer => {
                         self.metrics.nacks_received += p.nacks.delta(st.mid, st.rid, st.nacks);
-                        if let Some(c) = p
-                            .consumers
-                            .iter_mut()
-                            .find(|c| c.kind == MediaKind::Video && c.mid == st.mid)
+                        if let Some(c) = p.consumer_mut(MediaKind::Video)
+                            && c.mid == st.mid
                             && c.selector.on_egress_stats(st.timestamp, st.bytes, st.loss)
                         {
                             self.pending_reselect.push((p.router, id));
@@ -508,6 +443,26 @@ impl Sfu {
                         if let Some(c) = p.consumers.iter().find(|c| c.mid == req.mid) {
                             self.pending_keyframe.push((p.router, c.kind));
                         }
+                    }
+                    // Data channels (chat) are the application's: passed on.
+                    Event::ChannelOpen(channel, label) => {
+                        self.out.push_back(Output::Event(SfuEvent::ChannelOpen {
+                            peer: id,
+                            channel,
+                            label,
+                        }));
+                    }
+                    Event::ChannelData(d) => {
+                        self.out.push_back(Output::Event(SfuEvent::ChannelData {
+                            peer: id,
+                            channel: d.id,
+                            binary: d.binary,
+                            data: d.data,
+                        }));
+                    }
+                    Event::ChannelClose(channel) => {
+                        self.out
+                            .push_back(Output::Event(SfuEvent::ChannelClose { peer: id, channel }));
                     }
                     _ => {}
                 },

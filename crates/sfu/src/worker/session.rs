@@ -1,12 +1,13 @@
 //! Session commands: publish (WHIP), subscribe (WHEP), close, trickle and
 //! ICE restart. Each answers synchronously; a refusal changes nothing.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
-use str0m::media::{MediaKind, Rids};
-use str0m::{Candidate, IceCreds, Rtc};
+use str0m::media::{MediaKind, Mid, Rids};
+use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 use super::Sfu;
 use crate::consumer::{Consumer, codec_names};
@@ -16,6 +17,31 @@ use crate::{
     CloseReason, IceCredentials, LayerRequest, PeerId, Role, SessionAnswer, SessionError,
     ViewerLayer,
 };
+
+/// Video packets each outgoing stream keeps for retransmission: about 0.45 s
+/// at 2.5 Mbit/s (longer on lower layers), enough to answer NACKs on paths
+/// with a round trip up to a few hundred ms; a repair later than that comes
+/// after a sub-second player gave the picture up. Each costs ~430 bytes per
+/// viewer (str0m's default of 1000: ~420 KiB per viewer). A window by time
+/// that follows the viewer's round trip (three round trips and 100 ms) was
+/// tried and lost frames at 150 ms one way and 5 % loss
+/// (`loss_on_a_long_path_is_repaired`); a window long enough for that keeps
+/// as many packets as this on a short path.
+const SEND_BUFFER_VIDEO: usize = 128;
+
+/// How often str0m reports a peer's stats (NACK counts) when it has no
+/// bandwidth estimation to feed.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A new peer connection that accepted an offer.
+struct Accepted {
+    rtc: Rtc,
+    ufrag: String,
+    answer_sdp: String,
+    /// The answer's accepted audio and video m-lines, in order (a data
+    /// channel's `m=application` is not among them: str0m serves it).
+    media: Vec<(MediaKind, Mid)>,
+}
 
 impl Sfu {
     /// Starts a publisher (WHIP) session on `stream` from an SDP offer.
@@ -35,18 +61,15 @@ impl Sfu {
         {
             return Err(SessionError::StreamBusy(stream.to_string()));
         }
-        let (mut rtc, ufrag) = self.new_rtc(now, false, true);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SessionError::Unsupported(e.to_string()))?;
-        let answer_sdp = answer.to_sdp_string();
+        let Accepted {
+            rtc,
+            ufrag,
+            answer_sdp,
+            media,
+        } = self.accept(now, offer, false, true)?;
 
         let mut tracks: Vec<TrackIn> = Vec::new();
-        for line in m_lines(&answer_sdp) {
-            let (Some(kind), Some(mid), true) = (line.kind, line.mid, line.accepted) else {
-                continue;
-            };
+        for (kind, mid) in media {
             if tracks.iter().any(|t| t.kind == kind) {
                 continue;
             }
@@ -118,19 +141,16 @@ impl Sfu {
         }
         // A bandwidth estimate only matters when there are layers to choose from.
         let simulcast = router.video().is_some_and(|t| t.layers.len() > 1);
-        let (mut rtc, ufrag) = self.new_rtc(now, simulcast, simulcast);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SessionError::Unsupported(e.to_string()))?;
-        let answer_sdp = answer.to_sdp_string();
+        let Accepted {
+            mut rtc,
+            ufrag,
+            answer_sdp,
+            media,
+        } = self.accept(now, offer, simulcast, simulcast)?;
 
         let mut consumers = Vec::new();
         let mut any_bound = false;
-        for line in m_lines(&answer_sdp) {
-            let (Some(kind), Some(mid), true) = (line.kind, line.mid, line.accepted) else {
-                continue;
-            };
+        for (kind, mid) in media {
             if consumers.iter().any(|c: &Consumer| c.kind == kind) {
                 continue;
             }
@@ -212,7 +232,7 @@ impl Sfu {
         if p.role != Role::Viewer {
             return Err(SessionError::UnknownPeer);
         }
-        if let Some(c) = p.consumers.iter_mut().find(|c| c.kind == MediaKind::Video) {
+        if let Some(c) = p.consumer_mut(MediaKind::Video) {
             c.selector.render_size = size;
         }
         let router = p.router;
@@ -227,8 +247,8 @@ impl Sfu {
         if p.role != Role::Viewer {
             return None;
         }
-        let c = p.consumers.iter().find(|c| c.kind == MediaKind::Video)?;
-        Some(super::forward::viewer_layer(c, p.layer_request.clone()))
+        let c = p.consumer(MediaKind::Video)?;
+        Some(super::select::viewer_layer(c, p.layer_request.clone()))
     }
 
     /// Adds a trickled remote candidate (`candidate:...`, with or without `a=`).
@@ -265,6 +285,87 @@ impl Sfu {
             ufrag: local.ufrag,
             pwd: local.pass,
         })
+    }
+
+    /// The part of publish and subscribe that does not depend on the role:
+    /// a new connection (see `new_rtc`) accepts the offer; its answer's
+    /// media m-lines come back for the role to use.
+    fn accept(
+        &self,
+        now: Instant,
+        offer: SdpOffer,
+        bwe: bool,
+        twcc: bool,
+    ) -> Result<Accepted, SessionError> {
+        let (mut rtc, ufrag) = self.new_rtc(now, bwe, twcc);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SessionError::Unsupported(e.to_string()))?;
+        let answer_sdp = answer.to_sdp_string();
+        let media = m_lines(&answer_sdp)
+            .into_iter()
+            .filter_map(|l| match (l.kind, l.mid, l.accepted) {
+                (Some(kind), Some(mid), true) => Some((kind, mid)),
+                _ => None,
+            })
+            .collect();
+        Ok(Accepted {
+            rtc,
+            ufrag,
+            answer_sdp,
+            media,
+        })
+    }
+
+    /// A peer connection. `bwe`: a viewer of several layers, whose
+    /// bandwidth the SFU estimates. `twcc`: negotiate transport-wide
+    /// congestion control feedback (a publisher's browser estimates its
+    /// uplink from ours; a viewer needs it for `bwe`, and without it str0m
+    /// keeps no record of each packet sent).
+    fn new_rtc(&self, now: Instant, bwe: bool, twcc: bool) -> (Rtc, String) {
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let mut config = RtcConfig::new();
+        if !twcc {
+            let mut exts = str0m::rtp::ExtensionMap::standard();
+            let standard: Vec<(u8, str0m::rtp::Extension)> =
+                exts.iter().map(|(id, e)| (id, e.clone())).collect();
+            exts = str0m::rtp::ExtensionMap::empty();
+            for (id, e) in standard {
+                if e != str0m::rtp::Extension::TransportSequenceNumber {
+                    exts.set(id, e);
+                }
+            }
+            config = config.set_extension_map(exts);
+        }
+        config = if bwe {
+            config
+                .enable_bwe(Some(Bitrate::bps(crate::layers::INITIAL_ESTIMATE_BPS)))
+                // Receiver-report loss, for the selector's loss guard.
+                .set_stats_interval(Some(crate::layers::EGRESS_STATS_INTERVAL))
+        } else {
+            // NACK counts for /metrics.
+            config.set_stats_interval(Some(STATS_INTERVAL))
+        };
+        let mut rtc = config
+            .set_send_buffer_video(SEND_BUFFER_VIDEO)
+            .set_sctp_max_buffered_amount(super::channels::SEND_BUFFER)
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_crypto_provider(self.crypto.clone())
+            .set_local_ice_credentials(creds)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true)
+            .enable_vp8(true)
+            .build(now);
+        for addr in &self.config.candidate_addrs {
+            if let Ok(c) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        (rtc, ufrag)
     }
 }
 

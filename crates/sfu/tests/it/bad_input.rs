@@ -1,16 +1,51 @@
 //! Garbage on the media socket is counted and dropped and never disturbs a
-//! live session.
+//! live session. Each kind of garbage is counted under its own reason.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lumen_sfu::Input;
+use lumen_sfu::{Input, Metrics, TrickleFragment};
+use str0m::ice::{StunMessage, TransId};
 use str0m_netem::NetemConfig;
 
 use crate::harness::{World, gaps_and_reorders};
 
+/// Where a datagram should be counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// Neither STUN, DTLS, RTP nor RTCP (`dropped_malformed`).
+    Malformed,
+    /// From an address no peer has, and no STUN check (`dropped_unknown_source`).
+    UnknownSource,
+    /// The peer's connection refused it (`dropped_rejected`).
+    Rejected,
+    /// Handed to the peer's connection, which drops it without a word, so no
+    /// counter moves: str0m discards SRTP of an SSRC it does not know (or
+    /// that fails authentication), and its DTLS stack (dimpl) discards a
+    /// record it cannot parse, as RFC 6347 says to, without an error.
+    Unreported,
+}
+
+/// The drop counters: (malformed, unknown source, rejected).
+fn drops(m: &Metrics) -> [u64; 3] {
+    [
+        m.dropped_malformed,
+        m.dropped_unknown_source,
+        m.dropped_rejected,
+    ]
+}
+
+fn expected(reason: Reason) -> [u64; 3] {
+    match reason {
+        Reason::Malformed => [1, 0, 0],
+        Reason::UnknownSource => [0, 1, 0],
+        Reason::Rejected => [0, 0, 1],
+        Reason::Unreported => [0, 0, 0],
+    }
+}
+
 #[test]
-fn garbage_datagrams_are_counted_dropped_and_harmless() {
+fn garbage_datagrams_are_counted_by_reason_dropped_and_harmless() {
     let mut w = World::new(31);
     let p = w.publisher("cam", NetemConfig::new()).expect("publish");
     w.browsers[p].keyframe_every = Some(30);
@@ -29,44 +64,91 @@ fn garbage_datagrams_are_counted_dropped_and_harmless() {
             })
             .collect()
     };
-    let before = w.sfu.metrics().clone();
-    let cases: Vec<(SocketAddr, Vec<u8>)> = vec![
-        (stranger, vec![]),
-        (stranger, vec![0xff; 3]),
-        (stranger, junk(1200)),
-        // RTP-looking and STUN-looking bytes from a stranger.
-        (stranger, [vec![0x80, 0x60], junk(40)].concat()),
-        (stranger, [vec![0x00, 0x01, 0x00, 0x00], junk(40)].concat()),
-        // From the publisher's own address: fake SRTP and a truncated DTLS record.
+    // A connectivity check naming the publisher's session, signed with the
+    // wrong password.
+    let sfu_ufrag = TrickleFragment::parse(&w.browsers[p].answer_sdp)
+        .ufrag
+        .expect("the answer has an ice-ufrag");
+    let username = format!("{sfu_ufrag}:someone");
+    let check = StunMessage::binding_request(&username, TransId::new(), true, 1, 1, false);
+    let crypto = str0m::crypto::from_feature_flags();
+    let mut buf = [0u8; 512];
+    let n = check
+        .to_bytes(Some(b"not the password"), &mut buf, |key, payloads| {
+            crypto.sha1_hmac_provider.sha1_hmac(key, payloads)
+        })
+        .expect("a STUN request");
+    let bad_check = buf[..n].to_vec();
+    use Reason::*;
+    let cases: Vec<(&str, SocketAddr, Vec<u8>, Reason)> = vec![
+        ("empty, stranger", stranger, vec![], Malformed),
+        ("0xff bytes", stranger, vec![0xff; 3], Malformed),
+        // Its first byte is 0x6c (the seeded junk is the same every run):
+        // between DTLS (20..64) and RTP (128..192), so no kind at all.
+        ("random bytes", stranger, junk(1200), Malformed),
         (
+            "RTP-looking, stranger",
+            stranger,
+            [vec![0x80, 0x60], junk(40)].concat(),
+            UnknownSource,
+        ),
+        // A STUN header without the magic cookie: STUN by its first byte,
+        // but it does not parse.
+        (
+            "STUN-looking, stranger",
+            stranger,
+            [vec![0x00, 0x01, 0x00, 0x00], junk(40)].concat(),
+            Malformed,
+        ),
+        (
+            "fake SRTP, publisher",
             publisher_addr,
             [vec![0x80, 0x66, 0x00, 0x01], junk(100)].concat(),
+            Unreported,
         ),
-        (publisher_addr, vec![22, 0xfe, 0xfd, 0, 0]),
-        (publisher_addr, vec![]),
+        (
+            "truncated DTLS record, publisher",
+            publisher_addr,
+            vec![22, 0xfe, 0xfd, 0, 0],
+            Unreported,
+        ),
+        ("STUN check, wrong password", stranger, bad_check, Rejected),
+        ("empty, publisher", publisher_addr, vec![], Malformed),
     ];
-    for _ in 0..50 {
-        for (src, data) in &cases {
+    const ROUNDS: u64 = 50;
+    let before = drops(w.sfu.metrics());
+    for round in 0..ROUNDS {
+        for (name, src, data, reason) in &cases {
             let now = w.now;
+            let was = drops(w.sfu.metrics());
             w.sfu.handle_input(Input::Receive {
                 now,
                 source: *src,
                 destination: dest,
                 data,
             });
+            let is = drops(w.sfu.metrics());
+            let delta = [is[0] - was[0], is[1] - was[1], is[2] - was[2]];
+            assert_eq!(
+                delta,
+                expected(*reason),
+                "round {round}, {name}: counted as [malformed, unknown source, \
+                 rejected] = {delta:?}, expected {reason:?}"
+            );
         }
         w.run_for(Duration::from_millis(20));
     }
-    let after = w.sfu.metrics();
-    let dropped = (after.dropped_malformed - before.dropped_malformed)
-        + (after.dropped_unknown_source - before.dropped_unknown_source)
-        + (after.dropped_rejected - before.dropped_rejected);
-    assert!(
-        dropped >= 50 * 5,
-        "only {dropped} datagrams counted as dropped"
+    // Per reason, over the whole run: the live session's own traffic was
+    // never counted as a drop meanwhile.
+    let after = drops(w.sfu.metrics());
+    let count = |r: Reason| cases.iter().filter(|c| c.3 == r).count() as u64;
+    assert_eq!(after[0] - before[0], ROUNDS * count(Malformed), "malformed");
+    assert_eq!(
+        after[1] - before[1],
+        ROUNDS * count(UnknownSource),
+        "unknown source"
     );
-    assert!(after.dropped_unknown_source > before.dropped_unknown_source);
-    assert!(after.dropped_malformed > before.dropped_malformed);
+    assert_eq!(after[2] - before[2], ROUNDS * count(Rejected), "rejected");
 
     // The session went on undisturbed.
     w.run_for(Duration::from_secs(1));

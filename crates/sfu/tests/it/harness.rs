@@ -4,72 +4,18 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lumen_sfu::{Input, Output, PeerId, RelayMessage, SessionError, Sfu, SfuConfig, SfuEvent};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::Codec;
-use str0m::media::{
-    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+use lumen_sfu::{
+    Input, Output, PeerId, SessionError, Sfu, SfuConfig, SfuEvent, SinkId, SinkMessage,
 };
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Rtc, RtcConfig};
+use str0m::{Candidate, RtcConfig};
 use str0m_netem::{Netem, NetemConfig};
 
-pub const FPS: u64 = 30;
+mod browser;
 
-#[derive(Clone)]
-pub struct Packet {
-    pub from: SocketAddr,
-    pub to: SocketAddr,
-    pub data: Vec<u8>,
-}
-
-impl AsRef<[u8]> for Packet {
-    fn as_ref(&self) -> &[u8] {
-        &self.data
-    }
-}
-
-/// A frame a viewer received.
-#[derive(Debug, Clone, Copy)]
-pub struct Got {
-    pub number: u64,
-    pub keyframe: bool,
-    pub at: Instant,
-    /// The simulcast layer the frame came from (b'-' without simulcast).
-    pub layer: u8,
-}
-
-pub struct Browser {
-    pub rtc: Rtc,
-    pub addr: SocketAddr,
-    pub session: Option<PeerId>,
-    pub video_mid: Option<Mid>,
-    pub audio_mid: Option<Mid>,
-    pub connected_at: Option<Instant>,
-    /// Viewer: frames received, in arrival order.
-    pub frames: Vec<Got>,
-    pub audio_frames: u64,
-    /// Publisher: keyframe requests received.
-    pub keyframe_requests: Vec<Instant>,
-    pub publishing: bool,
-    pub frame_no: u64,
-    pub force_keyframe: bool,
-    /// Simulcast: the layers sent (rid, frame bytes), and which are paused.
-    pub layers: Vec<(Rid, usize)>,
-    pub paused: Vec<Rid>,
-    pub force_layer_keyframe: Vec<Rid>,
-    /// Publisher: keyframe requests received, by rid.
-    pub keyframe_requests_by_rid: Vec<(Instant, Option<Rid>)>,
-    /// Publisher: a keyframe every this many frames (None: only when asked).
-    pub keyframe_every: Option<u64>,
-    /// Publisher without simulcast: bytes of a delta frame (a keyframe is
-    /// three times that).
-    pub frame_size: usize,
-    next_frame_at: Instant,
-    next_timeout: Instant,
-    up: Netem<Packet>,
-    down: Netem<Packet>,
-}
+pub use browser::{Browser, Got, Packet, gaps_and_reorders};
 
 /// Another worker of the node.
 pub struct Worker {
@@ -88,10 +34,11 @@ pub struct World {
     pub sfu_events: Vec<SfuEvent>,
     sfu_timeout: Instant,
     /// More workers of the same node (worker `k` is `workers[k - 1]`;
-    /// worker 0 is `sfu`), fed by cross-worker relay messages.
+    /// worker 0 is `sfu`), fed by the sink messages of their mirrors.
     pub workers: Vec<Worker>,
-    /// Relay messages in flight: (from, to, message), in order.
-    relay: std::collections::VecDeque<(usize, usize, RelayMessage)>,
+    /// Sink messages in flight between workers: (from, to, message), in
+    /// order.
+    sink_messages: std::collections::VecDeque<(usize, usize, SinkMessage)>,
     /// When set, every datagram worker 0 sends, in order: (to, bytes).
     pub sent_log: Option<Vec<(SocketAddr, usize)>>,
     seed: u64,
@@ -111,7 +58,7 @@ impl World {
             sfu_events: Vec::new(),
             sfu_timeout: start,
             workers: Vec::new(),
-            relay: Default::default(),
+            sink_messages: Default::default(),
             sent_log: None,
             seed,
             stuck: 0,
@@ -149,9 +96,20 @@ impl World {
         stream: &str,
         down: NetemConfig,
     ) -> Result<usize, SessionError> {
+        self.viewer_with(k, stream, down, None)
+    }
+
+    /// [`Self::viewer_on`], with a data channel of this label in the offer.
+    pub fn viewer_with(
+        &mut self,
+        k: usize,
+        stream: &str,
+        down: NetemConfig,
+        channel: Option<&str>,
+    ) -> Result<usize, SessionError> {
         if k != 0 {
             let now = self.now;
-            self.sfu.attach_mirror(now, stream, k)?;
+            self.sfu.attach_sink(now, stream, SinkId::Worker(k))?;
             self.drain();
         }
         let i = self.new_browser(NetemConfig::new(), down);
@@ -159,6 +117,7 @@ impl World {
         let mut api = b.rtc.sdp_api();
         let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        b.channel = channel.map(|label| api.add_channel(label.to_string()));
         let (offer, pending) = api.apply().expect("changes");
         b.video_mid = Some(video);
         b.audio_mid = Some(audio);
@@ -199,6 +158,11 @@ impl World {
             keyframe_requests_by_rid: Vec::new(),
             keyframe_every: None,
             frame_size: 1800,
+            answer_sdp: String::new(),
+            channel: None,
+            channels_open: Vec::new(),
+            channel_data: Vec::new(),
+            channels_closed: Vec::new(),
             next_frame_at: self.now,
             next_timeout: self.now,
             up: Netem::new(link_up.seed(seed * 2 + 1)),
@@ -209,11 +173,22 @@ impl World {
 
     /// A browser that publishes H.264 video and Opus audio on `stream`.
     pub fn publisher(&mut self, stream: &str, up: NetemConfig) -> Result<usize, SessionError> {
+        self.publisher_with(stream, up, None)
+    }
+
+    /// [`Self::publisher`], with a data channel of this label in the offer.
+    pub fn publisher_with(
+        &mut self,
+        stream: &str,
+        up: NetemConfig,
+        channel: Option<&str>,
+    ) -> Result<usize, SessionError> {
         let i = self.new_browser(up, NetemConfig::new());
         let b = &mut self.browsers[i];
         let mut api = b.rtc.sdp_api();
         let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        b.channel = channel.map(|label| api.add_channel(label.to_string()));
         let (offer, pending) = api.apply().expect("changes");
         b.video_mid = Some(video);
         b.audio_mid = Some(audio);
@@ -275,6 +250,7 @@ impl World {
 
     fn finish(&mut self, i: usize, pending: SdpPendingOffer, answer: &str, peer: PeerId) {
         let b = &mut self.browsers[i];
+        b.answer_sdp = answer.to_string();
         let answer = SdpAnswer::from_sdp_string(answer).expect("the SFU's answer parses");
         b.rtc
             .sdp_api()
@@ -282,6 +258,32 @@ impl World {
             .expect("the SFU's answer is accepted");
         b.session = Some(peer);
         b.next_timeout = self.now;
+    }
+
+    /// Browser `i` sends a message on its data channel. Returns whether
+    /// its str0m took it (the channel is open and has room).
+    pub fn send_on_channel(&mut self, i: usize, binary: bool, data: &[u8]) -> bool {
+        let now = self.now;
+        let b = &mut self.browsers[i];
+        let Some(id) = b.channel else {
+            return false;
+        };
+        let sent = b
+            .rtc
+            .channel(id)
+            .is_some_and(|mut ch| ch.write(binary, data).unwrap_or(false));
+        b.drain(now);
+        sent
+    }
+
+    /// Browser `i` closes its data channel.
+    pub fn close_channel(&mut self, i: usize) {
+        let now = self.now;
+        let b = &mut self.browsers[i];
+        if let Some(id) = b.channel {
+            b.rtc.direct_api().close_data_channel(id);
+        }
+        b.drain(now);
     }
 
     /// Runs the world until `d` of virtual time has passed.
@@ -404,13 +406,14 @@ impl World {
             for k in 0..=self.workers.len() {
                 self.drain_node(k, now);
             }
-            if self.relay.is_empty() {
+            if self.sink_messages.is_empty() {
                 break;
             }
             // Between workers, in order, as through the shell's channels.
-            while let Some((from, to, m)) = self.relay.pop_front() {
+            while let Some((from, to, m)) = self.sink_messages.pop_front() {
                 if to <= self.workers.len() {
-                    self.node(to).handle_relay(now, from, m);
+                    self.node(to)
+                        .handle_sink_message(now, SinkId::Worker(from), m);
                 }
             }
         }
@@ -440,7 +443,11 @@ impl World {
                 }
                 Output::Event(e) if k == 0 => self.sfu_events.push(e),
                 Output::Event(e) => self.workers[k - 1].events.push(e),
-                Output::Relay { to, message } => self.relay.push_back((k, to, message)),
+                Output::Sink {
+                    to: SinkId::Worker(to),
+                    message,
+                } => self.sink_messages.push_back((k, to, message)),
+                Output::Sink { to, .. } => panic!("no sink {to:?} in this world"),
                 Output::Timeout(t) => {
                     // Everything produced went onto the links.
                     self.node(k).sent(now);
@@ -454,173 +461,4 @@ impl World {
             }
         }
     }
-}
-
-impl Browser {
-    fn drain(&mut self, now: Instant) {
-        loop {
-            match self.rtc.poll_output() {
-                Ok(str0m::Output::Timeout(t)) => {
-                    self.next_timeout = t;
-                    break;
-                }
-                Ok(str0m::Output::Transmit(t)) => {
-                    let p = Packet {
-                        from: t.source,
-                        to: t.destination,
-                        data: t.contents.to_vec(),
-                    };
-                    self.up.handle_input(str0m_netem::Input::Packet(now, p));
-                }
-                Ok(str0m::Output::Event(e)) => match e {
-                    Event::Connected => self.connected_at = Some(now),
-                    Event::KeyframeRequest(r) => {
-                        self.keyframe_requests.push(now);
-                        self.keyframe_requests_by_rid.push((now, r.rid));
-                        match r.rid {
-                            Some(rid) => self.force_layer_keyframe.push(rid),
-                            None => self.force_keyframe = true,
-                        }
-                    }
-                    Event::MediaData(d) => {
-                        if Some(d.mid) == self.video_mid {
-                            if let Some(f) = parse_frame(&d.data) {
-                                self.frames.push(Got {
-                                    number: f.0,
-                                    keyframe: f.1,
-                                    at: now,
-                                    layer: f.2,
-                                });
-                            }
-                        } else {
-                            self.audio_frames += 1;
-                        }
-                    }
-                    _ => {}
-                },
-                Err(_) => {
-                    self.next_timeout = now + Duration::from_millis(10);
-                    break;
-                }
-            }
-        }
-    }
-
-    fn write_frame(&mut self, now: Instant, start: Instant) {
-        self.next_frame_at = now + Duration::from_micros(1_000_000 / FPS);
-        if self.connected_at.is_none() {
-            return;
-        }
-        let n = self.frame_no;
-        self.frame_no += 1;
-        let key = self.force_keyframe || self.keyframe_every.is_some_and(|k| n.is_multiple_of(k));
-        self.force_keyframe = false;
-        let ticks = (now - start).as_micros() as u64 * 90 / 1000;
-        let time = MediaTime::new(ticks, Frequency::NINETY_KHZ);
-        if self.layers.is_empty() {
-            let data = make_frame(n, key, b'-', self.frame_size);
-            if let Some(mid) = self.video_mid
-                && let Some(w) = self.rtc.writer(mid)
-            {
-                let pt = w
-                    .payload_params()
-                    .find(|p| p.spec().codec == Codec::H264)
-                    .map(|p| p.pt());
-                if let Some(pt) = pt {
-                    w.write(pt, now, time, data).expect("video write");
-                }
-            }
-        } else {
-            let forced = std::mem::take(&mut self.force_layer_keyframe);
-            for (rid, size) in self.layers.clone() {
-                if self.paused.contains(&rid) {
-                    continue;
-                }
-                let key = key || forced.contains(&rid);
-                let tag = rid.to_string().bytes().next().unwrap_or(b'?');
-                let data = make_frame(n, key, tag, size);
-                if let Some(mid) = self.video_mid
-                    && let Some(w) = self.rtc.writer(mid)
-                {
-                    let pt = w
-                        .payload_params()
-                        .find(|p| p.spec().codec == Codec::H264)
-                        .map(|p| p.pt());
-                    if let Some(pt) = pt {
-                        w.rid(rid).write(pt, now, time, data).expect("layer write");
-                    }
-                }
-                self.drain(now);
-            }
-        }
-        // Audio rides along: one 20 ms Opus packet per frame is close enough.
-        if let Some(mid) = self.audio_mid
-            && let Some(w) = self.rtc.writer(mid)
-        {
-            let pt = w
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Opus)
-                .map(|p| p.pt());
-            if let Some(pt) = pt {
-                let t = (now - start).as_micros() as u64 * 48 / 1000;
-                w.write(
-                    pt,
-                    now,
-                    MediaTime::new(t, Frequency::FORTY_EIGHT_KHZ),
-                    vec![0xf8, 0xff, 0xfe],
-                )
-                .expect("audio write");
-            }
-        }
-        self.drain(now);
-    }
-}
-
-/// An H.264 access unit in Annex B whose picture bytes carry its number and
-/// layer as text (no zero bytes, so no accidental start codes). Keyframes
-/// carry SPS + PPS + IDR; others one non-IDR slice.
-pub fn make_frame(n: u64, key: bool, layer: u8, delta_size: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    let tag = format!("F{n:010}{};", layer as char);
-    if key {
-        out.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0x8c]);
-        out.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
-        out.extend_from_slice(&[0, 0, 0, 1, 0x65]);
-    } else {
-        out.extend_from_slice(&[0, 0, 0, 1, 0x41]);
-    }
-    out.extend_from_slice(tag.as_bytes());
-    let size = if key { delta_size * 3 } else { delta_size };
-    out.extend(std::iter::repeat_n(0x5a, size));
-    out
-}
-
-/// Reads back (number, keyframe, layer) from a depacketized access unit.
-pub fn parse_frame(data: &[u8]) -> Option<(u64, bool, u8)> {
-    let pos = data.iter().position(|&b| b == b'F')?;
-    let text = data.get(pos + 1..pos + 11)?;
-    let n: u64 = std::str::from_utf8(text).ok()?.parse().ok()?;
-    let layer = *data.get(pos + 11)?;
-    let key = data.windows(5).any(|w| w == [0, 0, 0, 1, 0x65])
-        || data.windows(4).any(|w| w == [0, 0, 1, 0x65]);
-    Some((n, key, layer))
-}
-
-/// Frame numbers missing between consecutive received frames, and frames out of order.
-pub fn gaps_and_reorders(frames: &[Got]) -> (u64, u64) {
-    let mut gaps = 0;
-    let mut reorders = 0;
-    for w in frames.windows(2) {
-        if w[1].number == w[0].number && w[1].layer != w[0].layer {
-            // A switch down lands on the other layer's copy of the same
-            // picture time: shown once more, not out of order.
-            continue;
-        }
-        if w[1].number <= w[0].number {
-            reorders += 1;
-        } else {
-            gaps += w[1].number - w[0].number - 1;
-        }
-    }
-    (gaps, reorders)
 }

@@ -4,6 +4,8 @@
 //! and the same seed always gives the same run.
 
 mod bad_input;
+mod channels;
+mod fuzz_corpus;
 mod harness;
 mod live;
 mod loss;

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use lumen_sfu::{LayerRequest, SessionError, SfuEvent};
+use lumen_sfu::{
+    LayerRequest, Output, SessionError, SfuEvent, SinkBody, SinkId, VideoCodec, is_keyframe_start,
+};
+use str0m::media::MediaKind;
 use str0m_netem::NetemConfig;
 
 use crate::harness::{World, gaps_and_reorders};
@@ -62,7 +65,7 @@ fn viewers_on_another_worker_get_the_stream_from_its_origin() {
     let (a, b) = (&w.browsers[here].frames, &w.browsers[there].frames);
     let last = b.last().expect("frames").number;
     assert!(a.iter().any(|f| f.number == last));
-    assert!(w.sfu.metrics().rtp_relayed > 0);
+    assert!(w.sfu.metrics().rtp_mirrored > 0);
     assert_eq!(w.sfu.stream("cam").expect("origin").viewers, 1);
 
     // A layer pinned on the mirror: its keyframe request reaches the
@@ -126,13 +129,13 @@ fn a_mirror_follows_its_publisher_off_and_back_and_detaches_when_empty() {
     );
 
     // The last viewer there leaves: the mirror detaches and the origin
-    // stops relaying.
+    // stops feeding it.
     assert!(w.node(other).close(vp));
     w.run_for(Duration::from_millis(200));
     assert!(w.node(other).stream("cam").is_none());
-    let relayed = w.sfu.metrics().rtp_relayed;
+    let mirrored = w.sfu.metrics().rtp_mirrored;
     w.run_for(Duration::from_secs(1));
-    assert_eq!(w.sfu.metrics().rtp_relayed, relayed, "still relaying");
+    assert_eq!(w.sfu.metrics().rtp_mirrored, mirrored, "still mirroring");
     assert!(w.workers[0].events.iter().any(|e| matches!(
         e,
         SfuEvent::StreamUpdated(i) if i.name == "cam" && !i.live && i.viewers == 0
@@ -145,14 +148,16 @@ fn a_mirror_needs_a_live_origin_and_an_unused_one_goes_away() {
     let other = w.add_worker();
     let now = w.now;
     assert_eq!(
-        w.sfu.attach_mirror(now, "cam", other),
+        w.sfu.attach_sink(now, "cam", SinkId::Worker(other)),
         Err(SessionError::NotLive("cam".into()))
     );
     w.publisher("cam", link()).expect("publish");
     w.run_for(Duration::from_secs(1));
     // Attached, but the viewer's offer never comes.
     let now = w.now;
-    w.sfu.attach_mirror(now, "cam", other).expect("attach");
+    w.sfu
+        .attach_sink(now, "cam", SinkId::Worker(other))
+        .expect("attach");
     w.run_for(Duration::from_secs(1));
     assert!(w.node(other).stream("cam").is_some());
     w.run_for(Duration::from_secs(6));
@@ -160,7 +165,56 @@ fn a_mirror_needs_a_live_origin_and_an_unused_one_goes_away() {
         w.node(other).stream("cam").is_none(),
         "an unused mirror stayed"
     );
-    let relayed = w.sfu.metrics().rtp_relayed;
+    let mirrored = w.sfu.metrics().rtp_mirrored;
     w.run_for(Duration::from_secs(1));
-    assert_eq!(w.sfu.metrics().rtp_relayed, relayed, "still relaying");
+    assert_eq!(w.sfu.metrics().rtp_mirrored, mirrored, "still mirroring");
+}
+
+#[test]
+fn a_sink_gets_the_description_then_a_keyframe_then_live_batches() {
+    let mut w = World::new(64);
+    let p = w.publisher("cam", link()).expect("publish");
+    w.browsers[p].keyframe_every = Some(15);
+    w.run_for(Duration::from_secs(1));
+
+    // A sink nobody in this world serves: read what it is sent.
+    let sink = SinkId::Worker(7);
+    let now = w.now;
+    w.sfu.attach_sink(now, "cam", sink).expect("attach");
+    let mut messages = Vec::new();
+    loop {
+        match w.sfu.poll_output() {
+            Output::Sink { to, message } => {
+                assert_eq!(to, sink);
+                assert_eq!(message.stream(), "cam");
+                messages.push(message);
+            }
+            Output::Timeout(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    let SinkBody::Source { tracks, fresh, .. } = messages[0].body() else {
+        panic!("first came {:?}", messages[0].body());
+    };
+    assert!(!fresh);
+    let video = tracks
+        .iter()
+        .find(|t| t.kind == MediaKind::Video)
+        .expect("a video track");
+    assert!(tracks.iter().any(|t| t.kind == MediaKind::Audio));
+    assert!(video.rids.is_empty(), "no simulcast");
+    let SinkBody::Packets(gop) = messages[1].body() else {
+        panic!("then came {:?}", messages[1].body());
+    };
+    assert_eq!(messages[1].packets(), gop.len());
+    assert!(is_keyframe_start(VideoCodec::H264, &gop[0].payload));
+    assert!(gop.iter().all(|p| p.mid == video.mid));
+    assert!(gop.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    assert_eq!(w.sfu.metrics().rtp_mirrored, gop.len() as u64);
+
+    // Then live packets, continuing the sequence.
+    w.run_for(Duration::from_millis(200));
+    let mirrored = w.sfu.metrics().rtp_mirrored;
+    assert!(mirrored > gop.len() as u64 + 10, "{mirrored}");
 }

@@ -1,7 +1,8 @@
 //! Shared by the signaling tests: a server on loopback with a temporary data
 //! dir, offers from str0m acting as a browser, and small HTTP helpers.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Client, Response};
 use str0m::change::SdpOffer;
@@ -43,13 +44,19 @@ impl Server {
 struct TempDir(std::path::PathBuf);
 
 impl TempDir {
+    /// A directory no other test of any process has: the process id, a
+    /// counter within the process, and the wall clock in nanoseconds.
     fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let p = std::env::temp_dir().join(format!(
-            "lumen-{tag}-{}-{}",
+            "lumen-{tag}-{}-{}-{nanos}",
             std::process::id(),
-            Instant::now().elapsed().as_nanos()
+            NEXT.fetch_add(1, Ordering::Relaxed),
         ));
-        std::fs::create_dir_all(&p).expect("temp dir");
+        std::fs::create_dir(&p).expect("a fresh temp dir");
         TempDir(p)
     }
 }

@@ -1,0 +1,314 @@
+//! `NodeHandle`: the typed way into a node's workers. Each method sends one
+//! command to the worker that owns the session (or the stream) and awaits
+//! its answer; none blocks a worker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lumen_sfu::{
+    IceCredentials, LayerRequest, Metrics, PeerId, SessionError, SinkId, StreamInfo, ViewerLayer,
+};
+use tokio::sync::oneshot;
+
+use crate::placement;
+use crate::worker::{Command, WorkerHandle};
+
+/// A session on a node: the worker that serves it and its peer there.
+/// A `Copy` handle, as a `PeerId` is inside one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionRef {
+    /// The worker's index.
+    pub worker: usize,
+    /// The peer on that worker.
+    pub peer: PeerId,
+}
+
+impl std::fmt::Display for SessionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "w{}/{}", self.worker, self.peer)
+    }
+}
+
+/// A new session: the SDP answer and where it lives.
+#[derive(Debug, Clone)]
+pub struct NodeAnswer {
+    /// The session.
+    pub session: SessionRef,
+    /// The SDP answer for the client.
+    pub answer_sdp: String,
+    /// The media address announced to it (its worker's).
+    pub announced: SocketAddr,
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The SFU refused it; see [`SessionError`].
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// A layer was requested by a rid the stream's publisher never sent.
+    #[error("stream {stream:?} has no encoding {rid:?}; it sends {}", known.join(", "))]
+    UnknownRid {
+        /// The stream.
+        stream: String,
+        /// The rid asked for.
+        rid: String,
+        /// The rids the publisher announced.
+        known: Vec<String>,
+    },
+    /// The worker is gone (the node is shutting down).
+    #[error("the media worker is not available")]
+    Unavailable,
+}
+
+/// What a WHEP event feed starts from: a viewer's stream and layer now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewerState {
+    /// The stream as the viewer's worker has it.
+    pub stream: Option<StreamInfo>,
+    /// The viewer's layer state, if it receives video.
+    pub layer: Option<ViewerLayer>,
+}
+
+/// One worker's counters and streams at one moment.
+#[derive(Debug, Clone)]
+pub struct WorkerSnapshot {
+    /// The SFU's counters since start.
+    pub metrics: Metrics,
+    /// The streams the worker has (live ones, and mirrors with viewers).
+    pub streams: Vec<StreamInfo>,
+    /// Share of wall time the worker spent working since start.
+    pub busy_ratio: f64,
+    /// Mirror messages this worker could not hand to another worker (its
+    /// queue was full).
+    pub mirror_dropped: u64,
+}
+
+/// The typed handle on a running node; cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    workers: Vec<WorkerHandle>,
+    spread: usize,
+}
+
+impl NodeHandle {
+    pub(crate) fn new(workers: Vec<WorkerHandle>, spread: usize) -> Self {
+        NodeHandle {
+            inner: Arc::new(Inner { workers, spread }),
+        }
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.inner.workers.len()
+    }
+
+    /// The bound UDP address of each worker.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.workers.iter().map(|w| w.local).collect()
+    }
+
+    /// The media address worker `worker` announces in ICE candidates.
+    pub fn announced(&self, worker: usize) -> Option<SocketAddr> {
+        self.inner.workers.get(worker).map(|w| w.announced)
+    }
+
+    /// A publisher (WHIP) session on `stream`, on the stream's origin worker.
+    pub async fn publish(&self, stream: &str, offer: String) -> Result<NodeAnswer, NodeError> {
+        let worker = placement::origin_of(stream, self.workers());
+        let s = stream.to_string();
+        let answer = self
+            .ask(worker, |reply| Command::Publish {
+                stream: s,
+                offer,
+                reply,
+            })
+            .await??;
+        self.answer(worker, answer)
+    }
+
+    /// A viewer (WHEP) session on `stream`: on the stream's origin, or on
+    /// the least busy worker through a mirror when the origin is busier
+    /// (see [`crate::NodeConfig::worker_spread`]).
+    pub async fn subscribe(&self, stream: &str, offer: String) -> Result<NodeAnswer, NodeError> {
+        let origin = placement::origin_of(stream, self.workers());
+        let mut worker = origin;
+        if self.workers() > 1 {
+            let loads: Vec<_> = self.inner.workers.iter().map(|w| w.load.clone()).collect();
+            let chosen = placement::viewer_worker(&loads, origin, self.inner.spread);
+            if chosen != origin {
+                let s = stream.to_string();
+                let attached = self
+                    .ask(origin, |reply| Command::AttachSink {
+                        stream: s,
+                        sink: SinkId::Worker(chosen),
+                        reply,
+                    })
+                    .await?;
+                // Not live: the origin itself answers why.
+                if attached.is_ok() {
+                    worker = chosen;
+                }
+            }
+        }
+        let s = stream.to_string();
+        let answer = self
+            .ask(worker, |reply| Command::Subscribe {
+                stream: s,
+                offer,
+                reply,
+            })
+            .await??;
+        self.answer(worker, answer)
+    }
+
+    /// Closes a session; `false` if it was already gone.
+    pub async fn close(&self, session: SessionRef) -> Result<bool, NodeError> {
+        let peer = session.peer;
+        self.ask(session.worker, |reply| Command::Close { peer, reply })
+            .await
+    }
+
+    /// Adds trickled ICE candidates (`candidate:…` lines) to a session.
+    pub async fn candidates(
+        &self,
+        session: SessionRef,
+        lines: Vec<String>,
+    ) -> Result<(), NodeError> {
+        let peer = session.peer;
+        self.ask(session.worker, |reply| Command::Candidates {
+            peer,
+            lines,
+            reply,
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// Restarts ICE with the client's new credentials; answers the server's.
+    pub async fn restart_ice(
+        &self,
+        session: SessionRef,
+        ufrag: String,
+        pwd: String,
+    ) -> Result<IceCredentials, NodeError> {
+        let peer = session.peer;
+        Ok(self
+            .ask(session.worker, |reply| Command::RestartIce {
+                peer,
+                ufrag,
+                pwd,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Pins a viewer's video layer (or returns it to automatic) and sets
+    /// its player's size; answers the viewer's layer state afterwards
+    /// (`None`: it receives no video).
+    pub async fn set_layer(
+        &self,
+        session: SessionRef,
+        stream: &str,
+        request: LayerRequest,
+        render_size: Option<(u32, u32)>,
+    ) -> Result<Option<ViewerLayer>, NodeError> {
+        let (peer, s) = (session.peer, stream.to_string());
+        self.ask(session.worker, |reply| Command::SetLayer {
+            peer,
+            stream: s,
+            request,
+            render_size,
+            reply,
+        })
+        .await?
+    }
+
+    /// A viewer's stream and layer now; `None` once the session is gone.
+    pub async fn viewer_state(
+        &self,
+        session: SessionRef,
+        stream: &str,
+    ) -> Result<Option<ViewerState>, NodeError> {
+        let (peer, s) = (session.peer, stream.to_string());
+        self.ask(session.worker, |reply| Command::ViewerState {
+            peer,
+            stream: s,
+            reply,
+        })
+        .await
+    }
+
+    /// Every worker's counters and streams (workers that are gone are left
+    /// out).
+    pub async fn snapshot(&self) -> Vec<WorkerSnapshot> {
+        let mut out = Vec::with_capacity(self.workers());
+        for i in 0..self.workers() {
+            if let Ok(s) = self.ask(i, |reply| Command::Snapshot { reply }).await {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// The streams as the whole node serves them (each merged from every
+    /// worker that has a part of it), sorted by name.
+    pub async fn streams(&self) -> Vec<StreamInfo> {
+        merge_streams(self.snapshot().await.into_iter().flat_map(|s| s.streams))
+    }
+
+    fn answer(&self, worker: usize, a: lumen_sfu::SessionAnswer) -> Result<NodeAnswer, NodeError> {
+        Ok(NodeAnswer {
+            session: SessionRef {
+                worker,
+                peer: a.peer,
+            },
+            answer_sdp: a.answer_sdp,
+            announced: self.announced(worker).ok_or(NodeError::Unavailable)?,
+        })
+    }
+
+    /// Sends a command to a worker and waits for its answer.
+    async fn ask<T>(
+        &self,
+        worker: usize,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let w = self
+            .inner
+            .workers
+            .get(worker)
+            .ok_or(NodeError::Unavailable)?;
+        let (tx, rx) = oneshot::channel();
+        w.tx.send(make(tx))
+            .await
+            .map_err(|_| NodeError::Unavailable)?;
+        rx.await.map_err(|_| NodeError::Unavailable)
+    }
+}
+
+/// A stream as the whole node serves it, from what each worker has of it
+/// (the origin's publisher, the viewers of every worker); sorted by name.
+pub fn merge_streams(infos: impl IntoIterator<Item = StreamInfo>) -> Vec<StreamInfo> {
+    let mut out: Vec<StreamInfo> = Vec::new();
+    for info in infos {
+        match out.iter_mut().find(|s| s.name == info.name) {
+            None => out.push(info),
+            Some(s) => {
+                s.viewers += info.viewers;
+                // Layers as the live worker that sees the most of them measures.
+                if info.live && (!s.live || info.layers.len() > s.layers.len()) {
+                    s.layers = info.layers;
+                }
+                s.live |= info.live;
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}

@@ -1,0 +1,435 @@
+//! One worker task: owns its UDP socket, its timer, its command channel and
+//! its mirror channel, and drives the sans-IO `Sfu` from them. After every
+//! input it drains the SFU's outputs (str0m's rule), sends the datagrams as
+//! GSO trains, hands mirror messages to other workers and events to the
+//! node's event stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use lumen_sfu::{
+    IceCredentials, Input, LayerRequest, Output, PeerId, SessionAnswer, SessionError, Sfu,
+    SfuConfig, SfuEvent, SinkId, ViewerLayer,
+};
+use lumen_udp::Outbox;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::mirror::{MirrorLinks, Mirrored};
+use crate::{NodeError, NodeEvent, SessionRef, ViewerState, WorkerSnapshot};
+
+/// Datagrams read in one go before the worker polls its outputs.
+const RECV_BATCH: usize = 64;
+/// Mirror messages taken in one go.
+const MIRROR_BATCH: usize = 64;
+/// Commands queued towards one worker before senders wait.
+const COMMAND_QUEUE: usize = 256;
+
+/// A command for a worker; each carries the channel for its answer.
+pub(crate) enum Command {
+    Publish {
+        stream: String,
+        offer: String,
+        reply: oneshot::Sender<Result<SessionAnswer, SessionError>>,
+    },
+    Subscribe {
+        stream: String,
+        offer: String,
+        reply: oneshot::Sender<Result<SessionAnswer, SessionError>>,
+    },
+    Close {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
+    Candidates {
+        peer: PeerId,
+        lines: Vec<String>,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    RestartIce {
+        peer: PeerId,
+        ufrag: String,
+        pwd: String,
+        reply: oneshot::Sender<Result<IceCredentials, SessionError>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<WorkerSnapshot>,
+    },
+    /// On a stream's origin: attach a sink (a mirror on another worker).
+    /// Answered once the sink's first messages are on their way.
+    AttachSink {
+        stream: String,
+        sink: SinkId,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    SetLayer {
+        peer: PeerId,
+        stream: String,
+        request: LayerRequest,
+        render_size: Option<(u32, u32)>,
+        reply: oneshot::Sender<Result<Option<ViewerLayer>, NodeError>>,
+    },
+    ViewerState {
+        peer: PeerId,
+        stream: String,
+        reply: oneshot::Sender<Option<ViewerState>>,
+    },
+}
+
+/// The node's handle on one worker.
+#[derive(Clone)]
+pub(crate) struct WorkerHandle {
+    pub tx: mpsc::Sender<Command>,
+    pub local: SocketAddr,
+    pub announced: SocketAddr,
+    /// Peers on the worker, as it last counted them (placement reads it).
+    pub load: Arc<AtomicUsize>,
+}
+
+/// Starts worker `index` on `socket`.
+pub(crate) fn spawn(
+    index: usize,
+    socket: UdpSocket,
+    local: SocketAddr,
+    announced: SocketAddr,
+    links: MirrorLinks,
+    events: mpsc::UnboundedSender<NodeEvent>,
+    stop: watch::Receiver<bool>,
+) -> (WorkerHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let load = Arc::new(AtomicUsize::new(0));
+    let worker = Worker {
+        index,
+        sfu: Sfu::new(SfuConfig::new(vec![announced]), Instant::now()),
+        socket,
+        announced,
+        outbox: Outbox::new(),
+        mirror_to: links.to,
+        mirror_dropped: AtomicU64::new(0),
+        events,
+        load: load.clone(),
+        started: Instant::now(),
+        busy: Duration::ZERO,
+    };
+    let task = tokio::spawn(worker.run(rx, links.rx, stop));
+    (
+        WorkerHandle {
+            tx,
+            local,
+            announced,
+            load,
+        },
+        task,
+    )
+}
+
+struct Worker {
+    index: usize,
+    sfu: Sfu,
+    socket: UdpSocket,
+    announced: SocketAddr,
+    outbox: Outbox,
+    mirror_to: Vec<mpsc::Sender<Mirrored>>,
+    mirror_dropped: AtomicU64,
+    events: mpsc::UnboundedSender<NodeEvent>,
+    load: Arc<AtomicUsize>,
+    started: Instant,
+    busy: Duration,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut mirror_rx: mpsc::Receiver<Mirrored>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let work_start = Instant::now();
+            let deadline = self.drain().await;
+            self.load.store(self.sfu.peer_count(), Ordering::Relaxed);
+            self.busy += work_start.elapsed();
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+            tokio::select! {
+                biased;
+                // (The guard wait_for returns must not live across an await.)
+                _ = async { stop.wait_for(|s| *s).await.is_ok() } => break,
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    let t = Instant::now();
+                    // What other workers sent first: an attach that preceded
+                    // this command (a viewer's offer) must be in place.
+                    while let Ok((from, m)) = mirror_rx.try_recv() {
+                        self.sfu.handle_sink_message(Instant::now(), SinkId::Worker(from), m);
+                    }
+                    self.command(cmd).await;
+                    self.busy += t.elapsed();
+                }
+                m = mirror_rx.recv() => {
+                    let t = Instant::now();
+                    if let Some((from, m)) = m {
+                        self.sfu.handle_sink_message(t, SinkId::Worker(from), m);
+                        for _ in 1..MIRROR_BATCH {
+                            match mirror_rx.try_recv() {
+                                Ok((from, m)) => self.sfu.handle_sink_message(
+                                    Instant::now(), SinkId::Worker(from), m,
+                                ),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    self.busy += t.elapsed();
+                }
+                r = self.socket.recv_from(&mut buf) => {
+                    let t = Instant::now();
+                    match r {
+                        Ok((n, source)) => {
+                            self.sfu.handle_input(Input::Receive {
+                                now: t, source, destination: self.announced, data: &buf[..n],
+                            });
+                            for _ in 1..RECV_BATCH {
+                                match self.socket.try_recv_from(&mut buf) {
+                                    Ok((n, source)) => self.sfu.handle_input(Input::Receive {
+                                        now: Instant::now(), source,
+                                        destination: self.announced, data: &buf[..n],
+                                    }),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        // ICMP errors from a peer that went away surface here on Linux.
+                        Err(e) => tracing::debug!(worker = self.index, error = %e, "recv_from"),
+                    }
+                    self.busy += t.elapsed();
+                }
+                _ = sleep => {}
+            }
+            // Timers are due whichever branch woke the loop: a socket that is
+            // never empty must not hold back retransmissions and reports.
+            let now = Instant::now();
+            if now >= deadline {
+                self.sfu.handle_input(Input::Timeout(now));
+            }
+        }
+        for peer in self.sfu.peers() {
+            self.sfu.close(peer);
+        }
+        self.drain().await;
+    }
+
+    /// Drains the SFU's outputs, then sends what they held; returns when it
+    /// next wants the time.
+    async fn drain(&mut self) -> Instant {
+        loop {
+            match self.sfu.poll_output() {
+                Output::Transmit(t) => {
+                    self.outbox.push(t.destination, t.contents.into());
+                    if self.outbox.is_full() {
+                        self.outbox.flush(&self.socket).await;
+                    }
+                }
+                Output::Sink { to, message } => self.to_sink(to, message),
+                Output::Event(e) => self.event(e),
+                Output::Timeout(t) => {
+                    self.outbox.flush(&self.socket).await;
+                    self.sfu.sent(Instant::now());
+                    return t;
+                }
+            }
+        }
+    }
+
+    fn to_sink(&self, to: SinkId, message: lumen_sfu::SinkMessage) {
+        let sent = match to {
+            SinkId::Worker(w) => self
+                .mirror_to
+                .get(w)
+                .is_some_and(|tx| tx.try_send((self.index, message)).is_ok()),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        };
+        if !sent {
+            // The other worker is that far behind (or gone): its viewers
+            // lose these packets rather than this one stall.
+            self.mirror_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn event(&self, e: SfuEvent) {
+        let worker = self.index;
+        let session = |peer| SessionRef { worker, peer };
+        let ev = match e {
+            SfuEvent::Connected { peer, role, stream } => {
+                tracing::info!(worker, %peer, ?role, %stream, "session connected");
+                NodeEvent::Connected {
+                    session: session(peer),
+                    role,
+                    stream,
+                }
+            }
+            SfuEvent::StreamUpdated(info) => NodeEvent::StreamUpdated { worker, info },
+            SfuEvent::ViewerLayerChanged {
+                peer,
+                stream,
+                layer,
+            } => NodeEvent::ViewerLayerChanged {
+                session: session(peer),
+                stream,
+                layer,
+            },
+            SfuEvent::ChannelOpen {
+                peer,
+                channel,
+                label,
+            } => NodeEvent::ChannelOpen {
+                session: session(peer),
+                channel,
+                label,
+            },
+            SfuEvent::ChannelData {
+                peer,
+                channel,
+                binary,
+                data,
+            } => NodeEvent::ChannelData {
+                session: session(peer),
+                channel,
+                binary,
+                data,
+            },
+            SfuEvent::ChannelClose { peer, channel } => NodeEvent::ChannelClose {
+                session: session(peer),
+                channel,
+            },
+            SfuEvent::Closed {
+                peer,
+                role,
+                stream,
+                reason,
+            } => {
+                tracing::info!(worker, %peer, ?role, %stream, ?reason, "session closed");
+                NodeEvent::Closed {
+                    session: session(peer),
+                    role,
+                    stream,
+                    reason,
+                }
+            }
+            #[allow(unreachable_patterns)]
+            _ => return,
+        };
+        // Nobody listening (a node without signaling, in tests) is fine.
+        let _ = self.events.send(ev);
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        let sfu = &mut self.sfu;
+        match cmd {
+            Command::Publish {
+                stream,
+                offer,
+                reply,
+            } => {
+                let _ = reply.send(sfu.publish(now, &stream, &offer));
+            }
+            Command::Subscribe {
+                stream,
+                offer,
+                reply,
+            } => {
+                let _ = reply.send(sfu.subscribe(now, &stream, &offer));
+            }
+            Command::Close { peer, reply } => {
+                let _ = reply.send(sfu.close(peer));
+            }
+            Command::Candidates { peer, lines, reply } => {
+                let r = lines
+                    .iter()
+                    .try_for_each(|l| sfu.add_remote_candidate(peer, l));
+                let _ = reply.send(r);
+            }
+            Command::RestartIce {
+                peer,
+                ufrag,
+                pwd,
+                reply,
+            } => {
+                let _ = reply.send(sfu.restart_ice(peer, &ufrag, &pwd));
+            }
+            Command::Snapshot { reply } => {
+                let busy_ratio =
+                    self.busy.as_secs_f64() / self.started.elapsed().as_secs_f64().max(1e-9);
+                let _ = reply.send(WorkerSnapshot {
+                    metrics: sfu.metrics().clone(),
+                    streams: sfu.streams(),
+                    busy_ratio,
+                    mirror_dropped: self.mirror_dropped.load(Ordering::Relaxed),
+                });
+            }
+            Command::AttachSink {
+                stream,
+                sink,
+                reply,
+            } => {
+                let r = sfu.attach_sink(now, &stream, sink);
+                // The sink's first messages are queued before the answer, so
+                // a mirror's worker has them before the viewer's offer.
+                self.drain().await;
+                let _ = reply.send(r);
+            }
+            Command::SetLayer {
+                peer,
+                stream,
+                request,
+                render_size,
+                reply,
+            } => {
+                let _ = reply.send(set_layer(sfu, peer, &stream, request, render_size));
+            }
+            Command::ViewerState {
+                peer,
+                stream,
+                reply,
+            } => {
+                let state = sfu.has_peer(peer).then(|| ViewerState {
+                    stream: sfu.stream(&stream),
+                    layer: sfu.viewer_layer(peer),
+                });
+                let _ = reply.send(state);
+            }
+        }
+    }
+}
+
+fn set_layer(
+    sfu: &mut Sfu,
+    peer: PeerId,
+    stream: &str,
+    request: LayerRequest,
+    render_size: Option<(u32, u32)>,
+) -> Result<Option<ViewerLayer>, NodeError> {
+    if let LayerRequest::Rid(rid) = &request {
+        // Only a rid the publisher has never announced is refused: one that
+        // merely paused (a browser drops `h` when short of uplink) stays a
+        // valid wish, served by the best layer below it meanwhile.
+        let known: Vec<String> = sfu
+            .stream(stream)
+            .map(|s| s.layers.into_iter().filter_map(|l| l.rid).collect())
+            .unwrap_or_default();
+        if !known.is_empty() && !known.contains(rid) {
+            return Err(NodeError::UnknownRid {
+                stream: stream.to_string(),
+                rid: rid.clone(),
+                known,
+            });
+        }
+    }
+    sfu.set_render_size(peer, render_size)?;
+    sfu.set_layer(peer, request)?;
+    Ok(sfu.viewer_layer(peer))
+}

@@ -1,0 +1,5 @@
+//! lumen-node's integration tests: a node's workers on real loopback
+//! sockets, commanded through a `NodeHandle`, offers made by str0m acting as
+//! a browser.
+
+mod placement;

@@ -1,0 +1,143 @@
+//! Sinks: everything after a stream's Router that is not a viewer.
+//!
+//! A Router forwards its publisher's packets to its viewers' Consumers and
+//! hands the same packets, as [`MediaPacket`]s in batches, to each of its
+//! *sinks*. A sink attaches to a stream
+//! ([`Sfu::attach_sink`](crate::Sfu::attach_sink)), gets the stream's
+//! description first, then the cached group of pictures of each layer (so it
+//! starts on a keyframe), then live batches; it can send keyframe requests
+//! back, and it detaches when it has no more use.
+//!
+//! The only kind of sink today is a *mirror* of the stream on another worker
+//! of the same node (see `crate::mirror`). The recorder, the transcoder and
+//! the relay link to a child node of the relay tree will be sinks too, and
+//! receive exactly what a mirror receives.
+//!
+//! Messages come out of [`Sfu::poll_output`](crate::Sfu::poll_output) as
+//! [`Output::Sink`](crate::Output::Sink) and go in through
+//! [`Sfu::handle_sink_message`](crate::Sfu::handle_sink_message); the SFU
+//! never carries them itself.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid, Pt, Rid};
+use str0m::rtp::ExtensionValues;
+
+/// Who a sink is. Messages to and from it carry this id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SinkId {
+    /// A mirror of the stream on the worker of this index (the messages go
+    /// to and come from that worker's [`Sfu`](crate::Sfu)).
+    Worker(usize),
+}
+
+/// One packet from a stream's publisher, as every Router forwards it: what
+/// every sink of the stream receives (a mirror on another worker today; a
+/// recorder, a transcoder or a relay link to another node later). The
+/// payload is shared, not copied, between all who hold the packet.
+#[derive(Debug, Clone)]
+pub struct MediaPacket {
+    /// The publisher's m-line it arrived on.
+    pub mid: Mid,
+    /// Its simulcast layer (`None` without simulcast).
+    pub rid: Option<Rid>,
+    /// The SSRC the publisher sent it with.
+    pub ssrc: u32,
+    /// Extended sequence number on the publisher's stream.
+    pub seq: u64,
+    /// The publisher's payload type (see [`TrackDescription::params`]).
+    pub pt: Pt,
+    /// RTP timestamp, as the publisher sent it.
+    pub timestamp: u32,
+    /// RTP marker bit (the last packet of a video frame).
+    pub marker: bool,
+    /// The RTP payload.
+    pub payload: Arc<[u8]>,
+    /// The header extensions forwarded with it (audio level, voice
+    /// activity, video orientation).
+    pub ext: ExtensionValues,
+    /// When it arrived at the origin (the worker of the publisher).
+    pub at: Instant,
+}
+
+/// One incoming track of a stream's publisher: what a sink needs to read
+/// its packets (and a mirror to build its Router from).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackDescription {
+    /// The publisher's m-line.
+    pub mid: Mid,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The negotiated primary payload types (no RTX).
+    pub params: Vec<PayloadParams>,
+    /// The simulcast rids the publisher announced (empty without simulcast).
+    pub rids: Vec<Rid>,
+}
+
+/// A message between a stream's Router and one of its sinks. The shell
+/// carries it from an [`Output::Sink`](crate::Output::Sink) to whoever its
+/// [`SinkId`] names; for a mirror that is the other worker's
+/// [`Sfu::handle_sink_message`](crate::Sfu::handle_sink_message).
+#[derive(Debug, Clone)]
+pub struct SinkMessage {
+    pub(crate) stream: String,
+    pub(crate) body: SinkBody,
+}
+
+impl SinkMessage {
+    /// The stream it is about.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Packets it carries (0 for control messages).
+    pub fn packets(&self) -> usize {
+        match &self.body {
+            SinkBody::Packets(p) => p.len(),
+            _ => 0,
+        }
+    }
+
+    /// What it says.
+    pub fn body(&self) -> &SinkBody {
+        &self.body
+    }
+}
+
+/// What a [`SinkMessage`] says.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SinkBody {
+    /// Router → sink: the publisher's tracks (none: the stream went
+    /// offline).
+    Source {
+        /// The attachment it belongs to: a later [`SinkBody::Detach`] names
+        /// it, so a detach that crossed a newer attach is ignored.
+        generation: u64,
+        /// The publisher's tracks; empty while the stream is offline.
+        tracks: Vec<TrackDescription>,
+        /// A new publisher: whatever was bound to the old one's tracks
+        /// (payload types, sequence numbers) must be bound again.
+        fresh: bool,
+    },
+    /// Router → sink: packets, in the order the Router forwarded them.
+    Packets(Vec<MediaPacket>),
+    /// Sink → Router: a keyframe of this layer is needed.
+    Keyframe(Option<Rid>),
+    /// Sink → Router: no more use for the stream; stop sending.
+    Detach {
+        /// The attachment being ended (from [`SinkBody::Source`]).
+        generation: u64,
+    },
+}
+
+/// The Router's side of one attached sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sink {
+    pub id: SinkId,
+    /// Of its latest attach, which its messages carry.
+    pub generation: u64,
+}

@@ -1,0 +1,351 @@
+//! Sinks of a stream (see `crate::sink`), and the one kind that exists: a
+//! mirror on another worker (see `crate::mirror`). The origin's side
+//! attaches sinks and feeds them; the mirror's side builds a Router from
+//! what its origin sends and detaches when its last viewer leaves.
+
+use std::time::{Duration, Instant};
+
+use super::{Pending, Sfu};
+use crate::mirror::{Origin, UNUSED_MIRROR_TTL};
+use crate::router::{RouterId, TrackIn};
+use crate::sink::{MediaPacket, Sink, SinkBody, SinkMessage, TrackDescription};
+use crate::{CloseReason, Output, PeerId, SessionError, SfuEvent, SinkId};
+
+impl Sfu {
+    /// Attaches (or renews) a sink of the stream, whose publisher must be
+    /// on this worker (refused with [`SessionError::NotLive`] otherwise).
+    /// The messages for it come out of [`poll_output`](Sfu::poll_output) as
+    /// [`Output::Sink`]: the stream's description, then (for a new sink)
+    /// each layer's cached group of pictures, then live batches.
+    ///
+    /// For [`SinkId::Worker`], the mirror on that worker serves viewers of
+    /// its own; it must receive these messages before it takes their offers.
+    pub fn attach_sink(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        sink: SinkId,
+    ) -> Result<(), SessionError> {
+        self.advance(now);
+        let not_live = || SessionError::NotLive(stream.to_string());
+        let router_id = *self.router_names.get(stream).ok_or_else(not_live)?;
+        let router = self.routers.get_mut(&router_id).ok_or_else(not_live)?;
+        if router.publisher.is_none() {
+            return Err(not_live());
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let new = match router.sinks.iter_mut().find(|s| s.id == sink) {
+            Some(s) => {
+                s.generation = generation;
+                false
+            }
+            None => {
+                router.sinks.push(Sink {
+                    id: sink,
+                    generation,
+                });
+                true
+            }
+        };
+        self.out.push_back(Output::Sink {
+            to: sink,
+            message: SinkMessage {
+                stream: stream.to_string(),
+                body: SinkBody::Source {
+                    generation,
+                    tracks: router.describe(),
+                    fresh: false,
+                },
+            },
+        });
+        if new {
+            // The sink starts on these, as the origin's viewers would.
+            let mut packets: Vec<MediaPacket> = Vec::new();
+            for t in &router.tracks {
+                for l in &t.layers {
+                    if let Some(gop) = l.gop.fresh(now) {
+                        packets.extend(gop.iter().cloned());
+                    }
+                }
+            }
+            if !packets.is_empty() {
+                count_copies(&mut self.metrics, sink, packets.len() as u64);
+                self.out.push_back(Output::Sink {
+                    to: sink,
+                    message: SinkMessage {
+                        stream: stream.to_string(),
+                        body: SinkBody::Packets(packets),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a message produced for this worker as [`Output::Sink`] by
+    /// another one; `from` names that worker ([`SinkId::Worker`]). Messages
+    /// from one sender must arrive in the order they were produced.
+    ///
+    /// Both directions come in here: a stream's description and packets
+    /// from its origin (this worker mirrors the stream), keyframe requests
+    /// and detaches from a sink (this worker is the origin).
+    pub fn handle_sink_message(&mut self, now: Instant, from: SinkId, message: SinkMessage) {
+        self.advance(now);
+        // A busy mirror may never see a timeout: sweep here too.
+        self.sweep_mirrors(now);
+        let SinkMessage { stream, body } = message;
+        if !matches!(body, SinkBody::Packets(_)) {
+            // Packets that came before this message go out under the
+            // stream as it was.
+            self.fan_out_all();
+        }
+        match body {
+            SinkBody::Source {
+                generation,
+                tracks,
+                fresh,
+            } => self.mirror_source(now, from, &stream, generation, tracks, fresh),
+            SinkBody::Packets(packets) => {
+                let Some(&router_id) = self.router_names.get(&stream) else {
+                    return;
+                };
+                let fed = self.routers.get(&router_id).is_some_and(|r| {
+                    r.publisher.is_none() && r.origin.is_some_and(|o| o.from == from && o.live)
+                });
+                if !fed {
+                    return;
+                }
+                // Fanned out a chunk at a time by `poll_output`.
+                self.pending_rtp
+                    .extend(packets.into_iter().map(|p| Pending::Mirrored(router_id, p)));
+            }
+            SinkBody::Keyframe(rid) => {
+                let Some(&router_id) = self.router_names.get(&stream) else {
+                    return;
+                };
+                let attached = self
+                    .routers
+                    .get(&router_id)
+                    .is_some_and(|r| r.sinks.iter().any(|s| s.id == from));
+                if attached {
+                    self.request_layer_keyframe(router_id, rid, self.last_now);
+                }
+            }
+            SinkBody::Detach { generation } => {
+                let Some(&router_id) = self.router_names.get(&stream) else {
+                    return;
+                };
+                let Some(router) = self.routers.get_mut(&router_id) else {
+                    return;
+                };
+                // A detach that crossed a newer attach is stale.
+                router
+                    .sinks
+                    .retain(|s| !(s.id == from && s.generation <= generation));
+                if router.is_empty() {
+                    self.router_names.remove(&stream);
+                    self.routers.remove(&router_id);
+                }
+            }
+        }
+    }
+
+    /// Mirror side: the origin's tracks changed, or this worker was
+    /// attached (again).
+    fn mirror_source(
+        &mut self,
+        now: Instant,
+        from: SinkId,
+        stream: &str,
+        generation: u64,
+        tracks: Vec<TrackDescription>,
+        fresh: bool,
+    ) {
+        if let Some(r) = self
+            .router_names
+            .get(stream)
+            .and_then(|id| self.routers.get(id))
+        {
+            if r.publisher.is_some() {
+                // The stream is published here: no other worker feeds it.
+                return;
+            }
+            if r.origin
+                .is_some_and(|o| o.from == from && o.generation > generation)
+            {
+                return;
+            }
+        }
+        let router_id = self.router_for(stream);
+        let interval = self.config.keyframe_request_interval;
+        let Some(router) = self.routers.get_mut(&router_id) else {
+            return;
+        };
+        let live = !tracks.is_empty();
+        let since = match router.origin {
+            Some(o) if o.generation == generation => o.since,
+            _ => now,
+        };
+        let rebuild = live && (fresh || router.tracks.is_empty() || router.describe() != tracks);
+        router.origin = Some(Origin {
+            from,
+            generation,
+            live,
+            since,
+        });
+        if !live {
+            router.tracks.clear();
+        } else if rebuild {
+            router.tracks = tracks
+                .iter()
+                .map(|t| TrackIn::new(t.mid, t.kind, t.params.clone(), &t.rids, interval))
+                .collect();
+            for vid in self.rebind_viewers(router_id) {
+                self.close_peer(vid, CloseReason::Incompatible);
+            }
+        }
+        self.stream_updated(router_id);
+    }
+
+    /// The Consumers of a stream's viewers follow its (new) tracks; returns
+    /// the viewers that can decode none of them.
+    pub(super) fn rebind_viewers(&mut self, router_id: RouterId) -> Vec<PeerId> {
+        let mut incompatible = Vec::new();
+        let Some(router) = self.routers.get(&router_id) else {
+            return incompatible;
+        };
+        for vid in &router.viewers {
+            let Some(v) = self.peers.get_mut(vid) else {
+                continue;
+            };
+            let mut any = false;
+            for c in &mut v.consumers {
+                if let Some(t) = router.tracks.iter().find(|t| t.kind == c.kind) {
+                    any |= c.bind(&t.params);
+                } else {
+                    c.pt_map.clear();
+                }
+            }
+            if !any {
+                incompatible.push(*vid);
+            }
+        }
+        incompatible
+    }
+
+    /// Origin side: tells every sink of the stream what its publisher sends
+    /// now (nothing: it went offline). `fresh`: a new publisher.
+    pub(super) fn send_source(&mut self, router_id: RouterId, fresh: bool) {
+        let Some(router) = self.routers.get(&router_id) else {
+            return;
+        };
+        let tracks = if router.publisher.is_some() {
+            router.describe()
+        } else {
+            Vec::new()
+        };
+        for s in &router.sinks {
+            self.out.push_back(Output::Sink {
+                to: s.id,
+                message: SinkMessage {
+                    stream: router.name.clone(),
+                    body: SinkBody::Source {
+                        generation: s.generation,
+                        tracks: tracks.clone(),
+                        fresh,
+                    },
+                },
+            });
+        }
+    }
+
+    /// Mirror side: no viewer left here; tell the origin and forget the
+    /// stream.
+    pub(super) fn detach(&mut self, router_id: RouterId) {
+        let Some(router) = self.routers.remove(&router_id) else {
+            return;
+        };
+        self.router_names.remove(&router.name);
+        let Some(origin) = router.origin else {
+            return;
+        };
+        self.out.push_back(Output::Sink {
+            to: origin.from,
+            message: SinkMessage {
+                stream: router.name.clone(),
+                body: SinkBody::Detach {
+                    generation: origin.generation,
+                },
+            },
+        });
+        // Nothing of the stream is left on this worker.
+        let mut info = router.info();
+        info.live = false;
+        info.viewers = 0;
+        info.layers.clear();
+        self.out
+            .push_back(Output::Event(SfuEvent::StreamUpdated(info)));
+    }
+
+    /// Mirror side: detaches mirrors whose viewer never came.
+    pub(super) fn sweep_mirrors(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_sweep) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_sweep = now;
+        let unused: Vec<RouterId> = self
+            .routers
+            .iter()
+            .filter(|(_, r)| {
+                r.viewers.is_empty()
+                    && r.origin.is_some_and(|o| {
+                        now.saturating_duration_since(o.since) >= UNUSED_MIRROR_TTL
+                    })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unused {
+            self.detach(id);
+        }
+    }
+
+    /// Hands out the batches gathered during a fan-out.
+    pub(super) fn flush_sinks(&mut self) {
+        for (to, stream, packets) in self.sink_batches.drain(..) {
+            self.out.push_back(Output::Sink {
+                to,
+                message: SinkMessage {
+                    stream,
+                    body: SinkBody::Packets(packets),
+                },
+            });
+        }
+    }
+}
+
+/// Queues a copy of a packet for a sink's next batch. A free function over
+/// the fields it needs, so the caller can hold its Router meanwhile.
+pub(super) fn copy_to_sink(
+    batches: &mut Vec<(SinkId, String, Vec<MediaPacket>)>,
+    metrics: &mut crate::Metrics,
+    sink: SinkId,
+    stream: &str,
+    pkt: MediaPacket,
+) {
+    count_copies(metrics, sink, 1);
+    match batches
+        .iter_mut()
+        .find(|(s, name, _)| *s == sink && name == stream)
+    {
+        Some((_, _, batch)) => batch.push(pkt),
+        None => batches.push((sink, stream.to_string(), vec![pkt])),
+    }
+}
+
+/// Counts packets handed to a sink, under the counter of its kind.
+fn count_copies(metrics: &mut crate::Metrics, sink: SinkId, n: u64) {
+    match sink {
+        SinkId::Worker(_) => metrics.rtp_mirrored += n,
+    }
+}

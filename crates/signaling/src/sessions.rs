@@ -1,0 +1,174 @@
+//! The WHIP and WHEP sessions this server created, by their URL id, and by
+//! the node session that serves each (so that a node's `Closed` event
+//! forgets one in O(1)).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use lumen_node::SessionRef;
+
+use crate::events::EventStream;
+
+/// Which protocol a session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Whip,
+    Whep,
+}
+
+impl Kind {
+    /// The first segment of its URLs.
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::Whip => "whip",
+            Kind::Whep => "whep",
+        }
+    }
+}
+
+/// One session as the HTTP side knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SessionEntry {
+    pub kind: Kind,
+    pub stream: String,
+    /// Where the node serves it.
+    pub session: SessionRef,
+    pub etag: String,
+    pub remote_ufrag: String,
+    /// The offer's first video m-line: its index and its mid (WHEP layer
+    /// selection names it by `mediaId`).
+    pub video: Option<(usize, Option<String>)>,
+    /// WHEP server-sent event streams created on this session, newest last.
+    pub event_streams: Vec<EventStream>,
+}
+
+/// Node sessions remembered as closed before their HTTP session was
+/// registered (a `Closed` event that overtook the answer): enough for any
+/// burst, bounded so it cannot grow.
+const CLOSED_EARLY: usize = 1024;
+
+#[derive(Default)]
+pub(crate) struct Sessions {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<String, SessionEntry>,
+    by_ref: HashMap<SessionRef, String>,
+    closed_early: VecDeque<SessionRef>,
+}
+
+impl Sessions {
+    /// Registers a new session; `false` (and nothing stored) when its node
+    /// session already closed.
+    pub fn insert(&self, id: String, e: SessionEntry) -> bool {
+        let mut g = self.lock();
+        if let Some(i) = g.closed_early.iter().position(|s| *s == e.session) {
+            g.closed_early.remove(i);
+            return false;
+        }
+        g.by_ref.insert(e.session, id.clone());
+        g.by_id.insert(id, e);
+        true
+    }
+
+    pub fn get(&self, id: &str) -> Option<SessionEntry> {
+        self.lock().by_id.get(id).cloned()
+    }
+
+    pub fn remove(&self, id: &str) -> Option<SessionEntry> {
+        let mut g = self.lock();
+        let e = g.by_id.remove(id)?;
+        g.by_ref.remove(&e.session);
+        Some(e)
+    }
+
+    /// Changes a session in place; `false` when there is no such session.
+    pub fn update(&self, id: &str, f: impl FnOnce(&mut SessionEntry)) -> bool {
+        self.lock().by_id.get_mut(id).map(f).is_some()
+    }
+
+    /// The node closed `session`: forget its HTTP session.
+    pub fn closed(&self, session: SessionRef) {
+        let mut g = self.lock();
+        match g.by_ref.remove(&session) {
+            Some(id) => {
+                g.by_id.remove(&id);
+            }
+            None => {
+                // Deleted already (nothing to do), or not registered yet.
+                if g.closed_early.len() >= CLOSED_EARLY {
+                    g.closed_early.pop_front();
+                }
+                g.closed_early.push_back(session);
+            }
+        }
+    }
+
+    /// Number of sessions.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+}
+
+/// A panic elsewhere while holding a lock leaves a usable map.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lumen_sfu::PeerId;
+
+    fn entry(worker: usize, peer: u64) -> SessionEntry {
+        SessionEntry {
+            kind: Kind::Whep,
+            stream: "cam".into(),
+            session: SessionRef {
+                worker,
+                peer: PeerId(peer),
+            },
+            etag: "e".into(),
+            remote_ufrag: "u".into(),
+            video: None,
+            event_streams: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_node_close_forgets_the_session() {
+        let s = Sessions::default();
+        assert!(s.insert("a".into(), entry(0, 1)));
+        assert!(s.insert("b".into(), entry(1, 1)));
+        s.closed(entry(0, 1).session);
+        assert!(s.get("a").is_none());
+        assert!(s.get("b").is_some());
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_close_that_overtook_the_answer_is_not_lost() {
+        let s = Sessions::default();
+        s.closed(entry(0, 7).session);
+        assert!(!s.insert("late".into(), entry(0, 7)));
+        assert!(s.get("late").is_none());
+        // Remembered once only.
+        assert!(s.insert("again".into(), entry(0, 7)));
+    }
+
+    #[test]
+    fn early_closes_are_bounded() {
+        let s = Sessions::default();
+        for p in 0..(CLOSED_EARLY as u64 + 10) {
+            s.closed(entry(0, p).session);
+        }
+        assert_eq!(lock(&s.inner).closed_early.len(), CLOSED_EARLY);
+    }
+}

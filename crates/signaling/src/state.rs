@@ -1,0 +1,51 @@
+//! What every handler shares: the node, the session table, the event hub.
+
+use std::sync::Arc;
+
+use axum::http::HeaderValue;
+use lumen_node::NodeHandle;
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::sessions::{Kind, SessionEntry, Sessions};
+
+pub(crate) struct AppState {
+    pub node: NodeHandle,
+    pub sessions: Arc<Sessions>,
+    pub hub: Arc<Hub>,
+    /// Turns true when the server shuts down (event streams then say `reconnect`).
+    pub stop: watch::Receiver<bool>,
+    /// `Link: <…>; rel="ice-server"` values, made once.
+    pub ice_links: Vec<HeaderValue>,
+}
+
+impl AppState {
+    pub fn new(
+        node: NodeHandle,
+        sessions: Arc<Sessions>,
+        hub: Arc<Hub>,
+        stop: watch::Receiver<bool>,
+        ice_servers: &[String],
+    ) -> Self {
+        let ice_links = ice_servers
+            .iter()
+            .filter_map(|u| HeaderValue::from_str(&format!("<{u}>; rel=\"ice-server\"")).ok())
+            .collect();
+        AppState {
+            node,
+            sessions,
+            hub,
+            stop,
+            ice_links,
+        }
+    }
+
+    /// The session `id` of `stream`, if it speaks `kind`.
+    pub fn lookup(&self, kind: Kind, stream: &str, id: &str) -> Result<SessionEntry, ApiError> {
+        self.sessions
+            .get(id)
+            .filter(|e| e.kind == kind && e.stream == stream)
+            .ok_or_else(|| ApiError::NotFound("no such session".to_string()))
+    }
+}

@@ -1,0 +1,467 @@
+//! `lumen.toml`, environment variables and flags, merged into one
+//! [`LumenConfig`] with figment.
+//!
+//! Precedence, lowest first: embedded defaults, the configuration file
+//! (`--config` / `LUMEN_CONFIG`, else `./lumen.toml` if it exists), `LUMEN_*`
+//! environment variables, command-line flags. Each environment variable and
+//! each flag is its own figment layer, so an error or `lumen config print`
+//! names the exact variable, flag or file a value came from.
+//!
+//! To add a setting: a documented field in its section (a new capability
+//! adds a section struct), a row in [`ENV`], and if it deserves one a flag in
+//! [`ConfigArgs`] with its entry in `ConfigArgs::flag_layers`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::builder::{OsStringValueParser, TypedValueParser as _};
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
+use serde::{Deserialize, Serialize};
+
+/// The file read when neither `--config` nor `LUMEN_CONFIG` names one.
+pub const DEFAULT_FILE: &str = "lumen.toml";
+
+/// lumen's whole configuration, as in `lumen.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LumenConfig {
+    /// Where lumen keeps its data, relative to the working directory.
+    /// Default `lumen-data`; `LUMEN_DATA_DIR`, `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `[http]`: the HTTP server (WHIP, WHEP, API, web client, metrics).
+    pub http: HttpConfig,
+    /// `[media]`: the SFU workers' UDP sockets and how clients reach them.
+    pub media: MediaConfig,
+}
+
+/// `[http]` of `lumen.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address. Default `127.0.0.1:8080`; `LUMEN_HTTP_ADDR`,
+    /// `--http-addr`.
+    pub addr: SocketAddr,
+}
+
+/// `[media]` of `lumen.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// UDP address of the first worker; worker `i` uses port + `i`.
+    /// Default `127.0.0.1:8000`; `LUMEN_RTC_ADDR`, `--rtc-addr`.
+    pub addr: SocketAddr,
+    /// IP announced in ICE candidates instead of the bound one. Default
+    /// none; `LUMEN_PUBLIC_IP`, `--public-ip`.
+    pub public_ip: Option<IpAddr>,
+    /// UDP port announced for the first worker (worker `i`: + `i`) when a
+    /// NAT or proxy forwards another port to it. Default none (the bound
+    /// port); `LUMEN_PUBLIC_PORT`, `--public-port`.
+    pub public_port: Option<u16>,
+    /// STUN/TURN URLs announced to clients in `Link: rel="ice-server"`
+    /// headers. They live here rather than in `[http]` because they are
+    /// about reaching the media sockets. Default none;
+    /// `LUMEN_ICE_SERVERS` (comma-separated), `--ice-server` (repeatable).
+    pub ice_servers: Vec<String>,
+    /// Number of SFU workers (0 counts as 1). Default one per core;
+    /// `LUMEN_WORKERS`, `--workers`.
+    pub workers: usize,
+    /// How many more peers a stream's worker may have than the least busy
+    /// one before its new viewers go to another worker (0: spread every
+    /// stream over all workers). Default 32; `LUMEN_WORKER_SPREAD`,
+    /// `--worker-spread`.
+    pub worker_spread: usize,
+}
+
+/// The embedded defaults are the server's own, so the two cannot drift.
+impl Default for LumenConfig {
+    fn default() -> Self {
+        lumen_signaling::Config::new().into()
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        LumenConfig::default().http
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        LumenConfig::default().media
+    }
+}
+
+impl From<lumen_signaling::Config> for LumenConfig {
+    fn from(c: lumen_signaling::Config) -> Self {
+        LumenConfig {
+            data_dir: c.data_dir,
+            http: HttpConfig { addr: c.http_addr },
+            media: MediaConfig {
+                addr: c.rtc_addr,
+                public_ip: c.public_ip,
+                public_port: c.public_port,
+                ice_servers: c.ice_servers,
+                workers: c.workers,
+                worker_spread: c.worker_spread,
+            },
+        }
+    }
+}
+
+impl From<LumenConfig> for lumen_signaling::Config {
+    fn from(c: LumenConfig) -> Self {
+        // Field by field on top of `new()`, so settings the server gains
+        // before this file knows them keep their defaults.
+        let mut s = lumen_signaling::Config::new();
+        s.data_dir = c.data_dir;
+        s.http_addr = c.http.addr;
+        s.rtc_addr = c.media.addr;
+        s.public_ip = c.media.public_ip;
+        s.public_port = c.media.public_port;
+        s.ice_servers = c.media.ice_servers;
+        s.workers = c.media.workers.max(1);
+        s.worker_spread = c.media.worker_spread;
+        s
+    }
+}
+
+/// The environment variables read, the key each sets, and how its text
+/// becomes a value. These names predate the file and stay as documented.
+pub const ENV: &[(&str, &str, EnvShape)] = &[
+    ("LUMEN_DATA_DIR", "data_dir", EnvShape::Text),
+    ("LUMEN_HTTP_ADDR", "http.addr", EnvShape::Text),
+    ("LUMEN_RTC_ADDR", "media.addr", EnvShape::Text),
+    ("LUMEN_PUBLIC_IP", "media.public_ip", EnvShape::Text),
+    ("LUMEN_PUBLIC_PORT", "media.public_port", EnvShape::Number),
+    ("LUMEN_ICE_SERVERS", "media.ice_servers", EnvShape::List),
+    ("LUMEN_WORKERS", "media.workers", EnvShape::Number),
+    (
+        "LUMEN_WORKER_SPREAD",
+        "media.worker_spread",
+        EnvShape::Number,
+    ),
+];
+
+/// How an environment variable's text becomes a configuration value.
+#[derive(Debug, Clone, Copy)]
+pub enum EnvShape {
+    /// Taken as it is (a path named `123` stays a path).
+    Text,
+    /// Parsed as a number; anything else is kept as text and then fails
+    /// with an error naming the key and the variable.
+    Number,
+    /// Comma-separated strings.
+    List,
+}
+
+/// `--config` and every setting's flag, for `lumen serve` and
+/// `lumen config print`. Flags carry no clap defaults: a clap default would
+/// beat the file and the environment.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ConfigArgs {
+    /// Configuration file [default: ./lumen.toml if it exists]
+    // Not clap's PathBuf parser: it rejects `LUMEN_CONFIG=` (empty), which
+    // here means "no file named", like any other empty variable.
+    #[arg(
+        long,
+        env = "LUMEN_CONFIG",
+        value_name = "FILE",
+        value_parser = OsStringValueParser::new().map(PathBuf::from)
+    )]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address [file: http.addr] [env: LUMEN_HTTP_ADDR]
+    /// [default: 127.0.0.1:8080]
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+    /// UDP address of the first media worker (worker i uses port + i)
+    /// [file: media.addr] [env: LUMEN_RTC_ADDR] [default: 127.0.0.1:8000]
+    #[arg(long)]
+    pub rtc_addr: Option<SocketAddr>,
+    /// IP announced in ICE candidates when clients reach this host by
+    /// another address [file: media.public_ip] [env: LUMEN_PUBLIC_IP]
+    #[arg(long)]
+    pub public_ip: Option<IpAddr>,
+    /// UDP port announced for the first worker when a NAT or proxy forwards
+    /// another port to it (worker i: port + i) [file: media.public_port]
+    /// [env: LUMEN_PUBLIC_PORT]
+    #[arg(long)]
+    pub public_port: Option<u16>,
+    /// Data directory [file: data_dir] [env: LUMEN_DATA_DIR]
+    /// [default: lumen-data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// STUN/TURN server URL announced to clients (repeatable or
+    /// comma-separated) [file: media.ice_servers] [env: LUMEN_ICE_SERVERS]
+    #[arg(long = "ice-server", value_name = "URL", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+    /// Number of media workers [file: media.workers] [env: LUMEN_WORKERS]
+    /// [default: one per core]
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// How many more peers a stream's worker may have than the least busy
+    /// one before its new viewers go to another worker (0: spread every
+    /// stream over all workers) [file: media.worker_spread]
+    /// [env: LUMEN_WORKER_SPREAD] [default: 32]
+    #[arg(long)]
+    pub worker_spread: Option<usize>,
+}
+
+impl ConfigArgs {
+    /// Reads the file, the process environment and these flags.
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        // Lossy: a non-UTF-8 value then fails to parse, naming its variable.
+        let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+        self.load_with(env, Path::new(DEFAULT_FILE))
+    }
+
+    /// [`ConfigArgs::load`] with the environment as a function, so tests
+    /// need not touch the process's, and `default_file` in place of
+    /// `./lumen.toml`.
+    pub fn load_with(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+        default_file: &Path,
+    ) -> anyhow::Result<Loaded> {
+        let defaults = Value::serialize(LumenConfig::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .into_dict()
+            .context("the default configuration does not serialize to a table")?;
+        let mut figment = Figment::from(Layer {
+            name: "default",
+            source: None,
+            dict: defaults,
+        });
+
+        let named = self.config.as_ref().filter(|p| !p.as_os_str().is_empty());
+        let file = match named {
+            Some(path) => {
+                // Named on purpose, so its absence is a mistake to report.
+                std::fs::metadata(path).with_context(|| {
+                    format!(
+                        "cannot read configuration file {} (named by --config or LUMEN_CONFIG)",
+                        path.display()
+                    )
+                })?;
+                Some(path.clone())
+            }
+            None => default_file.exists().then(|| default_file.to_path_buf()),
+        };
+        if let Some(path) = &file {
+            figment = figment.merge(PlainKeys(Toml::file_exact(path)));
+        }
+
+        for &(name, key, shape) in ENV {
+            // An empty variable counts as unset: compose files and init
+            // scripts often pass `VAR=${VAR:-}`.
+            let Some(text) = env(name).filter(|t| !t.trim().is_empty()) else {
+                continue;
+            };
+            let text = text.trim();
+            let value = match shape {
+                EnvShape::Text => Value::from(text.to_string()),
+                EnvShape::Number => text.parse().unwrap_or_else(|e| match e {}),
+                EnvShape::List => Value::from(
+                    text.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect::<Vec<_>>(),
+                ),
+            };
+            figment = figment.merge(Layer::setting("environment variable", name, key, value));
+        }
+
+        for layer in self.flag_layers()? {
+            figment = figment.merge(layer);
+        }
+
+        let config = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("invalid configuration")?;
+        Ok(Loaded {
+            config,
+            file,
+            figment,
+        })
+    }
+
+    fn flag_layers(&self) -> anyhow::Result<Vec<Layer>> {
+        fn flag<T: Serialize>(
+            out: &mut Vec<Layer>,
+            flag: &str,
+            key: &str,
+            value: Option<T>,
+        ) -> anyhow::Result<()> {
+            if let Some(v) = value {
+                let v = Value::serialize(v).with_context(|| format!("reading {flag}"))?;
+                out.push(Layer::setting("flag", flag, key, v));
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        let ice = (!self.ice_servers.is_empty()).then_some(&self.ice_servers);
+        flag(&mut out, "--data-dir", "data_dir", self.data_dir.as_ref())?;
+        flag(&mut out, "--http-addr", "http.addr", self.http_addr)?;
+        flag(&mut out, "--rtc-addr", "media.addr", self.rtc_addr)?;
+        flag(&mut out, "--public-ip", "media.public_ip", self.public_ip)?;
+        flag(
+            &mut out,
+            "--public-port",
+            "media.public_port",
+            self.public_port,
+        )?;
+        flag(&mut out, "--ice-server", "media.ice_servers", ice)?;
+        flag(&mut out, "--workers", "media.workers", self.workers)?;
+        flag(
+            &mut out,
+            "--worker-spread",
+            "media.worker_spread",
+            self.worker_spread,
+        )?;
+        Ok(out)
+    }
+}
+
+/// A loaded configuration and where its values came from.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The effective configuration.
+    pub config: LumenConfig,
+    /// The configuration file read, if any.
+    pub file: Option<PathBuf>,
+    figment: Figment,
+}
+
+impl Loaded {
+    /// The effective configuration as TOML with secrets masked (see
+    /// [`mask_secrets`]), after comment lines naming the file read and the
+    /// source of every value that is not a default.
+    pub fn to_masked_toml(&self) -> anyhow::Result<String> {
+        let mut value =
+            toml::Value::try_from(&self.config).context("serializing the configuration")?;
+        mask_secrets(&mut value);
+
+        let mut out = String::from(
+            "# lumen's effective configuration (defaults < file < environment < flags)\n",
+        );
+        match &self.file {
+            Some(f) => out.push_str(&format!("# file: {}\n", f.display())),
+            None => out.push_str("# file: none\n"),
+        }
+        let mut keys = Vec::new();
+        leaf_keys(&value, String::new(), &mut keys);
+        for key in keys {
+            let Some(md) = self.figment.find_metadata(&key) else {
+                continue;
+            };
+            match &md.source {
+                _ if md.name == "default" => {}
+                Some(s) => out.push_str(&format!("# {key}: {s} {}\n", md.name)),
+                None => out.push_str(&format!("# {key}: {}\n", md.name)),
+            }
+        }
+        out.push('\n');
+        out.push_str(&toml::to_string(&value).context("writing the configuration as TOML")?);
+        Ok(out)
+    }
+}
+
+/// Replaces by `"***"` the value of every key, at any depth, whose name
+/// contains `secret`, `password`, `token` or `key` (any case). A matching
+/// table or array is replaced whole. Deliberately broad: a `keyframe_*`
+/// setting would be masked too, which is harmless in a printout, whereas a
+/// missed `apikey` would leak.
+pub fn mask_secrets(value: &mut toml::Value) {
+    const WORDS: [&str; 4] = ["secret", "password", "token", "key"];
+    match value {
+        toml::Value::Table(table) => {
+            for (name, v) in table.iter_mut() {
+                let name = name.to_ascii_lowercase();
+                if WORDS.iter().any(|w| name.contains(w)) {
+                    *v = toml::Value::String("***".into());
+                } else {
+                    mask_secrets(v);
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
+}
+
+/// One figment layer with its own name and source: the defaults, one
+/// environment variable or one flag.
+struct Layer {
+    name: &'static str,
+    source: Option<String>,
+    dict: Dict,
+}
+
+impl Layer {
+    fn setting(name: &'static str, source: &str, key: &str, value: Value) -> Layer {
+        Layer {
+            name,
+            source: Some(source.to_string()),
+            // `key` is a non-empty dotted path, so `nest` gives a table.
+            dict: figment::util::nest(key, value)
+                .into_dict()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        let md = Metadata::named(self.name).interpolater(plain_key);
+        match &self.source {
+            Some(s) => md.source(Source::Custom(s.clone())),
+            None => md,
+        }
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+/// A provider whose errors name keys as `http.addr`, without figment's
+/// profile prefix (`default.http.addr`): lumen has no profiles.
+struct PlainKeys<P>(P);
+
+impl<P: Provider> Provider for PlainKeys<P> {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata().interpolater(plain_key)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.0.data()
+    }
+}
+
+fn plain_key(_: &Profile, keys: &[&str]) -> String {
+    keys.join(".")
+}
+
+/// Dotted paths of every non-table value under `value`.
+fn leaf_keys(value: &toml::Value, prefix: String, out: &mut Vec<String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_keys(v, path, out);
+            }
+        }
+        _ => out.push(prefix),
+    }
+}
+
+#[cfg(test)]
+mod tests;
