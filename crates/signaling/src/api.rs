@@ -90,7 +90,8 @@ pub(crate) async fn one_stream(
 
 pub(crate) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let snaps = st.node.snapshot().await;
-    let body = prom::render(&snaps);
+    let mut body = prom::render(&snaps);
+    prom::render_http(&mut body, &st);
     (
         [(
             header::CONTENT_TYPE,

@@ -3,7 +3,9 @@
 //! the session URL it answers with. Both protocols share every step but the
 //! command given to the node.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -12,6 +14,7 @@ use lumen_sfu::TrickleFragment;
 
 use crate::error::ApiError;
 use crate::events::EVENT_NAMES;
+use crate::limits::count;
 use crate::request::{
     check_stream_name, etag_matches, first_video, random_hex, read_text, require_content_type,
     sdp_attr,
@@ -24,12 +27,14 @@ pub(crate) async fn create(
     st: Arc<AppState>,
     kind: Kind,
     stream: String,
+    client: Option<IpAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     check_stream_name(&stream)?;
     require_content_type(&headers, "application/sdp")?;
-    let offer = read_text(&headers, body).await?;
+    admit(&st, client)?;
+    let offer = read_text(&headers, body, st.body_timeout).await?;
     let remote_ufrag = sdp_attr(&offer, "ice-ufrag").unwrap_or_default();
     let video = first_video(&offer);
     let answer = match kind {
@@ -53,6 +58,7 @@ pub(crate) async fn create(
             remote_ufrag,
             video,
             event_streams: Vec::new(),
+            client,
         },
     );
     if !registered {
@@ -117,7 +123,7 @@ pub(crate) async fn patch(
     if !wildcard && !etag_matches(&if_match, &entry.etag) {
         return Err(ApiError::PreconditionFailed);
     }
-    let frag = TrickleFragment::parse(&read_text(&headers, body).await?);
+    let frag = TrickleFragment::parse(&read_text(&headers, body, st.body_timeout).await?);
     let restart = match (&frag.ufrag, &frag.pwd) {
         (Some(u), Some(p)) if *u != entry.remote_ufrag => Some((u.clone(), p.clone())),
         _ => None,
@@ -171,6 +177,41 @@ pub(crate) async fn delete(
     st.node.close(entry.session).await?;
     tracing::info!(?kind, %stream, session = %id, "session deleted");
     Ok(StatusCode::OK.into_response())
+}
+
+/// Whether one more session may be created now, by the total and the
+/// per-client limits (each refusal counted).
+fn admit(st: &AppState, client: Option<IpAddr>) -> Result<(), ApiError> {
+    let limits = &st.limits;
+    if limits.max_sessions > 0 && st.sessions.len() >= limits.max_sessions {
+        count(&st.refusals.max_sessions);
+        return Err(ApiError::Overloaded(format!(
+            "the server holds its maximum of {} sessions",
+            limits.max_sessions
+        )));
+    }
+    let Some(ip) = client else {
+        return Ok(());
+    };
+    let held = st.sessions.of_client(ip);
+    if limits.sessions_per_client > 0 && held >= limits.sessions_per_client {
+        count(&st.refusals.sessions_per_client);
+        return Err(ApiError::TooManyRequests {
+            reason: format!("this address holds {held} sessions, the most it may"),
+            retry_after: 10,
+        });
+    }
+    if let Err(wait) = st.creation_rate.take(limits, ip, Instant::now()) {
+        count(&st.refusals.session_rate);
+        return Err(ApiError::TooManyRequests {
+            reason: format!(
+                "this address creates sessions faster than {} a second",
+                limits.session_rate
+            ),
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
+    Ok(())
 }
 
 async fn add_candidates(

@@ -40,6 +40,20 @@ pub enum ApiError {
     /// 503 with Retry-After: a worker is gone or overloaded.
     #[error("the media server is not available; retry shortly")]
     Unavailable,
+    /// 408: the body did not arrive in time.
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
+    /// 429 with Retry-After: a per-client limit.
+    #[error("{reason}; retry in {retry_after} s")]
+    TooManyRequests {
+        /// Which limit, in words.
+        reason: String,
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
+    /// 503 with Retry-After: the server holds as much as it is allowed to.
+    #[error("{0}; retry shortly")]
+    Overloaded(String),
 }
 
 impl ApiError {
@@ -54,7 +68,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -92,8 +108,14 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if matches!(self, ApiError::NotLive(_) | ApiError::Unavailable) {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        match &self {
+            ApiError::NotLive(_) | ApiError::Unavailable | ApiError::Overloaded(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
         }
         res
     }

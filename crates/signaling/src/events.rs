@@ -268,6 +268,10 @@ pub(crate) struct Feed {
     pub stream_rx: watch::Receiver<Option<StreamInfo>>,
     pub layer_rx: watch::Receiver<Option<ViewerLayer>>,
     pub stop: watch::Receiver<bool>,
+    /// This reader's place under the event-stream reader limits, let go
+    /// when the feed (the response body) is dropped.
+    #[allow(dead_code)] // Held for its Drop.
+    pub reader: crate::limits::ReaderGuard,
     /// Whether the event stream (and its session) still exists: a DELETE of
     /// either ends the feed.
     pub still_exists: Box<dyn Fn() -> bool + Send + Sync>,

@@ -13,9 +13,11 @@ mod endpoints;
 mod error;
 mod events;
 mod hub;
+mod limits;
 mod prom;
 mod request;
 mod routes;
+mod server;
 mod sessions;
 mod state;
 mod web;
@@ -24,6 +26,7 @@ mod whep_ext;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lumen_node::{Node, NodeConfig};
 use tokio::net::TcpListener;
@@ -31,6 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use error::ApiError;
+pub use limits::Limits;
 pub use lumen_node::DEFAULT_WORKER_SPREAD;
 
 /// How to run lumen's server.
@@ -58,7 +62,25 @@ pub struct Config {
     /// stream's worker through a mirror). 0 spreads every stream's viewers
     /// over all workers; a small stream stays on one worker by default.
     pub worker_spread: usize,
+    /// How long a client may take to send a request's headers; also how
+    /// long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: Duration,
+    /// Open HTTP connections at most (kept below the file-descriptor
+    /// limit, whose soft value is raised to the hard one at start); one
+    /// more gets `503` with `Retry-After` at once.
+    pub max_connections: usize,
+    /// Per-client and total limits on sessions and event-stream readers.
+    pub limits: Limits,
 }
+
+/// Default of [`Config::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`Config::body_timeout`].
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`Config::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 impl Config {
     /// Embedded defaults: HTTP on 127.0.0.1:8080, media on UDP 8000+, one
@@ -74,6 +96,10 @@ impl Config {
             ice_servers: Vec::new(),
             workers: node.workers,
             worker_spread: node.worker_spread,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            limits: Limits::new(),
         }
     }
 
@@ -88,12 +114,14 @@ impl Config {
         }
     }
 
-    /// Loopback on free ports, for tests and local tools.
+    /// Loopback on free ports, for tests and local tools: every client is
+    /// on one address there, so the per-client limits are off.
     pub fn ephemeral() -> Self {
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             rtc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             workers: 2,
+            limits: Limits::unlimited(),
             ..Config::new()
         }
     }
@@ -193,13 +221,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop, stop_rx) = watch::channel(false);
     let sessions = Arc::new(sessions::Sessions::default());
     let hub = Arc::new(hub::Hub::default());
-    let state = Arc::new(state::AppState::new(
+    let mut state = state::AppState::new(
         node.handle(),
         sessions.clone(),
         hub.clone(),
         stop_rx.clone(),
         &config.ice_servers,
-    ));
+    );
+    state.body_timeout = config.body_timeout;
+    state.limits = config.limits.clone();
+    let refused_connections = state.refusals.connections.clone();
+    let state = Arc::new(state);
+    let max_connections = server::connection_cap(config.max_connections, server::raise_nofile());
     let listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -213,17 +246,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let app = routes::router(state);
-    let mut stop_http = stop_rx;
-    let mut tasks = vec![tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_http.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    })];
+    let mut tasks = vec![tokio::spawn(server::serve(
+        listener,
+        app,
+        max_connections,
+        config.header_timeout,
+        refused_connections,
+        stop_rx,
+    ))];
     if let Some(events) = node.take_events() {
         tasks.push(tokio::spawn(hub::follow(events, sessions, hub)));
     }

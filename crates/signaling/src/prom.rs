@@ -2,7 +2,11 @@
 
 use std::fmt::Write;
 
+use std::sync::atomic::Ordering;
+
 use lumen_node::{WorkerSnapshot, merge_streams};
+
+use crate::state::AppState;
 
 pub(crate) fn render(snaps: &[WorkerSnapshot]) -> String {
     let mut out = String::new();
@@ -176,4 +180,37 @@ pub(crate) fn render(snaps: &[WorkerSnapshot]) -> String {
         );
     }
     out
+}
+
+/// The HTTP side's own figures: sessions and event-stream readers held,
+/// and the requests and connections each limit refused.
+pub(crate) fn render_http(out: &mut String, st: &AppState) {
+    let _ = writeln!(
+        out,
+        "# HELP lumen_http_sessions WHIP and WHEP sessions the HTTP side holds\n\
+         # TYPE lumen_http_sessions gauge\nlumen_http_sessions {}\n\
+         # HELP lumen_event_stream_readers WHEP event streams being read\n\
+         # TYPE lumen_event_stream_readers gauge\nlumen_event_stream_readers {}",
+        st.sessions.len(),
+        st.readers.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP lumen_http_refused_total requests and connections refused, by limit\n\
+         # TYPE lumen_http_refused_total counter"
+    );
+    let r = &st.refusals;
+    for (limit, v) in [
+        ("session_rate", &r.session_rate),
+        ("sessions_per_client", &r.sessions_per_client),
+        ("max_sessions", &r.max_sessions),
+        ("event_readers", &r.event_readers),
+        ("connections", &*r.connections),
+    ] {
+        let _ = writeln!(
+            out,
+            "lumen_http_refused_total{{limit=\"{limit}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
 }

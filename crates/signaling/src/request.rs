@@ -1,7 +1,12 @@
 //! What every handler checks of a request, and the answers shared by the
 //! routes (`405` with `Allow`, `OPTIONS`).
 
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
 use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
@@ -50,7 +55,32 @@ pub(crate) fn require_content_type(headers: &HeaderMap, want: &str) -> Result<()
     }
 }
 
-pub(crate) async fn read_text(headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+/// The address of the client that sent the request (`None` when the
+/// request did not come through a socket, as in handler tests).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// The body as UTF-8 text: at most [`MAX_BODY`] bytes (`413`), arrived
+/// within `timeout` (`408`: a client that trickles its body byte by byte
+/// holds a connection no longer than that).
+pub(crate) async fn read_text(
+    headers: &HeaderMap,
+    body: Body,
+    timeout: Duration,
+) -> Result<String, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -58,8 +88,9 @@ pub(crate) async fn read_text(headers: &HeaderMap, body: Body) -> Result<String,
     if declared.is_some_and(|n| n > MAX_BODY) {
         return Err(ApiError::TooLarge(MAX_BODY));
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
+    let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY))
         .await
+        .map_err(|_| ApiError::RequestTimeout(timeout.as_secs()))?
         .map_err(|_| ApiError::TooLarge(MAX_BODY))?;
     String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::BadRequest("the body is not UTF-8 text".to_string()))

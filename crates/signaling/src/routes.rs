@@ -11,7 +11,7 @@ use axum::response::Response;
 use axum::routing::{MethodRouter, get, patch, post};
 
 use crate::endpoints::{self, ENDPOINT_METHODS, SESSION_METHODS};
-use crate::request::not_allowed;
+use crate::request::{ClientAddr, not_allowed};
 use crate::sessions::Kind;
 use crate::state::AppState;
 use crate::{api, whep_ext};
@@ -45,9 +45,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 /// (RFC 9725: GET, HEAD and PUT on an endpoint are 405, with Allow).
 fn endpoint(kind: Kind) -> MethodRouter<Arc<AppState>> {
     post(
-        move |State(st): St, Path(stream): Path<String>, headers: HeaderMap, body: Body| {
-            endpoints::create(st, kind, stream, headers, body)
-        },
+        move |State(st): St,
+              Path(stream): Path<String>,
+              ClientAddr(client): ClientAddr,
+              headers: HeaderMap,
+              body: Body| { endpoints::create(st, kind, stream, client, headers, body) },
     )
     .options(|State(st): St| async move { endpoints::endpoint_options(&st) })
     .fallback(|| async { not_allowed(ENDPOINT_METHODS) })

@@ -3,6 +3,7 @@
 //! forgets one in O(1)).
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
 use lumen_node::SessionRef;
@@ -40,6 +41,8 @@ pub(crate) struct SessionEntry {
     pub video: Option<(usize, Option<String>)>,
     /// WHEP server-sent event streams created on this session, newest last.
     pub event_streams: Vec<EventStream>,
+    /// The address that created it, for the per-client limits.
+    pub client: Option<IpAddr>,
 }
 
 /// Node sessions remembered as closed before their HTTP session was
@@ -57,6 +60,15 @@ struct Inner {
     by_id: HashMap<String, SessionEntry>,
     by_ref: HashMap<SessionRef, String>,
     closed_early: VecDeque<SessionRef>,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl Inner {
+    fn forget(&mut self, e: &SessionEntry) {
+        if let Some(ip) = e.client {
+            decrement(&mut self.per_client, &ip);
+        }
+    }
 }
 
 impl Sessions {
@@ -69,6 +81,9 @@ impl Sessions {
             return false;
         }
         g.by_ref.insert(e.session, id.clone());
+        if let Some(ip) = e.client {
+            *g.per_client.entry(ip).or_default() += 1;
+        }
         g.by_id.insert(id, e);
         true
     }
@@ -81,6 +96,7 @@ impl Sessions {
         let mut g = self.lock();
         let e = g.by_id.remove(id)?;
         g.by_ref.remove(&e.session);
+        g.forget(&e);
         Some(e)
     }
 
@@ -94,7 +110,9 @@ impl Sessions {
         let mut g = self.lock();
         match g.by_ref.remove(&session) {
             Some(id) => {
-                g.by_id.remove(&id);
+                if let Some(e) = g.by_id.remove(&id) {
+                    g.forget(&e);
+                }
             }
             None => {
                 // Deleted already (nothing to do), or not registered yet.
@@ -107,13 +125,28 @@ impl Sessions {
     }
 
     /// Number of sessions.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().by_id.len()
     }
 
+    /// Sessions created from `client` that are still open.
+    pub fn of_client(&self, client: IpAddr) -> usize {
+        self.lock().per_client.get(&client).copied().unwrap_or(0)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         lock(&self.inner)
+    }
+}
+
+/// Counts down; a count at zero is removed, so the maps hold only what is
+/// in use.
+pub(crate) fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
     }
 }
 
@@ -139,6 +172,7 @@ mod tests {
             remote_ufrag: "u".into(),
             video: None,
             event_streams: Vec::new(),
+            client: Some(IpAddr::from([10, 0, 0, worker as u8])),
         }
     }
 
@@ -151,6 +185,12 @@ mod tests {
         assert!(s.get("a").is_none());
         assert!(s.get("b").is_some());
         assert_eq!(s.len(), 1);
+        // Counted per client while open, forgotten after.
+        assert_eq!(s.of_client(IpAddr::from([10, 0, 0, 0])), 0);
+        assert_eq!(s.of_client(IpAddr::from([10, 0, 0, 1])), 1);
+        s.remove("b");
+        assert_eq!(s.of_client(IpAddr::from([10, 0, 0, 1])), 0);
+        assert!(lock(&s.inner).per_client.is_empty());
     }
 
     #[test]

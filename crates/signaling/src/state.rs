@@ -1,6 +1,7 @@
 //! What every handler shares: the node, the session table, the event hub.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::HeaderValue;
 use lumen_node::NodeHandle;
@@ -8,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::limits::{CreationRate, Limits, Readers, Refusals};
 use crate::sessions::{Kind, SessionEntry, Sessions};
 
 pub(crate) struct AppState {
@@ -18,6 +20,12 @@ pub(crate) struct AppState {
     pub stop: watch::Receiver<bool>,
     /// `Link: <…>; rel="ice-server"` values, made once.
     pub ice_links: Vec<HeaderValue>,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    pub limits: Limits,
+    pub creation_rate: CreationRate,
+    pub readers: Readers,
+    pub refusals: Refusals,
 }
 
 impl AppState {
@@ -38,6 +46,11 @@ impl AppState {
             hub,
             stop,
             ice_links,
+            body_timeout: crate::DEFAULT_BODY_TIMEOUT,
+            limits: Limits::new(),
+            creation_rate: CreationRate::default(),
+            readers: Readers::default(),
+            refusals: Refusals::default(),
         }
     }
 

@@ -32,7 +32,9 @@ use lumen_node::NodeError;
 
 use crate::error::ApiError;
 use crate::events::{EventSet, EventStream, Feed, layer_json};
-use crate::request::{not_allowed, options, random_hex, read_text, require_content_type};
+use crate::request::{
+    ClientAddr, not_allowed, options, random_hex, read_text, require_content_type,
+};
 use crate::sessions::{Kind, SessionEntry};
 use crate::state::AppState;
 
@@ -77,7 +79,7 @@ async fn sse_create(
     body: Body,
 ) -> Result<Response, ApiError> {
     st.lookup(Kind::Whep, &stream, &id)?;
-    let text = read_text(&headers, body).await?;
+    let text = read_text(&headers, body, st.body_timeout).await?;
     let events = if text.trim().is_empty() {
         EventSet::all()
     } else {
@@ -112,9 +114,15 @@ async fn sse_create(
 async fn sse_get(
     State(st): State<Arc<AppState>>,
     Path((stream, id, es)): Path<(String, String, String)>,
+    ClientAddr(client): ClientAddr,
 ) -> Result<Response, ApiError> {
     let entry = st.lookup(Kind::Whep, &stream, &id)?;
     let events = event_stream(&entry, &es)?.events;
+    // Held for as long as the response streams.
+    let reader = st
+        .readers
+        .acquire(&st.limits, &id, client)
+        .inspect_err(|_| crate::limits::count(&st.refusals.event_readers))?;
     // Watches first, then the worker's snapshot: whatever changes after the
     // snapshot wakes the feed, so nothing is missed in between.
     let stream_rx = st.hub.watch_stream(&stream);
@@ -134,6 +142,7 @@ async fn sse_get(
         stream_rx,
         layer_rx,
         stop: st.stop.clone(),
+        reader,
         still_exists: {
             let sessions = st.sessions.clone();
             Box::new(move || {
@@ -173,7 +182,7 @@ async fn layer_post(
 ) -> Result<Response, ApiError> {
     let entry = st.lookup(Kind::Whep, &stream, &id)?;
     require_content_type(&headers, "application/json")?;
-    let text = read_text(&headers, body).await?;
+    let text = read_text(&headers, body, st.body_timeout).await?;
     let (request, render_size) = parse_layer_request(&text, &entry)?;
     let state = st
         .node
@@ -354,6 +363,7 @@ mod tests {
             remote_ufrag: "u".into(),
             video,
             event_streams: Vec::new(),
+            client: None,
         }
     }
 

@@ -17,10 +17,16 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Server {
+        Server::start_with(|_| {}).await
+    }
+
+    /// A server on [`lumen_signaling::Config::ephemeral`] changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut lumen_signaling::Config)) -> Server {
         let dir = TempDir::new("conformance");
         let mut config = lumen_signaling::Config::ephemeral();
         config.data_dir = dir.0.clone();
         config.ice_servers = vec!["stun:stun.example.net:3478".into()];
+        configure(&mut config);
         let running = lumen_signaling::start(config).await.expect("server starts");
         let url = running.http_url();
         Server {
@@ -28,6 +34,14 @@ impl Server {
             url,
             _dir: dir,
         }
+    }
+
+    /// `host:port` of the HTTP listener.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.running
+            .as_ref()
+            .map(|r| r.http_addr())
+            .expect("running")
     }
 
     pub fn url(&self, path: &str) -> String {
