@@ -322,6 +322,12 @@ impl Server {
                 &format!("127.0.0.1:{rtc}"),
                 "--workers",
                 "2",
+                // Every viewer comes from this one address: the per-client
+                // limits, made for the open internet, are off.
+                "--session-rate",
+                "0",
+                "--sessions-per-client",
+                "0",
                 "--data-dir",
             ])
             .arg(&dir)

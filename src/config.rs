@@ -35,6 +35,45 @@ pub struct LumenConfig {
     pub http: HttpConfig,
     /// `[media]`: the SFU workers' UDP sockets and how clients reach them.
     pub media: MediaConfig,
+    /// `[limits]`: what one client may make the server hold.
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]` of `lumen.toml`: the bounds that keep one client from
+/// starving the others (`SECURITY.md` lists them). 0 turns a count or rate
+/// limit off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Seconds a client may take to send a request's headers; also how
+    /// long an idle keep-alive connection stays open. Default 10;
+    /// `LUMEN_HEADER_TIMEOUT`.
+    pub header_timeout_secs: u64,
+    /// Seconds a client may take to send a request's body (then `408`).
+    /// Default 10; `LUMEN_BODY_TIMEOUT`.
+    pub body_timeout_secs: u64,
+    /// Open HTTP connections at most, kept below the file-descriptor limit
+    /// (then `503`). Default 4096; `LUMEN_MAX_CONNECTIONS`,
+    /// `--max-connections`.
+    pub max_connections: usize,
+    /// Sessions one client address may create per second on average (then
+    /// `429`). Default 10; `LUMEN_SESSION_RATE`, `--session-rate`.
+    pub session_rate: f64,
+    /// Sessions one client address may create at once after a quiet while.
+    /// Default 50; `LUMEN_SESSION_BURST`.
+    pub session_burst: u32,
+    /// Sessions one client address may hold (then `429`). Default 100;
+    /// `LUMEN_SESSIONS_PER_CLIENT`, `--sessions-per-client`.
+    pub sessions_per_client: usize,
+    /// Sessions the server holds from everyone (then `503`). Default
+    /// 20000; `LUMEN_MAX_SESSIONS`, `--max-sessions`.
+    pub max_sessions: usize,
+    /// Concurrent readers of one WHEP session's event streams (then `429`).
+    /// Default 4; `LUMEN_EVENT_READERS_PER_SESSION`.
+    pub event_readers_per_session: usize,
+    /// Concurrent event-stream readers from one client address (then
+    /// `429`). Default 64; `LUMEN_EVENT_READERS_PER_CLIENT`.
+    pub event_readers_per_client: usize,
 }
 
 /// `[http]` of `lumen.toml`.
@@ -94,6 +133,12 @@ impl Default for MediaConfig {
     }
 }
 
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LumenConfig::default().limits
+    }
+}
+
 impl From<lumen_signaling::Config> for LumenConfig {
     fn from(c: lumen_signaling::Config) -> Self {
         LumenConfig {
@@ -106,6 +151,17 @@ impl From<lumen_signaling::Config> for LumenConfig {
                 ice_servers: c.ice_servers,
                 workers: c.workers,
                 worker_spread: c.worker_spread,
+            },
+            limits: LimitsConfig {
+                header_timeout_secs: c.header_timeout.as_secs(),
+                body_timeout_secs: c.body_timeout.as_secs(),
+                max_connections: c.max_connections,
+                session_rate: c.limits.session_rate,
+                session_burst: c.limits.session_burst,
+                sessions_per_client: c.limits.sessions_per_client,
+                max_sessions: c.limits.max_sessions,
+                event_readers_per_session: c.limits.event_readers_per_session,
+                event_readers_per_client: c.limits.event_readers_per_client,
             },
         }
     }
@@ -124,6 +180,19 @@ impl From<LumenConfig> for lumen_signaling::Config {
         s.ice_servers = c.media.ice_servers;
         s.workers = c.media.workers.max(1);
         s.worker_spread = c.media.worker_spread;
+        let l = c.limits;
+        // A zero timeout would close every connection at once.
+        s.header_timeout = std::time::Duration::from_secs(l.header_timeout_secs.max(1));
+        s.body_timeout = std::time::Duration::from_secs(l.body_timeout_secs.max(1));
+        s.max_connections = l.max_connections.max(1);
+        s.limits = lumen_signaling::Limits {
+            session_rate: l.session_rate.max(0.0),
+            session_burst: l.session_burst,
+            sessions_per_client: l.sessions_per_client,
+            max_sessions: l.max_sessions,
+            event_readers_per_session: l.event_readers_per_session,
+            event_readers_per_client: l.event_readers_per_client,
+        };
         s
     }
 }
@@ -141,6 +210,51 @@ pub const ENV: &[(&str, &str, EnvShape)] = &[
     (
         "LUMEN_WORKER_SPREAD",
         "media.worker_spread",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_HEADER_TIMEOUT",
+        "limits.header_timeout_secs",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_BODY_TIMEOUT",
+        "limits.body_timeout_secs",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_MAX_CONNECTIONS",
+        "limits.max_connections",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_SESSION_RATE",
+        "limits.session_rate",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_SESSION_BURST",
+        "limits.session_burst",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_SESSIONS_PER_CLIENT",
+        "limits.sessions_per_client",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_MAX_SESSIONS",
+        "limits.max_sessions",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_EVENT_READERS_PER_SESSION",
+        "limits.event_readers_per_session",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_EVENT_READERS_PER_CLIENT",
+        "limits.event_readers_per_client",
         EnvShape::Number,
     ),
 ];
@@ -207,6 +321,23 @@ pub struct ConfigArgs {
     /// [env: LUMEN_WORKER_SPREAD] [default: 32]
     #[arg(long)]
     pub worker_spread: Option<usize>,
+    /// Open HTTP connections at most [file: limits.max_connections]
+    /// [env: LUMEN_MAX_CONNECTIONS] [default: 4096]
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Sessions one client address may create per second, 0 for no limit
+    /// [file: limits.session_rate] [env: LUMEN_SESSION_RATE] [default: 10]
+    #[arg(long)]
+    pub session_rate: Option<f64>,
+    /// Sessions one client address may hold, 0 for no limit (a load test
+    /// from one machine needs it) [file: limits.sessions_per_client]
+    /// [env: LUMEN_SESSIONS_PER_CLIENT] [default: 100]
+    #[arg(long)]
+    pub sessions_per_client: Option<usize>,
+    /// Sessions the server holds from everyone, 0 for no limit
+    /// [file: limits.max_sessions] [env: LUMEN_MAX_SESSIONS] [default: 20000]
+    #[arg(long)]
+    pub max_sessions: Option<usize>,
 }
 
 impl ConfigArgs {
@@ -321,6 +452,30 @@ impl ConfigArgs {
             "--worker-spread",
             "media.worker_spread",
             self.worker_spread,
+        )?;
+        flag(
+            &mut out,
+            "--max-connections",
+            "limits.max_connections",
+            self.max_connections,
+        )?;
+        flag(
+            &mut out,
+            "--session-rate",
+            "limits.session_rate",
+            self.session_rate,
+        )?;
+        flag(
+            &mut out,
+            "--sessions-per-client",
+            "limits.sessions_per_client",
+            self.sessions_per_client,
+        )?;
+        flag(
+            &mut out,
+            "--max-sessions",
+            "limits.max_sessions",
+            self.max_sessions,
         )?;
         Ok(out)
     }

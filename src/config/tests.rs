@@ -169,6 +169,15 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_ICE_SERVERS", "stun:x"),
         ("LUMEN_WORKERS", "4"),
         ("LUMEN_WORKER_SPREAD", "0"),
+        ("LUMEN_HEADER_TIMEOUT", "5"),
+        ("LUMEN_BODY_TIMEOUT", "6"),
+        ("LUMEN_MAX_CONNECTIONS", "7"),
+        ("LUMEN_SESSION_RATE", "0.5"),
+        ("LUMEN_SESSION_BURST", "8"),
+        ("LUMEN_SESSIONS_PER_CLIENT", "9"),
+        ("LUMEN_MAX_SESSIONS", "10"),
+        ("LUMEN_EVENT_READERS_PER_SESSION", "11"),
+        ("LUMEN_EVENT_READERS_PER_CLIENT", "12"),
     ]);
     let expected = LumenConfig {
         data_dir: "123".into(),
@@ -183,8 +192,19 @@ fn every_env_variable_and_flag_reaches_its_field() {
             workers: 4,
             worker_spread: 0,
         },
+        limits: LimitsConfig {
+            header_timeout_secs: 5,
+            body_timeout_secs: 6,
+            max_connections: 7,
+            session_rate: 0.5,
+            session_burst: 8,
+            sessions_per_client: 9,
+            max_sessions: 10,
+            event_readers_per_session: 11,
+            event_readers_per_client: 12,
+        },
     };
-    assert_eq!(ENV.len(), 8, "a new variable belongs in this test");
+    assert_eq!(ENV.len(), 17, "a new variable belongs in this test");
     let from_env = ConfigArgs::default()
         .load_with(vars, no_file())
         .expect("env");
@@ -200,8 +220,24 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ice_servers: vec!["stun:x".into()],
         workers: Some(4),
         worker_spread: Some(0),
+        ..ConfigArgs::default()
     };
-    let from_flags = args.load_with(env(&[]), no_file()).expect("flags");
+    // The limits without a flag come from the environment here.
+    let limit_vars = env(&[
+        ("LUMEN_HEADER_TIMEOUT", "5"),
+        ("LUMEN_BODY_TIMEOUT", "6"),
+        ("LUMEN_SESSION_BURST", "8"),
+        ("LUMEN_EVENT_READERS_PER_SESSION", "11"),
+        ("LUMEN_EVENT_READERS_PER_CLIENT", "12"),
+    ]);
+    let args = ConfigArgs {
+        max_connections: Some(7),
+        session_rate: Some(0.5),
+        sessions_per_client: Some(9),
+        max_sessions: Some(10),
+        ..args
+    };
+    let from_flags = args.load_with(limit_vars, no_file()).expect("flags");
     assert_eq!(from_flags.config, expected);
 
     let server: lumen_signaling::Config = expected.clone().into();
