@@ -4,7 +4,7 @@
 //! - [`client`]: `lumen publish` and `lumen watch`, WHIP and WHEP clients on
 //!   webrtc-rs with an openh264 test pattern;
 //! - [`load`]: `lumen load`, many str0m WHEP viewers driven from one thread;
-//! - [`bench`]: `lumen bench`, the machine's forwarding ceiling and the
+//! - [`bench`](mod@bench): `lumen bench`, the machine's forwarding ceiling and the
 //!   simulcast switch time;
 //! - [`impair`]: a UDP proxy that narrows a client's downlink.
 //!

@@ -34,7 +34,7 @@ pub struct Datagram {
 }
 
 /// Datagrams gathered during one drain, sent together at its end (or
-/// earlier, [`MAX_QUEUED`] at a time).
+/// earlier, 256 at a time).
 pub struct Outbox {
     queued: Vec<Datagram>,
     /// Whether the kernel takes `UDP_SEGMENT` on this socket (cleared on

@@ -7,6 +7,7 @@
 //! simulcast layer when its downlink narrows.
 
 pub mod ceiling;
+mod serve;
 pub mod switch;
 
 pub use ceiling::{CeilingOptions, CeilingReport, Rate, run_ceiling};

@@ -1,11 +1,11 @@
 //! Layer-switch latency: how fast an automatic viewer moves to a lower
 //! simulcast layer when its downlink narrows.
 //!
-//! One process runs the whole scene on loopback: a lumen server (one
+//! The whole scene runs on loopback: a `lumen serve` child process (one
 //! worker) that announces the port of a UDP impairment proxy
-//! ([`crate::impair`]), the `lumen publish --simulcast` client and, per run,
-//! a fresh automatic `lumen watch` viewer (webrtc-rs, decoding with
-//! openh264). Once the viewer decodes a layer above the lowest, the proxy
+//! ([`crate::impair`]), and in this process the `lumen publish --simulcast`
+//! client and, per run, a fresh automatic `lumen watch` viewer (webrtc-rs,
+//! decoding with openh264). Once the viewer decodes a layer above the lowest, the proxy
 //! narrows every client's downlink to `narrow_bps` and the run measures:
 //! - *decided*: until the server's WHEP layer endpoint names the lowest layer
 //!   as the viewer's target (polled every 10 ms);
@@ -13,11 +13,13 @@
 //!   layer's size;
 //! - frames lost from just before the drop to two seconds after the switch.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
 
+use super::serve::ChildServer;
 use crate::client::{PublishOptions, Publisher, SIMULCAST_LAYERS, WatchOptions, Watcher};
 use crate::impair::{ImpairConfig, ImpairProxy};
 
@@ -32,6 +34,9 @@ pub struct SwitchOptions {
     pub narrow_bps: u64,
     /// Longest wait for any one step.
     pub timeout: Duration,
+    /// The `lumen` binary to run the server with; `None`: this executable
+    /// (`lumen bench switch`).
+    pub server_exe: Option<PathBuf>,
 }
 
 impl Default for SwitchOptions {
@@ -41,6 +46,7 @@ impl Default for SwitchOptions {
             fps: 30,
             narrow_bps: 300_000,
             timeout: Duration::from_secs(15),
+            server_exe: None,
         }
     }
 }
@@ -127,18 +133,17 @@ impl SwitchReport {
 /// Runs the scene; see the module documentation.
 pub async fn run_switch(opts: &SwitchOptions) -> anyhow::Result<SwitchReport> {
     let low = SIMULCAST_LAYERS[SIMULCAST_LAYERS.len() - 1];
-    let dir = std::env::temp_dir().join(format!("lumen-bench-switch-{}", std::process::id()));
     let listen =
         std::net::UdpSocket::bind("127.0.0.1:0").context("binding the impairment proxy")?;
-    let mut config = lumen_signaling::Config::ephemeral();
-    config.workers = 1;
-    config.public_port = Some(listen.local_addr()?.port());
-    config.data_dir = dir.clone();
-    let server = lumen_signaling::start(config)
+    let exe = match &opts.server_exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().context("finding the lumen binary")?,
+    };
+    let server = ChildServer::start(&exe, listen.local_addr()?.port())
         .await
         .context("starting lumen")?;
     let base = server.http_url();
-    let proxy = ImpairProxy::start(listen, server.rtc_addrs()[0], ImpairConfig::default())?;
+    let proxy = ImpairProxy::start(listen, server.rtc_addr(), ImpairConfig::default())?;
     let publisher = Publisher::start(PublishOptions {
         url: format!("{base}/whip/switch"),
         fps: opts.fps,
@@ -210,9 +215,8 @@ pub async fn run_switch(opts: &SwitchOptions) -> anyhow::Result<SwitchReport> {
         });
     }
     publisher.stop().await?;
-    server.shutdown().await;
     drop(proxy);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(server);
     Ok(SwitchReport {
         narrow_bps: opts.narrow_bps,
         fps: opts.fps,

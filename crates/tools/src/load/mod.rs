@@ -4,7 +4,7 @@
 //! Each viewer is a str0m `Rtc` in RTP mode doing what a browser does up to
 //! decryption (ICE as the controlling side, DTLS, SRTP, receiver reports,
 //! NACK, TWCC feedback) without depacketizing or decoding; all of them are
-//! driven from one thread ([`driver`]). The async side only does HTTP: the
+//! driven from one thread (`driver`). The async side only does HTTP: the
 //! optional in-process publisher, the WHEP POSTs at the ramp rate, and the
 //! DELETEs at the end. Signaling is plain non-trickle WHEP, so the same run
 //! can measure another server.
