@@ -13,7 +13,8 @@ use lumen_node::{NodeEvent, SessionRef, merge_streams};
 use lumen_sfu::{Role, StreamInfo, ViewerLayer};
 use tokio::sync::{mpsc, watch};
 
-use crate::sessions::{Sessions, lock};
+use crate::sessions::Sessions;
+use crate::sync::lock;
 
 #[derive(Default)]
 pub(crate) struct Hub {

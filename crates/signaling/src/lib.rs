@@ -20,6 +20,7 @@ mod routes;
 mod server;
 mod sessions;
 mod state;
+mod sync;
 mod web;
 mod whep_ext;
 

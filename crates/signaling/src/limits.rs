@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::ApiError;
-use crate::sessions::{decrement, lock};
+use crate::sync::{decrement, lock};
 
 /// The limits, each with its default in [`Limits::new`]; 0 turns a limit
 /// off.

@@ -1,7 +1,7 @@
 //! The HTTP side of WHIP and WHEP (RFC 9725, non-trickle) and of the WHEP
 //! layer extension, apart from any WebRTC stack: the webrtc-rs clients
-//! ([`crate::client`]) and the load generator's str0m viewers
-//! ([`crate::load`]) make their offers their own way and exchange them here.
+//! (the `client` module) and the load generator's str0m viewers
+//! (the `load` module) make their offers their own way and exchange them here.
 //!
 //! A session starts with a POST of the complete offer (`application/sdp`),
 //! answered `201 Created` with the answer and the session's `Location`, and
