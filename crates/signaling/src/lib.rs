@@ -217,6 +217,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    // The HTTP port first: if it is taken, no worker has started.
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "the HTTP listener",
+            addr: config.http_addr,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        what: "the HTTP listener",
+        addr: config.http_addr,
+        source,
+    })?;
     let mut node = Node::start(&config.node())?;
     let rtc_addrs = node.handle().local_addrs();
     let (stop, stop_rx) = watch::channel(false);
@@ -234,18 +247,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let refused_connections = state.refusals.connections.clone();
     let state = Arc::new(state);
     let max_connections = server::connection_cap(config.max_connections, server::raise_nofile());
-    let listener = TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "the HTTP listener",
-            addr: config.http_addr,
-            source,
-        })?;
-    let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        what: "the HTTP listener",
-        addr: config.http_addr,
-        source,
-    })?;
+
     let app = routes::router(state);
     let mut tasks = vec![tokio::spawn(server::serve(
         listener,
