@@ -74,6 +74,19 @@ pub struct LimitsConfig {
     /// Concurrent event-stream readers from one client address (then
     /// `429`). Default 64; `LUMEN_EVENT_READERS_PER_CLIENT`.
     pub event_readers_per_client: usize,
+    /// Remote ICE candidates a session may give, in its offer and trickled
+    /// (then `429`). Default 64; `LUMEN_MAX_CANDIDATES`.
+    pub max_candidates: usize,
+    /// m-lines an offer may have (then `413`). Default 16;
+    /// `LUMEN_MAX_M_LINES`.
+    pub max_m_lines: usize,
+    /// Source addresses one session's media may come from (more are
+    /// dropped and counted). Default 8; `LUMEN_MAX_ADDRS_PER_SESSION`.
+    pub max_addrs_per_session: usize,
+    /// Seconds a session may take to complete ICE and DTLS before it is
+    /// closed (a publisher's stream name is then free). Default 15;
+    /// `LUMEN_CONNECT_TIMEOUT`.
+    pub connect_timeout_secs: u64,
 }
 
 /// `[http]` of `lumen.toml`.
@@ -162,6 +175,10 @@ impl From<lumen_signaling::Config> for LumenConfig {
                 max_sessions: c.limits.max_sessions,
                 event_readers_per_session: c.limits.event_readers_per_session,
                 event_readers_per_client: c.limits.event_readers_per_client,
+                max_candidates: c.max_remote_candidates,
+                max_m_lines: c.max_m_lines,
+                max_addrs_per_session: c.max_addrs_per_session,
+                connect_timeout_secs: c.connect_timeout.as_secs(),
             },
         }
     }
@@ -193,6 +210,10 @@ impl From<LumenConfig> for lumen_signaling::Config {
             event_readers_per_session: l.event_readers_per_session,
             event_readers_per_client: l.event_readers_per_client,
         };
+        s.max_remote_candidates = l.max_candidates.max(1);
+        s.max_m_lines = l.max_m_lines.max(1);
+        s.max_addrs_per_session = l.max_addrs_per_session.max(1);
+        s.connect_timeout = std::time::Duration::from_secs(l.connect_timeout_secs.max(1));
         s
     }
 }
@@ -255,6 +276,22 @@ pub const ENV: &[(&str, &str, EnvShape)] = &[
     (
         "LUMEN_EVENT_READERS_PER_CLIENT",
         "limits.event_readers_per_client",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_MAX_CANDIDATES",
+        "limits.max_candidates",
+        EnvShape::Number,
+    ),
+    ("LUMEN_MAX_M_LINES", "limits.max_m_lines", EnvShape::Number),
+    (
+        "LUMEN_MAX_ADDRS_PER_SESSION",
+        "limits.max_addrs_per_session",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_CONNECT_TIMEOUT",
+        "limits.connect_timeout_secs",
         EnvShape::Number,
     ),
 ];

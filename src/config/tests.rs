@@ -178,6 +178,10 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_MAX_SESSIONS", "10"),
         ("LUMEN_EVENT_READERS_PER_SESSION", "11"),
         ("LUMEN_EVENT_READERS_PER_CLIENT", "12"),
+        ("LUMEN_MAX_CANDIDATES", "13"),
+        ("LUMEN_MAX_M_LINES", "14"),
+        ("LUMEN_MAX_ADDRS_PER_SESSION", "15"),
+        ("LUMEN_CONNECT_TIMEOUT", "16"),
     ]);
     let expected = LumenConfig {
         data_dir: "123".into(),
@@ -202,9 +206,13 @@ fn every_env_variable_and_flag_reaches_its_field() {
             max_sessions: 10,
             event_readers_per_session: 11,
             event_readers_per_client: 12,
+            max_candidates: 13,
+            max_m_lines: 14,
+            max_addrs_per_session: 15,
+            connect_timeout_secs: 16,
         },
     };
-    assert_eq!(ENV.len(), 17, "a new variable belongs in this test");
+    assert_eq!(ENV.len(), 21, "a new variable belongs in this test");
     let from_env = ConfigArgs::default()
         .load_with(vars, no_file())
         .expect("env");
@@ -229,6 +237,10 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_SESSION_BURST", "8"),
         ("LUMEN_EVENT_READERS_PER_SESSION", "11"),
         ("LUMEN_EVENT_READERS_PER_CLIENT", "12"),
+        ("LUMEN_MAX_CANDIDATES", "13"),
+        ("LUMEN_MAX_M_LINES", "14"),
+        ("LUMEN_MAX_ADDRS_PER_SESSION", "15"),
+        ("LUMEN_CONNECT_TIMEOUT", "16"),
     ]);
     let args = ConfigArgs {
         max_connections: Some(7),

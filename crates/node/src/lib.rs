@@ -29,6 +29,7 @@ mod placement;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -57,6 +58,17 @@ pub struct NodeConfig {
     /// stream's worker through a mirror). 0 spreads every stream's viewers
     /// over all workers.
     pub worker_spread: usize,
+    /// Remote ICE candidates a session may give (see
+    /// [`lumen_sfu::SfuConfig::max_remote_candidates`]).
+    pub max_remote_candidates: usize,
+    /// m-lines an offer may have ([`lumen_sfu::SfuConfig::max_m_lines`]).
+    pub max_m_lines: usize,
+    /// Source addresses a session's media may come from
+    /// ([`lumen_sfu::SfuConfig::max_addrs_per_session`]).
+    pub max_addrs_per_session: usize,
+    /// How long a session may take to complete ICE and DTLS before it is
+    /// closed ([`lumen_sfu::SfuConfig::connect_timeout`]).
+    pub connect_timeout: Duration,
 }
 
 /// Default of [`NodeConfig::worker_spread`]: a stream's first few dozen
@@ -73,6 +85,10 @@ impl NodeConfig {
             public_port: None,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             worker_spread: DEFAULT_WORKER_SPREAD,
+            max_remote_candidates: lumen_sfu::DEFAULT_MAX_REMOTE_CANDIDATES,
+            max_m_lines: lumen_sfu::DEFAULT_MAX_M_LINES,
+            max_addrs_per_session: lumen_sfu::DEFAULT_MAX_ADDRS_PER_SESSION,
+            connect_timeout: lumen_sfu::DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -142,11 +158,16 @@ impl Node {
             let Some(link) = links.next() else {
                 break;
             };
+            let mut sfu = lumen_sfu::SfuConfig::new(vec![announced]);
+            sfu.max_remote_candidates = config.max_remote_candidates;
+            sfu.max_m_lines = config.max_m_lines;
+            sfu.max_addrs_per_session = config.max_addrs_per_session;
+            sfu.connect_timeout = config.connect_timeout;
             let (handle, task) = worker::spawn(
                 i,
+                sfu,
                 socket,
-                local,
-                announced,
+                (local, announced),
                 link,
                 events_tx.clone(),
                 stop_rx.clone(),

@@ -89,12 +89,13 @@ pub(crate) struct WorkerHandle {
     pub load: Arc<AtomicUsize>,
 }
 
-/// Starts worker `index` on `socket`.
+/// Starts worker `index` on `socket`, bound to `local` and announced in
+/// ICE candidates as `announced`.
 pub(crate) fn spawn(
     index: usize,
+    sfu: SfuConfig,
     socket: UdpSocket,
-    local: SocketAddr,
-    announced: SocketAddr,
+    (local, announced): (SocketAddr, SocketAddr),
     links: MirrorLinks,
     events: mpsc::UnboundedSender<NodeEvent>,
     stop: watch::Receiver<bool>,
@@ -103,7 +104,7 @@ pub(crate) fn spawn(
     let load = Arc::new(AtomicUsize::new(0));
     let worker = Worker {
         index,
-        sfu: Sfu::new(SfuConfig::new(vec![announced]), Instant::now()),
+        sfu: Sfu::new(sfu, Instant::now()),
         socket,
         announced,
         outbox: Outbox::new(),

@@ -47,7 +47,7 @@ const MAX_RECORDS: usize = 200;
 /// with a connected publisher (plus Opus) and a connected viewer.
 ///
 /// Byte 0 picks the publisher: bit 0 VP8 (else H.264), bit 1 simulcast
-/// (h, m, l). Then records `[tag, len: u16 BE, body]` (a short tail is taken
+/// (h, m, l), bit 2 no RTP header extensions. Then records `[tag, len: u16 BE, body]` (a short tail is taken
 /// as it is). The tag's bits 0-1 pick a source address: a stranger, the
 /// publisher, the viewer, or the publisher from a second address. Bits 2-4
 /// pick what happens:
@@ -58,8 +58,8 @@ const MAX_RECORDS: usize = 200;
 /// - 3: the publisher writes an RTP packet (see `World::write_rtp`);
 /// - 4: a viewer asks for a keyframe;
 /// - 5: body (u16 BE) milliseconds pass;
-/// - 6: browser number `source` is closed by signaling (body bit 0: it
-///   vanishes from the network instead);
+/// - 6: browser number `source` is closed by signaling, vanishes, or
+///   loses datagrams (see `World::fault`);
 /// - 7: another viewer joins.
 ///
 /// Bits 5-7 let time pass afterwards (`WAITS_MS`).
@@ -72,7 +72,7 @@ fn play(data: &[u8], capture: bool) -> Option<World> {
     let start = fresh();
     let (&setup, mut rest) = data.split_first()?;
     let crypto = str0m::crypto::from_feature_flags();
-    let mut w = World::new(start, setup & 1 != 0, setup & 2 != 0, capture);
+    let mut w = World::new(start, setup, capture);
     for _ in 0..MAX_RECORDS {
         let Some((&tag, tail)) = rest.split_first() else {
             break;
@@ -101,7 +101,7 @@ fn play(data: &[u8], capture: bool) -> Option<World> {
                 ]);
                 w.run_for(Duration::from_millis(u64::from(ms)));
             }
-            6 => w.close(source, body.first().is_some_and(|f| f & 1 != 0)),
+            6 => w.fault(source, body),
             _ => {
                 w.join();
                 w.connect();
@@ -175,8 +175,11 @@ pub fn offers(data: &[u8]) {
 pub fn trickle(data: &[u8]) {
     let start = fresh();
     let text = String::from_utf8_lossy(data);
-    let mut w = World::new(start, false, false, false);
-    let Some((peer, ufrag)) = w.browsers.first().and_then(|b| Some((b.peer?, b.ufrag.clone())))
+    let mut w = World::new(start, 0, false);
+    let Some((peer, ufrag)) = w
+        .browsers
+        .first()
+        .and_then(|b| Some((b.peer?, b.ufrag.clone())))
     else {
         return;
     };
@@ -193,7 +196,7 @@ pub fn trickle(data: &[u8]) {
         let _ = w.sfu.add_remote_candidate(peer, c);
     }
     w.run_for(Duration::from_millis(500));
-    w.close(0, false);
+    w.fault(0, &[]);
 }
 
 /// Offers built once per process (before any seeding, so that every input
@@ -206,10 +209,7 @@ struct Templates {
 fn templates() -> &'static Templates {
     static T: OnceLock<Templates> = OnceLock::new();
     T.get_or_init(|| Templates {
-        publishers: vec![
-            publisher_offer(false, false),
-            publisher_offer(true, true),
-        ],
+        publishers: vec![publisher_offer(false, false), publisher_offer(true, true)],
     })
 }
 

@@ -104,6 +104,11 @@ pub enum Role {
 }
 
 /// Configuration of one worker.
+///
+/// The `max_*` bounds and `connect_timeout` keep one hostile client from
+/// stalling the worker, holding its memory or squatting a stream name: each
+/// refusal is a precise [`SessionError`] (or a counted drop, for datagrams)
+/// and has a counter in [`Metrics`].
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
     /// Addresses announced as ICE host candidates (the worker's socket, or its
@@ -112,7 +117,53 @@ pub struct SfuConfig {
     pub candidate_addrs: Vec<SocketAddr>,
     /// At most one keyframe request per incoming track per this interval.
     pub keyframe_request_interval: Duration,
+    /// Remote ICE candidates a session may give, in its offer and trickled
+    /// together (default [`DEFAULT_MAX_REMOTE_CANDIDATES`]). str0m keeps every
+    /// one and scans them all for each new one, so without a bound each
+    /// trickle costs in proportion to all before it. Past it
+    /// [`Sfu::add_remote_candidate`] refuses with
+    /// [`SessionError::TooManyCandidates`] (counted in
+    /// [`Metrics::candidates_refused`]), and an offer with more is refused
+    /// with [`SessionError::OfferTooLarge`].
+    pub max_remote_candidates: usize,
+    /// m-lines an offer may have (default [`DEFAULT_MAX_M_LINES`]), counted
+    /// before str0m parses it: each costs str0m a media section with its
+    /// streams and buffers. More: [`SessionError::OfferTooLarge`], counted
+    /// in [`Metrics::offers_too_large`].
+    pub max_m_lines: usize,
+    /// Source addresses a session's traffic may come from (default
+    /// [`DEFAULT_MAX_ADDRS_PER_SESSION`]). A new one is taken only with a
+    /// connectivity check that passes the session's credentials, and only
+    /// while the session has fewer than this; past it the datagram is
+    /// dropped before str0m sees it and counted in
+    /// [`Metrics::dropped_address_limit`].
+    pub max_addrs_per_session: usize,
+    /// A peer that has not completed ICE and DTLS this long after its offer
+    /// was accepted is closed ([`CloseReason::ConnectTimeout`], counted in
+    /// [`Metrics::connect_timeouts`]); default [`DEFAULT_CONNECT_TIMEOUT`].
+    /// Until it connects a publisher holds its stream's name (a second one
+    /// is refused) but the stream is not live, and a viewer is not counted.
+    pub connect_timeout: Duration,
 }
+
+/// Default of [`SfuConfig::max_remote_candidates`]: a browser gives one
+/// candidate per interface and kind (host, server-reflexive, relay) and
+/// address family, a dozen or two at most; and lumen is ICE-lite, so it
+/// learns the address a check comes from whether it was trickled or not.
+pub const DEFAULT_MAX_REMOTE_CANDIDATES: usize = 64;
+/// Default of [`SfuConfig::max_m_lines`]: lumen serves one audio and one
+/// video m-line (and a data channel) per session; browsers offer three.
+pub const DEFAULT_MAX_M_LINES: usize = 16;
+/// Default of [`SfuConfig::max_addrs_per_session`]: towards one server
+/// address a browser checks from one address per local candidate of the
+/// same family (host, server-reflexive, relay, each per interface: two to
+/// four in practice); eight leaves room for a multi-homed machine, or one
+/// that roams once or twice (addresses are kept for the session's life).
+pub const DEFAULT_MAX_ADDRS_PER_SESSION: usize = 8;
+/// Default of [`SfuConfig::connect_timeout`]: ICE and DTLS take well under
+/// a second on most paths, and a few seconds through a slow relay or over
+/// loss (DTLS waits 1, 2, then 4 s before it sends a flight again).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl SfuConfig {
     /// Defaults with the given candidate addresses.
@@ -120,6 +171,10 @@ impl SfuConfig {
         SfuConfig {
             candidate_addrs,
             keyframe_request_interval: Duration::from_millis(500),
+            max_remote_candidates: DEFAULT_MAX_REMOTE_CANDIDATES,
+            max_m_lines: DEFAULT_MAX_M_LINES,
+            max_addrs_per_session: DEFAULT_MAX_ADDRS_PER_SESSION,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -172,6 +227,9 @@ pub enum CloseReason {
     Failed,
     /// A viewer whose stream's new publisher sends a codec it cannot receive.
     Incompatible,
+    /// ICE and DTLS did not complete within
+    /// [`SfuConfig::connect_timeout`] of the offer.
+    ConnectTimeout,
 }
 
 /// Events for signaling.
@@ -258,14 +316,18 @@ pub struct IceCredentials {
     pub pwd: String,
 }
 
-/// What a stream looks like now.
+/// What a stream looks like now. Half-open sessions (offer answered, ICE
+/// and DTLS not yet up) are not counted: a stream is live once its
+/// publisher connected, and only connected viewers are viewers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamInfo {
     /// Its name.
     pub name: String,
-    /// Whether a publisher is attached.
+    /// Whether its publisher is connected (here, or for a mirror on the
+    /// stream's origin worker). A publisher that is attached but still
+    /// connecting holds the name and takes viewers, but is not live yet.
     pub live: bool,
-    /// Number of viewers attached.
+    /// Number of connected viewers.
     pub viewers: usize,
     /// The publisher's video layers, best first (one entry, `rid: None`, for
     /// a publisher without simulcast; empty when not live).
@@ -334,6 +396,7 @@ pub struct ViewerLayer {
 }
 
 /// Why a command was refused. Each maps to one HTTP status in signaling.
+/// A refusal changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -343,12 +406,29 @@ pub enum SessionError {
     /// The offer parsed but cannot be served (no usable media, no common codec).
     #[error("unsupported offer: {0}")]
     Unsupported(String),
-    /// The stream already has a live publisher.
-    #[error("stream {0:?} already has a live publisher")]
+    /// The stream already has a publisher (live, or still connecting).
+    #[error("stream {0:?} already has a publisher")]
     StreamBusy(String),
-    /// The stream has no live publisher to watch.
+    /// The stream has no publisher to watch.
     #[error("stream {0:?} is not live")]
     NotLive(String),
+    /// The offer is larger than a worker takes: more m-lines than
+    /// [`SfuConfig::max_m_lines`] or more candidates than
+    /// [`SfuConfig::max_remote_candidates`]. Nothing of it was parsed.
+    /// (HTTP: 413.)
+    #[error("offer too large: {0}")]
+    OfferTooLarge(String),
+    /// The session has been given [`SfuConfig::max_remote_candidates`]
+    /// remote candidates already; this one and any later ones are refused
+    /// (the session goes on with those it has). (HTTP: 429, without a
+    /// retry: the limit is per session.)
+    #[error("the session already has {0} remote ICE candidates, the most it may")]
+    TooManyCandidates(usize),
+    /// ICE credentials that RFC 8839 does not allow (`ice-char`s only:
+    /// letters, digits, `+`, `/`; a ufrag of 4 to 256 of them, a password
+    /// of 22 to 256). Nothing changed. (HTTP: 400.)
+    #[error("bad ICE credentials: {0}")]
+    BadIceCredentials(String),
     /// No such peer on this worker.
     #[error("unknown session")]
     UnknownPeer,

@@ -13,11 +13,35 @@ pub struct Metrics {
     /// Datagrams from an address no peer has, that were not a STUN check for one.
     pub dropped_unknown_source: u64,
     /// Datagrams a peer's connection refused: a connectivity check from a
-    /// new address that fails the session's credentials, or a datagram str0m
-    /// returns an error for. (SRTP that str0m cannot authenticate or place,
-    /// and DTLS records that do not parse, are discarded inside str0m
-    /// without an error: no counter sees them.)
+    /// new address that fails the session's credentials, a datagram str0m
+    /// returns an error for, DTLS that is not whole records, and RTP
+    /// shorter than its header or of an SSRC the session does not have. (SRTP of one of the session's own
+    /// SSRCs that fails authentication is discarded inside str0m without a
+    /// word, as a duplicate is: no counter sees it.)
     pub dropped_rejected: u64,
+    /// Connectivity checks (with the session's ufrag) from a new address of
+    /// a session that already has [`SfuConfig::max_addrs_per_session`]
+    /// addresses: dropped before str0m sees them.
+    ///
+    /// [`SfuConfig::max_addrs_per_session`]: crate::SfuConfig::max_addrs_per_session
+    pub dropped_address_limit: u64,
+    /// Trickled candidates refused because their session had
+    /// [`SfuConfig::max_remote_candidates`] already.
+    ///
+    /// [`SfuConfig::max_remote_candidates`]: crate::SfuConfig::max_remote_candidates
+    pub candidates_refused: u64,
+    /// Offers refused before parsing for their size: more m-lines than
+    /// [`SfuConfig::max_m_lines`] or more candidates than
+    /// [`SfuConfig::max_remote_candidates`].
+    ///
+    /// [`SfuConfig::max_m_lines`]: crate::SfuConfig::max_m_lines
+    /// [`SfuConfig::max_remote_candidates`]: crate::SfuConfig::max_remote_candidates
+    pub offers_too_large: u64,
+    /// Peers closed because ICE and DTLS did not complete within
+    /// [`SfuConfig::connect_timeout`].
+    ///
+    /// [`SfuConfig::connect_timeout`]: crate::SfuConfig::connect_timeout
+    pub connect_timeouts: u64,
     /// RTP packets received from publishers.
     pub rtp_in: u64,
     /// RTP packets written towards viewers.
@@ -65,6 +89,10 @@ impl Default for Metrics {
             dropped_malformed: 0,
             dropped_unknown_source: 0,
             dropped_rejected: 0,
+            dropped_address_limit: 0,
+            candidates_refused: 0,
+            offers_too_large: 0,
+            connect_timeouts: 0,
             rtp_in: 0,
             rtp_forwarded: 0,
             rtp_mirrored: 0,

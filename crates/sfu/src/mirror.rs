@@ -38,7 +38,10 @@ pub(crate) struct Origin {
     /// Who feeds it (the origin worker), as its messages name it.
     pub from: SinkId,
     pub generation: u64,
-    /// Whether the origin has a publisher now.
+    /// Whether the origin has a publisher now (connected or not): the
+    /// mirror takes viewers and packets.
+    pub publishing: bool,
+    /// Whether the origin's publisher is connected: the stream is live.
     pub live: bool,
     /// When the mirror was made, for [`UNUSED_MIRROR_TTL`].
     pub since: Instant,

@@ -10,7 +10,7 @@ use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::Ssrc;
 
 use crate::consumer::Consumer;
-use crate::router::RouterId;
+use crate::router::{RouterId, TrackIn};
 use crate::{LayerRequest, Role};
 
 pub(crate) struct Peer {
@@ -22,8 +22,12 @@ pub(crate) struct Peer {
     pub next_timeout: Option<Instant>,
     pub dirty: bool,
     pub connected: bool,
-    /// Remote addresses this peer's traffic came from (for demultiplexing).
+    /// Remote addresses this peer's traffic came from (for demultiplexing),
+    /// at most `SfuConfig::max_addrs_per_session`.
     pub addrs: Vec<SocketAddr>,
+    /// Remote candidates given so far, in the offer and trickled (at most
+    /// `SfuConfig::max_remote_candidates`).
+    pub remote_candidates: usize,
     /// Viewer: one Consumer per outgoing m-line.
     pub consumers: Vec<Consumer>,
     /// Viewer: the layer it asked for.
@@ -76,6 +80,24 @@ impl Peer {
     pub fn first_frame_sent(&mut self, now: Instant) -> Option<u64> {
         let t = self.waiting_since.take()?;
         Some(now.saturating_duration_since(t).as_millis() as u64)
+    }
+
+    /// Whether str0m receives this SSRC on this peer: a stream of its own,
+    /// or the repair (RTX) stream of one on `tracks` (the publisher's
+    /// tracks; none for a viewer, which sends no media). Off the media
+    /// path: for RTP that produced no packet.
+    pub fn knows_ssrc(&mut self, ssrc: Ssrc, tracks: &[TrackIn]) -> bool {
+        let mut api = self.rtc.direct_api();
+        if api.stream_rx(&ssrc).is_some() {
+            return true;
+        }
+        tracks.iter().any(|t| {
+            t.layers.iter().any(|l| {
+                api.stream_rx_by_mid(t.mid, l.rid)
+                    .and_then(|s| s.rtx())
+                    .is_some_and(|rtx| rtx == ssrc)
+            })
+        })
     }
 
     /// The (mid, rid) of an incoming SSRC; asks str0m once per SSRC.

@@ -21,7 +21,13 @@ pub(crate) struct RouterId(pub u64);
 pub(crate) struct Router {
     pub name: String,
     pub publisher: Option<PeerId>,
+    /// The publisher completed ICE and DTLS: the stream is live.
+    pub publisher_connected: bool,
+    /// Every viewer attached, connected or not.
     pub viewers: Vec<PeerId>,
+    /// How many of `viewers` are connected (the ones [`Router::info`]
+    /// counts).
+    pub connected_viewers: usize,
     /// The publisher's incoming tracks (its Producer), at most one per kind.
     pub tracks: Vec<TrackIn>,
     /// When the last `StreamUpdated` went out.
@@ -55,7 +61,9 @@ impl Router {
         Router {
             name,
             publisher: None,
+            publisher_connected: false,
             viewers: Vec::new(),
+            connected_viewers: 0,
             tracks: Vec::new(),
             last_update: None,
             sinks: Vec::new(),
@@ -72,9 +80,17 @@ impl Router {
             && self.origin.is_none()
     }
 
-    /// Whether its publisher is attached, here or on its origin worker.
+    /// Whether its publisher is attached, here or on its origin worker,
+    /// connected or not: viewers may subscribe (and wait for it with the
+    /// broadcaster, if they arrived together).
+    pub fn has_publisher(&self) -> bool {
+        self.publisher.is_some() || self.origin.is_some_and(|o| o.publishing)
+    }
+
+    /// Whether its publisher is connected, here or on its origin worker.
     pub fn live(&self) -> bool {
-        self.publisher.is_some() || self.origin.is_some_and(|o| o.live)
+        (self.publisher.is_some() && self.publisher_connected)
+            || self.origin.is_some_and(|o| o.publishing && o.live)
     }
 
     /// Its tracks as its sinks see them (and a mirror rebuilds them).
@@ -94,15 +110,17 @@ impl Router {
         self.tracks.iter().find(|t| t.kind == MediaKind::Video)
     }
 
+    /// What signaling sees: half-open sessions are not counted.
     pub fn info(&self) -> crate::StreamInfo {
-        let layers = self
-            .video()
-            .map(|t| t.order.iter().map(|&i| t.layers[i].info()).collect())
-            .unwrap_or_default();
+        let live = self.live();
+        let layers = match self.video() {
+            Some(t) if live => t.order.iter().map(|&i| t.layers[i].info()).collect(),
+            _ => Vec::new(),
+        };
         crate::StreamInfo {
             name: self.name.clone(),
-            live: self.live(),
-            viewers: self.viewers.len(),
+            live,
+            viewers: self.connected_viewers,
             layers,
         }
     }

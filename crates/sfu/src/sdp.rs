@@ -1,8 +1,13 @@
 //! Small reads of SDP text that str0m does not expose as an API: which
 //! m-lines an answer has, and with which mid; what a trickle-ICE fragment
-//! (RFC 8840, the body of a WHIP/WHEP PATCH) carries.
+//! (RFC 8840, the body of a WHIP/WHEP PATCH) carries; whether an offer is
+//! one a worker takes, checked before str0m parses it.
+
+use std::collections::HashSet;
 
 use str0m::media::{MediaKind, Mid};
+
+use crate::SessionError;
 
 /// What a trickle-ICE SDP fragment (`application/trickle-ice-sdpfrag`)
 /// carries, as the SFU's commands take it. Anything else in the fragment
@@ -88,6 +93,122 @@ pub(crate) fn m_lines(sdp: &str) -> Vec<MLine> {
     out
 }
 
+/// The checks of an offer that one pass over its text can make, before
+/// str0m parses it (which costs memory and time per m-line and candidate):
+/// every line is `<letter>=<value>`; at most `max_m_lines` m-lines and
+/// `max_candidates` candidates ([`SessionError::OfferTooLarge`], found
+/// before the rest is read); at least one m-line, ICE credentials
+/// (RFC 8839's) and a DTLS fingerprint ([`SessionError::MalformedSdp`]);
+/// not ICE-lite, as lumen is ([`SessionError::Unsupported`]). Returns the
+/// number of distinct candidates.
+pub(crate) fn check_offer(
+    sdp: &str,
+    max_m_lines: usize,
+    max_candidates: usize,
+) -> Result<usize, SessionError> {
+    let malformed = |why: String| Err(SessionError::MalformedSdp(why));
+    if !sdp.trim_start().starts_with("v=") {
+        return malformed("an SDP starts with a v= line".to_string());
+    }
+    let mut m_lines = 0;
+    let mut candidates = HashSet::new();
+    let (mut ufrag, mut pwd, mut fingerprint, mut ice_lite) = (false, false, false, false);
+    for (i, line) in sdp.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            continue;
+        }
+        let b = line.as_bytes();
+        if b.len() < 2 || !b[0].is_ascii_lowercase() || b[1] != b'=' {
+            return malformed(format!(
+                "line {} is not of the form <letter>=<value>",
+                i + 1
+            ));
+        }
+        if line.starts_with("m=") {
+            m_lines += 1;
+            if m_lines > max_m_lines {
+                return Err(SessionError::OfferTooLarge(format!(
+                    "more than {max_m_lines} m-lines"
+                )));
+            }
+        } else if let Some(c) = line.strip_prefix("a=candidate:") {
+            // An offer repeats its candidates in every m-line (str0m, and
+            // browsers without BUNDLE do): each counts once, as str0m
+            // takes it.
+            candidates.insert(c.trim_end());
+            if candidates.len() > max_candidates {
+                return Err(SessionError::OfferTooLarge(format!(
+                    "more than {max_candidates} distinct ICE candidates"
+                )));
+            }
+        } else if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+            check_ice_value("ice-ufrag", v.trim(), UFRAG_MIN)
+                .map_err(SessionError::MalformedSdp)?;
+            ufrag = true;
+        } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+            check_ice_value("ice-pwd", v.trim(), PWD_MIN).map_err(SessionError::MalformedSdp)?;
+            pwd = true;
+        } else if line.starts_with("a=fingerprint:") {
+            fingerprint = true;
+        } else if line.trim_end() == "a=ice-lite" && m_lines == 0 {
+            ice_lite = true;
+        }
+    }
+    if m_lines == 0 {
+        return malformed("the SDP has no media (m=) section".to_string());
+    }
+    if !(ufrag && pwd) {
+        return malformed(
+            "the offer has no ICE credentials (a=ice-ufrag and a=ice-pwd)".to_string(),
+        );
+    }
+    if !fingerprint {
+        return malformed("the offer has no DTLS fingerprint (a=fingerprint)".to_string());
+    }
+    if ice_lite {
+        return Err(SessionError::Unsupported(
+            "the offer is ICE-lite, as lumen is: one side must be a full ICE agent".to_string(),
+        ));
+    }
+    Ok(candidates.len())
+}
+
+/// RFC 8839: `ice-ufrag-att = "ice-ufrag:" ufrag; ufrag = 4*256ice-char`.
+const UFRAG_MIN: usize = 4;
+/// RFC 8839: `ice-pwd-att = "ice-pwd:" password; password = 22*256ice-char`.
+const PWD_MIN: usize = 22;
+/// RFC 8839's upper bound on both.
+const ICE_VALUE_MAX: usize = 256;
+
+/// Whether a ufrag and password are what RFC 8839 allows; the reason if not.
+pub(crate) fn check_ice_credentials(ufrag: &str, pwd: &str) -> Result<(), String> {
+    check_ice_value("ice-ufrag", ufrag, UFRAG_MIN)?;
+    check_ice_value("ice-pwd", pwd, PWD_MIN)
+}
+
+/// One ICE credential: `min` to 256 `ice-char`s (ALPHA / DIGIT / "+" /
+/// "/"). The reason does not quote the value (it may be 30,000 bytes of
+/// control characters).
+fn check_ice_value(name: &str, value: &str, min: usize) -> Result<(), String> {
+    let n = value.len();
+    if !(min..=ICE_VALUE_MAX).contains(&n) {
+        return Err(format!(
+            "the {name} is {n} bytes long; RFC 8839 allows {min} to {ICE_VALUE_MAX}"
+        ));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    {
+        return Err(format!(
+            "the {name} has a character RFC 8839 does not allow \
+             (only letters, digits, + and /)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +287,63 @@ mod tests {
         assert_eq!(lines[1].mid, Some(Mid::from("1")));
         assert!(!lines[1].accepted);
         assert_eq!(lines[2].kind, None);
+    }
+
+    #[test]
+    fn ice_credentials_are_what_rfc_8839_allows() {
+        let pwd = "abcdefghijklmnopqrstu/";
+        assert_eq!(check_ice_credentials("aZ0+", pwd), Ok(()));
+        assert_eq!(
+            check_ice_credentials(&"u".repeat(256), &"p".repeat(256)),
+            Ok(())
+        );
+        for (ufrag, pwd) in [
+            ("abc", pwd),
+            ("abcd", &pwd[1..]),
+            (&"u".repeat(257), pwd),
+            ("abcd", &"p".repeat(257)),
+            ("ab d", pwd),
+            ("ab-d", pwd),
+            ("abcd", "abcdefghijklmnopqrstu\u{0}"),
+            ("abcé", pwd),
+        ] {
+            assert!(
+                check_ice_credentials(ufrag, pwd).is_err(),
+                "{ufrag:?} {pwd:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_offer_is_checked_in_one_pass() {
+        let offer = |extra: &str| {
+            format!(
+                "v=0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\n\
+                 a=fingerprint:sha-256 00\r\n{extra}\
+                 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=candidate:1 1 udp 1 10.0.0.1 9 typ host\r\n\
+                 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=candidate:1 1 udp 1 10.0.0.1 9 typ host\r\n\
+                 a=candidate:2 1 udp 1 10.0.0.2 9 typ host\r\n"
+            )
+        };
+        // Candidates repeated in each m-line count once.
+        assert_eq!(check_offer(&offer(""), 2, 2), Ok(2));
+        let too_large = |r| matches!(r, Err(SessionError::OfferTooLarge(_)));
+        assert!(too_large(check_offer(&offer(""), 1, 2)), "m-lines");
+        assert!(too_large(check_offer(&offer(""), 2, 1)), "candidates");
+        assert!(matches!(
+            check_offer(&offer("a=ice-lite\r\n"), 2, 2),
+            Err(SessionError::Unsupported(_))
+        ));
+        for cut in [
+            "a=ice-ufrag:abcd\r\n",
+            "a=ice-pwd:abcdefghijklmnopqrstuv\r\n",
+            "a=fingerprint:sha-256 00\r\n",
+        ] {
+            let sdp = offer("").replace(cut, "");
+            assert!(
+                matches!(check_offer(&sdp, 2, 2), Err(SessionError::MalformedSdp(_))),
+                "without {cut:?}"
+            );
+        }
     }
 }

@@ -122,6 +122,11 @@ pub enum SinkBody {
         /// A new publisher: whatever was bound to the old one's tracks
         /// (payload types, sequence numbers) must be bound again.
         fresh: bool,
+        /// The publisher is connected (ICE and DTLS up): the stream is
+        /// live. Until then the sink has the description but no packets,
+        /// and a mirror reports the stream as not live. Sent again, with
+        /// the same tracks, when the publisher connects.
+        live: bool,
     },
     /// Router → sink: packets, in the order the Router forwarded them.
     Packets(Vec<MediaPacket>),

@@ -28,6 +28,10 @@ pub enum ApiError {
     /// 413: the body is too large.
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
+    /// 413: the body holds more than the server takes (an SDP offer with
+    /// too many m-lines or candidates).
+    #[error("{0}")]
+    ContentTooLarge(String),
     /// 415: wrong content type.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -43,6 +47,10 @@ pub enum ApiError {
     /// 408: the body did not arrive in time.
     #[error("the request body did not arrive within {0} s")]
     RequestTimeout(u64),
+    /// 429 without Retry-After: a per-session limit, which waiting does
+    /// not lift (the session's trickled candidates).
+    #[error("{0}")]
+    SessionLimit(String),
     /// 429 with Retry-After: a per-client limit.
     #[error("{reason}; retry in {retry_after} s")]
     TooManyRequests {
@@ -64,13 +72,15 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::NotLive(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_) | ApiError::ContentTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Unavailable | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } | ApiError::SessionLimit(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 }
@@ -78,9 +88,11 @@ impl ApiError {
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         match e {
-            SessionError::MalformedSdp(_) | SessionError::BadCandidate(_) => {
-                ApiError::BadRequest(e.to_string())
-            }
+            SessionError::MalformedSdp(_)
+            | SessionError::BadCandidate(_)
+            | SessionError::BadIceCredentials(_) => ApiError::BadRequest(e.to_string()),
+            SessionError::OfferTooLarge(_) => ApiError::ContentTooLarge(e.to_string()),
+            SessionError::TooManyCandidates(_) => ApiError::SessionLimit(e.to_string()),
             SessionError::Unsupported(_) => ApiError::Unprocessable(e.to_string()),
             SessionError::StreamBusy(_) => ApiError::Conflict(e.to_string()),
             SessionError::NotLive(_) => ApiError::NotLive(e.to_string()),

@@ -74,6 +74,17 @@ pub struct Config {
     pub max_connections: usize,
     /// Per-client and total limits on sessions and event-stream readers.
     pub limits: Limits,
+    /// Remote ICE candidates a session may give, in its offer and trickled
+    /// (then `429`).
+    pub max_remote_candidates: usize,
+    /// m-lines an offer may have (then `413`).
+    pub max_m_lines: usize,
+    /// Source addresses a session's media may come from (more are dropped
+    /// and counted).
+    pub max_addrs_per_session: usize,
+    /// How long a session may take to complete ICE and DTLS before it is
+    /// closed and, for a publisher, its stream name freed.
+    pub connect_timeout: Duration,
 }
 
 /// Default of [`Config::header_timeout`].
@@ -101,6 +112,10 @@ impl Config {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             limits: Limits::new(),
+            max_remote_candidates: node.max_remote_candidates,
+            max_m_lines: node.max_m_lines,
+            max_addrs_per_session: node.max_addrs_per_session,
+            connect_timeout: node.connect_timeout,
         }
     }
 
@@ -112,6 +127,10 @@ impl Config {
             public_port: self.public_port,
             workers: self.workers,
             worker_spread: self.worker_spread,
+            max_remote_candidates: self.max_remote_candidates,
+            max_m_lines: self.max_m_lines,
+            max_addrs_per_session: self.max_addrs_per_session,
+            connect_timeout: self.connect_timeout,
         }
     }
 

@@ -92,6 +92,21 @@ pub(crate) fn render(snaps: &[WorkerSnapshot]) -> String {
             "peer connections closed",
             sum(|m| m.peers_closed),
         ),
+        (
+            "lumen_sessions_connect_timeouts_total",
+            "peer connections closed because ICE and DTLS did not complete in time",
+            sum(|m| m.connect_timeouts),
+        ),
+        (
+            "lumen_candidates_refused_total",
+            "trickled ICE candidates refused: their session had the most it may",
+            sum(|m| m.candidates_refused),
+        ),
+        (
+            "lumen_offers_too_large_total",
+            "SDP offers refused before parsing: too many m-lines or candidates",
+            sum(|m| m.offers_too_large),
+        ),
     ];
     for (name, help, v) in counters {
         let _ = writeln!(
@@ -142,6 +157,7 @@ pub(crate) fn render(snaps: &[WorkerSnapshot]) -> String {
         ("malformed", sum(|m| m.dropped_malformed)),
         ("unknown_source", sum(|m| m.dropped_unknown_source)),
         ("rejected", sum(|m| m.dropped_rejected)),
+        ("address_limit", sum(|m| m.dropped_address_limit)),
     ] {
         let _ = writeln!(
             out,

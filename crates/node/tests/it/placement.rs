@@ -87,11 +87,13 @@ async fn viewers_spread_over_workers_through_a_mirror() {
     assert_ne!(v1.session.worker, origin, "the first viewer is mirrored");
     assert_eq!(v2.session.worker, origin);
 
-    // The node's merged view: live, two viewers over two workers.
+    // The node's merged view: one stream over two workers, but not live and
+    // without viewers: none of these sessions connects (no ICE here), and a
+    // half-open session is not counted.
     let streams = h.streams().await;
     assert_eq!(streams.len(), 1);
-    assert!(streams[0].live);
-    assert_eq!(streams[0].viewers, 2);
+    assert!(!streams[0].live);
+    assert_eq!(streams[0].viewers, 0);
     let snaps = h.snapshot().await;
     assert_eq!(snaps.len(), 2);
     assert!(
@@ -101,13 +103,13 @@ async fn viewers_spread_over_workers_through_a_mirror() {
     );
 
     // A viewer's state comes from its own worker: the mirror knows the
-    // stream is live.
+    // stream, and that its publisher has not connected.
     let state = h
         .viewer_state(v1.session, "cam")
         .await
         .expect("worker answers")
         .expect("v1 exists");
-    assert!(state.stream.is_some_and(|s| s.live));
+    assert!(state.stream.is_some_and(|s| !s.live));
 
     // Commands reach the worker that owns the session.
     assert_eq!(h.close(v2.session).await, Ok(true));
@@ -138,15 +140,16 @@ async fn viewers_spread_over_workers_through_a_mirror() {
         .await,
         Err(NodeError::Session(SessionError::UnknownPeer))
     );
-    assert_eq!(h.streams().await[0].viewers, 1);
+    assert_eq!(h.streams().await[0].viewers, 0, "v1 has not connected");
 
-    // The publisher leaves: the stream goes offline on every worker.
+    // The publisher leaves; the stream is not live on any worker.
     assert_eq!(h.close(publisher.session).await, Ok(true));
     next_event(
         &mut events,
-        |e| matches!(e, NodeEvent::StreamUpdated { info, .. } if info.name == "cam" && !info.live),
+        |e| matches!(e, NodeEvent::Closed { session, .. } if *session == publisher.session),
     )
     .await;
+    assert!(h.streams().await.iter().all(|s| !s.live));
     node.shutdown().await;
     // Shutdown closed the remaining viewer.
     next_event(

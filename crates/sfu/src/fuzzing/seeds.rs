@@ -54,7 +54,7 @@ const STUN: u8 = 2;
 const RTP: u8 = 3;
 const KEYFRAME: u8 = 4;
 const WAIT: u8 = 5;
-const CLOSE: u8 = 6;
+const FAULT: u8 = 6;
 const JOIN: u8 = 7;
 
 /// Builds a `datagrams` input.
@@ -85,7 +85,11 @@ impl Script {
     /// 33 ms of time.
     fn frame(&mut self, vp8: bool, layers: u8, key: bool, n: u8) -> &mut Script {
         for layer in 0..layers {
-            let packets = if vp8 { vp8_frame(key, n) } else { h264_frame(key, n) };
+            let packets = if vp8 {
+                vp8_frame(key, n)
+            } else {
+                h264_frame(key, n)
+            };
             let last = packets.len() - 1;
             for (i, p) in packets.iter().enumerate() {
                 let ts = if i == 0 { 3000 } else { 0 };
@@ -107,7 +111,15 @@ impl Script {
 
 fn datagram_seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    for (setup, name) in [(0, "h264"), (1, "vp8"), (2, "h264-simulcast"), (3, "vp8-simulcast")] {
+    let setups = [
+        (0, "h264"),
+        (1, "vp8"),
+        (2, "h264-simulcast"),
+        (3, "vp8-simulcast"),
+        (4, "h264-bare"),
+        (5, "vp8-bare"),
+    ];
+    for (setup, name) in setups {
         let vp8 = setup & 1 != 0;
         let layers = if setup & 2 != 0 { 3 } else { 1 };
         let mut s = Script::new(setup);
@@ -119,7 +131,8 @@ fn datagram_seeds() -> Vec<(String, Vec<u8>)> {
         s.record(0, KEYFRAME, 3, &[0]).record(0, KEYFRAME, 3, &[1]);
         s.record(0, JOIN, 0, &[]).stream(vp8, layers, 5);
         s.record(0, RTP, 4, &gap(vp8));
-        s.record(0, WAIT, 0, &3000u16.to_be_bytes()).stream(vp8, layers, 3);
+        s.record(0, WAIT, 0, &3000u16.to_be_bytes())
+            .stream(vp8, layers, 3);
         out.push((format!("{name}-viewers"), s.0));
     }
 
@@ -149,19 +162,48 @@ fn datagram_seeds() -> Vec<(String, Vec<u8>)> {
     // Fresh STUN: a nomination from a new address, a role conflict, a
     // wrong password, a request to the other session.
     let mut s = Script::new(0);
-    s.record(3, STUN, 2, &[1, 0x6e, 0x7f, 0x1e, 0xff, 1, 2, 3, 4, 5, 6, 7, 8]);
-    s.record(3, STUN, 2, &[3, 0x6e, 0x7f, 0x1e, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]);
+    s.record(
+        3,
+        STUN,
+        2,
+        &[1, 0x6e, 0x7f, 0x1e, 0xff, 1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    s.record(
+        3,
+        STUN,
+        2,
+        &[3, 0x6e, 0x7f, 0x1e, 0xff, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
     s.record(0, STUN, 2, &[5]).record(2, STUN, 2, &[8]);
     s.stream(false, 1, 3);
     out.push(("stun".to_string(), s.0));
 
+    // Loss on the way to the viewer (NACKs and retransmissions), and
+    // payloads as big as a publisher's str0m sends, with and without
+    // header extensions: a retransmission adds two bytes to them.
+    for (setup, name) in [(0, "loss"), (4, "loss-bare")] {
+        let mut s = Script::new(setup);
+        s.stream(false, 1, 3)
+            .record(1, FAULT, 0, &[2, 2])
+            .stream(false, 1, 3);
+        for size in [1200, 1400, 1900, 1960, 1984] {
+            s.record(1, FAULT, 0, &[2, 1]);
+            s.rtp(8 | 16, 3000, &[&[0x65][..], &vec![0x5a; size - 1]].concat());
+            s.record(0, WAIT, 0, &33u16.to_be_bytes())
+                .stream(false, 1, 2);
+        }
+        out.push((name.to_string(), s.0));
+    }
+
     // Sessions end: closed, or gone silent until ICE gives up.
     let mut s = Script::new(0);
-    s.stream(false, 1, 3).record(1, CLOSE, 3, &[0]).stream(false, 1, 2);
-    s.record(0, CLOSE, 3, &[0]).record(0, JOIN, 3, &[]);
+    s.stream(false, 1, 3)
+        .record(1, FAULT, 3, &[0])
+        .stream(false, 1, 2);
+    s.record(0, FAULT, 3, &[0]).record(0, JOIN, 3, &[]);
     out.push(("close".to_string(), s.0));
     let mut s = Script::new(2);
-    s.stream(false, 3, 3).record(1, CLOSE, 0, &[1]);
+    s.stream(false, 3, 3).record(1, FAULT, 0, &[1]);
     s.record(0, WAIT, 0, &20_000u16.to_be_bytes());
     out.push(("mute".to_string(), s.0));
     out
@@ -171,7 +213,13 @@ fn datagram_seeds() -> Vec<(String, Vec<u8>)> {
 fn gap(vp8: bool) -> Vec<u8> {
     let mut body = vec![16, 2];
     body.extend_from_slice(&3000u16.to_be_bytes());
-    body.extend_from_slice(&if vp8 { vp8_frame(false, 9) } else { h264_frame(false, 9) }[0]);
+    body.extend_from_slice(
+        &if vp8 {
+            vp8_frame(false, 9)
+        } else {
+            h264_frame(false, 9)
+        }[0],
+    );
     body
 }
 
@@ -243,53 +291,91 @@ fn codec_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("vp8-key", with(1, &vp8_frame(true, 1)[0])),
         ("vp8-delta", with(1, &vp8_frame(false, 2)[0])),
         ("vp8-continuation", with(1, &vp8_frame(true, 1)[1])),
-        ("vp8-tl0", with(1, &[0x90, 0xe0, 0x80, 0x01, 0x07, 0x40, 0x50, 0x02, 0x00])),
-        ("vp9-key", with(2, &[0x8a, 0x80, 0x01, 0x82, 0x49, 0x83, 0x42, 0x00])),
+        (
+            "vp8-tl0",
+            with(1, &[0x90, 0xe0, 0x80, 0x01, 0x07, 0x40, 0x50, 0x02, 0x00]),
+        ),
+        (
+            "vp9-key",
+            with(2, &[0x8a, 0x80, 0x01, 0x82, 0x49, 0x83, 0x42, 0x00]),
+        ),
         ("vp9-delta", with(2, &[0xca, 0x80, 0x02])),
     ]
 }
 
 fn offer_seeds() -> Vec<(&'static str, String)> {
     let t = templates();
-    let offer = |h264: bool, vp8: bool, vp9: bool, media: &[(MediaKind, Direction)], channel: bool| {
-        let mut rtc = RtcConfig::new()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_h264(h264)
-            .enable_vp8(vp8)
-            .enable_vp9(vp9)
-            .build(base());
-        if let Ok(c) = Candidate::host(SOURCES[1], "udp") {
-            rtc.add_local_candidate(c);
-        }
-        let mut api = rtc.sdp_api();
-        for (kind, dir) in media {
-            api.add_media(*kind, *dir, None, None, None);
-        }
-        if channel {
-            api.add_channel("chat".to_string());
-        }
-        api.apply()
-            .map(|(o, _)| o.to_sdp_string())
-            .unwrap_or_default()
-    };
+    let offer =
+        |h264: bool, vp8: bool, vp9: bool, media: &[(MediaKind, Direction)], channel: bool| {
+            let mut rtc = RtcConfig::new()
+                .clear_codecs()
+                .enable_opus(true, false)
+                .enable_h264(h264)
+                .enable_vp8(vp8)
+                .enable_vp9(vp9)
+                .build(base());
+            if let Ok(c) = Candidate::host(SOURCES[1], "udp") {
+                rtc.add_local_candidate(c);
+            }
+            let mut api = rtc.sdp_api();
+            for (kind, dir) in media {
+                api.add_media(*kind, *dir, None, None, None);
+            }
+            if channel {
+                api.add_channel("chat".to_string());
+            }
+            api.apply()
+                .map(|(o, _)| o.to_sdp_string())
+                .unwrap_or_default()
+        };
     use Direction::{RecvOnly, SendOnly, SendRecv};
     use MediaKind::{Audio, Video};
     vec![
         ("publisher-h264", t.publishers[0].clone()),
         ("publisher-vp8-simulcast", t.publishers[1].clone()),
-        ("viewer", offer(true, true, false, &[(Video, RecvOnly), (Audio, RecvOnly)], false)),
-        ("viewer-vp8-only", offer(false, true, false, &[(Video, RecvOnly)], false)),
-        ("audio-only", offer(false, false, false, &[(Audio, SendOnly)], false)),
-        ("vp9-only", offer(false, false, true, &[(Video, SendOnly)], false)),
-        ("sendrecv-channel", offer(true, false, false, &[(Video, SendRecv), (Audio, SendRecv)], true)),
+        (
+            "viewer",
+            offer(
+                true,
+                true,
+                false,
+                &[(Video, RecvOnly), (Audio, RecvOnly)],
+                false,
+            ),
+        ),
+        (
+            "viewer-vp8-only",
+            offer(false, true, false, &[(Video, RecvOnly)], false),
+        ),
+        (
+            "audio-only",
+            offer(false, false, false, &[(Audio, SendOnly)], false),
+        ),
+        (
+            "vp9-only",
+            offer(false, false, true, &[(Video, SendOnly)], false),
+        ),
+        (
+            "sendrecv-channel",
+            offer(
+                true,
+                false,
+                false,
+                &[(Video, SendRecv), (Audio, SendRecv)],
+                true,
+            ),
+        ),
     ]
 }
 
 fn trickle_seeds() -> Vec<(&'static str, String)> {
     let start = fresh();
-    let w = World::new(start, false, false, false);
-    let ufrag = w.browsers.first().map(|b| b.ufrag.clone()).unwrap_or_default();
+    let w = World::new(start, 0, false);
+    let ufrag = w
+        .browsers
+        .first()
+        .map(|b| b.ufrag.clone())
+        .unwrap_or_default();
     let line = |c: Result<Candidate, _>| {
         c.map(|c: Candidate| format!("a={}\r\n", c.to_sdp_string()))
             .unwrap_or_default()
@@ -297,8 +383,16 @@ fn trickle_seeds() -> Vec<(&'static str, String)> {
     let sock = |s: &str| s.parse::<SocketAddr>().unwrap_or(SOURCES[0]);
     let host = line(Candidate::host(SOURCES[1], "udp"));
     let moved = line(Candidate::host(SOURCES[3], "udp"));
-    let srflx = line(Candidate::server_reflexive(sock("198.51.100.7:40000"), SOURCES[1], "udp"));
-    let relay = line(Candidate::relayed(sock("203.0.113.9:3478"), SOURCES[1], "udp"));
+    let srflx = line(Candidate::server_reflexive(
+        sock("198.51.100.7:40000"),
+        SOURCES[1],
+        "udp",
+    ));
+    let relay = line(Candidate::relayed(
+        sock("203.0.113.9:3478"),
+        SOURCES[1],
+        "udp",
+    ));
     let tcp = line(Candidate::host(sock("10.0.1.1:9"), "tcp"));
     let v6 = line(Candidate::host(sock("[2001:db8::1]:5000"), "udp"));
     let media = "m=audio 9 RTP/AVP 0\r\na=mid:0\r\n";

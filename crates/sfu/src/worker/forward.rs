@@ -24,6 +24,17 @@ pub(super) const FAN_OUT_CHUNK: usize = 16;
 /// How often a live stream's figures go out as `StreamUpdated`.
 const UPDATE_EVERY: Duration = Duration::from_secs(2);
 
+/// The largest RTP payload forwarded; a bigger one is dropped as bad input.
+/// str0m 0.25 builds an outgoing packet in a 2000-byte buffer and panics
+/// (instead of refusing the write) when the header, a retransmission's
+/// original sequence number and the payload do not fit: a publisher that
+/// sends bare 12-byte headers gets a 1984-byte payload through its own
+/// str0m, and the extensions of a viewer's header then overflow it (found
+/// by `fuzz/`, reproducer in `fuzz/regressions/datagrams/`). Browsers
+/// packetize to about 1200 bytes; a 1500-byte payload would not cross an
+/// Ethernet path unfragmented anyway.
+const MAX_FORWARDED_PAYLOAD: usize = 1500;
+
 /// What measuring a packet's layer found.
 struct Measured {
     kind: MediaKind,
@@ -73,6 +84,10 @@ impl Sfu {
     }
 
     fn forward(&mut self, pub_id: PeerId, router_id: RouterId, pkt: RtpPacket) {
+        if pkt.payload.len() > MAX_FORWARDED_PAYLOAD {
+            self.metrics.dropped_malformed += 1;
+            return;
+        }
         let Some(publisher) = self.peers.get_mut(&pub_id) else {
             return;
         };
@@ -415,7 +430,7 @@ impl Sfu {
         let mid = track.mid;
         let Some(pub_id) = router.publisher else {
             // A mirror asks its origin, which asks the publisher.
-            if let Some(o) = router.origin.filter(|o| o.live) {
+            if let Some(o) = router.origin.filter(|o| o.publishing) {
                 let message = SinkMessage {
                     stream: router.name.clone(),
                     body: SinkBody::Keyframe(rid),

@@ -56,6 +56,7 @@ impl Sfu {
                     generation,
                     tracks: router.describe(),
                     fresh: false,
+                    live: router.publisher_connected,
                 },
             },
         });
@@ -105,13 +106,15 @@ impl Sfu {
                 generation,
                 tracks,
                 fresh,
-            } => self.mirror_source(now, from, &stream, generation, tracks, fresh),
+                live,
+            } => self.mirror_source(now, from, &stream, generation, tracks, fresh, live),
             SinkBody::Packets(packets) => {
                 let Some(&router_id) = self.router_names.get(&stream) else {
                     return;
                 };
                 let fed = self.routers.get(&router_id).is_some_and(|r| {
-                    r.publisher.is_none() && r.origin.is_some_and(|o| o.from == from && o.live)
+                    r.publisher.is_none()
+                        && r.origin.is_some_and(|o| o.from == from && o.publishing)
                 });
                 if !fed {
                     return;
@@ -151,8 +154,9 @@ impl Sfu {
         }
     }
 
-    /// Mirror side: the origin's tracks changed, or this worker was
-    /// attached (again).
+    /// Mirror side: the origin's tracks changed, its publisher connected,
+    /// or this worker was attached (again).
+    #[allow(clippy::too_many_arguments)] // The fields of one message.
     fn mirror_source(
         &mut self,
         now: Instant,
@@ -161,6 +165,7 @@ impl Sfu {
         generation: u64,
         tracks: Vec<TrackDescription>,
         fresh: bool,
+        connected: bool,
     ) {
         if let Some(r) = self
             .router_names
@@ -182,19 +187,21 @@ impl Sfu {
         let Some(router) = self.routers.get_mut(&router_id) else {
             return;
         };
-        let live = !tracks.is_empty();
+        let publishing = !tracks.is_empty();
         let since = match router.origin {
             Some(o) if o.generation == generation => o.since,
             _ => now,
         };
-        let rebuild = live && (fresh || router.tracks.is_empty() || router.describe() != tracks);
+        let rebuild =
+            publishing && (fresh || router.tracks.is_empty() || router.describe() != tracks);
         router.origin = Some(Origin {
             from,
             generation,
-            live,
+            publishing,
+            live: publishing && connected,
             since,
         });
-        if !live {
+        if !publishing {
             router.tracks.clear();
         } else if rebuild {
             router.tracks = tracks
@@ -235,7 +242,8 @@ impl Sfu {
     }
 
     /// Origin side: tells every sink of the stream what its publisher sends
-    /// now (nothing: it went offline). `fresh`: a new publisher.
+    /// now (nothing: it went offline) and whether it is connected. `fresh`:
+    /// a new publisher.
     pub(super) fn send_source(&mut self, router_id: RouterId, fresh: bool) {
         let Some(router) = self.routers.get(&router_id) else {
             return;
@@ -245,6 +253,7 @@ impl Sfu {
         } else {
             Vec::new()
         };
+        let live = router.live();
         for s in &router.sinks {
             self.out.push_back(Output::Sink {
                 to: s.id,
@@ -254,6 +263,7 @@ impl Sfu {
                         generation: s.generation,
                         tracks: tracks.clone(),
                         fresh,
+                        live,
                     },
                 },
             });

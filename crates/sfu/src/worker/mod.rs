@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::BweKind;
 use str0m::crypto::CryptoProvider;
-use str0m::ice::StunMessage;
 use str0m::media::MediaKind;
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpPacket;
 use str0m::{Event, IceConnectionState, Rtc};
 
@@ -24,6 +22,7 @@ use crate::{
 };
 
 mod channels;
+mod demux;
 mod forward;
 mod mirror;
 mod select;
@@ -61,6 +60,12 @@ pub struct Sfu {
     /// produced was sent: their arrival, and copies made.
     unsent: Vec<(Instant, u64)>,
     to_close: Vec<(PeerId, CloseReason)>,
+    /// Every peer's connect deadline, in the order they were made (so in
+    /// deadline order: the timeout is one for all, and time only moves
+    /// forward). Peers that connected meanwhile are skipped when their
+    /// turn comes; the queue holds one entry per peer made in the last
+    /// `connect_timeout`, and checking it costs nothing per datagram.
+    connect_deadlines: VecDeque<(Instant, PeerId)>,
     last_now: Instant,
     metrics: Metrics,
 }
@@ -101,6 +106,7 @@ impl Sfu {
             last_sweep: now,
             unsent: Vec::new(),
             to_close: Vec::new(),
+            connect_deadlines: VecDeque::new(),
             last_now: now,
             metrics: Metrics::default(),
         }
@@ -111,7 +117,8 @@ impl Sfu {
         &self.metrics
     }
 
-    /// The streams this worker knows: live ones and ones with waiting viewers.
+    /// The streams this worker knows: live ones, ones whose publisher is
+    /// connecting, and ones with waiting viewers.
     pub fn streams(&self) -> Vec<StreamInfo> {
         let mut v: Vec<StreamInfo> = self.routers.values().map(stream_info).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -157,6 +164,7 @@ impl Sfu {
             Input::Timeout(now) => {
                 self.advance(now);
                 self.sweep_mirrors(now);
+                self.reap_unconnected(now);
                 while let Some(Reverse((t, id))) = self.timers.peek().copied() {
                     if t > now {
                         break;
@@ -225,17 +233,38 @@ impl Sfu {
                 self.fan_out();
                 continue;
             }
+            let mut next = self.last_now + IDLE_TIMEOUT;
             while let Some(Reverse((t, id))) = self.timers.peek().copied() {
                 let valid = self
                     .peers
                     .get(&id)
                     .is_some_and(|p| p.next_timeout == Some(t));
                 if valid {
-                    return Output::Timeout(t);
+                    next = next.min(t);
+                    break;
                 }
                 self.timers.pop();
             }
-            return Output::Timeout(self.last_now + IDLE_TIMEOUT);
+            if let Some((t, _)) = self.connect_deadlines.front() {
+                next = next.min(*t);
+            }
+            return Output::Timeout(next);
+        }
+    }
+
+    /// Closes the peers whose connect deadline passed before they
+    /// connected.
+    fn reap_unconnected(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.connect_deadlines.front() {
+            if t > now {
+                break;
+            }
+            self.connect_deadlines.pop_front();
+            if self.peers.get(&id).is_some_and(|p| !p.connected) {
+                tracing::debug!(peer = %id, "not connected in time");
+                self.metrics.connect_timeouts += 1;
+                self.to_close.push((id, CloseReason::ConnectTimeout));
+            }
         }
     }
 
@@ -263,6 +292,8 @@ impl Sfu {
         id
     }
 
+    /// A new peer, closed if it has not connected within
+    /// `connect_timeout`. `remote_candidates`: those its offer gave.
     fn add_peer(
         &mut self,
         rtc: Rtc,
@@ -270,10 +301,13 @@ impl Sfu {
         role: Role,
         router: RouterId,
         stream: &str,
+        remote_candidates: usize,
     ) -> PeerId {
         let id = PeerId(self.next_peer);
         self.next_peer += 1;
         self.by_ufrag.insert(ufrag.clone(), id);
+        self.connect_deadlines
+            .push_back((self.last_now + self.config.connect_timeout, id));
         self.peers.insert(
             id,
             Box::new(Peer {
@@ -286,6 +320,7 @@ impl Sfu {
                 dirty: false,
                 connected: false,
                 addrs: Vec::new(),
+                remote_candidates,
                 consumers: Vec::new(),
                 layer_request: LayerRequest::Auto,
                 ssrc_cache: Vec::new(),
@@ -307,62 +342,6 @@ impl Sfu {
         }
     }
 
-    fn receive(
-        &mut self,
-        now: Instant,
-        source: std::net::SocketAddr,
-        destination: std::net::SocketAddr,
-        data: &[u8],
-    ) {
-        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, data) else {
-            self.metrics.dropped_malformed += 1;
-            return;
-        };
-        let input = str0m::Input::Receive(now, recv);
-        let id = match self.by_addr.get(&source) {
-            Some(id) => *id,
-            None => {
-                // An unknown address may only introduce itself with a STUN
-                // check naming one of our ufrags (and passing its integrity).
-                let Some(id) = StunMessage::parse(data)
-                    .ok()
-                    .and_then(|m| m.split_username().map(|(local, _)| local.to_string()))
-                    .and_then(|local| self.by_ufrag.get(&local).copied())
-                else {
-                    self.metrics.dropped_unknown_source += 1;
-                    return;
-                };
-                let Some(p) = self.peers.get_mut(&id) else {
-                    self.metrics.dropped_unknown_source += 1;
-                    return;
-                };
-                if !p.rtc.accepts(&input) {
-                    self.metrics.dropped_rejected += 1;
-                    return;
-                }
-                p.addrs.push(source);
-                self.by_addr.insert(source, id);
-                id
-            }
-        };
-        let Some(p) = self.peers.get_mut(&id) else {
-            self.metrics.dropped_unknown_source += 1;
-            return;
-        };
-        if let Err(e) = p.rtc.handle_input(input) {
-            // A datagram the connection cannot use (bad SRTP, stray DTLS) is
-            // dropped; only a dead connection closes the session.
-            tracing::debug!(peer = %id, error = %e, "datagram rejected");
-            self.metrics.dropped_rejected += 1;
-            if !p.rtc.is_alive() {
-                self.to_close.push((id, CloseReason::Failed));
-            }
-        }
-        // str0m's RTP mode holds one received packet until the next
-        // poll_output: drain now, before another datagram overwrites it.
-        self.drain_peer(id);
-    }
-
     fn drain_peer(&mut self, id: PeerId) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
@@ -370,6 +349,7 @@ impl Sfu {
         p.dirty = false;
         let now = self.last_now;
         let mut ticks = 0;
+        let mut connected = None;
         loop {
             match p.rtc.poll_output() {
                 // "Now" (str0m queued media and sends it on its next tick):
@@ -391,8 +371,19 @@ impl Sfu {
                 }
                 Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
                 Ok(str0m::Output::Event(e)) => match e {
-                    Event::Connected => {
+                    Event::Connected if !p.connected => {
                         p.connected = true;
+                        // Now it counts: a viewer, or the stream is live.
+                        if let Some(r) = self.routers.get_mut(&p.router) {
+                            match p.role {
+                                Role::Viewer => r.connected_viewers += 1,
+                                Role::Publisher if r.publisher == Some(id) => {
+                                    r.publisher_connected = true;
+                                }
+                                Role::Publisher => {}
+                            }
+                            connected = Some((p.router, p.role));
+                        }
                         if p.role == Role::Viewer {
                             // It may start on a cached keyframe now.
                             self.pending_reselect.push((p.router, id));
@@ -476,6 +467,13 @@ impl Sfu {
         if !p.rtc.is_alive() {
             self.to_close.push((id, CloseReason::Disconnected));
         }
+        if let Some((router, role)) = connected {
+            if role == Role::Publisher {
+                // Its mirrors go live with it.
+                self.send_source(router, false);
+            }
+            self.stream_updated(router);
+        }
     }
 
     fn close_peer(&mut self, id: PeerId, reason: CloseReason) {
@@ -498,11 +496,17 @@ impl Sfu {
                 Role::Publisher => {
                     if router.publisher == Some(id) {
                         router.publisher = None;
+                        router.publisher_connected = false;
                         router.tracks.clear();
                         went_offline = true;
                     }
                 }
-                Role::Viewer => router.viewers.retain(|v| *v != id),
+                Role::Viewer => {
+                    router.viewers.retain(|v| *v != id);
+                    if p.connected {
+                        router.connected_viewers = router.connected_viewers.saturating_sub(1);
+                    }
+                }
             }
             let info = router.info();
             let unused_mirror = router.origin.is_some() && router.viewers.is_empty();

@@ -7,12 +7,12 @@ use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Rids};
-use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
+use str0m::{Candidate, IceCreds, Rtc, RtcConfig, RtcError};
 
 use super::Sfu;
 use crate::consumer::{Consumer, codec_names};
 use crate::router::TrackIn;
-use crate::sdp::m_lines;
+use crate::sdp::{check_ice_credentials, check_offer, m_lines};
 use crate::{
     CloseReason, IceCredentials, LayerRequest, PeerId, Role, SessionAnswer, SessionError,
     ViewerLayer,
@@ -33,6 +33,15 @@ const SEND_BUFFER_VIDEO: usize = 128;
 /// bandwidth estimation to feed.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// An offer that passed the checks of one pass over its text, then
+/// str0m's parser.
+struct Offer {
+    sdp: SdpOffer,
+    /// Its distinct `a=candidate` lines: they count towards the session's
+    /// `max_remote_candidates`.
+    candidates: usize,
+}
+
 /// A new peer connection that accepted an offer.
 struct Accepted {
     rtc: Rtc,
@@ -52,7 +61,9 @@ impl Sfu {
         offer_sdp: &str,
     ) -> Result<SessionAnswer, SessionError> {
         self.advance(now);
-        let offer = parse_offer(offer_sdp)?;
+        let offer = self.parse_offer(offer_sdp)?;
+        // A publisher still connecting holds the name too: until it
+        // connects, or `connect_timeout` closes it.
         if let Some(r) = self
             .router_names
             .get(stream)
@@ -61,12 +72,13 @@ impl Sfu {
         {
             return Err(SessionError::StreamBusy(stream.to_string()));
         }
+        let candidates = offer.candidates;
         let Accepted {
             rtc,
             ufrag,
             answer_sdp,
             media,
-        } = self.accept(now, offer, false, true)?;
+        } = self.accept(now, offer.sdp, false, true)?;
 
         let mut tracks: Vec<TrackIn> = Vec::new();
         for (kind, mid) in media {
@@ -104,9 +116,10 @@ impl Sfu {
         }
 
         let router_id = self.router_for(stream);
-        let id = self.add_peer(rtc, ufrag, Role::Publisher, router_id, stream);
+        let id = self.add_peer(rtc, ufrag, Role::Publisher, router_id, stream, candidates);
         if let Some(router) = self.routers.get_mut(&router_id) {
             router.publisher = Some(id);
+            router.publisher_connected = false;
             router.tracks = tracks;
         }
         // Viewers that waited through a publisher change follow the new one.
@@ -122,6 +135,12 @@ impl Sfu {
     }
 
     /// Starts a viewer (WHEP) session on `stream` from an SDP offer.
+    ///
+    /// The stream needs a publisher, but not a connected one: viewers that
+    /// arrive with the broadcaster join while its connection comes up (the
+    /// stream is just not reported live yet). The viewer counts in
+    /// [`StreamInfo::viewers`](crate::StreamInfo::viewers) once it
+    /// connected.
     pub fn subscribe(
         &mut self,
         now: Instant,
@@ -129,24 +148,25 @@ impl Sfu {
         offer_sdp: &str,
     ) -> Result<SessionAnswer, SessionError> {
         self.advance(now);
-        let offer = parse_offer(offer_sdp)?;
+        let offer = self.parse_offer(offer_sdp)?;
         let Some(router_id) = self.router_names.get(stream).copied() else {
             return Err(SessionError::NotLive(stream.to_string()));
         };
         let Some(router) = self.routers.get(&router_id) else {
             return Err(SessionError::NotLive(stream.to_string()));
         };
-        if !router.live() {
+        if !router.has_publisher() {
             return Err(SessionError::NotLive(stream.to_string()));
         }
         // A bandwidth estimate only matters when there are layers to choose from.
         let simulcast = router.video().is_some_and(|t| t.layers.len() > 1);
+        let candidates = offer.candidates;
         let Accepted {
             mut rtc,
             ufrag,
             answer_sdp,
             media,
-        } = self.accept(now, offer, simulcast, simulcast)?;
+        } = self.accept(now, offer.sdp, simulcast, simulcast)?;
 
         let mut consumers = Vec::new();
         let mut any_bound = false;
@@ -182,7 +202,7 @@ impl Sfu {
                 codec_names(&sent)
             )));
         }
-        let id = self.add_peer(rtc, ufrag, Role::Viewer, router_id, stream);
+        let id = self.add_peer(rtc, ufrag, Role::Viewer, router_id, stream, candidates);
         if let Some(p) = self.peers.get_mut(&id) {
             p.consumers = consumers;
         }
@@ -190,7 +210,7 @@ impl Sfu {
             r.viewers.push(id);
         }
         self.reselect(router_id, id, now);
-        self.stream_updated(router_id);
+        // No `StreamUpdated` yet: the viewer counts once it connected.
         Ok(SessionAnswer {
             peer: id,
             answer_sdp,
@@ -252,17 +272,36 @@ impl Sfu {
     }
 
     /// Adds a trickled remote candidate (`candidate:...`, with or without `a=`).
+    ///
+    /// A session takes at most [`SfuConfig::max_remote_candidates`] (its
+    /// offer's included, and not given back by an ICE restart: str0m keeps
+    /// the old ones); past that this refuses with
+    /// [`SessionError::TooManyCandidates`] before any parsing. str0m scans
+    /// every candidate it holds for each one added, so the bound is what
+    /// keeps each call's work small. Refusing costs a session little: lumen
+    /// is ICE-lite and learns a browser's address from its connectivity
+    /// checks, trickled or not.
+    ///
+    /// [`SfuConfig::max_remote_candidates`]: crate::SfuConfig::max_remote_candidates
     pub fn add_remote_candidate(&mut self, peer: PeerId, line: &str) -> Result<(), SessionError> {
+        let max = self.config.max_remote_candidates;
         let p = self.peers.get_mut(&peer).ok_or(SessionError::UnknownPeer)?;
+        if p.remote_candidates >= max {
+            self.metrics.candidates_refused += 1;
+            return Err(SessionError::TooManyCandidates(max));
+        }
         let line = line.trim().trim_start_matches("a=");
         let c = Candidate::from_sdp_string(line)
             .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
+        p.remote_candidates += 1;
         p.rtc.add_remote_candidate(c);
         self.mark_dirty(peer);
         Ok(())
     }
 
     /// ICE restart: the remote side has new credentials; we answer with ours.
+    /// Credentials RFC 8839 does not allow are refused with
+    /// [`SessionError::BadIceCredentials`], and nothing changes.
     pub fn restart_ice(
         &mut self,
         peer: PeerId,
@@ -270,6 +309,7 @@ impl Sfu {
         remote_pwd: &str,
     ) -> Result<IceCredentials, SessionError> {
         let p = self.peers.get_mut(&peer).ok_or(SessionError::UnknownPeer)?;
+        check_ice_credentials(remote_ufrag, remote_pwd).map_err(SessionError::BadIceCredentials)?;
         let local = IceCreds::new();
         let mut api = p.rtc.direct_api();
         api.set_local_ice_credentials(local.clone());
@@ -287,9 +327,40 @@ impl Sfu {
         })
     }
 
+    /// An offer's text, checked in one pass (see `check_offer`), then
+    /// parsed by str0m. A refusal for size is counted.
+    fn parse_offer(&mut self, sdp: &str) -> Result<Offer, SessionError> {
+        let candidates = check_offer(
+            sdp,
+            self.config.max_m_lines,
+            self.config.max_remote_candidates,
+        )
+        .inspect_err(|e| {
+            if matches!(e, SessionError::OfferTooLarge(_)) {
+                self.metrics.offers_too_large += 1;
+            }
+        })?;
+        let sdp = SdpOffer::from_sdp_string(sdp).map_err(|e| {
+            // str0m's parser reports positions as pointers; keep only the kind.
+            let msg = e.to_string();
+            let msg = msg
+                .split(" at PointerOffset")
+                .next()
+                .unwrap_or(&msg)
+                .to_string();
+            SessionError::MalformedSdp(msg)
+        })?;
+        Ok(Offer { sdp, candidates })
+    }
+
     /// The part of publish and subscribe that does not depend on the role:
     /// a new connection (see `new_rtc`) accepts the offer; its answer's
     /// media m-lines come back for the role to use.
+    ///
+    /// str0m refuses an offer it cannot make sense of as a remote SDP
+    /// error (no m-lines, credentials or fingerprint, m-lines and BUNDLE
+    /// group that disagree, a mid twice): the client's fault, malformed.
+    /// Anything else it refuses is on lumen's side of the line: unsupported.
     fn accept(
         &self,
         now: Instant,
@@ -298,10 +369,11 @@ impl Sfu {
         twcc: bool,
     ) -> Result<Accepted, SessionError> {
         let (mut rtc, ufrag) = self.new_rtc(now, bwe, twcc);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SessionError::Unsupported(e.to_string()))?;
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| match e {
+            RtcError::RemoteSdp(msg) => SessionError::MalformedSdp(msg),
+            RtcError::Sdp(e) => SessionError::MalformedSdp(e.to_string()),
+            e => SessionError::Unsupported(e.to_string()),
+        })?;
         let answer_sdp = answer.to_sdp_string();
         let media = m_lines(&answer_sdp)
             .into_iter()
@@ -367,42 +439,6 @@ impl Sfu {
         }
         (rtc, ufrag)
     }
-}
-
-fn parse_offer(sdp: &str) -> Result<SdpOffer, SessionError> {
-    if !sdp.trim_start().starts_with("v=") {
-        return Err(SessionError::MalformedSdp(
-            "an SDP starts with a v= line".to_string(),
-        ));
-    }
-    for (i, line) in sdp.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            continue;
-        }
-        let b = line.as_bytes();
-        if b.len() < 2 || !b[0].is_ascii_lowercase() || b[1] != b'=' {
-            return Err(SessionError::MalformedSdp(format!(
-                "line {} is not of the form <letter>=<value>",
-                i + 1
-            )));
-        }
-    }
-    if !sdp.lines().any(|l| l.starts_with("m=")) {
-        return Err(SessionError::MalformedSdp(
-            "the SDP has no media (m=) section".to_string(),
-        ));
-    }
-    SdpOffer::from_sdp_string(sdp).map_err(|e| {
-        // str0m's parser reports positions as pointers; keep only the kind.
-        let msg = e.to_string();
-        let msg = msg
-            .split(" at PointerOffset")
-            .next()
-            .unwrap_or(&msg)
-            .to_string();
-        SessionError::MalformedSdp(msg)
-    })
 }
 
 /// The primary payload types negotiated on one m-line.

@@ -286,6 +286,19 @@ impl World {
         b.drain(now);
     }
 
+    /// Runs `f` on worker 0 (a command, or a burst of datagrams) and
+    /// drains it, as its thread would, and charges the real time that took
+    /// to the virtual clock: the worker was busy that long, so everything
+    /// that waited for it (packets on the links, its viewers' frames) shows
+    /// the stall in virtual time.
+    pub fn on_worker<T>(&mut self, f: impl FnOnce(&mut Sfu, Instant) -> T) -> T {
+        let started = Instant::now();
+        let r = f(&mut self.sfu, self.now);
+        self.drain();
+        self.now += started.elapsed();
+        r
+    }
+
     /// Runs the world until `d` of virtual time has passed.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;

@@ -4,11 +4,18 @@
 //! and the same seed always gives the same run.
 
 mod bad_input;
+mod big_offer;
 mod channels;
 mod fuzz_corpus;
+mod half_open;
 mod harness;
+mod ice_credentials;
 mod live;
 mod loss;
+mod malformed_offers;
 mod sessions;
 mod simulcast;
+mod squatter;
+mod stun_flood;
+mod trickle_flood;
 mod workers;

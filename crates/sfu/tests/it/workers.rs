@@ -218,3 +218,35 @@ fn a_sink_gets_the_description_then_a_keyframe_then_live_batches() {
     let mirrored = w.sfu.metrics().rtp_mirrored;
     assert!(mirrored > gop.len() as u64 + 10, "{mirrored}");
 }
+
+#[test]
+fn a_mirror_is_live_once_its_origins_publisher_connects() {
+    let mut w = World::new(66);
+    let other = w.add_worker();
+    let p = w.publisher("cam", link()).expect("publish");
+    w.browsers[p].keyframe_every = Some(30);
+    // A viewer on each worker, arriving with the broadcaster: the mirror is
+    // attached while the publisher is still connecting.
+    let here = w.viewer("cam", link()).expect("watch a connecting stream");
+    let there = w.viewer_on(other, "cam", link()).expect("through a mirror");
+    for k in [0, other] {
+        let info = w.node(k).stream("cam").expect("the stream");
+        assert!(
+            !info.live,
+            "worker {k}: live before its publisher connected"
+        );
+        assert_eq!(info.viewers, 0, "worker {k}: counts half-open viewers");
+    }
+    assert!(w.run_until(Duration::from_secs(2), |w| {
+        w.browsers[here].frames.len() > 10 && w.browsers[there].frames.len() > 10
+    }));
+    for k in [0, other] {
+        let info = w.node(k).stream("cam").expect("the stream");
+        assert!(info.live, "worker {k}: not live with a connected publisher");
+        assert_eq!(info.viewers, 1, "worker {k}");
+    }
+    assert!(w.workers[other - 1].events.iter().any(|e| matches!(
+        e,
+        SfuEvent::StreamUpdated(i) if i.name == "cam" && i.live && i.viewers == 1
+    )));
+}

@@ -289,16 +289,18 @@ async fn a_whep_session_advertises_its_extensions_and_serves_them() {
     assert_eq!(res.status(), StatusCode::OK);
     assert!(text(res).await.contains("\"requested\":null"));
 
-    // The REST API sees the stream with its viewer.
+    // The REST API sees the stream, but neither live nor watched: its
+    // publisher and viewer never connect here, and half-open sessions are
+    // not counted.
     let res = app.send(Method::GET, "/api/streams/cam", &[], "").await;
     assert_eq!(res.status(), StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&text(res).await).expect("json");
-    assert_eq!(v["live"], true);
-    assert_eq!(v["viewers"], 1);
+    assert_eq!(v["live"], false);
+    assert_eq!(v["viewers"], 0);
     let res = app.send(Method::GET, "/metrics", &[], "").await;
     let metrics = text(res).await;
     assert!(
-        metrics.contains("lumen_stream_viewers{stream=\"cam\"} 1"),
+        metrics.contains("lumen_stream_viewers{stream=\"cam\"} 0"),
         "{metrics}"
     );
     assert!(metrics.contains("lumen_rtp_packets_mirrored_total"));
