@@ -4,12 +4,15 @@
 //! [`ceiling`] is the raw per-packet cost an SFU cannot avoid (AES-128-GCM
 //! plus a batched UDP send); `benches/fanout.rs` relates the server's
 //! forwarding rate to it. [`switch`] measures how fast a viewer moves down a
-//! simulcast layer when its downlink narrows.
+//! simulcast layer when its downlink narrows. [`abuse`] is the hardening
+//! soak: a live stream's viewers with and without the attacks.
 
+pub mod abuse;
 pub mod ceiling;
 mod serve;
 pub mod switch;
 
+pub use abuse::{AbuseOptions, AbuseReport, Attack, run_abuse};
 pub use ceiling::{CeilingOptions, CeilingReport, Rate, run_ceiling};
 pub use switch::{SwitchOptions, SwitchReport, run_switch};
 
@@ -58,6 +61,25 @@ pub enum BenchCmd {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Soak under abuse: a live stream's viewers, first alone, then while
+    /// the hardening issue's attacks run together from other loopback
+    /// addresses; their loss and latency against the baseline, the server's
+    /// peak RSS and fds, and whether the attacks' state is gone afterwards.
+    /// Fails when the attacks hurt the viewers or leave state.
+    Abuse {
+        /// Seconds of the attack window (and of the baseline's quiet one).
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        /// Legitimate viewers.
+        #[arg(long, default_value_t = 50)]
+        viewers: usize,
+        /// Only these attacks, comma-separated (all by default).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<Attack>,
+        /// Write the report as JSON here.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
 }
 
 /// Runs `lumen bench …` and prints the result.
@@ -98,6 +120,36 @@ pub async fn run_bench_cli(a: BenchArgs) -> anyhow::Result<()> {
             let report = run_switch(&opts).await?;
             print!("{}", report.table());
             write_json(json, &report)
+        }
+        BenchCmd::Abuse {
+            duration,
+            viewers,
+            only,
+            json,
+        } => {
+            let duration = Duration::try_from_secs_f64(duration)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .context("--duration must be a positive number of seconds")?;
+            let opts = AbuseOptions {
+                duration,
+                viewers,
+                attacks: if only.is_empty() {
+                    Attack::ALL.to_vec()
+                } else {
+                    only
+                },
+                ..AbuseOptions::default()
+            };
+            let report = run_abuse(&opts).await?;
+            print!("{}", report.table());
+            write_json(json, &report)?;
+            anyhow::ensure!(
+                report.verdict.passed,
+                "the attacks hurt the viewers or left state: {}",
+                report.verdict.failures.join("; ")
+            );
+            Ok(())
         }
     }
 }
