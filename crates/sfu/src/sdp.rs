@@ -3,7 +3,7 @@
 //! (RFC 8840, the body of a WHIP/WHEP PATCH) carries; whether an offer is
 //! one a worker takes, checked before str0m parses it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use str0m::media::{MediaKind, Mid};
 
@@ -171,7 +171,45 @@ pub(crate) fn check_offer(
             "the offer is ICE-lite, as lumen is: one side must be a full ICE agent".to_string(),
         ));
     }
+    if let Some(pt) = payload_type_conflict(sdp) {
+        return malformed(format!(
+            "payload type {pt} has two meanings: its a=rtpmap or a=fmtp differ between m-lines"
+        ));
+    }
     Ok(candidates.len())
+}
+
+/// A payload type that the m-lines of an SDP map differently (RFC 8843
+/// forbids it within a BUNDLE group): its `a=rtpmap` or `a=fmtp` value in
+/// one m-line differs from another's, or is missing there. str0m 0.25
+/// panics on such an offer ("Pt locked multiple times", in `accept_offer`)
+/// instead of refusing it; found by `fuzz/`, reproducer in
+/// `fuzz/regressions/offers/`.
+fn payload_type_conflict(sdp: &str) -> Option<u8> {
+    // What each payload type means in each m-line (0: the session part).
+    type Meaning<'a> = (Option<&'a str>, Option<&'a str>);
+    let mut meanings: BTreeMap<(usize, u8), Meaning> = BTreeMap::new();
+    let mut m_line = 0;
+    for line in sdp.lines().map(str::trim) {
+        if line.starts_with("m=") {
+            m_line += 1;
+        } else if let Some((pt, value)) = line.strip_prefix("a=rtpmap:").and_then(pt_value) {
+            meanings.entry((m_line, pt)).or_default().0 = Some(value);
+        } else if let Some((pt, value)) = line.strip_prefix("a=fmtp:").and_then(pt_value) {
+            meanings.entry((m_line, pt)).or_default().1 = Some(value);
+        }
+    }
+    let mut first = BTreeMap::new();
+    meanings
+        .into_iter()
+        .find(|((_, pt), meaning)| first.entry(*pt).or_insert(*meaning) != meaning)
+        .map(|((_, pt), _)| pt)
+}
+
+/// `<pt> <value>` of an `a=rtpmap:` or `a=fmtp:` attribute.
+fn pt_value(attr: &str) -> Option<(u8, &str)> {
+    let (pt, value) = attr.split_once(' ')?;
+    Some((pt.trim().parse().ok()?, value.trim()))
 }
 
 /// RFC 8839: `ice-ufrag-att = "ice-ufrag:" ufrag; ufrag = 4*256ice-char`.

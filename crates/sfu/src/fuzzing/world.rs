@@ -23,9 +23,9 @@ use crate::{Input, Output, PeerId, Sfu, SfuConfig};
 /// Bits of a world's setup byte: the publisher sends VP8 (else H.264), in
 /// three simulcast layers, and negotiates no RTP header extensions (a
 /// minimal client: 12-byte headers, streams told apart by SSRC).
-pub(super) const VP8: u8 = 1;
-pub(super) const SIMULCAST: u8 = 2;
-pub(super) const BARE: u8 = 4;
+const VP8: u8 = 1;
+const SIMULCAST: u8 = 2;
+const BARE: u8 = 4;
 
 /// The stream every session of the world is on.
 pub(super) const STREAM: &str = "fuzz";
@@ -374,7 +374,9 @@ impl World {
         self.pump();
     }
 
-    /// Lets `d` of virtual time pass, firing every timer on the way.
+    /// Lets `d` of virtual time pass, firing every timer on the way (after
+    /// `MAX_STEPS` of them the clock jumps to the end, as for a machine
+    /// that was suspended).
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
         for _ in 0..MAX_STEPS {
