@@ -21,21 +21,25 @@ pub(crate) struct ChildServer {
 }
 
 impl ChildServer {
-    /// Starts `exe serve` on free loopback ports with one media worker that
-    /// announces `public_port` in its ICE candidates. Its data directory is
-    /// also its working directory, and no `LUMEN_*` variable of this
-    /// process reaches it, so neither a `lumen.toml` nor the caller's
-    /// environment changes the scene. Returns once it accepts HTTP.
-    pub(crate) async fn start(exe: &Path, public_port: u16) -> anyhow::Result<ChildServer> {
+    /// Starts `exe serve` on free loopback ports with one media worker (which
+    /// announces `public_port` in its ICE candidates, if given, for a proxy
+    /// in front of it) and its default limits. Its data directory (named
+    /// after `tag`) is also its working directory, and no `LUMEN_*` variable
+    /// of this process reaches it, so neither a `lumen.toml` nor the
+    /// caller's environment changes the scene. Returns once it accepts HTTP.
+    pub(crate) async fn start(
+        exe: &Path,
+        public_port: Option<u16>,
+        tag: &str,
+    ) -> anyhow::Result<ChildServer> {
         let http_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let rtc_addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-        let dir = std::env::temp_dir().join(format!("lumen-bench-serve-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("lumen-bench-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .args(["--http-addr", &http_addr.to_string()])
             .args(["--rtc-addr", &rtc_addr.to_string()])
-            .args(["--public-port", &public_port.to_string()])
             .args(["--workers", "1"])
             .arg("--data-dir")
             .arg(&dir)
@@ -43,6 +47,9 @@ impl ChildServer {
             // Its banner would mix with the bench's table; its log goes
             // where this process's goes, as when the server ran inside it.
             .stdout(Stdio::null());
+        if let Some(port) = public_port {
+            cmd.args(["--public-port", &port.to_string()]);
+        }
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("LUMEN_") {
                 cmd.env_remove(name);
@@ -68,6 +75,16 @@ impl ChildServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(server)
+    }
+
+    /// The server's process id (for `/proc`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The HTTP listener's address.
+    pub(crate) fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// Base URL of the HTTP side.

@@ -139,7 +139,7 @@ pub async fn run_switch(opts: &SwitchOptions) -> anyhow::Result<SwitchReport> {
         Some(exe) => exe.clone(),
         None => std::env::current_exe().context("finding the lumen binary")?,
     };
-    let server = ChildServer::start(&exe, listen.local_addr()?.port())
+    let server = ChildServer::start(&exe, Some(listen.local_addr()?.port()), "switch")
         .await
         .context("starting lumen")?;
     let base = server.http_url();

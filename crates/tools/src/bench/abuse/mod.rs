@@ -149,9 +149,17 @@ pub async fn run_abuse(opts: &AbuseOptions) -> anyhow::Result<AbuseReport> {
 }
 
 async fn run_once(opts: &AbuseOptions, exe: &Path, attacked: bool) -> anyhow::Result<RunReport> {
-    let server = Server::start(exe, if attacked { "attack" } else { "baseline" })
-        .await
-        .context("starting lumen serve")?;
+    let server = Server::start(
+        exe,
+        None,
+        if attacked {
+            "abuse-attack"
+        } else {
+            "abuse-baseline"
+        },
+    )
+    .await
+    .context("starting lumen serve")?;
     let pid = server.pid();
     let base = server.http_url();
     let http = reqwest::Client::builder()

@@ -3,104 +3,17 @@
 //! resident memory, CPU and open file descriptors from `/proc`, its
 //! sessions from `/api/streams` and `/metrics`.
 //!
-//! `super::super::serve::ChildServer` starts the same process, but it
-//! announces a port given in advance (the switch bench's impairment proxy)
-//! and keeps its process id to itself; here the viewers and the STUN flood
-//! reach the worker's own socket and the bench reads `/proc/PID`.
+//! The viewers and the STUN flood reach the worker's own socket (no
+//! announced port), and the bench reads `/proc/PID`.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::load::ProcSample;
 
-/// How long the server may take to listen.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A running `lumen serve`, killed when dropped.
-pub(super) struct Server {
-    child: Child,
-    http_addr: SocketAddr,
-    rtc_addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Server {
-    /// Starts `exe serve` on free loopback ports with one media worker (the
-    /// viewers and every attack on the same worker: the harshest case), a
-    /// fresh data directory as its working directory and no `LUMEN_*`
-    /// variable of this process, so only the defaults apply. Returns once
-    /// it accepts HTTP.
-    pub(super) async fn start(exe: &Path, run: &str) -> anyhow::Result<Server> {
-        let http_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let rtc_addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-        let dir =
-            std::env::temp_dir().join(format!("lumen-bench-abuse-{}-{run}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("serve")
-            .args(["--http-addr", &http_addr.to_string()])
-            .args(["--rtc-addr", &rtc_addr.to_string()])
-            .args(["--workers", "1"])
-            .arg("--data-dir")
-            .arg(&dir)
-            .current_dir(&dir)
-            .stdout(Stdio::null());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LUMEN_") {
-                cmd.env_remove(name);
-            }
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {} serve", exe.display()))?;
-        let mut server = Server {
-            child,
-            http_addr,
-            rtc_addr,
-            dir,
-        };
-        let until = Instant::now() + START_TIMEOUT;
-        while tokio::net::TcpStream::connect(http_addr).await.is_err() {
-            if let Some(status) = server.child.try_wait()? {
-                bail!("lumen serve exited before listening: {status}");
-            }
-            if Instant::now() > until {
-                bail!("lumen serve did not listen on {http_addr} within {START_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(server)
-    }
-
-    pub(super) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub(super) fn http_addr(&self) -> SocketAddr {
-        self.http_addr
-    }
-
-    pub(super) fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
-    }
-
-    pub(super) fn rtc_addr(&self) -> SocketAddr {
-        self.rtc_addr
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// The server under attack (one worker, its default limits).
+pub(super) use crate::bench::serve::ChildServer as Server;
 
 /// One reading of the server's process.
 #[derive(Clone, Copy, Debug)]
