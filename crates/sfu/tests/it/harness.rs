@@ -14,8 +14,10 @@ use str0m::{Candidate, RtcConfig};
 use str0m_netem::{Netem, NetemConfig};
 
 mod browser;
+mod flood;
 
 pub use browser::{Browser, Got, Packet, gaps_and_reorders};
+pub use flood::{assert_undisturbed, bystander_and_attacker};
 
 /// Another worker of the node.
 pub struct Worker {
