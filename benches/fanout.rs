@@ -63,6 +63,8 @@ fn main() -> anyhow::Result<()> {
     let idle_rss_kib = ProcSample::read(server.pid())
         .context("reading the idle server's RSS")?
         .rss_kib;
+    // One token publishes (and watches) every level's stream.
+    let token = server.mint("publish:*")?;
     let rt = tokio::runtime::Runtime::new()?;
     let mut rows = Vec::new();
     let mut knee = None;
@@ -72,7 +74,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("== {n} viewers ({:.0} s) ==", duration.as_secs_f64());
         let load = rt.spawn(run(LoadOptions {
             whep_url: format!("{}/whep/{stream}", server.http_url),
-            token: None,
+            token: Some(token.clone()),
             viewers: n,
             ramp_per_sec: ramp,
             duration,
@@ -353,6 +355,33 @@ impl Server {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A publish token, from `lumen token mint` on the server's data dir.
+    fn mint(&self, scope: &str) -> anyhow::Result<String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_lumen"))
+            .args([
+                "token",
+                "mint",
+                "--scope",
+                scope,
+                "--ttl",
+                "1d",
+                "--data-dir",
+            ])
+            .arg(&self.dir)
+            .env_remove("LUMEN_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .output()
+            .context("running lumen token mint")?;
+        if !out.status.success() {
+            bail!("lumen token mint: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .map(|l| l.trim().to_string())
+            .context("lumen token mint printed nothing")
     }
 }
 

@@ -37,6 +37,64 @@ pub struct LumenConfig {
     pub media: MediaConfig,
     /// `[limits]`: what one client may make the server hold.
     pub limits: LimitsConfig,
+    /// `[auth]`: accounts, stream keys and tokens.
+    pub auth: AuthSection,
+}
+
+/// `[auth]` of `lumen.toml`: where accounts live and which tokens count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// `postgres://user:password@host/db` to keep accounts in PostgreSQL
+    /// (several nodes share it) instead of `lumen.db` in the data dir.
+    /// Default none; `LUMEN_DATABASE_URL` or `DATABASE_URL`,
+    /// `--database-url`.
+    pub database_url: Option<String>,
+    /// Who may sign up: `off` (admins create accounts), `invite-only`, or
+    /// `open`. Default `off`; `LUMEN_SIGNUP`, `--signup`.
+    pub signup: lumen_signaling::auth::SignupMode,
+    /// Creates the first admin (`admin`) with this password when there is
+    /// none, instead of printing a one-time setup URL. Default none;
+    /// `LUMEN_ADMIN_PASSWORD`.
+    pub admin_password: Option<String>,
+    /// Also accept HS256 tokens signed with this shared secret (lumen
+    /// itself signs with EdDSA). Default none; `LUMEN_JWT_SECRET`.
+    pub jwt_secret: Option<String>,
+    /// `iss` of lumen's tokens. Default `lumen`; `LUMEN_JWT_ISSUER`.
+    pub issuer: String,
+    /// `aud` of lumen's tokens, required of every token. Default `lumen`;
+    /// `LUMEN_JWT_AUDIENCE`.
+    pub audience: String,
+    /// Other issuers whose tokens are accepted (`[[auth.external]]`
+    /// tables): a site with its own accounts mints viewer tokens.
+    pub external: Vec<ExternalIssuerSection>,
+    /// Streams a user may own (admins: no limit; 0: none). Default 20.
+    pub streams_per_user: usize,
+    /// Live keys a stream may have (0: no limit). Default 10.
+    pub keys_per_stream: usize,
+    /// Media sessions one user's credentials may hold at once (0: no
+    /// limit). Default 50; `LUMEN_SESSIONS_PER_USER`.
+    pub sessions_per_user: usize,
+    /// Failed log ins for one name or address before each further attempt
+    /// waits (doubling from 1 s to 15 min; 0: never). Default 5.
+    pub login_failures: u32,
+}
+
+/// `[[auth.external]]`: an issuer whose tokens lumen accepts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuerSection {
+    /// Its `iss`.
+    pub issuer: String,
+    /// The `aud` its tokens carry (default: lumen's audience).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Its JWKS over HTTP (`http://…/.well-known/jwks.json`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Its JWKS in a file.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
 }
 
 /// `[limits]` of `lumen.toml`: the bounds that keep one client from
@@ -96,6 +154,18 @@ pub struct HttpConfig {
     /// Listen address. Default `127.0.0.1:8080`; `LUMEN_HTTP_ADDR`,
     /// `--http-addr`.
     pub addr: SocketAddr,
+    /// PEM certificate chain: with `tls_key`, the listener serves HTTPS
+    /// (and redirects plain HTTP). Default none; `LUMEN_TLS_CERT`,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`. Default none; `LUMEN_TLS_KEY`,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// Networks of reverse proxies whose `Forwarded` / `X-Forwarded-For`
+    /// and `X-Forwarded-Proto` headers name the client (CIDR, or one
+    /// address). Default none; `LUMEN_TRUSTED_PROXIES` (comma-separated),
+    /// `--trusted-proxy` (repeatable).
+    pub trusted_proxies: Vec<lumen_signaling::Cidr>,
 }
 
 /// `[media]` of `lumen.toml`.
@@ -152,11 +222,22 @@ impl Default for LimitsConfig {
     }
 }
 
+impl Default for AuthSection {
+    fn default() -> Self {
+        LumenConfig::default().auth
+    }
+}
+
 impl From<lumen_signaling::Config> for LumenConfig {
     fn from(c: lumen_signaling::Config) -> Self {
         LumenConfig {
             data_dir: c.data_dir,
-            http: HttpConfig { addr: c.http_addr },
+            http: HttpConfig {
+                addr: c.http_addr,
+                tls_cert: c.tls.as_ref().map(|t| t.cert.clone()),
+                tls_key: c.tls.as_ref().map(|t| t.key.clone()),
+                trusted_proxies: c.trusted_proxies,
+            },
             media: MediaConfig {
                 addr: c.rtc_addr,
                 public_ip: c.public_ip,
@@ -180,7 +261,76 @@ impl From<lumen_signaling::Config> for LumenConfig {
                 max_addrs_per_session: c.max_addrs_per_session,
                 connect_timeout_secs: c.connect_timeout.as_secs(),
             },
+            auth: AuthSection {
+                database_url: c.auth.database_url,
+                signup: c.auth.signup,
+                admin_password: c.auth.admin_password,
+                jwt_secret: c.auth.hs256_secret,
+                issuer: c.auth.issuer,
+                audience: c.auth.audience,
+                external: c
+                    .auth
+                    .external_issuers
+                    .into_iter()
+                    .map(|e| {
+                        let (jwks_url, jwks_file) = match e.jwks {
+                            lumen_signaling::auth::JwksSource::Url(u) => (Some(u), None),
+                            lumen_signaling::auth::JwksSource::File(f) => (None, Some(f)),
+                        };
+                        ExternalIssuerSection {
+                            issuer: e.issuer,
+                            audience: e.audience,
+                            jwks_url,
+                            jwks_file,
+                        }
+                    })
+                    .collect(),
+                streams_per_user: c.auth.limits.streams_per_user,
+                keys_per_stream: c.auth.limits.keys_per_stream,
+                sessions_per_user: c.auth.limits.sessions_per_user,
+                login_failures: c.auth.limits.login_failures,
+            },
         }
+    }
+}
+
+impl AuthSection {
+    /// The external issuers, each with exactly one JWKS source.
+    fn external_issuers(&self) -> anyhow::Result<Vec<lumen_signaling::auth::ExternalIssuer>> {
+        use lumen_signaling::auth::{ExternalIssuer, JwksSource};
+        self.external
+            .iter()
+            .map(|e| {
+                let jwks = match (&e.jwks_url, &e.jwks_file) {
+                    (Some(u), None) => JwksSource::Url(u.clone()),
+                    (None, Some(f)) => JwksSource::File(f.clone()),
+                    _ => anyhow::bail!(
+                        "[[auth.external]] issuer {:?} needs exactly one of jwks_url and jwks_file",
+                        e.issuer
+                    ),
+                };
+                Ok(ExternalIssuer {
+                    issuer: e.issuer.clone(),
+                    audience: e.audience.clone(),
+                    jwks,
+                })
+            })
+            .collect()
+    }
+}
+
+impl LumenConfig {
+    /// The server's configuration, checked.
+    pub fn server(self) -> anyhow::Result<lumen_signaling::Config> {
+        let external = self.auth.external_issuers()?;
+        let mut s: lumen_signaling::Config = self.into();
+        s.auth.external_issuers = external;
+        Ok(s)
+    }
+
+    /// The accounts' configuration (for `lumen admin`, `key`, `token`).
+    pub fn auth(self) -> anyhow::Result<lumen_signaling::auth::AuthConfig> {
+        Ok(self.server()?.auth())
     }
 }
 
@@ -191,6 +341,12 @@ impl From<LumenConfig> for lumen_signaling::Config {
         let mut s = lumen_signaling::Config::new();
         s.data_dir = c.data_dir;
         s.http_addr = c.http.addr;
+        // `load_with` refuses one without the other.
+        s.tls = match (c.http.tls_cert, c.http.tls_key) {
+            (Some(cert), Some(key)) => Some(lumen_signaling::TlsFiles { cert, key }),
+            _ => None,
+        };
+        s.trusted_proxies = c.http.trusted_proxies;
         s.rtc_addr = c.media.addr;
         s.public_ip = c.media.public_ip;
         s.public_port = c.media.public_port;
@@ -214,6 +370,20 @@ impl From<LumenConfig> for lumen_signaling::Config {
         s.max_m_lines = l.max_m_lines.max(1);
         s.max_addrs_per_session = l.max_addrs_per_session.max(1);
         s.connect_timeout = std::time::Duration::from_secs(l.connect_timeout_secs.max(1));
+        let a = c.auth;
+        s.auth.database_url = a.database_url.filter(|u| !u.trim().is_empty());
+        s.auth.signup = a.signup;
+        s.auth.admin_password = a.admin_password.filter(|p| !p.is_empty());
+        s.auth.hs256_secret = a.jwt_secret.filter(|p| !p.is_empty());
+        s.auth.issuer = a.issuer;
+        s.auth.audience = a.audience;
+        // External issuers need a check: see `LumenConfig::server`.
+        s.auth.limits = lumen_signaling::auth::AccountLimits {
+            streams_per_user: a.streams_per_user,
+            keys_per_stream: a.keys_per_stream,
+            sessions_per_user: a.sessions_per_user,
+            login_failures: a.login_failures,
+        };
         s
     }
 }
@@ -223,6 +393,13 @@ impl From<LumenConfig> for lumen_signaling::Config {
 pub const ENV: &[(&str, &str, EnvShape)] = &[
     ("LUMEN_DATA_DIR", "data_dir", EnvShape::Text),
     ("LUMEN_HTTP_ADDR", "http.addr", EnvShape::Text),
+    ("LUMEN_TLS_CERT", "http.tls_cert", EnvShape::Text),
+    ("LUMEN_TLS_KEY", "http.tls_key", EnvShape::Text),
+    (
+        "LUMEN_TRUSTED_PROXIES",
+        "http.trusted_proxies",
+        EnvShape::List,
+    ),
     ("LUMEN_RTC_ADDR", "media.addr", EnvShape::Text),
     ("LUMEN_PUBLIC_IP", "media.public_ip", EnvShape::Text),
     ("LUMEN_PUBLIC_PORT", "media.public_port", EnvShape::Number),
@@ -294,6 +471,23 @@ pub const ENV: &[(&str, &str, EnvShape)] = &[
         "limits.connect_timeout_secs",
         EnvShape::Number,
     ),
+    // The conventional name first, so that lumen's own one wins.
+    ("DATABASE_URL", "auth.database_url", EnvShape::Text),
+    ("LUMEN_DATABASE_URL", "auth.database_url", EnvShape::Text),
+    ("LUMEN_SIGNUP", "auth.signup", EnvShape::Text),
+    (
+        "LUMEN_ADMIN_PASSWORD",
+        "auth.admin_password",
+        EnvShape::Text,
+    ),
+    ("LUMEN_JWT_SECRET", "auth.jwt_secret", EnvShape::Text),
+    ("LUMEN_JWT_ISSUER", "auth.issuer", EnvShape::Text),
+    ("LUMEN_JWT_AUDIENCE", "auth.audience", EnvShape::Text),
+    (
+        "LUMEN_SESSIONS_PER_USER",
+        "auth.sessions_per_user",
+        EnvShape::Number,
+    ),
 ];
 
 /// How an environment variable's text becomes a configuration value.
@@ -327,6 +521,20 @@ pub struct ConfigArgs {
     /// [default: 127.0.0.1:8080]
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,
+    /// PEM certificate chain; with --tls-key, serve HTTPS (plain HTTP to
+    /// the port is redirected) [file: http.tls_cert] [env: LUMEN_TLS_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [file: http.tls_key]
+    /// [env: LUMEN_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Reverse proxy network (CIDR or address) whose Forwarded or
+    /// X-Forwarded-For / X-Forwarded-Proto headers are believed (repeatable
+    /// or comma-separated) [file: http.trusted_proxies]
+    /// [env: LUMEN_TRUSTED_PROXIES]
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_delimiter = ',')]
+    pub trusted_proxies: Vec<lumen_signaling::Cidr>,
     /// UDP address of the first media worker (worker i uses port + i)
     /// [file: media.addr] [env: LUMEN_RTC_ADDR] [default: 127.0.0.1:8000]
     #[arg(long)]
@@ -375,6 +583,14 @@ pub struct ConfigArgs {
     /// [file: limits.max_sessions] [env: LUMEN_MAX_SESSIONS] [default: 20000]
     #[arg(long)]
     pub max_sessions: Option<usize>,
+    /// PostgreSQL URL for accounts instead of the data dir's SQLite file
+    /// [file: auth.database_url] [env: LUMEN_DATABASE_URL, DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Who may sign up: off, invite-only or open [file: auth.signup]
+    /// [env: LUMEN_SIGNUP] [default: off]
+    #[arg(long, value_name = "MODE")]
+    pub signup: Option<String>,
 }
 
 impl ConfigArgs {
@@ -446,10 +662,17 @@ impl ConfigArgs {
             figment = figment.merge(layer);
         }
 
-        let config = figment
+        let config: LumenConfig = figment
             .extract()
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("invalid configuration")?;
+        if config.http.tls_cert.is_some() != config.http.tls_key.is_some() {
+            return Err(anyhow::anyhow!(
+                "http.tls_cert and http.tls_key (--tls-cert and --tls-key, LUMEN_TLS_CERT \
+                 and LUMEN_TLS_KEY) are set together or not at all"
+            ))
+            .context("invalid configuration");
+        }
         Ok(Loaded {
             config,
             file,
@@ -474,6 +697,15 @@ impl ConfigArgs {
         let ice = (!self.ice_servers.is_empty()).then_some(&self.ice_servers);
         flag(&mut out, "--data-dir", "data_dir", self.data_dir.as_ref())?;
         flag(&mut out, "--http-addr", "http.addr", self.http_addr)?;
+        flag(
+            &mut out,
+            "--tls-cert",
+            "http.tls_cert",
+            self.tls_cert.as_ref(),
+        )?;
+        flag(&mut out, "--tls-key", "http.tls_key", self.tls_key.as_ref())?;
+        let proxies = (!self.trusted_proxies.is_empty()).then_some(&self.trusted_proxies);
+        flag(&mut out, "--trusted-proxy", "http.trusted_proxies", proxies)?;
         flag(&mut out, "--rtc-addr", "media.addr", self.rtc_addr)?;
         flag(&mut out, "--public-ip", "media.public_ip", self.public_ip)?;
         flag(
@@ -514,6 +746,13 @@ impl ConfigArgs {
             "limits.max_sessions",
             self.max_sessions,
         )?;
+        flag(
+            &mut out,
+            "--database-url",
+            "auth.database_url",
+            self.database_url.as_ref(),
+        )?;
+        flag(&mut out, "--signup", "auth.signup", self.signup.as_ref())?;
         Ok(out)
     }
 }
@@ -563,17 +802,25 @@ impl Loaded {
 }
 
 /// Replaces by `"***"` the value of every key, at any depth, whose name
-/// contains `secret`, `password`, `token` or `key` (any case). A matching
+/// contains `secret`, `password`, `token`, `key` or `database_url` (any
+/// case: a database URL may carry a password), unless it is a number or a
+/// boolean. A matching
 /// table or array is replaced whole. Deliberately broad: a `keyframe_*`
 /// setting would be masked too, which is harmless in a printout, whereas a
 /// missed `apikey` would leak.
 pub fn mask_secrets(value: &mut toml::Value) {
-    const WORDS: [&str; 4] = ["secret", "password", "token", "key"];
+    const WORDS: [&str; 5] = ["secret", "password", "token", "key", "database_url"];
     match value {
         toml::Value::Table(table) => {
             for (name, v) in table.iter_mut() {
                 let name = name.to_ascii_lowercase();
-                if WORDS.iter().any(|w| name.contains(w)) {
+                // Numbers and switches are settings, not secrets
+                // (`keys_per_stream`).
+                let plain = matches!(
+                    v,
+                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)
+                );
+                if WORDS.iter().any(|w| name.contains(w)) && !plain {
                     *v = toml::Value::String("***".into());
                 } else {
                     mask_secrets(v);

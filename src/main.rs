@@ -5,6 +5,7 @@
 //! `lumen watch` are WHIP and WHEP clients built on an independent WebRTC
 //! stack (webrtc-rs), for testing and for scripts.
 
+mod accounts;
 mod config;
 
 use anyhow::Context;
@@ -32,6 +33,15 @@ enum Cmd {
     /// Inspect the configuration: `lumen config print`.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Users: `lumen admin create-user NAME --role ROLE` (password on stdin).
+    #[command(subcommand)]
+    Admin(accounts::AdminCmd),
+    /// Stream keys: `lumen key create STREAM`, `lumen key revoke ID`.
+    #[command(subcommand)]
+    Key(accounts::KeyCmd),
+    /// Tokens: `lumen token mint --scope 'subscribe:STREAM' --ttl 1h`.
+    #[command(subcommand)]
+    Token(accounts::TokenCmd),
     /// Publish a test pattern (H.264 + Opus) to a WHIP URL.
     Publish(PublishArgs),
     /// Watch a WHEP URL headlessly and print frames, fps, bitrate, loss and TTFF.
@@ -112,6 +122,9 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", a.load()?.to_masked_toml()?);
                 Ok(())
             }
+            Cmd::Admin(c) => accounts::admin(c).await,
+            Cmd::Key(c) => accounts::key(c).await,
+            Cmd::Token(c) => accounts::token(c).await,
             Cmd::Publish(a) => {
                 let opts = lumen_tools::client::PublishOptions {
                     url: a.url,
@@ -150,7 +163,7 @@ fn seconds(d: Option<f64>) -> anyhow::Result<Option<std::time::Duration>> {
 async fn serve(a: config::ConfigArgs) -> anyhow::Result<()> {
     let loaded = a.load()?;
     let file = loaded.file.clone();
-    let running = lumen_signaling::start(loaded.config.into())
+    let running = lumen_signaling::start(loaded.config.server()?)
         .await
         .context("starting lumen")?;
     let url = running.http_url();
@@ -160,9 +173,18 @@ async fn serve(a: config::ConfigArgs) -> anyhow::Result<()> {
     }
     println!("  web client:  {url}/");
     println!("  broadcast:   {url}/broadcast");
-    println!("  WHIP (OBS):  {url}/whip/<stream>   (Bearer token: any, until accounts land)");
+    println!("  WHIP (OBS):  {url}/whip/<stream>   (Bearer token: the stream key)");
     println!("  WHEP:        {url}/whep/<stream>");
     println!("  media UDP:   {:?}", running.rtc_addrs());
+    match running.setup_url().await {
+        Ok(Some(setup)) => {
+            println!();
+            println!("  No admin yet. Choose the admin's password here (valid 1 hour, once):");
+            println!("  setup:       {setup}");
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!("cannot make a setup code: {e}"),
+    }
     tokio::signal::ctrl_c().await.ok();
     println!("shutting down");
     running.shutdown().await;

@@ -1,10 +1,15 @@
 // Broadcast page: captures camera+mic or the screen and publishes it over
 // WHIP. `?stream=NAME&autostart=1` goes live at once with camera+mic;
 // `&simulcast=0` sends one layer instead of three; `&codec=vp8` sends VP8.
+//
+// Credentials: a stream key typed in goes as a Bearer token (as OBS sends
+// it). With no key typed, a logged-in user picks one of their streams
+// (`?stream=NAME` preselects it) and publishes with the session cookie and
+// its CSRF token.
 
 import {
-  HttpError, endSession, formatBitrate, negotiate, outboundStats, preferCodecs,
-  renderStats, validStreamName,
+  HttpError, api, endSession, formatBitrate, initNav, negotiate, outboundStats, preferCodecs,
+  renderStats, sessionHeaders, validStreamName,
 } from '/static/lumen.js';
 
 const $ = (id) => document.getElementById(id);
@@ -14,6 +19,10 @@ const statusPill = $('status');
 const errorBox = $('error');
 const streamInput = $('stream');
 const tokenInput = $('token');
+const mineRow = $('mine-row');
+const mineSelect = $('mine');
+const nameRow = $('name-row');
+const accountHint = $('account-hint');
 const simulcastInput = $('simulcast');
 const goLiveButton = $('golive');
 const stopButton = $('stop');
@@ -21,7 +30,9 @@ const share = $('share');
 const statsList = $('stats');
 
 // Machine-readable state for tests and scripts.
-const lumen = (window.lumen = { state: 'idle', error: null, stats: {}, location: null });
+const lumen = (window.lumen = {
+  state: 'idle', error: null, stats: {}, location: null, account: null,
+});
 
 // The current attempt; a newer attempt or Stop makes an older one stale.
 let session = null;
@@ -29,12 +40,16 @@ let session = null;
 const params = new URLSearchParams(location.search);
 streamInput.value = params.get('stream') || `stream-${Math.floor(1000 + Math.random() * 9000)}`;
 renderStats(statsList, rows({}));
+// Resolves once the page knows who is logged in and their streams.
+const accountReady = loadAccount();
 
 goLiveButton.addEventListener('click', () => goLive(selectedSource()));
 stopButton.addEventListener('click', () => stop());
+mineSelect.addEventListener('change', syncInputs);
+tokenInput.addEventListener('input', syncInputs);
 window.addEventListener('pagehide', () => {
   // keepalive lets the DELETE outlive the page.
-  if (session) endSession(session.location, session.token);
+  if (session) endSession(session.location, session.token, session.headers);
 });
 
 if (params.get('simulcast') === '0') simulcastInput.checked = false;
@@ -42,7 +57,44 @@ if (params.get('simulcast') === '0') simulcastInput.checked = false;
 // `&codec=vp8` offers VP8 only.
 const VP8_ONLY = params.get('codec') === 'vp8';
 const VIDEO_CODECS = VP8_ONLY ? ['video/vp8'] : ['video/h264', 'video/vp8'];
-if (params.get('autostart') === '1') goLive('camera');
+if (params.get('autostart') === '1') accountReady.then(() => goLive('camera'));
+
+async function loadAccount() {
+  const user = await initNav();
+  let streams = [];
+  if (user) {
+    try {
+      streams = await api('GET', '/api/v1/streams');
+    } catch (_) {
+      // Without the list the name field still works.
+    }
+  }
+  const names = (Array.isArray(streams) ? streams : []).map((s) => s.name);
+  lumen.account = user ? { user: user.name, streams: names } : null;
+  if (user && names.length > 0) {
+    mineSelect.replaceChildren(
+      ...names.map((n) => new Option(n, n)),
+      new Option('Another stream…', ''),
+    );
+    const wanted = params.get('stream');
+    mineSelect.value = !wanted ? names[0] : names.includes(wanted) ? wanted : '';
+  }
+  accountHint.textContent = user
+    ? `Logged in as ${user.name}: with no key typed, you publish as yourself.`
+    : 'Log in to go live on your own streams, or type a stream key.';
+  syncInputs();
+}
+
+// A typed key wins (OBS-style, for whichever stream it belongs to);
+// otherwise the logged-in user's chosen stream.
+function syncInputs() {
+  const typed = tokenInput.value.trim() !== '';
+  const hasMine = mineSelect.options.length > 0;
+  mineRow.hidden = !hasMine || typed;
+  const mine = hasMine && !typed ? mineSelect.value : '';
+  nameRow.hidden = mine !== '';
+  if (mine) streamInput.value = mine;
+}
 
 function selectedSource() {
   return document.querySelector('input[name="source"]:checked')?.value || 'camera';
@@ -60,19 +112,26 @@ function setState(state, error = null) {
   goLiveButton.disabled = busy;
   stopButton.disabled = !busy;
   streamInput.disabled = busy;
+  mineSelect.disabled = busy;
   tokenInput.disabled = busy;
   simulcastInput.disabled = busy;
   for (const r of document.querySelectorAll('input[name="source"]')) r.disabled = busy;
 }
 
 async function goLive(source) {
+  await accountReady;
   const name = streamInput.value.trim();
   if (!validStreamName(name)) {
     setState('error', 'A stream name is 1 to 64 letters, digits, "-", "_" or ".".');
     return;
   }
   const token = tokenInput.value.trim();
-  const s = { name, token, pc: null, media: null, location: null, timer: null, prev: null };
+  // The session cookie goes with every same-origin request: with no key,
+  // its CSRF token must go too (and then ends the session as well).
+  const headers = token ? {} : sessionHeaders();
+  const s = {
+    name, token, headers, pc: null, media: null, location: null, timer: null, prev: null,
+  };
   session = s;
   setState('connecting');
   try {
@@ -114,10 +173,10 @@ async function goLive(source) {
     });
 
     const url = `/whip/${encodeURIComponent(name)}`;
-    const { location: loc } = await negotiate(pc, url, token);
+    const { location: loc } = await negotiate(pc, url, token, headers);
     s.location = loc;
     if (session !== s) {
-      endSession(loc, token);
+      endSession(loc, token, headers);
       return release(s);
     }
     lumen.location = loc;
@@ -141,7 +200,7 @@ async function stop() {
   if (!s) return;
   // DELETE before closing, so the server ends the session on request rather
   // than noticing a dead peer.
-  const ended = endSession(s.location, s.token);
+  const ended = endSession(s.location, s.token, s.headers);
   release(s);
   await ended;
 }
@@ -223,6 +282,12 @@ function describe(e, name) {
         return `The stream name "${name}" is already live. Pick another name.`;
       case 401:
       case 403:
+        if (e.status === 401 && !tokenInput.value.trim()) {
+          return `Log in, or type the stream's key, to go live on "${name}": ${e.message}`;
+        }
+        if (!tokenInput.value.trim()) {
+          return `You may not publish to "${name}" (HTTP ${e.status}): ${e.message}`;
+        }
         return `The stream key was refused (HTTP ${e.status}): ${e.message}`;
       case 429:
       case 503:

@@ -1,5 +1,7 @@
 // Home page: the live streams from GET /api/streams, refreshed every 2.5 s.
 
+import { initNav } from '/static/lumen.js';
+
 const REFRESH_MS = 2500;
 
 const list = document.getElementById('streams');
@@ -74,4 +76,5 @@ function since(ms) {
   return `${Math.floor(mins / 60)}h ${mins % 60}m`;
 }
 
+initNav();
 refresh();

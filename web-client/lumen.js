@@ -1,14 +1,21 @@
 // Shared by the lumen pages: WHIP/WHEP negotiation (RFC 9725 and WHEP, one
-// POST with a complete offer, no trickle, since the server is ICE-lite) and
-// small helpers that turn RTCStatsReports into the numbers the pages show.
+// POST with a complete offer, no trickle, since the server is ICE-lite),
+// small helpers that turn RTCStatsReports into the numbers the pages show,
+// and (at the end) the account API client and the header's nav.
 
-/** An HTTP answer other than 201 from a WHIP/WHEP endpoint. */
+/**
+ * An HTTP error answer: from a WHIP/WHEP endpoint (anything but 201) or
+ * from the account API. `detail` is the problem's `detail` (RFC 9457) or
+ * the body's text; `retryAfter` the Retry-After header, in seconds, if any.
+ */
 export class HttpError extends Error {
-  constructor(status, message, retryAfter) {
+  constructor(status, message, retryAfter, problem = null) {
     super(message || `HTTP ${status}`);
     this.name = 'HttpError';
     this.status = status;
+    this.detail = message || `HTTP ${status}`;
     this.retryAfter = retryAfter;
+    this.problem = problem;
   }
 }
 
@@ -32,18 +39,17 @@ export function iceGatheringDone(pc, capMs = 1000) {
 /**
  * Offers `pc` to a WHIP or WHEP endpoint and applies the answer.
  * Returns {answer, location} where location is the absolute session URL.
+ * `token` goes as a Bearer credential; `extraHeaders` (such as the
+ * `X-CSRF-Token` of a logged-in page, whose cookie goes along) are added.
  * Throws HttpError for any status but 201.
  */
-export async function negotiate(pc, url, token) {
+export async function negotiate(pc, url, token, extraHeaders = {}) {
   await pc.setLocalDescription(await pc.createOffer());
   await iceGatheringDone(pc, 1000);
-  const headers = { 'Content-Type': 'application/sdp' };
+  const headers = { ...extraHeaders, 'Content-Type': 'application/sdp' };
   if (token) headers.Authorization = `Bearer ${token}`;
   const res = await fetch(url, { method: 'POST', headers, body: pc.localDescription.sdp });
-  if (res.status !== 201) {
-    const text = (await res.text().catch(() => '')).trim();
-    throw new HttpError(res.status, text || res.statusText, res.headers.get('Retry-After'));
-  }
+  if (res.status !== 201) throw await errorOf(res);
   const answer = await res.text();
   const loc = res.headers.get('Location');
   const base = new URL(url, window.location.href);
@@ -68,10 +74,15 @@ export function parseLinks(header, base) {
   return out;
 }
 
-/** Ends a WHIP/WHEP session. Safe to call from pagehide (keepalive). */
-export function endSession(location, token) {
+/**
+ * Ends a WHIP/WHEP session, with the credential that created it (a Bearer
+ * `token`, or `extraHeaders` such as a logged-in page's `X-CSRF-Token`).
+ * Safe to call from pagehide (keepalive).
+ */
+export function endSession(location, token, extraHeaders = {}) {
   if (!location) return Promise.resolve();
-  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const headers = { ...extraHeaders };
+  if (token) headers.Authorization = `Bearer ${token}`;
   return fetch(location, { method: 'DELETE', headers, keepalive: true }).catch(() => {});
 }
 
@@ -235,4 +246,249 @@ function selectedPair(report) {
 function rate(bytes, at, prevBytes, prevAt) {
   if (prevBytes === undefined || prevAt === undefined || at <= prevAt) return 0;
   return (Math.max(0, bytes - prevBytes) * 8 * 1000) / (at - prevAt);
+}
+
+// ---- Accounts: the /api/v1 client, the header's nav, small page helpers ----
+
+const CSRF_KEY = 'lumen.csrf';
+const SAFE_METHODS = ['GET', 'HEAD', 'OPTIONS'];
+
+// The CSRF token of the web session: in memory, and in sessionStorage so the
+// tab's next page has it before its own /me answers. The cookie is HttpOnly;
+// this token is what proves a request comes from a lumen page.
+let csrf = storedCsrf();
+// One GET /api/v1/me per page load, shared by the nav and the page.
+let mePromise = null;
+
+/** The session's CSRF token as last seen, or null. */
+export function csrfToken() {
+  return csrf;
+}
+
+/**
+ * Headers for an unsafe request made with the session cookie (a WHIP/WHEP
+ * POST, a session DELETE): `X-CSRF-Token` when logged in, else none.
+ */
+export function sessionHeaders() {
+  return csrf ? { 'X-CSRF-Token': csrf } : {};
+}
+
+/**
+ * Calls the account API: `body` (if any) is sent as JSON, the session
+ * cookie goes along, and unsafe methods carry `X-CSRF-Token`. Resolves to
+ * the parsed answer (null for 204); throws HttpError with the problem's
+ * `detail`, `status` and `retryAfter`. A token in the answer (log in, sign
+ * up, setup, me) becomes the one sent from now on.
+ */
+export async function api(method, path, body) {
+  method = method.toUpperCase();
+  const unsafe = !SAFE_METHODS.includes(method);
+  const send = (token) => {
+    const headers = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (unsafe && token) headers['X-CSRF-Token'] = token;
+    return fetch(path, {
+      method,
+      headers,
+      credentials: 'same-origin',
+      cache: 'no-store',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  };
+  const sent = csrf;
+  let res = await send(sent);
+  // Another tab logged in again (a new cookie, a new token): ask for the
+  // current token once and retry. A 403 changed nothing on the server.
+  if (res.status === 403 && unsafe) {
+    const user = await currentUser(true).catch(() => null);
+    if (user && csrf && csrf !== sent) res = await send(csrf);
+  }
+  if (!res.ok) throw await errorOf(res);
+  const data = res.status === 204 ? null : await res.json().catch(() => null);
+  if (data && typeof data.csrf === 'string' && data.user) {
+    setCsrf(data.csrf);
+    mePromise = Promise.resolve(data.user);
+  }
+  return data;
+}
+
+/**
+ * The logged-in user (`{id, name, role, …}`), or null when logged out.
+ * Asked once per page; `fresh` asks again. Throws HttpError when the
+ * server fails.
+ */
+export function currentUser(fresh = false) {
+  if (!mePromise || fresh) {
+    mePromise = fetchMe();
+    // A failed answer is not remembered: the next call asks again.
+    mePromise.catch(() => {
+      mePromise = null;
+    });
+  }
+  return mePromise;
+}
+
+/** Logs out (the server ends the session and clears the cookie). */
+export async function logout() {
+  try {
+    await api('POST', '/api/v1/logout');
+  } finally {
+    setCsrf(null);
+    mePromise = Promise.resolve(null);
+  }
+}
+
+/**
+ * Fills the header's nav: "Log in" or "Log out" (and "Admin" for admins)
+ * by GET /api/v1/me. Resolves to the user or null, never rejects.
+ */
+export async function initNav() {
+  const loginLink = document.getElementById('nav-login');
+  const logoutButton = document.getElementById('nav-logout');
+  const adminLink = document.getElementById('nav-admin');
+  if (loginLink && !['/login', '/signup', '/setup'].includes(location.pathname)) {
+    loginLink.href = `/login?next=${encodeURIComponent(location.pathname + location.search)}`;
+  }
+  logoutButton?.addEventListener('click', async () => {
+    logoutButton.disabled = true;
+    await logout().catch(() => {});
+    // Each page decides what a logged-out visitor sees (the dashboard
+    // sends them to /login).
+    location.reload();
+  });
+  let user = null;
+  try {
+    user = await currentUser();
+  } catch (_) {
+    // The server did not say: keep the "Log in" link.
+  }
+  if (loginLink) loginLink.hidden = !!user;
+  if (logoutButton) {
+    logoutButton.hidden = !user;
+    logoutButton.title = user ? `Logged in as ${user.name}` : '';
+  }
+  if (adminLink) adminLink.hidden = !(user && user.role === 'admin');
+  return user;
+}
+
+/** Copies text to the clipboard (falls back to a selection and execCommand). */
+export async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return;
+  } catch (_) {
+    // No clipboard API outside secure contexts (plain HTTP on a LAN address).
+  }
+  const area = document.createElement('textarea');
+  area.value = text;
+  area.setAttribute('readonly', '');
+  area.style.position = 'fixed';
+  area.style.opacity = '0';
+  document.body.append(area);
+  area.select();
+  try {
+    document.execCommand('copy');
+  } finally {
+    area.remove();
+  }
+}
+
+/** A "Copy" button that copies `getText()` and says so for a moment. */
+export function copyButton(getText, label = 'Copy') {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = 'small copy';
+  b.textContent = label;
+  b.addEventListener('click', async () => {
+    await copyText(getText());
+    b.textContent = 'Copied';
+    setTimeout(() => {
+      b.textContent = label;
+    }, 1500);
+  });
+  return b;
+}
+
+/** Milliseconds since the epoch as a local date and time, or "—". */
+export function formatTime(ms) {
+  return Number.isFinite(ms) && ms > 0 ? new Date(ms).toLocaleString() : '—';
+}
+
+/** The page to go to after logging in: a same-origin `?next=` path, else `fallback`. */
+export function nextPath(fallback = '/dashboard') {
+  const next = new URLSearchParams(location.search).get('next') || '';
+  // Only a path on this origin: "//host" or "/\\host" would leave it.
+  return /^\/(?![/\\])/.test(next) ? next : fallback;
+}
+
+/** The message for a failed API call: its detail, with the wait on 429. */
+export function describeApiError(e) {
+  if (e instanceof HttpError) {
+    const wait = retrySeconds(e.retryAfter);
+    if (e.status === 429) {
+      return `${e.detail}${wait && !/retry in/i.test(e.detail) ? ` (retry in ${wait} s)` : ''}`;
+    }
+    return e.detail;
+  }
+  if (e && e.name === 'TypeError') return 'Cannot reach the server.';
+  return String((e && e.message) || e);
+}
+
+/** Retry-After (seconds or an HTTP date) as whole seconds, or null. */
+export function retrySeconds(value) {
+  if (value == null || value === '') return null;
+  const n = Number(value);
+  if (Number.isFinite(n)) return Math.max(0, Math.ceil(n));
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(0, Math.ceil((at - Date.now()) / 1000)) : null;
+}
+
+/** An error answer as HttpError, with the problem's detail when it has one. */
+async function errorOf(res) {
+  const text = (await res.text().catch(() => '')).trim();
+  let problem = null;
+  if (text.startsWith('{')) {
+    try {
+      problem = JSON.parse(text);
+    } catch (_) {
+      // Not JSON after all: the text is the message.
+    }
+  }
+  const detail = (problem && (problem.detail || problem.title)) || text || res.statusText;
+  return new HttpError(res.status, detail, res.headers.get('Retry-After'), problem);
+}
+
+async function fetchMe() {
+  const res = await fetch('/api/v1/me', {
+    credentials: 'same-origin',
+    cache: 'no-store',
+    headers: { Accept: 'application/json' },
+  });
+  // 401: logged out. 404: a server without the account API.
+  if (res.status === 401 || res.status === 404) {
+    setCsrf(null);
+    return null;
+  }
+  if (!res.ok) throw await errorOf(res);
+  const data = await res.json();
+  setCsrf(typeof data.csrf === 'string' ? data.csrf : null);
+  return data.user || null;
+}
+
+function setCsrf(token) {
+  csrf = token || null;
+  try {
+    if (csrf) sessionStorage.setItem(CSRF_KEY, csrf);
+    else sessionStorage.removeItem(CSRF_KEY);
+  } catch (_) {
+    // Storage disabled: memory is enough for this page.
+  }
+}
+
+function storedCsrf() {
+  try {
+    return sessionStorage.getItem(CSRF_KEY);
+  } catch (_) {
+    return null;
+  }
 }

@@ -1,8 +1,15 @@
 // Watch page, served at /watch/{stream}: plays the stream over WHEP, waits
 // and retries every 2 s while it is offline, and shows playback stats.
+//
+// Credentials: `?token=…` (a share link's subscribe token) goes as a Bearer
+// token on the WHEP POST and on every request to the session it makes; a
+// logged-in viewer (the owner of a private stream) goes with the session
+// cookie and its CSRF token instead. A refused private stream says so and
+// does not retry.
 
 import {
-  HttpError, REL_LAYER, REL_SSE, endSession, formatBitrate, inboundStats, negotiate, renderStats,
+  HttpError, REL_LAYER, REL_SSE, currentUser, endSession, formatBitrate, inboundStats, initNav,
+  negotiate, renderStats, sessionHeaders,
 } from '/static/lumen.js';
 
 const RETRY_MS = 2000;
@@ -34,6 +41,8 @@ const REASONS = {
 
 const parts = location.pathname.split('/').filter(Boolean);
 const name = parts.length >= 2 ? decodeURIComponent(parts[1]) : '';
+const token = new URLSearchParams(location.search).get('token') || '';
+const PRIVATE_MESSAGE = 'This stream is private: ask its owner for a link.';
 
 // Machine-readable state for tests and scripts.
 const lumen = (window.lumen = {
@@ -75,11 +84,13 @@ new ResizeObserver(() => {
   }, 500);
 }).observe(video);
 window.addEventListener('pagehide', () => {
-  if (session) endSession(session.location);
+  if (session) endSession(session.location, token, session.headers);
 });
 
+initNav();
 if (name) {
-  connect();
+  // Who is logged in decides the credentials, so ask before the first offer.
+  currentUser().catch(() => null).then(() => connect());
 } else {
   setState('error', 'No stream name in the address: open /watch/NAME.');
 }
@@ -87,9 +98,11 @@ if (name) {
 function setState(state, error = null) {
   lumen.state = state;
   lumen.error = error;
-  const labels = { offline: 'Offline', connecting: 'Connecting…', live: 'Live', error: 'Error' };
+  const labels = {
+    offline: 'Offline', connecting: 'Connecting…', live: 'Live', error: 'Error', private: 'Private',
+  };
   statusPill.textContent = labels[state] || state;
-  statusPill.className = `pill is-${state}`;
+  statusPill.className = `pill is-${state === 'private' ? 'error' : state}`;
   errorBox.textContent = error || '';
   errorBox.hidden = !error;
   overlay.hidden = state === 'live';
@@ -97,7 +110,14 @@ function setState(state, error = null) {
     offline: `“${name}” is offline. Waiting for the broadcast to start…`,
     connecting: 'Connecting…',
     error: 'Playback failed. Retrying…',
+    private: PRIVATE_MESSAGE,
   }[state] || '';
+}
+
+// Headers for a request to the session: the share link's token as Bearer,
+// or a logged-in page's CSRF token (its cookie goes along anyway).
+function authHeaders(s) {
+  return token ? { Authorization: `Bearer ${token}` } : s.headers;
 }
 
 async function connect() {
@@ -111,6 +131,7 @@ async function connect() {
     started: performance.now(),
     lastProgress: performance.now(),
     ticks: 0,
+    headers: token ? {} : sessionHeaders(),
   };
   session = s;
   if (lumen.state !== 'offline') setState('connecting');
@@ -135,9 +156,11 @@ async function connect() {
     }
   });
   try {
-    const { location: loc, links } = await negotiate(pc, `/whep/${encodeURIComponent(name)}`);
+    const { location: loc, links } = await negotiate(
+      pc, `/whep/${encodeURIComponent(name)}`, token, s.headers,
+    );
     if (session !== s) {
-      endSession(loc);
+      endSession(loc, token, s.headers);
       return;
     }
     s.location = loc;
@@ -153,13 +176,17 @@ async function connect() {
     if (session !== s) return;
     if (e instanceof HttpError && e.status === 409) {
       restart(s, 'offline');
+    } else if (e instanceof HttpError && (e.status === 401 || e.status === 403)) {
+      // Retrying would be refused again: a reload (after logging in, or
+      // with a share link) is what changes the answer.
+      const why = token ? `${PRIVATE_MESSAGE} (${e.message})` : PRIVATE_MESSAGE;
+      restart(s, 'private', why, null);
     } else {
       restart(s, 'error', describe(e), 2 * RETRY_MS);
     }
   }
 }
 
-// Drops session `s` and tries again later.
 // The video element's size in device pixels, when it has one.
 function playerSize() {
   const r = window.devicePixelRatio || 1;
@@ -174,7 +201,7 @@ async function selectLayer(s, rid) {
   try {
     const res = await fetch(s.layerUrl, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers: { ...authHeaders(s), 'Content-Type': 'application/json' },
       body: JSON.stringify({ ...(rid ? { encodingId: rid } : {}), ...playerSize() }),
     });
     // With server-sent events, the `layer` event tells (in order); this
@@ -190,7 +217,7 @@ async function followEvents(s, url) {
   try {
     const res = await fetch(url, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers: { ...authHeaders(s), 'Content-Type': 'application/json' },
       body: JSON.stringify(['active', 'inactive', 'layers', 'viewercount', 'layer']),
     });
     const loc = res.headers.get('Location');
@@ -226,6 +253,7 @@ function showLayer(l) {
   layerLine.textContent = `Receiving ${cur}: ${why}${est}`;
 }
 
+// Drops session `s` and tries again after `delay` ms (null: not at all).
 function restart(s, state, error = null, delay = RETRY_MS) {
   if (session !== s) return;
   session = null;
@@ -233,7 +261,7 @@ function restart(s, state, error = null, delay = RETRY_MS) {
   if (s.events) s.events.close();
   qualityMenu.disabled = true;
   layerLine.textContent = '';
-  endSession(s.location);
+  endSession(s.location, token, s.headers);
   s.pc.close();
   for (const t of s.media.getTracks()) t.stop();
   if (video.srcObject === s.media) video.srcObject = null;
@@ -242,7 +270,7 @@ function restart(s, state, error = null, delay = RETRY_MS) {
   unmuteButton.hidden = true;
   renderStats(statsList, rows({}));
   setState(state, error);
-  retryTimer = setTimeout(connect, delay);
+  if (delay !== null) retryTimer = setTimeout(connect, delay);
 }
 
 async function tick(s) {

@@ -163,6 +163,9 @@ fn every_env_variable_and_flag_reaches_its_field() {
     let vars = env(&[
         ("LUMEN_DATA_DIR", "123"),
         ("LUMEN_HTTP_ADDR", "127.0.0.1:1"),
+        ("LUMEN_TLS_CERT", "/tls/cert.pem"),
+        ("LUMEN_TLS_KEY", "/tls/key.pem"),
+        ("LUMEN_TRUSTED_PROXIES", "10.0.0.0/8,::1"),
         ("LUMEN_RTC_ADDR", "127.0.0.1:2"),
         ("LUMEN_PUBLIC_IP", "::1"),
         ("LUMEN_PUBLIC_PORT", "3"),
@@ -182,11 +185,22 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_MAX_M_LINES", "14"),
         ("LUMEN_MAX_ADDRS_PER_SESSION", "15"),
         ("LUMEN_CONNECT_TIMEOUT", "16"),
+        ("DATABASE_URL", "postgres://ignored"),
+        ("LUMEN_DATABASE_URL", "postgres://db/lumen"),
+        ("LUMEN_SIGNUP", "invite-only"),
+        ("LUMEN_ADMIN_PASSWORD", "first admin pw"),
+        ("LUMEN_JWT_SECRET", "shared secret"),
+        ("LUMEN_JWT_ISSUER", "iss"),
+        ("LUMEN_JWT_AUDIENCE", "aud"),
+        ("LUMEN_SESSIONS_PER_USER", "17"),
     ]);
     let expected = LumenConfig {
         data_dir: "123".into(),
         http: HttpConfig {
             addr: "127.0.0.1:1".parse().unwrap(),
+            tls_cert: Some("/tls/cert.pem".into()),
+            tls_key: Some("/tls/key.pem".into()),
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()],
         },
         media: MediaConfig {
             addr: "127.0.0.1:2".parse().unwrap(),
@@ -211,8 +225,18 @@ fn every_env_variable_and_flag_reaches_its_field() {
             max_addrs_per_session: 15,
             connect_timeout_secs: 16,
         },
+        auth: AuthSection {
+            database_url: Some("postgres://db/lumen".into()),
+            signup: lumen_signaling::auth::SignupMode::InviteOnly,
+            admin_password: Some("first admin pw".into()),
+            jwt_secret: Some("shared secret".into()),
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            sessions_per_user: 17,
+            ..AuthSection::default()
+        },
     };
-    assert_eq!(ENV.len(), 21, "a new variable belongs in this test");
+    assert_eq!(ENV.len(), 32, "a new variable belongs in this test");
     let from_env = ConfigArgs::default()
         .load_with(vars, no_file())
         .expect("env");
@@ -222,6 +246,9 @@ fn every_env_variable_and_flag_reaches_its_field() {
         config: None,
         data_dir: Some("123".into()),
         http_addr: Some("127.0.0.1:1".parse().unwrap()),
+        tls_cert: Some("/tls/cert.pem".into()),
+        tls_key: Some("/tls/key.pem".into()),
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()],
         rtc_addr: Some("127.0.0.1:2".parse().unwrap()),
         public_ip: Some("::1".parse().unwrap()),
         public_port: Some(3),
@@ -232,6 +259,11 @@ fn every_env_variable_and_flag_reaches_its_field() {
     };
     // The limits without a flag come from the environment here.
     let limit_vars = env(&[
+        ("LUMEN_ADMIN_PASSWORD", "first admin pw"),
+        ("LUMEN_JWT_SECRET", "shared secret"),
+        ("LUMEN_JWT_ISSUER", "iss"),
+        ("LUMEN_JWT_AUDIENCE", "aud"),
+        ("LUMEN_SESSIONS_PER_USER", "17"),
         ("LUMEN_HEADER_TIMEOUT", "5"),
         ("LUMEN_BODY_TIMEOUT", "6"),
         ("LUMEN_SESSION_BURST", "8"),
@@ -247,6 +279,8 @@ fn every_env_variable_and_flag_reaches_its_field() {
         session_rate: Some(0.5),
         sessions_per_client: Some(9),
         max_sessions: Some(10),
+        database_url: Some("postgres://db/lumen".into()),
+        signup: Some("invite-only".into()),
         ..args
     };
     let from_flags = args.load_with(limit_vars, no_file()).expect("flags");
@@ -254,6 +288,93 @@ fn every_env_variable_and_flag_reaches_its_field() {
 
     let server: lumen_signaling::Config = expected.clone().into();
     assert_eq!(LumenConfig::from(server), expected);
+}
+
+#[test]
+fn tls_and_trusted_proxies_reach_the_server() {
+    let dir = Scratch::new("tls");
+    let path = dir.file(
+        "lumen.toml",
+        "[http]\ntls_cert = \"/file/cert.pem\"\ntls_key = \"/file/key.pem\"\n\
+         trusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\"]\n",
+    );
+    let c = with_file(&path)
+        .load_with(env(&[]), no_file())
+        .expect("load")
+        .config;
+    assert_eq!(c.http.tls_cert, Some(PathBuf::from("/file/cert.pem")));
+    let server: lumen_signaling::Config = c.clone().into();
+    assert_eq!(
+        server.tls,
+        Some(lumen_signaling::TlsFiles {
+            cert: "/file/cert.pem".into(),
+            key: "/file/key.pem".into(),
+        })
+    );
+    let shown: Vec<String> = server
+        .trusted_proxies
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1/32"]);
+    assert_eq!(LumenConfig::from(server), c);
+
+    // The environment beats the file, a flag the environment.
+    let vars = env(&[
+        ("LUMEN_TLS_KEY", "/env/key.pem"),
+        ("LUMEN_TRUSTED_PROXIES", "127.0.0.1/32, ::1"),
+    ]);
+    let args = ConfigArgs {
+        tls_cert: Some("/flag/cert.pem".into()),
+        ..with_file(&path)
+    };
+    let c = args.load_with(vars, no_file()).expect("load").config;
+    assert_eq!(c.http.tls_cert, Some(PathBuf::from("/flag/cert.pem")));
+    assert_eq!(c.http.tls_key, Some(PathBuf::from("/env/key.pem")));
+    assert_eq!(
+        c.http.trusted_proxies,
+        ["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()]
+    );
+
+    // Off by default: plain HTTP, and no forwarding header believed.
+    let server: lumen_signaling::Config = LumenConfig::default().into();
+    assert_eq!(server.tls, None);
+    assert!(server.trusted_proxies.is_empty());
+}
+
+#[test]
+fn tls_files_come_in_pairs_and_proxies_are_networks() {
+    for vars in [
+        env(&[("LUMEN_TLS_CERT", "/c.pem")]),
+        env(&[("LUMEN_TLS_KEY", "/k.pem")]),
+    ] {
+        let err = ConfigArgs::default()
+            .load_with(vars, no_file())
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("http.tls_cert") && msg.contains("http.tls_key"),
+            "{msg}"
+        );
+    }
+
+    let vars = env(&[("LUMEN_TRUSTED_PROXIES", "10.0.0.0/8,10.1.2.3/8")]);
+    let err = ConfigArgs::default()
+        .load_with(vars, no_file())
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("http.trusted_proxies"), "{msg}");
+    assert!(msg.contains("LUMEN_TRUSTED_PROXIES"), "{msg}");
+    assert!(msg.contains("10.1.2.3/8"), "{msg}");
+
+    let dir = Scratch::new("bad-proxy");
+    let path = dir.file("lumen.toml", "[http]\ntrusted_proxies = [\"proxy.lan\"]\n");
+    let err = with_file(&path).load_with(env(&[]), no_file()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("http.trusted_proxies") && msg.contains("proxy.lan"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -359,4 +480,49 @@ fn print_names_sources_and_round_trips() {
         .load_with(env(&[]), no_file())
         .expect("reload");
     assert_eq!(reread.config, loaded.config);
+}
+
+#[test]
+fn auth_settings_reach_the_server_and_secrets_are_masked() {
+    let dir = Scratch::new("auth");
+    let path = dir.file(
+        "lumen.toml",
+        "[auth]\nsignup = \"open\"\nadmin_password = \"hunter22hunter22\"\n\
+         database_url = \"postgres://u:pw@db/lumen\"\n\
+         [[auth.external]]\nissuer = \"https://site.example\"\njwks_file = \"/etc/site.jwks\"\n",
+    );
+    let loaded = with_file(&path)
+        .load_with(env(&[]), no_file())
+        .expect("load");
+    let server = loaded.config.clone().server().expect("server config");
+    assert_eq!(server.auth.signup, lumen_signaling::auth::SignupMode::Open);
+    assert_eq!(
+        server.auth.admin_password.as_deref(),
+        Some("hunter22hunter22")
+    );
+    assert_eq!(server.auth.external_issuers.len(), 1);
+    assert!(matches!(
+        &server.auth.external_issuers[0].jwks,
+        lumen_signaling::auth::JwksSource::File(f) if f == &PathBuf::from("/etc/site.jwks")
+    ));
+    let shown = loaded.to_masked_toml().expect("toml");
+    assert!(!shown.contains("hunter22"), "{shown}");
+    assert!(!shown.contains("u:pw"), "{shown}");
+    // An external issuer needs exactly one JWKS source.
+    let bad = dir.file("bad.toml", "[[auth.external]]\nissuer = \"x\"\n");
+    let err = with_file(&bad)
+        .load_with(env(&[]), no_file())
+        .expect("load")
+        .config
+        .server()
+        .expect_err("no JWKS source");
+    assert!(err.to_string().contains("jwks_url"), "{err}");
+    // A sign up mode that is not one is an error naming the value.
+    let err = ConfigArgs {
+        signup: Some("sometimes".into()),
+        ..ConfigArgs::default()
+    }
+    .load_with(env(&[]), no_file())
+    .expect_err("bad mode");
+    assert!(format!("{err:#}").contains("sometimes"), "{err:#}");
 }

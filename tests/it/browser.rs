@@ -1,6 +1,8 @@
 //! The web client end to end in headless Chromium: one browser broadcasts its
-//! fake camera from /broadcast over WHIP, a second finds the stream on the
-//! home page and plays it from /watch/{stream} over WHEP.
+//! fake camera from /broadcast over WHIP (with a `publish:*` token of the
+//! server typed into the page's stream key field), a second finds the
+//! stream on the home page and plays it from /watch/{stream} over WHEP,
+//! which a public stream's viewers need no credential for.
 //!
 //! The deadlines bound liveness on a loaded two-core machine; they are not
 //! performance assertions.
@@ -26,10 +28,12 @@ async fn browser_broadcasts_and_browser_watches() {
     let name = format!("browser-{}", std::process::id());
 
     let broadcaster = chrome.new_session().await;
-    broadcaster
-        .goto(&format!("{base}/broadcast?stream={name}&autostart=1"))
-        .await
-        .expect("open the broadcast page");
+    go_live(
+        &broadcaster,
+        &format!("{base}/broadcast?stream={name}"),
+        &server.publish_token(),
+    )
+    .await;
     wait_for_state(&broadcaster, "broadcaster", "live", LIVE_WITHIN).await;
 
     // The viewer finds the stream on the home page and follows its link.
@@ -125,10 +129,12 @@ async fn browser_simulcast_and_the_quality_menu() {
     let name = format!("simulcast-{}", std::process::id());
 
     let broadcaster = chrome.new_session().await;
-    broadcaster
-        .goto(&format!("{base}/broadcast?stream={name}&autostart=1"))
-        .await
-        .expect("open the broadcast page");
+    go_live(
+        &broadcaster,
+        &format!("{base}/broadcast?stream={name}"),
+        &server.publish_token(),
+    )
+    .await;
     wait_for_state(&broadcaster, "broadcaster", "live", LIVE_WITHIN).await;
 
     // The server sees the browser's layers.
@@ -329,12 +335,12 @@ async fn browser_vp8_simulcast_pinned_low() {
     let base = server.http_url();
     let name = format!("vp8-{}", std::process::id());
     let broadcaster = chrome.new_session().await;
-    broadcaster
-        .goto(&format!(
-            "{base}/broadcast?stream={name}&autostart=1&codec=vp8"
-        ))
-        .await
-        .expect("open the broadcast page");
+    go_live(
+        &broadcaster,
+        &format!("{base}/broadcast?stream={name}&codec=vp8"),
+        &server.publish_token(),
+    )
+    .await;
     wait_for_state(&broadcaster, "broadcaster", "live", LIVE_WITHIN).await;
 
     let viewer = chrome.new_session().await;
@@ -385,6 +391,34 @@ async fn browser_vp8_simulcast_pinned_low() {
         "VP8 picture sizes not measured: {info}"
     );
     drop(server);
+}
+
+/// Opens the broadcast page at `url` (which names the stream), types
+/// `token` into its stream key field, as a broadcaster would, and clicks
+/// Go Live with the page's default source (camera and mic). Not
+/// `&autostart=1`: that goes live before the field can be filled.
+async fn go_live(c: &Client, url: &str, token: &str) {
+    c.goto(url).await.expect("open the broadcast page");
+    let field = c
+        .find(Locator::Id("token"))
+        .await
+        .expect("find the stream key field");
+    field.clear().await.expect("clear the stream key field");
+    field
+        .send_keys(token)
+        .await
+        .expect("type the token into the stream key field");
+    let typed = field
+        .prop("value")
+        .await
+        .expect("read the stream key field");
+    assert_eq!(typed.as_deref(), Some(token), "the stream key field");
+    c.find(Locator::Id("golive"))
+        .await
+        .expect("find the Go Live button")
+        .click()
+        .await
+        .expect("click Go Live");
 }
 
 #[derive(Debug, Clone, Copy)]

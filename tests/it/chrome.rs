@@ -122,6 +122,11 @@ impl ChromeDriver {
 
     /// Opens a new browser (own process, own fresh profile).
     pub async fn new_session(&self) -> Client {
+        self.new_session_with(&[]).await
+    }
+
+    /// [`ChromeDriver::new_session`] with more command-line flags.
+    pub async fn new_session_with(&self, extra: &[&str]) -> Client {
         static N: AtomicU32 = AtomicU32::new(0);
         let profile = self
             .dir
@@ -129,6 +134,7 @@ impl ChromeDriver {
         std::fs::create_dir_all(&profile).expect("create a browser profile dir");
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra.iter().map(|a| a.to_string()));
 
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));

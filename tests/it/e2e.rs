@@ -32,8 +32,10 @@ async fn two_viewers_decode_every_frame(spread: usize) {
     let server = start_server_with(|c| c.worker_spread = spread).await;
     let base = server.http_url();
 
+    let token = server.publish_token();
     let publisher = Publisher::start(PublishOptions {
         url: format!("{base}/whip/e2e"),
+        token: Some(token.clone()),
         width: 320,
         height: 180,
         fps: 30,
@@ -155,6 +157,7 @@ async fn two_viewers_decode_every_frame(spread: usize) {
     assert_eq!(get_json(&format!("{base}/api/streams")).await, "[]");
     let again = reqwest::Client::new()
         .delete(&session)
+        .bearer_auth(&token)
         .send()
         .await
         .expect("DELETE");

@@ -49,6 +49,7 @@ async fn an_automatic_viewer_behind_500_kbps_settles_on_a_layer_that_fits() {
 
     let publisher = Publisher::start(PublishOptions {
         url: format!("{base}/whip/narrow"),
+        token: Some(server.publish_token()),
         fps: FPS,
         simulcast: true,
         ..Default::default()

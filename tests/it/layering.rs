@@ -18,10 +18,22 @@ use serde_json::Value;
 
 /// The packages the rules are about. One that is missing fails the test by
 /// name rather than passing its rules vacuously.
-const REQUIRED: &[&str] = &["lumen-sfu", "lumen-udp", "lumen-node", "lumen-signaling"];
+const REQUIRED: &[&str] = &[
+    "lumen-sfu",
+    "lumen-udp",
+    "lumen-node",
+    "lumen-auth",
+    "lumen-signaling",
+];
 
 /// The server path.
-const SERVER: &[&str] = &["lumen-sfu", "lumen-udp", "lumen-node", "lumen-signaling"];
+const SERVER: &[&str] = &[
+    "lumen-sfu",
+    "lumen-udp",
+    "lumen-node",
+    "lumen-auth",
+    "lumen-signaling",
+];
 
 /// No package of the server path has any of these in its closure.
 const SERVER_FORBIDDEN: &[&str] = &["webrtc", "rtc", "openh264", "reqwest"];
@@ -62,6 +74,20 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "lumen-node",
         &["axum", "hyper", "lumen-signaling", "lumen-tools", "lumen"],
+    ),
+    // Accounts: a store and a policy, called by signaling; no HTTP server,
+    // no media.
+    (
+        "lumen-auth",
+        &[
+            "axum",
+            "lumen-sfu",
+            "lumen-udp",
+            "lumen-node",
+            "lumen-signaling",
+            "lumen-tools",
+            "lumen",
+        ],
     ),
     ("lumen-signaling", &["lumen-tools", "lumen"]),
 ];

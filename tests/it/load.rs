@@ -32,7 +32,8 @@ async fn load_generator_viewers_receive_the_published_stream() {
     let viewers = 5;
     let report = run(LoadOptions {
         whep_url: format!("{base}/whep/load"),
-        token: None,
+        // For the publisher's WHIP, and the viewers' WHEP (a public stream).
+        token: Some(server.publish_token()),
         viewers,
         ramp_per_sec: 20.0,
         duration: Duration::from_secs(4),
@@ -229,7 +230,7 @@ async fn viewers_spread_over_workers_receive_the_stream() {
     let viewers = 6;
     let options = LoadOptions {
         whep_url: format!("{base}/whep/spread"),
-        token: None,
+        token: Some(server.publish_token()),
         viewers,
         ramp_per_sec: 20.0,
         duration: Duration::from_secs(4),

@@ -2,11 +2,14 @@
 //! server, the CLI's WHIP/WHEP clients (webrtc-rs, an independent WebRTC
 //! stack) and headless Chromium.
 
+mod accounts_browser;
 mod browser;
 mod chrome;
 mod e2e;
+mod https_browser;
 mod impair;
 mod layering;
 mod load;
+mod revocation;
 mod simulcast;
 mod support;

@@ -54,6 +54,7 @@ async fn pinned_viewers_decode_their_layer_and_auto_follows_bandwidth() {
 
     let publisher = Publisher::start(PublishOptions {
         url: format!("{base}/whip/simulcast"),
+        token: Some(server.publish_token()),
         fps: FPS,
         simulcast: true,
         ..Default::default()

@@ -13,6 +13,24 @@ impl TestServer {
         self.url.clone()
     }
 
+    /// A fresh token of this server with `publish:*`, valid an hour: the
+    /// Bearer for WHIP on any stream (and, as any credential, for WHEP of a
+    /// public one).
+    pub fn publish_token(&self) -> String {
+        let running = self.running.as_ref().expect("running");
+        let scopes = lumen_signaling::auth::Scopes::parse("publish:*").expect("scopes");
+        running
+            .auth()
+            .mint("test", &scopes, std::time::Duration::from_secs(3600))
+            .expect("a token is minted")
+    }
+
+    /// The data directory (for `lumen key …` and `lumen token …` run
+    /// against this server's database while it runs).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The media worker sockets.
     pub fn rtc_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.running

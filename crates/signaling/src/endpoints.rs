@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use lumen_auth::{Action, Grant};
 use lumen_sfu::TrickleFragment;
 
+use crate::authn::{Caller, authenticate, may_touch};
 use crate::error::ApiError;
 use crate::events::EVENT_NAMES;
 use crate::limits::count;
@@ -34,6 +36,20 @@ pub(crate) async fn create(
     check_stream_name(&stream)?;
     require_content_type(&headers, "application/sdp")?;
     admit(&st, client)?;
+    // Before the body is read: a refused client costs no more than this.
+    let caller = authenticate(&st, &Method::POST, &headers)
+        .await
+        .inspect_err(|_| count(&st.refusals.unauthorized))?;
+    let action = match kind {
+        Kind::Whip => Action::Publish,
+        Kind::Whep => Action::Subscribe,
+    };
+    let grant = st
+        .auth
+        .authorize(&caller.principal, action, &stream)
+        .await
+        .inspect_err(|_| count(&st.refusals.unauthorized))?;
+    admit_user(&st, &grant)?;
     let offer = read_text(&headers, body, st.body_timeout).await?;
     let remote_ufrag = sdp_attr(&offer, "ice-ufrag").unwrap_or_default();
     let video = first_video(&offer);
@@ -59,6 +75,8 @@ pub(crate) async fn create(
             video,
             event_streams: Vec::new(),
             client,
+            grant,
+            holder: caller.holder,
         },
     );
     if !registered {
@@ -111,6 +129,8 @@ pub(crate) async fn patch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let entry = st.lookup(kind, &stream, &id)?;
+    let caller = authenticate(&st, &Method::PATCH, &headers).await?;
+    may_touch(&caller, &entry.holder)?;
     require_content_type(&headers, "application/trickle-ice-sdpfrag")?;
     let if_match = headers
         .get(header::IF_MATCH)
@@ -171,8 +191,10 @@ pub(crate) async fn delete(
     st: Arc<AppState>,
     kind: Kind,
     (stream, id): (String, String),
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let entry = st.lookup(kind, &stream, &id)?;
+    may_touch(&caller, &entry.holder)?;
     st.sessions.remove(&id);
     st.node.close(entry.session).await?;
     tracing::info!(?kind, %stream, session = %id, "session deleted");
@@ -209,6 +231,23 @@ fn admit(st: &AppState, client: Option<IpAddr>) -> Result<(), ApiError> {
                 limits.session_rate
             ),
             retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Whether the user a grant counts against may open one more session.
+fn admit_user(st: &AppState, grant: &Grant) -> Result<(), ApiError> {
+    let limit = st.auth.config().limits.sessions_per_user;
+    let Some(user) = &grant.user_id else {
+        return Ok(());
+    };
+    let held = st.sessions.of_user(user);
+    if limit > 0 && held >= limit {
+        count(&st.refusals.sessions_per_user);
+        return Err(ApiError::TooManyRequests {
+            reason: format!("this user's credentials hold {held} sessions, the most they may"),
+            retry_after: 10,
         });
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `ApiError`: every client fault maps to a precise status with a reason in
-//! the body; internal faults to a generic 500 with the detail only logged.
+//! the body, as RFC 9457 problem details (`application/problem+json`);
+//! internal faults to a generic status with the detail only logged.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,13 @@ pub enum ApiError {
     /// 400: the request is malformed (bad SDP, bad candidate, bad name).
     #[error("{0}")]
     BadRequest(String),
+    /// 401 with `WWW-Authenticate: Bearer`: no credential, or one that is
+    /// not valid.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a valid credential that does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such session or stream.
     #[error("{0}")]
     NotFound(String),
@@ -69,6 +77,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::NotLive(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -102,6 +112,28 @@ impl From<SessionError> for ApiError {
     }
 }
 
+impl From<lumen_auth::AuthError> for ApiError {
+    fn from(e: lumen_auth::AuthError) -> Self {
+        use lumen_auth::AuthError as A;
+        match e {
+            A::Unauthenticated(m) => ApiError::Unauthorized(m),
+            A::Forbidden(m) => ApiError::Forbidden(m),
+            A::NotFound(m) => ApiError::NotFound(m),
+            A::Conflict(m) => ApiError::Conflict(m),
+            A::Invalid(m) => ApiError::Unprocessable(m),
+            A::Throttled { retry_after } => ApiError::TooManyRequests {
+                reason: "too many attempts".to_string(),
+                retry_after,
+            },
+            A::Token(lumen_auth::TokenError::Invalid(m)) => ApiError::Unauthorized(m),
+            e => {
+                tracing::warn!(error = %e, "account service failed");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         match e {
@@ -112,15 +144,52 @@ impl From<NodeError> for ApiError {
     }
 }
 
+/// An error answer: RFC 9457 problem details (also the schema of every
+/// error in `/api/v1/openapi.json`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank",
+    "title": "Not Found",
+    "status": 404,
+    "detail": "no such stream of yours"
+}))]
+pub(crate) struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[schema(value_type = String)]
+    pub r#type: &'static str,
+    /// The status's reason phrase.
+    #[schema(value_type = String)]
+    pub title: &'static str,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What went wrong, for a person to read.
+    pub detail: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (self.status(), format!("{self}\n")).into_response();
+        let status = self.status();
+        let body = Problem {
+            r#type: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        let mut res = (status, format!("{body}\n")).into_response();
         let h = res.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
+            HeaderValue::from_static("application/problem+json"),
         );
         match &self {
+            ApiError::Unauthorized(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"lumen\""),
+                );
+            }
             ApiError::NotLive(_) | ApiError::Unavailable | ApiError::Overloaded(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }

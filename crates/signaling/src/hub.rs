@@ -25,6 +25,13 @@ pub(crate) struct Hub {
 /// The latest layer state of one viewer, for its event feed.
 type ViewerFeed = watch::Sender<Option<ViewerLayer>>;
 
+/// A stream went live or stopped being live, as merged over the workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Liveness {
+    pub stream: String,
+    pub live: bool,
+}
+
 /// One stream's state as each worker that has it last said, and the
 /// merged state its followers see.
 struct StreamFeed {
@@ -41,23 +48,55 @@ impl StreamFeed {
     }
 }
 
+/// What else follows the node's events besides the hub (the webhooks),
+/// called in the follower's task: it must not wait.
+pub(crate) trait Observer {
+    /// A node event, before the hub applies it (so the session table still
+    /// has a closed session).
+    fn event(&mut self, sessions: &Sessions, e: &NodeEvent);
+    /// A stream went live or stopped being live.
+    fn liveness(&mut self, change: Liveness);
+}
+
+impl Observer for () {
+    fn event(&mut self, _: &Sessions, _: &NodeEvent) {}
+    fn liveness(&mut self, _: Liveness) {}
+}
+
 /// Applies the node's events to the sessions and the hub until the node's
 /// event stream ends (at shutdown).
+#[cfg(test)]
 pub(crate) async fn follow(
-    mut events: mpsc::UnboundedReceiver<NodeEvent>,
+    events: mpsc::UnboundedReceiver<NodeEvent>,
     sessions: Arc<Sessions>,
     hub: Arc<Hub>,
 ) {
+    follow_observed(events, sessions, hub, ()).await
+}
+
+/// [`follow`], and `observer` sees every event and liveness change.
+pub(crate) async fn follow_observed(
+    mut events: mpsc::UnboundedReceiver<NodeEvent>,
+    sessions: Arc<Sessions>,
+    hub: Arc<Hub>,
+    mut observer: impl Observer,
+) {
     while let Some(e) = events.recv().await {
-        hub.apply(&sessions, e);
+        observer.event(&sessions, &e);
+        if let Some(change) = hub.apply(&sessions, e) {
+            observer.liveness(change);
+        }
     }
 }
 
 impl Hub {
-    /// One node event.
-    pub fn apply(&self, sessions: &Sessions, e: NodeEvent) {
+    /// One node event; a change of a stream's liveness comes back (for
+    /// the webhooks).
+    pub fn apply(&self, sessions: &Sessions, e: NodeEvent) -> Option<Liveness> {
         match e {
-            NodeEvent::StreamUpdated { worker, info } => self.stream_updated(worker, info),
+            NodeEvent::StreamUpdated { worker, info } => {
+                return self.stream_updated(worker, info);
+            }
             NodeEvent::ViewerLayerChanged { session, layer, .. } => {
                 self.viewer_layer(session, layer)
             }
@@ -70,6 +109,7 @@ impl Hub {
             // Connected, and data channels (chat attaches here later).
             _ => {}
         }
+        None
     }
 
     /// Follows a stream's state; the current value counts as seen.
@@ -112,10 +152,11 @@ impl Hub {
         lock(&self.viewers).remove(&session);
     }
 
-    fn stream_updated(&self, worker: usize, info: StreamInfo) {
+    fn stream_updated(&self, worker: usize, info: StreamInfo) -> Option<Liveness> {
         let mut map = lock(&self.streams);
         let name = info.name.clone();
         let feed = map.entry(name.clone()).or_insert_with(StreamFeed::new);
+        let was_live = feed.tx.borrow().as_ref().is_some_and(|s| s.live);
         feed.parts.retain(|(w, _)| *w != worker);
         if info.live || info.viewers > 0 {
             feed.parts.push((worker, info.clone()));
@@ -128,13 +169,19 @@ impl Hub {
                 layers: Vec::new(),
                 ..info
             });
+        let change = (merged.live != was_live).then(|| Liveness {
+            stream: name.clone(),
+            live: merged.live,
+        });
         // A stream nobody publishes, watches or follows is forgotten, so the
-        // map does not grow with every name ever used.
+        // map does not grow with every name ever used (it was not live: it
+        // has no parts).
         if feed.parts.is_empty() && feed.tx.receiver_count() == 0 {
             map.remove(&name);
-            return;
+        } else {
+            feed.tx.send_replace(Some(merged));
         }
-        feed.tx.send_replace(Some(merged));
+        change
     }
 }
 
@@ -184,6 +231,35 @@ mod tests {
         let s = rx.borrow().clone().expect("state");
         assert!(!s.live);
         assert_eq!(s.viewers, 3);
+    }
+
+    #[test]
+    fn liveness_changes_once_over_the_workers() {
+        let hub = Hub::default();
+        let sessions = Sessions::default();
+        let apply = |worker, live, viewers| {
+            hub.apply(
+                &sessions,
+                NodeEvent::StreamUpdated {
+                    worker,
+                    info: info(live, viewers),
+                },
+            )
+            .map(|l| l.live)
+        };
+        // Viewers on a mirror before the publisher connects: not live.
+        assert_eq!(apply(1, false, 2), None);
+        assert_eq!(apply(0, true, 0), Some(true));
+        // Updates while live, from either worker, change nothing.
+        assert_eq!(apply(0, true, 1), None);
+        assert_eq!(apply(1, true, 3), None);
+        // Live until no worker says so.
+        assert_eq!(apply(0, false, 0), None);
+        assert_eq!(apply(1, false, 0), Some(false));
+        // Forgotten (nobody follows it), then live again.
+        assert!(lock(&hub.streams).is_empty());
+        assert_eq!(apply(0, true, 0), Some(true));
+        assert_eq!(apply(0, false, 0), Some(false));
     }
 
     #[test]

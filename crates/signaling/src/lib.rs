@@ -9,19 +9,27 @@
 #![deny(missing_docs)]
 
 mod api;
+mod authn;
 mod endpoints;
 mod error;
 mod events;
 mod hub;
 mod limits;
 mod prom;
+mod proxy;
 mod request;
+mod revocations;
 mod routes;
 mod server;
 mod sessions;
 mod state;
 mod sync;
+#[cfg(test)]
+mod test_app;
+mod tls;
+mod v1;
 mod web;
+mod webhooks;
 mod whep_ext;
 
 use std::net::{IpAddr, SocketAddr};
@@ -36,13 +44,23 @@ use tokio::task::JoinHandle;
 
 pub use error::ApiError;
 pub use limits::Limits;
+pub use lumen_auth as auth;
 pub use lumen_node::DEFAULT_WORKER_SPREAD;
+pub use proxy::{Cidr, CidrError};
+pub use tls::TlsFiles;
 
 /// How to run lumen's server.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// HTTP listen address (WHIP, WHEP, API, web client).
     pub http_addr: SocketAddr,
+    /// Serve HTTPS with this certificate and key instead of HTTP; plain
+    /// HTTP to the same port is then redirected.
+    pub tls: Option<TlsFiles>,
+    /// Peers (reverse proxies) whose `Forwarded` or `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` headers say who the client is; from anyone else
+    /// those headers are ignored.
+    pub trusted_proxies: Vec<Cidr>,
     /// UDP address of the first worker; worker `i` listens on port + `i`
     /// (port 0: every worker takes a free port).
     pub rtc_addr: SocketAddr,
@@ -85,6 +103,11 @@ pub struct Config {
     /// How long a session may take to complete ICE and DTLS before it is
     /// closed and, for a publisher, its stream name freed.
     pub connect_timeout: Duration,
+    /// Accounts, keys and tokens (its `data_dir` is replaced by this
+    /// config's `data_dir`).
+    pub auth: lumen_auth::AuthConfig,
+    /// Delete `data_dir` at shutdown (servers made by [`Config::ephemeral`]).
+    pub remove_data_dir: bool,
 }
 
 /// Default of [`Config::header_timeout`].
@@ -101,6 +124,8 @@ impl Config {
         let node = NodeConfig::new();
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
+            trusted_proxies: Vec::new(),
             rtc_addr: node.rtc_addr,
             public_ip: node.public_ip,
             public_port: node.public_port,
@@ -116,6 +141,16 @@ impl Config {
             max_m_lines: node.max_m_lines,
             max_addrs_per_session: node.max_addrs_per_session,
             connect_timeout: node.connect_timeout,
+            auth: lumen_auth::AuthConfig::new("lumen-data"),
+            remove_data_dir: false,
+        }
+    }
+
+    /// The accounts' part.
+    pub fn auth(&self) -> lumen_auth::AuthConfig {
+        lumen_auth::AuthConfig {
+            data_dir: self.data_dir.clone(),
+            ..self.auth.clone()
         }
     }
 
@@ -134,14 +169,24 @@ impl Config {
         }
     }
 
-    /// Loopback on free ports, for tests and local tools: every client is
-    /// on one address there, so the per-client limits are off.
+    /// Loopback on free ports with a fresh data directory (deleted at
+    /// shutdown), for tests and local tools: every client is on one
+    /// address there, so the per-client limits are off. Credentials are
+    /// checked as always: create them through [`Running::auth`].
     pub fn ephemeral() -> Self {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nonce: u64 = rand::random();
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             rtc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             workers: 2,
             limits: Limits::unlimited(),
+            data_dir: std::env::temp_dir().join(format!(
+                "lumen-ephemeral-{}-{n}-{nonce:x}",
+                std::process::id()
+            )),
+            remove_data_dir: true,
             ..Config::new()
         }
     }
@@ -170,6 +215,19 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A TLS certificate or key file is unreadable or unusable.
+    #[error("cannot load the TLS {what} from {path}: {reason}")]
+    Tls {
+        /// `certificate` or `private key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The account store could not be opened.
+    #[error("cannot open the account store: {0}")]
+    Auth(#[from] lumen_auth::AuthError),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -183,10 +241,13 @@ pub enum StartError {
 /// A running server. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
     http_addr: SocketAddr,
+    tls: bool,
     rtc_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     node: Node,
     tasks: Vec<JoinHandle<()>>,
+    auth: lumen_auth::Auth,
+    remove_data_dir: Option<PathBuf>,
 }
 
 impl Running {
@@ -195,14 +256,31 @@ impl Running {
         self.http_addr
     }
 
-    /// `http://host:port` of the server.
+    /// `http://host:port` of the server (`https://` with TLS on).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
     }
 
     /// The bound UDP address of each worker.
     pub fn rtc_addrs(&self) -> &[SocketAddr] {
         &self.rtc_addrs
+    }
+
+    /// The account service (users, streams, keys, tokens) this server
+    /// checks credentials with.
+    pub fn auth(&self) -> &lumen_auth::Auth {
+        &self.auth
+    }
+
+    /// When no admin exists yet: the one-time setup URL (a fresh code,
+    /// valid an hour) where the first admin chooses a password.
+    pub async fn setup_url(&self) -> Result<Option<String>, lumen_auth::AuthError> {
+        Ok(self
+            .auth
+            .setup_code()
+            .await?
+            .map(|code| format!("{}/setup?code={code}", self.http_url())))
     }
 
     /// Stops accepting, closes every session and waits for the tasks to end.
@@ -227,6 +305,9 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        if let Some(dir) = self.remove_data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -236,6 +317,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    // Before any socket: a bad certificate should stop nothing half-started.
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     // The HTTP port first: if it is taken, no worker has started.
     let listener = TcpListener::bind(config.http_addr)
         .await
@@ -249,6 +332,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr: config.http_addr,
         source,
     })?;
+    let auth = lumen_auth::Auth::open(config.auth()).await?;
     let mut node = Node::start(&config.node())?;
     let rtc_addrs = node.handle().local_addrs();
     let (stop, stop_rx) = watch::channel(false);
@@ -256,6 +340,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let hub = Arc::new(hub::Hub::default());
     let mut state = state::AppState::new(
         node.handle(),
+        auth.clone(),
         sessions.clone(),
         hub.clone(),
         stop_rx.clone(),
@@ -268,22 +353,47 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let max_connections = server::connection_cap(config.max_connections, server::raise_nofile());
 
     let app = routes::router(state);
+    let https = tls.is_some();
+    let listening = server::Listening {
+        max_connections,
+        header_timeout: config.header_timeout,
+        refused: refused_connections,
+        tls,
+        trusted_proxies: config.trusted_proxies.clone().into(),
+    };
     let mut tasks = vec![tokio::spawn(server::serve(
         listener,
         app,
-        max_connections,
-        config.header_timeout,
-        refused_connections,
-        stop_rx,
+        listening,
+        stop_rx.clone(),
     ))];
+    tasks.push(tokio::spawn(revocations::follow(
+        auth.clone(),
+        sessions.clone(),
+        node.handle(),
+        stop_rx.clone(),
+    )));
+    tasks.push(lumen_auth::webhooks::spawn_deliverer(
+        auth.clone(),
+        stop_rx.clone(),
+    ));
     if let Some(events) = node.take_events() {
-        tasks.push(tokio::spawn(hub::follow(events, sessions, hub)));
+        // The emitter ends after the follower, once it has queued the
+        // events of the node's shutdown.
+        let (tap, emitter) = webhooks::tap(auth.clone());
+        tasks.push(emitter);
+        tasks.push(tokio::spawn(hub::follow_observed(
+            events, sessions, hub, tap,
+        )));
     }
     Ok(Running {
         http_addr,
+        tls: https,
         rtc_addrs,
         stop,
         node,
         tasks,
+        auth,
+        remove_data_dir: config.remove_data_dir.then(|| config.data_dir.clone()),
     })
 }

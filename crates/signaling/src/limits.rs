@@ -70,6 +70,9 @@ impl Default for Limits {
 pub(crate) struct Refusals {
     pub session_rate: AtomicU64,
     pub sessions_per_client: AtomicU64,
+    pub sessions_per_user: AtomicU64,
+    /// Credentials refused (`401`/`403` on WHIP and WHEP).
+    pub unauthorized: AtomicU64,
     pub max_sessions: AtomicU64,
     pub event_readers: AtomicU64,
     pub connections: Arc<AtomicU64>,

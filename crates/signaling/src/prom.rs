@@ -219,6 +219,8 @@ pub(crate) fn render_http(out: &mut String, st: &AppState) {
     for (limit, v) in [
         ("session_rate", &r.session_rate),
         ("sessions_per_client", &r.sessions_per_client),
+        ("sessions_per_user", &r.sessions_per_user),
+        ("credentials", &r.unauthorized),
         ("max_sessions", &r.max_sessions),
         ("event_readers", &r.event_readers),
         ("connections", &*r.connections),

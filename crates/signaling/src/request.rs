@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
 use crate::error::ApiError;
+use crate::proxy::Origin;
 
 /// Largest SDP offer or trickle fragment accepted.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
@@ -55,8 +56,9 @@ pub(crate) fn require_content_type(headers: &HeaderMap, want: &str) -> Result<()
     }
 }
 
-/// The address of the client that sent the request (`None` when the
-/// request did not come through a socket, as in handler tests).
+/// The address of the client that sent the request: the TCP peer's, or
+/// the one a trusted proxy forwarded (see `proxy`). `None` when the request
+/// did not come through a socket, as in handler tests.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub Option<IpAddr>);
 
@@ -64,11 +66,25 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+        let ext = &parts.extensions;
+        Ok(ClientAddr(ext.get::<Origin>().map(|o| o.addr).or_else(
+            || ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
+        )))
+    }
+}
+
+/// Whether the client reached the server over HTTPS: this connection is
+/// TLS, or a trusted proxy said `proto=https`. What decides, for one, if a
+/// cookie may be marked `Secure`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Secure(pub bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for Secure {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Secure(
+            parts.extensions.get::<Origin>().is_some_and(|o| o.secure),
         ))
     }
 }

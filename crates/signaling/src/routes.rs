@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, patch, post};
 
+use crate::authn::Caller;
 use crate::endpoints::{self, ENDPOINT_METHODS, SESSION_METHODS};
 use crate::request::{ClientAddr, not_allowed};
 use crate::sessions::Kind;
@@ -36,7 +37,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/", get(|| api::page("index.html")))
         .route("/broadcast", get(|| api::page("broadcast.html")))
         .route("/watch/{stream}", get(|| api::page("watch.html")))
+        .route("/setup", get(|| api::page("setup.html")))
+        .route("/login", get(|| api::page("login.html")))
+        .route("/signup", get(|| api::page("signup.html")))
+        .route("/dashboard", get(|| api::page("dashboard.html")))
+        .route("/admin", get(|| api::page("admin.html")))
         .route("/static/{file}", get(api::static_file))
+        .merge(crate::v1::routes())
         .layer(axum::middleware::map_response(cors))
         .with_state(state)
 }
@@ -63,9 +70,11 @@ fn session(kind: Kind) -> MethodRouter<Arc<AppState>> {
             endpoints::patch(st, kind, path, headers, body)
         },
     )
-    .delete(move |State(st): St, Path(path): Path<(String, String)>| {
-        endpoints::delete(st, kind, path)
-    })
+    .delete(
+        move |State(st): St, Path(path): Path<(String, String)>, caller: Caller| {
+            endpoints::delete(st, kind, path, caller)
+        },
+    )
     .options(|| async { endpoints::session_options() })
     .fallback(|| async { not_allowed(SESSION_METHODS) })
 }

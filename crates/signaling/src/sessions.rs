@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
+use lumen_auth::Grant;
 use lumen_node::SessionRef;
 
 use crate::events::EventStream;
@@ -28,6 +29,18 @@ impl Kind {
     }
 }
 
+/// What created a media session, so that only the same credential may
+/// change or end it (`authn::may_touch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// No credential: the session URL alone is the capability.
+    Anyone,
+    /// A Bearer value, by its digest.
+    Bearer(String),
+    /// A logged-in user, by id.
+    User(String),
+}
+
 /// One session as the HTTP side knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SessionEntry {
@@ -44,6 +57,11 @@ pub(crate) struct SessionEntry {
     pub event_streams: Vec<EventStream>,
     /// The address that created it, for the per-client limits.
     pub client: Option<IpAddr>,
+    /// The credentials it was opened with (it ends when one is revoked)
+    /// and the user it counts against.
+    pub grant: Grant,
+    /// Who may change or end it.
+    pub holder: Holder,
 }
 
 /// Node sessions remembered as closed before their HTTP session was
@@ -62,12 +80,16 @@ struct Inner {
     by_ref: HashMap<SessionRef, String>,
     closed_early: VecDeque<SessionRef>,
     per_client: HashMap<IpAddr, usize>,
+    per_user: HashMap<String, usize>,
 }
 
 impl Inner {
     fn forget(&mut self, e: &SessionEntry) {
         if let Some(ip) = e.client {
             decrement(&mut self.per_client, &ip);
+        }
+        if let Some(u) = &e.grant.user_id {
+            decrement(&mut self.per_user, u);
         }
     }
 }
@@ -85,12 +107,20 @@ impl Sessions {
         if let Some(ip) = e.client {
             *g.per_client.entry(ip).or_default() += 1;
         }
+        if let Some(u) = &e.grant.user_id {
+            *g.per_user.entry(u.clone()).or_default() += 1;
+        }
         g.by_id.insert(id, e);
         true
     }
 
     pub fn get(&self, id: &str) -> Option<SessionEntry> {
         self.lock().by_id.get(id).cloned()
+    }
+
+    /// The URL id of the session the node serves as `session`.
+    pub fn id_of(&self, session: SessionRef) -> Option<String> {
+        self.lock().by_ref.get(&session).cloned()
     }
 
     pub fn remove(&self, id: &str) -> Option<SessionEntry> {
@@ -135,6 +165,22 @@ impl Sessions {
         self.lock().per_client.get(&client).copied().unwrap_or(0)
     }
 
+    /// Sessions whose credentials are held by `user` that are still open.
+    pub fn of_user(&self, user: &str) -> usize {
+        self.lock().per_user.get(user).copied().unwrap_or(0)
+    }
+
+    /// The sessions opened with `credential` (`key:…`, `jwt:…`, `user:…`),
+    /// by URL id. A scan: revocations are rare.
+    pub fn with_credential(&self, credential: &str) -> Vec<(String, SessionRef)> {
+        self.lock()
+            .by_id
+            .iter()
+            .filter(|(_, e)| e.grant.credentials.iter().any(|c| c == credential))
+            .map(|(id, e)| (id.clone(), e.session))
+            .collect()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         lock(&self.inner)
     }
@@ -158,7 +204,28 @@ mod tests {
             video: None,
             event_streams: Vec::new(),
             client: Some(IpAddr::from([10, 0, 0, worker as u8])),
+            grant: Grant {
+                credentials: vec![format!("key:{worker}"), "user:u".to_string()],
+                user_id: Some("u".to_string()),
+            },
+            holder: Holder::Anyone,
         }
+    }
+
+    #[test]
+    fn sessions_are_found_by_credential_and_counted_per_user() {
+        let s = Sessions::default();
+        assert!(s.insert("a".into(), entry(0, 1)));
+        assert!(s.insert("b".into(), entry(1, 1)));
+        assert_eq!(s.of_user("u"), 2);
+        let found = s.with_credential("key:1");
+        assert_eq!(found, vec![("b".to_string(), entry(1, 1).session)]);
+        assert_eq!(s.with_credential("user:u").len(), 2);
+        assert!(s.with_credential("key:9").is_empty());
+        s.remove("a");
+        s.closed(entry(1, 1).session);
+        assert_eq!(s.of_user("u"), 0);
+        assert!(lock(&s.inner).per_user.is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
+use lumen_auth::Auth;
 use lumen_node::NodeHandle;
 use tokio::sync::watch;
 
@@ -14,6 +15,8 @@ use crate::sessions::{Kind, SessionEntry, Sessions};
 
 pub(crate) struct AppState {
     pub node: NodeHandle,
+    /// Accounts, keys, tokens.
+    pub auth: Auth,
     pub sessions: Arc<Sessions>,
     pub hub: Arc<Hub>,
     /// Turns true when the server shuts down (event streams then say `reconnect`).
@@ -31,6 +34,7 @@ pub(crate) struct AppState {
 impl AppState {
     pub fn new(
         node: NodeHandle,
+        auth: Auth,
         sessions: Arc<Sessions>,
         hub: Arc<Hub>,
         stop: watch::Receiver<bool>,
@@ -42,6 +46,7 @@ impl AppState {
             .collect();
         AppState {
             node,
+            auth,
             sessions,
             hub,
             stop,

@@ -27,6 +27,44 @@ const FILES: &[(&str, &str, &str)] = &[
     ("watch.js", JS, include_str!("../../../web-client/watch.js")),
     ("lumen.js", JS, include_str!("../../../web-client/lumen.js")),
     (
+        "setup.html",
+        HTML,
+        include_str!("../../../web-client/setup.html"),
+    ),
+    (
+        "login.html",
+        HTML,
+        include_str!("../../../web-client/login.html"),
+    ),
+    (
+        "signup.html",
+        HTML,
+        include_str!("../../../web-client/signup.html"),
+    ),
+    (
+        "dashboard.html",
+        HTML,
+        include_str!("../../../web-client/dashboard.html"),
+    ),
+    (
+        "admin.html",
+        HTML,
+        include_str!("../../../web-client/admin.html"),
+    ),
+    ("setup.js", JS, include_str!("../../../web-client/setup.js")),
+    ("login.js", JS, include_str!("../../../web-client/login.js")),
+    (
+        "signup.js",
+        JS,
+        include_str!("../../../web-client/signup.js"),
+    ),
+    (
+        "dashboard.js",
+        JS,
+        include_str!("../../../web-client/dashboard.js"),
+    ),
+    ("admin.js", JS, include_str!("../../../web-client/admin.js")),
+    (
         "style.css",
         CSS,
         include_str!("../../../web-client/style.css"),

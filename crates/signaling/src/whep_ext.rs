@@ -30,6 +30,7 @@ use serde_json::Value;
 use axum::routing::{MethodRouter, get, post};
 use lumen_node::NodeError;
 
+use crate::authn::{Caller, may_touch};
 use crate::error::ApiError;
 use crate::events::{EventSet, EventStream, Feed, layer_json};
 use crate::request::{
@@ -75,10 +76,12 @@ pub(crate) fn layer_routes() -> MethodRouter<Arc<AppState>> {
 async fn sse_create(
     State(st): State<Arc<AppState>>,
     Path((stream, id)): Path<(String, String)>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.lookup(Kind::Whep, &stream, &id)?;
+    let entry = st.lookup(Kind::Whep, &stream, &id)?;
+    may_touch(&caller, &entry.holder)?;
     let text = read_text(&headers, body, st.body_timeout).await?;
     let events = if text.trim().is_empty() {
         EventSet::all()
@@ -177,10 +180,12 @@ async fn sse_delete(
 async fn layer_post(
     State(st): State<Arc<AppState>>,
     Path((stream, id)): Path<(String, String)>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let entry = st.lookup(Kind::Whep, &stream, &id)?;
+    may_touch(&caller, &entry.holder)?;
     require_content_type(&headers, "application/json")?;
     let text = read_text(&headers, body, st.body_timeout).await?;
     let (request, render_size) = parse_layer_request(&text, &entry)?;
@@ -364,6 +369,8 @@ mod tests {
             video,
             event_streams: Vec::new(),
             client: None,
+            grant: Default::default(),
+            holder: crate::authn::Holder::Anyone,
         }
     }
 

@@ -1,114 +1,14 @@
-//! The handlers through `Router::oneshot`: no HTTP socket, a node whose
-//! workers run in this process on loopback.
+//! The handlers through `Router::oneshot` (see `crate::test_app`).
 
-use std::sync::Arc;
-use std::time::Instant;
+use axum::http::{Method, StatusCode, header};
+use lumen_auth::{Scopes, Visibility};
+use str0m::media::Direction;
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use axum::response::Response;
-use lumen_node::{Node, NodeConfig};
-use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, RtcConfig};
-use tokio::sync::watch;
-use tower::ServiceExt;
-
-use crate::hub::{self, Hub};
-use crate::sessions::Sessions;
-use crate::state::AppState;
-
-struct App {
-    router: Router,
-    sessions: Arc<Sessions>,
-    node: Node,
-    _stop: watch::Sender<bool>,
-}
-
-async fn app() -> App {
-    let mut node = Node::start(&NodeConfig {
-        rtc_addr: "127.0.0.1:0".parse().expect("addr"),
-        workers: 2,
-        ..NodeConfig::new()
-    })
-    .expect("node starts");
-    let (stop, stop_rx) = watch::channel(false);
-    let sessions = Arc::new(Sessions::default());
-    let hub = Arc::new(Hub::default());
-    let state = Arc::new(AppState::new(
-        node.handle(),
-        sessions.clone(),
-        hub.clone(),
-        stop_rx,
-        &["stun:stun.example.net:3478".to_string()],
-    ));
-    if let Some(events) = node.take_events() {
-        tokio::spawn(hub::follow(events, sessions.clone(), hub));
-    }
-    App {
-        router: super::router(state),
-        sessions,
-        node,
-        _stop: stop,
-    }
-}
-
-fn offer(dir: Direction) -> String {
-    let mut rtc = RtcConfig::new().build(Instant::now());
-    rtc.add_local_candidate(
-        Candidate::host("127.0.0.1:5000".parse().expect("addr"), "udp").expect("candidate"),
-    );
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Audio, dir, None, None, None);
-    api.add_media(MediaKind::Video, dir, None, None, None);
-    let (offer, _pending) = api.apply().expect("offer");
-    offer.to_sdp_string()
-}
-
-impl App {
-    async fn send(
-        &self,
-        method: Method,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Response {
-        let mut req = Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(Body::from(body.to_string())).expect("request");
-        self.router.clone().oneshot(req).await.expect("infallible")
-    }
-
-    async fn post_sdp(&self, uri: &str, sdp: &str) -> Response {
-        self.send(
-            Method::POST,
-            uri,
-            &[("content-type", "application/sdp")],
-            sdp,
-        )
-        .await
-    }
-}
-
-fn header(r: &Response, name: header::HeaderName) -> &str {
-    r.headers()
-        .get(&name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("no {name} header"))
-}
-
-async fn text(r: Response) -> String {
-    let b = axum::body::to_bytes(r.into_body(), 1 << 20)
-        .await
-        .expect("body");
-    String::from_utf8(b.to_vec()).expect("utf-8")
-}
+use crate::test_app::{app, header, offer, text};
 
 #[tokio::test]
 async fn a_whip_session_is_created_patched_and_deleted() {
-    let app = app().await;
+    let app = app(super::router).await;
     let res = app.post_sdp("/whip/cam", &offer(Direction::SendOnly)).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     assert_eq!(header(&res, header::CONTENT_TYPE), "application/sdp");
@@ -169,7 +69,7 @@ async fn a_whip_session_is_created_patched_and_deleted() {
 
 #[tokio::test]
 async fn bad_requests_get_precise_statuses() {
-    let app = app().await;
+    let app = app(super::router).await;
     let res = app
         .send(
             Method::POST,
@@ -216,7 +116,7 @@ async fn bad_requests_get_precise_statuses() {
 
 #[tokio::test]
 async fn methods_and_options_follow_rfc_9725() {
-    let app = app().await;
+    let app = app(super::router).await;
     for path in ["/whip/cam", "/whep/cam"] {
         let res = app.send(Method::GET, path, &[], "").await;
         assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
@@ -243,7 +143,7 @@ async fn methods_and_options_follow_rfc_9725() {
 
 #[tokio::test]
 async fn a_whep_session_advertises_its_extensions_and_serves_them() {
-    let app = app().await;
+    let app = app(super::router).await;
     let res = app.post_sdp("/whip/cam", &offer(Direction::SendOnly)).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let res = app.post_sdp("/whep/cam", &offer(Direction::RecvOnly)).await;
@@ -304,5 +204,194 @@ async fn a_whep_session_advertises_its_extensions_and_serves_them() {
         "{metrics}"
     );
     assert!(metrics.contains("lumen_rtp_packets_mirrored_total"));
+    app.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn publishing_needs_the_stream_key_or_a_publish_token() {
+    let app = app(super::router).await;
+    let sdp = [("content-type", "application/sdp")];
+    let o = offer(Direction::SendOnly);
+    // No credential: 401 with a Bearer challenge, before the body counts.
+    let res = app
+        .send(
+            Method::POST,
+            "/whip/cam",
+            &[sdp[0], ("authorization", "")],
+            &o,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&res, header::WWW_AUTHENTICATE).starts_with("Bearer"));
+    assert_eq!(
+        header(&res, header::CONTENT_TYPE),
+        "application/problem+json"
+    );
+    let other_key = {
+        let owner = app.auth.user_by_name("owner").await.expect("owner");
+        app.auth
+            .create_stream(&owner, "other", Visibility::Public, "")
+            .await
+            .expect("stream");
+        app.auth.create_key("other", "").await.expect("key").secret
+    };
+    let t = |scope: &str| {
+        app.auth
+            .mint(
+                "svc",
+                &Scopes::parse(scope).expect("scope"),
+                std::time::Duration::from_secs(60),
+            )
+            .expect("token")
+    };
+    let refused = [
+        (format!("Bearer {other_key}"), StatusCode::FORBIDDEN),
+        ("Bearer lk_notakey".to_string(), StatusCode::UNAUTHORIZED),
+        ("Basic b3duZXI6cHc=".to_string(), StatusCode::UNAUTHORIZED),
+        (
+            format!("Bearer {}", t("subscribe:cam")),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            format!("Bearer {}", t("publish:other")),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.".to_string(),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (auth, want) in &refused {
+        let res = app
+            .send(
+                Method::POST,
+                "/whip/cam",
+                &[sdp[0], ("authorization", auth)],
+                &o,
+            )
+            .await;
+        assert_eq!(res.status(), *want, "{auth}");
+    }
+    assert_eq!(app.sessions.len(), 0, "no refusal left a session");
+
+    // A publish token works, and only it may end its session.
+    let token = format!("Bearer {}", t("publish:cam"));
+    let res = app
+        .send(
+            Method::POST,
+            "/whip/cam",
+            &[sdp[0], ("authorization", &token)],
+            &o,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let location = header(&res, header::LOCATION).to_string();
+    // (the default credential of `send` is the stream key: another one)
+    let res = app.send(Method::DELETE, &location, &[], "").await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = app
+        .send(Method::DELETE, &location, &[("authorization", "")], "")
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let trickle = [
+        ("content-type", "application/trickle-ice-sdpfrag"),
+        ("if-match", "*"),
+    ];
+    let res = app
+        .send(
+            Method::PATCH,
+            &location,
+            &trickle,
+            "a=end-of-candidates\r\n",
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.sessions.len(), 1);
+    let res = app
+        .send(Method::DELETE, &location, &[("authorization", &token)], "")
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    app.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn private_streams_refuse_anonymous_viewers() {
+    let app = app(super::router).await;
+    let res = app.post_sdp("/whip/cam", &offer(Direction::SendOnly)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    app.auth
+        .update_stream("cam", Some(Visibility::Private), None)
+        .await
+        .expect("update");
+    let res = app.post_sdp("/whep/cam", &offer(Direction::RecvOnly)).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // The stream key publishes; it does not watch a private stream.
+    let key = format!("Bearer {}", app.key);
+    let sdp = [("content-type", "application/sdp")];
+    let o = offer(Direction::RecvOnly);
+    let res = app
+        .send(
+            Method::POST,
+            "/whep/cam",
+            &[sdp[0], ("authorization", &key)],
+            &o,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let token = app
+        .auth
+        .mint(
+            "friend",
+            &Scopes::parse("subscribe:cam").expect("scope"),
+            std::time::Duration::from_secs(60),
+        )
+        .expect("token");
+    let bearer = format!("Bearer {token}");
+    let res = app
+        .send(
+            Method::POST,
+            "/whep/cam",
+            &[sdp[0], ("authorization", &bearer)],
+            &o,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // Its session URL's extensions answer its creator only.
+    let location = header(&res, header::LOCATION).to_string();
+    let json = [("content-type", "application/json")];
+    let res = app
+        .send(Method::POST, &format!("{location}/layer"), &json, "{}")
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = app
+        .send(
+            Method::POST,
+            &format!("{location}/layer"),
+            &[json[0], ("authorization", &bearer)],
+            "{}",
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    app.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn pages_keep_tokens_in_their_urls_to_themselves() {
+    let app = app(super::router).await;
+    for path in [
+        "/",
+        "/watch/cam?token=secret",
+        "/setup?code=c",
+        "/dashboard",
+    ] {
+        let res = app.send(Method::GET, path, &[], "").await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            header(&res, header::REFERRER_POLICY),
+            "no-referrer",
+            "{path}"
+        );
+        assert_eq!(header(&res, header::X_FRAME_OPTIONS), "DENY", "{path}");
+    }
     app.node.shutdown().await;
 }

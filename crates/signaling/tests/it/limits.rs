@@ -11,7 +11,7 @@ use str0m::media::Direction;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Server, offer, post_sdp};
+use crate::support::{Server, offer, post_sdp, post_sdp_as};
 
 /// Reads until the server closes the connection (or resets it); what it
 /// sent before, as text. Bounded: a server that never closes fails the test.
@@ -69,10 +69,15 @@ async fn slow_and_idle_connections_are_closed_while_others_are_served() {
 #[tokio::test]
 async fn a_body_that_trickles_in_gets_408() {
     let server = Server::start_with(|c| c.body_timeout = Duration::from_secs(1)).await;
+    // With a valid credential: the body is read only after it is checked.
+    let token = server.publish_token();
     let mut s = TcpStream::connect(server.addr()).await.expect("connect");
     s.write_all(
-        b"POST /whip/cam HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
-          Content-Length: 1000\r\n\r\nv=0\r\n",
+        format!(
+            "POST /whip/cam HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+             Authorization: Bearer {token}\r\nContent-Length: 1000\r\n\r\nv=0\r\n"
+        )
+        .as_bytes(),
     )
     .await
     .expect("write");
@@ -125,13 +130,14 @@ async fn session_creations_are_rate_limited_per_client() {
     })
     .await;
     let c = Client::new();
+    let token = server.publish_token();
     // Even refused offers spend the client's budget: it is taken before
     // the body is read.
     for _ in 0..3 {
-        let r = post_sdp(&c, &server.url("/whip/cam"), "not sdp".into()).await;
+        let r = post_sdp_as(&c, &server.url("/whip/cam"), &token, "not sdp".into()).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     }
-    let r = post_sdp(&c, &server.url("/whip/cam"), "not sdp".into()).await;
+    let r = post_sdp_as(&c, &server.url("/whip/cam"), &token, "not sdp".into()).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
@@ -143,6 +149,11 @@ async fn session_creations_are_rate_limited_per_client() {
         metrics.contains("lumen_http_refused_total{limit=\"session_rate\"} 1"),
         "{metrics}"
     );
+    // The budget is taken before the credential is checked: a client
+    // without one is held back as well, rather than told 401.
+    let r = post_sdp(&c, &server.url("/whip/cam"), "not sdp".into()).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
     server.stop().await;
 }
 
@@ -156,20 +167,23 @@ async fn sessions_are_bounded_per_client_and_in_total() {
     })
     .await;
     let c = Client::new();
+    let token = server.publish_token();
     let mut locations = Vec::new();
     for name in ["a", "b"] {
-        let r = post_sdp(
+        let r = post_sdp_as(
             &c,
             &server.url(&format!("/whip/{name}")),
+            &token,
             offer(Direction::SendOnly).1.to_sdp_string(),
         )
         .await;
         assert_eq!(r.status(), StatusCode::CREATED);
         locations.push(crate::support::header(&r, "location").to_string());
     }
-    let r = post_sdp(
+    let r = post_sdp_as(
         &c,
         &server.url("/whip/c"),
+        &token,
         offer(Direction::SendOnly).1.to_sdp_string(),
     )
     .await;
@@ -178,13 +192,15 @@ async fn sessions_are_bounded_per_client_and_in_total() {
     // One ends: there is room again.
     let r = c
         .delete(server.url(&locations[0]))
+        .bearer_auth(&token)
         .send()
         .await
         .expect("delete");
     assert_eq!(r.status(), StatusCode::OK);
-    let r = post_sdp(
+    let r = post_sdp_as(
         &c,
         &server.url("/whip/c"),
+        &token,
         offer(Direction::SendOnly).1.to_sdp_string(),
     )
     .await;
@@ -198,16 +214,19 @@ async fn sessions_are_bounded_per_client_and_in_total() {
         }
     })
     .await;
-    let r = post_sdp(
+    let token = server.publish_token();
+    let r = post_sdp_as(
         &c,
         &server.url("/whip/a"),
+        &token,
         offer(Direction::SendOnly).1.to_sdp_string(),
     )
     .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = post_sdp(
+    let r = post_sdp_as(
         &c,
         &server.url("/whip/b"),
+        &token,
         offer(Direction::SendOnly).1.to_sdp_string(),
     )
     .await;
@@ -226,9 +245,10 @@ async fn event_stream_readers_are_bounded() {
     })
     .await;
     let c = Client::new();
-    let r = post_sdp(
+    let r = post_sdp_as(
         &c,
         &server.url("/whip/cam"),
+        &server.publish_token(),
         offer(Direction::SendOnly).1.to_sdp_string(),
     )
     .await;

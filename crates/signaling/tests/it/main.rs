@@ -2,5 +2,9 @@
 
 mod conformance;
 mod limits;
+mod postgres;
+mod schemathesis;
 mod support;
+mod tls;
+mod webhooks;
 mod whep_ext;

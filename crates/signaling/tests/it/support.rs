@@ -2,7 +2,7 @@
 //! dir, offers from str0m acting as a browser, and small HTTP helpers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Client, Response};
 use str0m::change::SdpOffer;
@@ -46,6 +46,25 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
+    }
+
+    /// The server's account service, to make users, streams, keys, tokens.
+    pub fn auth(&self) -> &lumen_signaling::auth::Auth {
+        self.running.as_ref().map(|r| r.auth()).expect("running")
+    }
+
+    /// A fresh token of this server with `publish:*`: the Bearer of WHIP
+    /// (and of the WHIP session's PATCH and DELETE) for any stream.
+    pub fn publish_token(&self) -> String {
+        self.token("publish:*")
+    }
+
+    /// A fresh token of this server with `scopes`, valid an hour.
+    pub fn token(&self, scopes: &str) -> String {
+        let scopes = lumen_signaling::auth::Scopes::parse(scopes).expect("scopes");
+        self.auth()
+            .mint("test", &scopes, Duration::from_secs(3600))
+            .expect("a token is minted")
     }
 
     pub async fn stop(mut self) {
@@ -94,6 +113,8 @@ pub fn offer(dir: Direction) -> (Rtc, SdpOffer) {
     (rtc, offer)
 }
 
+/// `POST` of an SDP body without a credential (a WHEP viewer of a public
+/// stream needs none).
 pub async fn post_sdp(c: &Client, url: &str, body: String) -> Response {
     c.post(url)
         .header("content-type", "application/sdp")
@@ -101,6 +122,40 @@ pub async fn post_sdp(c: &Client, url: &str, body: String) -> Response {
         .send()
         .await
         .expect("request")
+}
+
+/// `POST` of an SDP body with `token` as its Bearer credential (WHIP).
+pub async fn post_sdp_as(c: &Client, url: &str, token: &str, body: String) -> Response {
+    c.post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// The RFC 9457 problem details of an error answer, checked: its content
+/// type, and `status` equal to the answer's.
+pub async fn problem(r: Response) -> serde_json::Value {
+    let status = r.status();
+    let ct = header(&r, "content-type").to_string();
+    assert_eq!(ct, "application/problem+json", "{status}");
+    let text = r.text().await.expect("body");
+    let p: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("a problem+json body that is not JSON ({e}): {text:?}"));
+    assert_eq!(p["status"], status.as_u16(), "{text}");
+    assert!(p["title"].is_string() && p["type"].is_string(), "{text}");
+    p
+}
+
+/// The `detail` of an error answer's problem details.
+pub async fn detail(r: Response) -> String {
+    let p = problem(r).await;
+    p["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("problem details without a detail: {p}"))
+        .to_string()
 }
 
 pub fn header<'a>(r: &'a Response, name: &str) -> &'a str {

@@ -10,7 +10,7 @@ use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 use str0m::media::Direction;
 
-use crate::support::{Server, header, offer, post_sdp};
+use crate::support::{Server, header, offer, post_sdp, post_sdp_as};
 
 const SSE_REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
 const LAYER_REL: &str = "urn:ietf:params:whep:ext:core:layer";
@@ -22,8 +22,9 @@ const QUIET: Duration = Duration::from_millis(300);
 async fn whep_answers_link_the_extensions() {
     let s = Server::start().await;
     let c = Client::new();
+    let token = s.publish_token();
     let (_p, poffer) = offer(Direction::SendOnly);
-    let r = post_sdp(&c, &s.url("/whip/cam"), poffer.to_sdp_string()).await;
+    let r = post_sdp_as(&c, &s.url("/whip/cam"), &token, poffer.to_sdp_string()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert!(
         links(&r)
@@ -69,8 +70,9 @@ async fn whep_answers_link_the_extensions() {
 async fn event_streams_are_created_read_and_deleted() {
     let s = Server::start().await;
     let c = Client::new();
+    let token = s.publish_token();
     let (_p, poffer) = offer(Direction::SendOnly);
-    let r = post_sdp(&c, &s.url("/whip/cam"), poffer.to_sdp_string()).await;
+    let r = post_sdp_as(&c, &s.url("/whip/cam"), &token, poffer.to_sdp_string()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let publisher = s.url(header(&r, "location"));
     let v = Viewer::join(&s, &c).await;
@@ -104,8 +106,8 @@ async fn event_streams_are_created_read_and_deleted() {
     let unknown = s.url("/whep/cam/00000000000000000000000000000000/sse");
     let r = post_json(&c, &unknown, "[]").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    // A WHIP session has no event stream.
-    let r = post_json(&c, &format!("{publisher}/sse"), "[]").await;
+    // A WHIP session has no event stream, even for its own credential.
+    let r = post_json_as(&c, &format!("{publisher}/sse"), &token, "[]").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // 201 with the event stream's Location; unknown names are ignored.
@@ -170,7 +172,12 @@ async fn event_streams_are_created_read_and_deleted() {
     assert_eq!(pinned["requested"], "l", "{pinned}");
 
     // The publisher leaves: no `inactive`, as the stream was never live.
-    let r = c.delete(&publisher).send().await.expect("req");
+    let r = c
+        .delete(&publisher)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("req");
     assert_eq!(r.status(), StatusCode::OK);
     let after = events.quiet(QUIET).await;
     assert!(
@@ -205,8 +212,9 @@ async fn event_streams_are_created_read_and_deleted() {
 async fn an_empty_body_subscribes_to_everything_and_shutdown_says_reconnect() {
     let s = Server::start().await;
     let c = Client::new();
+    let token = s.publish_token();
     let (_p, poffer) = offer(Direction::SendOnly);
-    let r = post_sdp(&c, &s.url("/whip/cam"), poffer.to_sdp_string()).await;
+    let r = post_sdp_as(&c, &s.url("/whip/cam"), &token, poffer.to_sdp_string()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let v = Viewer::join(&s, &c).await;
     // No body, no content type: every event.
@@ -249,8 +257,9 @@ async fn an_empty_body_subscribes_to_everything_and_shutdown_says_reconnect() {
 async fn layer_selection_walks_every_status_code() {
     let s = Server::start().await;
     let c = Client::new();
+    let token = s.publish_token();
     let (_p, poffer) = offer(Direction::SendOnly);
-    let r = post_sdp(&c, &s.url("/whip/cam"), poffer.to_sdp_string()).await;
+    let r = post_sdp_as(&c, &s.url("/whip/cam"), &token, poffer.to_sdp_string()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let publisher = header(&r, "location").to_string();
     let v = Viewer::join(&s, &c).await;
@@ -315,7 +324,7 @@ async fn layer_selection_walks_every_status_code() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = post_json(&c, &s.url(&format!("{publisher}/layer")), "{}").await;
+    let r = post_json_as(&c, &s.url(&format!("{publisher}/layer")), &token, "{}").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = post_json(
         &c,
@@ -400,6 +409,17 @@ async fn json_body(r: Response) -> Value {
 
 async fn post_json(c: &Client, url: &str, body: &str) -> Response {
     c.post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request")
+}
+
+/// [`post_json`] with `token` as the Bearer credential.
+async fn post_json_as(c: &Client, url: &str, token: &str, body: &str) -> Response {
+    c.post(url)
+        .bearer_auth(token)
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()

@@ -18,6 +18,7 @@ pub(crate) struct ChildServer {
     http_addr: SocketAddr,
     rtc_addr: SocketAddr,
     dir: PathBuf,
+    exe: PathBuf,
 }
 
 impl ChildServer {
@@ -50,11 +51,7 @@ impl ChildServer {
         if let Some(port) = public_port {
             cmd.args(["--public-port", &port.to_string()]);
         }
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LUMEN_") {
-                cmd.env_remove(name);
-            }
-        }
+        clean_env(&mut cmd);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {} serve", exe.display()))?;
@@ -63,6 +60,7 @@ impl ChildServer {
             http_addr,
             rtc_addr,
             dir,
+            exe: exe.to_path_buf(),
         };
         let until = Instant::now() + START_TIMEOUT;
         while tokio::net::TcpStream::connect(http_addr).await.is_err() {
@@ -75,6 +73,33 @@ impl ChildServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(server)
+    }
+
+    /// A token of this server with `scope` (`publish:NAME`), minted by
+    /// `lumen token mint` against its data directory, as an operator would.
+    pub(crate) fn mint(&self, scope: &str) -> anyhow::Result<String> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["token", "mint", "--scope", scope, "--ttl", "1d"])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null());
+        clean_env(&mut cmd);
+        let out = cmd
+            .output()
+            .with_context(|| format!("running {} token mint", self.exe.display()))?;
+        if !out.status.success() {
+            bail!(
+                "lumen token mint failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .context("lumen token mint printed no token")
     }
 
     /// The server's process id (for `/proc`).
@@ -95,6 +120,17 @@ impl ChildServer {
     /// The media worker's socket.
     pub(crate) fn rtc_addr(&self) -> SocketAddr {
         self.rtc_addr
+    }
+}
+
+/// No `LUMEN_*` variable (nor `DATABASE_URL`) of this process reaches a
+/// child: the scene is the bench's own.
+fn clean_env(cmd: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("LUMEN_") || n == "DATABASE_URL" {
+            cmd.env_remove(name);
+        }
     }
 }
 

@@ -146,6 +146,7 @@ pub async fn run_switch(opts: &SwitchOptions) -> anyhow::Result<SwitchReport> {
     let proxy = ImpairProxy::start(listen, server.rtc_addr(), ImpairConfig::default())?;
     let publisher = Publisher::start(PublishOptions {
         url: format!("{base}/whip/switch"),
+        token: Some(server.mint("publish:switch")?),
         fps: opts.fps,
         simulcast: true,
         ..Default::default()

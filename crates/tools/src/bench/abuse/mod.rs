@@ -179,9 +179,11 @@ async fn run_once(opts: &AbuseOptions, exe: &Path, attacked: bool) -> anyhow::Re
         }
     });
     let ramp = Duration::from_secs_f64(opts.viewers as f64 / RAMP_PER_SEC);
+    // The load generator's one token publishes and watches.
+    let token = server.mint(&format!("publish:{STREAM}"))?;
     let load = tokio::spawn(load::run(LoadOptions {
         whep_url: format!("{base}/whep/{STREAM}"),
-        token: None,
+        token: Some(token),
         viewers: opts.viewers,
         ramp_per_sec: RAMP_PER_SEC,
         duration: ramp + SETTLE + opts.duration + REAP_WAIT + END_MARGIN,

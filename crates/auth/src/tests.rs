@@ -1,0 +1,458 @@
+//! Every rule of the store and the policy, run on SQLite and on a real
+//! PostgreSQL server (skipped loudly without one, failing under
+//! `LUMEN_REQUIRE_ALL=1`).
+
+use std::time::Duration;
+
+use crate::testing::TempPostgres;
+use crate::*;
+
+struct Backend {
+    auth: Auth,
+    _dir: tempfile::TempDir,
+    _pg: Option<TempPostgres>,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = Auth::open(AuthConfig::new(dir.path())).await.unwrap();
+    assert_eq!(auth.backend(), "sqlite");
+    Backend {
+        auth,
+        _dir: dir,
+        _pg: None,
+    }
+}
+
+async fn postgres(test: &str) -> Option<Backend> {
+    let pg = TempPostgres::start(test)?;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AuthConfig::new(dir.path());
+    config.database_url = Some(pg.url());
+    let auth = Auth::open(config).await.unwrap();
+    assert_eq!(auth.backend(), "postgres");
+    Some(Backend {
+        auth,
+        _dir: dir,
+        _pg: Some(pg),
+    })
+}
+
+/// Runs `scenario` on SQLite, then on PostgreSQL when it is installed.
+macro_rules! on_both {
+    ($name:ident, $scenario:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            let b = sqlite().await;
+            $scenario(&b.auth).await;
+            if let Some(b) = postgres(stringify!($name)).await {
+                $scenario(&b.auth).await;
+            }
+        }
+    };
+}
+
+on_both!(first_admin_through_the_setup_code, setup_scenario);
+on_both!(keys_publish_to_their_own_stream_only, key_scenario);
+on_both!(private_streams_need_a_subscribe_grant, visibility_scenario);
+on_both!(users_log_in_and_roles_rule, user_scenario);
+on_both!(revocations_form_a_feed, revocation_scenario);
+on_both!(tokens_carry_scopes, token_scenario);
+
+async fn setup_scenario(auth: &Auth) {
+    assert!(!auth.is_set_up().await.unwrap());
+    let first = auth.setup_code().await.unwrap().expect("a code");
+    let second = auth.setup_code().await.unwrap().expect("a code");
+    // A new code replaces the old one.
+    let err = auth.complete_setup(&first, "root", "long enough pw").await;
+    assert!(matches!(err, Err(AuthError::Forbidden(_))), "{err:?}");
+    // Bad passwords are refused before the code is spent.
+    let err = auth.complete_setup(&second, "root", "short").await;
+    assert!(matches!(err, Err(AuthError::Invalid(_))), "{err:?}");
+    let admin = auth
+        .complete_setup(&second, "root", "long enough pw")
+        .await
+        .unwrap();
+    assert_eq!(admin.role, Role::Admin);
+    assert!(auth.is_set_up().await.unwrap());
+    assert_eq!(auth.setup_code().await.unwrap(), None);
+    // The code works once.
+    let err = auth
+        .complete_setup(&second, "root2", "long enough pw")
+        .await;
+    assert!(matches!(err, Err(AuthError::Forbidden(_))), "{err:?}");
+}
+
+async fn key_scenario(auth: &Auth) {
+    let alice = auth
+        .create_user("alice", "alice's password", Role::Broadcaster)
+        .await
+        .unwrap();
+    auth.create_stream(&alice, "show", Visibility::Public, "Alice live")
+        .await
+        .unwrap();
+    auth.create_stream(&alice, "other", Visibility::Public, "")
+        .await
+        .unwrap();
+    let err = auth
+        .create_stream(&alice, "show", Visibility::Public, "")
+        .await;
+    assert!(matches!(err, Err(AuthError::Conflict(_))), "{err:?}");
+    let k = auth.create_key("show", "OBS").await.unwrap();
+    assert!(
+        k.secret.starts_with("lk_") && k.secret.len() >= 3 + 32,
+        "{}",
+        k.secret
+    );
+    assert!(k.secret.starts_with(&k.info.prefix));
+    let p = auth.principal(&k.secret).await.unwrap();
+    let grant = auth.authorize(&p, Action::Publish, "show").await.unwrap();
+    assert_eq!(
+        grant.credentials,
+        vec![format!("key:{}", k.info.id), format!("user:{}", alice.id)]
+    );
+    assert_eq!(grant.user_id.as_deref(), Some(alice.id.as_str()));
+    // Its own stream only.
+    let err = auth.authorize(&p, Action::Publish, "other").await;
+    assert!(matches!(err, Err(AuthError::Forbidden(_))), "{err:?}");
+    let err = auth.authorize(&p, Action::Publish, "nobodys").await;
+    assert!(matches!(err, Err(AuthError::Forbidden(_))), "{err:?}");
+    // Last use is recorded, the secret is not stored.
+    let info = auth.key(&k.info.id).await.unwrap();
+    assert!(info.last_used_at.is_some());
+    // A wrong key, an unknown one.
+    for bad in ["lk_0000", "lk_", &format!("{}x", k.secret)] {
+        let err = auth.principal(bad).await;
+        assert!(
+            matches!(err, Err(AuthError::Unauthenticated(_))),
+            "{bad}: {err:?}"
+        );
+    }
+    // Rotation: the old secret stops, the new one works, same label.
+    let new = auth.rotate_key(&k.info.id).await.unwrap();
+    assert_eq!(new.info.label, "OBS");
+    assert_ne!(new.info.id, k.info.id);
+    assert!(matches!(
+        auth.principal(&k.secret).await,
+        Err(AuthError::Unauthenticated(_))
+    ));
+    let p = auth.principal(&new.secret).await.unwrap();
+    auth.authorize(&p, Action::Publish, "show").await.unwrap();
+    // Revocation.
+    let revoked = auth.revoke_key(&new.info.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(matches!(
+        auth.principal(&new.secret).await,
+        Err(AuthError::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        auth.revoke_key(&new.info.id).await,
+        Err(AuthError::Conflict(_))
+    ));
+    let keys = auth.keys("show").await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| k.revoked_at.is_some()));
+    // Anonymous never publishes.
+    let err = auth
+        .authorize(&Principal::Anonymous, Action::Publish, "show")
+        .await;
+    assert!(matches!(err, Err(AuthError::Unauthenticated(_))), "{err:?}");
+    // A viewer owns no streams; keys of an unknown stream cannot be made.
+    let v = auth
+        .create_user("vic", "vic's password", Role::Viewer)
+        .await
+        .unwrap();
+    let err = auth.create_stream(&v, "vics", Visibility::Public, "").await;
+    assert!(matches!(err, Err(AuthError::Forbidden(_))), "{err:?}");
+    let err = auth.create_key("nope", "x").await;
+    assert!(matches!(err, Err(AuthError::NotFound(_))), "{err:?}");
+    // Deleting the stream ends its keys.
+    let k = auth.create_key("other", "").await.unwrap();
+    auth.delete_stream("other").await.unwrap();
+    assert!(auth.principal(&k.secret).await.is_err());
+}
+
+async fn visibility_scenario(auth: &Auth) {
+    let owner = auth
+        .create_user("owner", "owner password", Role::Broadcaster)
+        .await
+        .unwrap();
+    let other = auth
+        .create_user("other", "other password", Role::Broadcaster)
+        .await
+        .unwrap();
+    let moderator = auth
+        .create_user("mod", "moderator password", Role::Moderator)
+        .await
+        .unwrap();
+    for (name, vis) in [
+        ("pub", Visibility::Public),
+        ("unl", Visibility::Unlisted),
+        ("priv", Visibility::Private),
+    ] {
+        auth.create_stream(&owner, name, vis, "").await.unwrap();
+    }
+    let anon = Principal::Anonymous;
+    for s in ["pub", "unl", "no-record"] {
+        // Allowed because the stream is not private: ended if it becomes so.
+        assert_eq!(
+            auth.authorize(&anon, Action::Subscribe, s).await.unwrap(),
+            Grant {
+                credentials: vec![format!("public:{s}")],
+                user_id: None,
+            }
+        );
+    }
+    let err = auth.authorize(&anon, Action::Subscribe, "priv").await;
+    assert!(matches!(err, Err(AuthError::Unauthenticated(_))), "{err:?}");
+    let err = auth
+        .authorize(&Principal::User(other.clone()), Action::Subscribe, "priv")
+        .await;
+    assert!(matches!(err, Err(AuthError::Forbidden(_))), "{err:?}");
+    for u in [owner.clone(), moderator] {
+        auth.authorize(&Principal::User(u), Action::Subscribe, "priv")
+            .await
+            .unwrap();
+    }
+    // A subscribe token for it, minted by the owner.
+    let scopes = Scopes::parse("subscribe:priv").unwrap();
+    let t = auth
+        .mint(&owner.id, &scopes, Duration::from_secs(60))
+        .unwrap();
+    let p = auth.principal(&t).await.unwrap();
+    let g = auth.authorize(&p, Action::Subscribe, "priv").await.unwrap();
+    assert!(g.credentials.iter().any(|c| c.starts_with("jwt:")));
+    // ... which does not publish, nor watch another private stream.
+    let err = auth.authorize(&p, Action::Publish, "priv").await;
+    assert!(matches!(err, Err(AuthError::Forbidden(_))), "{err:?}");
+    auth.update_stream("pub", Some(Visibility::Private), None)
+        .await
+        .unwrap();
+    let err = auth.authorize(&p, Action::Subscribe, "pub").await;
+    assert!(matches!(err, Err(AuthError::Forbidden(_))), "{err:?}");
+    // A stream key of the stream does not watch it when private.
+    let k = auth.create_key("priv", "").await.unwrap();
+    let kp = auth.principal(&k.secret).await.unwrap();
+    let err = auth.authorize(&kp, Action::Subscribe, "priv").await;
+    assert!(matches!(err, Err(AuthError::Forbidden(_))), "{err:?}");
+    // Turning a stream private ends the sessions it allowed as public.
+    let t0 = crate::model::now_ms();
+    auth.update_stream("unl", Some(Visibility::Private), None)
+        .await
+        .unwrap();
+    let feed = auth.revocations_since(t0).await.unwrap();
+    assert!(feed.iter().any(|(c, _)| c == "public:unl"), "{feed:?}");
+    // Listing.
+    let mine = auth.streams_of(&owner.id).await.unwrap();
+    let names: Vec<_> = mine.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["priv", "pub", "unl"]);
+    assert_eq!(mine[0].owner_name, "owner");
+    assert!(auth.streams_of(&other.id).await.unwrap().is_empty());
+}
+
+async fn user_scenario(auth: &Auth) {
+    let admin = auth
+        .create_user("boss", "boss password", Role::Admin)
+        .await
+        .unwrap();
+    let bob = auth
+        .create_user("bob", "bob's password", Role::Broadcaster)
+        .await
+        .unwrap();
+    let err = auth
+        .create_user("bob", "another password", Role::Viewer)
+        .await;
+    assert!(matches!(err, Err(AuthError::Conflict(_))), "{err:?}");
+    for bad in ["", "x", ".dot", "sp ace", &"y".repeat(33)] {
+        let err = auth.create_user(bad, "long enough", Role::Viewer).await;
+        assert!(
+            matches!(err, Err(AuthError::Invalid(_))),
+            "{bad:?}: {err:?}"
+        );
+    }
+    // Log in: the same answer for a wrong password and an unknown user.
+    let wrong = auth.login("bob", "not bob's", None).await.unwrap_err();
+    let unknown = auth.login("nobody", "not bob's", None).await.unwrap_err();
+    assert_eq!(wrong.to_string(), unknown.to_string());
+    let s = auth.login("bob", "bob's password", None).await.unwrap();
+    assert_eq!(s.user, bob);
+    let (u, csrf) = auth.web_session(&s.token).await.unwrap().unwrap();
+    assert_eq!(u, bob);
+    assert_eq!(csrf, s.csrf);
+    assert!(auth.web_session("nonsense").await.unwrap().is_none());
+    // Disabling ends web sessions and log ins.
+    auth.set_disabled(&bob.id, true).await.unwrap();
+    assert!(auth.web_session(&s.token).await.unwrap().is_none());
+    assert!(auth.login("bob", "bob's password", None).await.is_err());
+    auth.set_disabled(&bob.id, false).await.unwrap();
+    let s = auth.login("bob", "bob's password", None).await.unwrap();
+    auth.logout(&s.token).await.unwrap();
+    assert!(auth.web_session(&s.token).await.unwrap().is_none());
+    // Roles.
+    let bob = auth.set_role(&bob.id, Role::Moderator).await.unwrap();
+    assert_eq!(bob.role, Role::Moderator);
+    // The last admin stays.
+    let err = auth.set_role(&admin.id, Role::Viewer).await;
+    assert!(matches!(err, Err(AuthError::Conflict(_))), "{err:?}");
+    let err = auth.delete_user(&admin.id).await;
+    assert!(matches!(err, Err(AuthError::Conflict(_))), "{err:?}");
+    // Password change.
+    auth.set_password(&bob.id, "a new password").await.unwrap();
+    assert!(auth.login("bob", "bob's password", None).await.is_err());
+    auth.login("bob", "a new password", None).await.unwrap();
+    // Deleting a user deletes their streams and keys.
+    let carol = auth
+        .create_user("carol", "carol password", Role::Broadcaster)
+        .await
+        .unwrap();
+    auth.create_stream(&carol, "carols", Visibility::Public, "")
+        .await
+        .unwrap();
+    let k = auth.create_key("carols", "").await.unwrap();
+    auth.delete_user(&carol.id).await.unwrap();
+    assert!(auth.stream("carols").await.unwrap().is_none());
+    assert!(auth.principal(&k.secret).await.is_err());
+    let names: Vec<_> = auth
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["bob", "boss"]);
+}
+
+async fn revocation_scenario(auth: &Auth) {
+    let t0 = crate::model::now_ms();
+    let u = auth
+        .create_user("dora", "dora's password", Role::Broadcaster)
+        .await
+        .unwrap();
+    auth.create_stream(&u, "d", Visibility::Public, "")
+        .await
+        .unwrap();
+    let k = auth.create_key("d", "").await.unwrap();
+    auth.revoke_key(&k.info.id).await.unwrap();
+    auth.revoke_token("some-jti").await.unwrap();
+    auth.set_disabled(&u.id, true).await.unwrap();
+    let feed: Vec<String> = auth
+        .revocations_since(t0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    for want in [
+        format!("key:{}", k.info.id),
+        "jwt:some-jti".to_string(),
+        format!("user:{}", u.id),
+    ] {
+        assert!(feed.contains(&want), "{want} not in {feed:?}");
+    }
+    let later = crate::model::now_ms() + 60_000;
+    assert!(auth.revocations_since(later).await.unwrap().is_empty());
+}
+
+async fn token_scenario(auth: &Auth) {
+    let scopes = Scopes::parse("publish:* subscribe:x").unwrap();
+    let t = auth
+        .mint("service", &scopes, Duration::from_secs(60))
+        .unwrap();
+    let p = auth.principal(&t).await.unwrap();
+    let g = auth
+        .authorize(&p, Action::Publish, "anything")
+        .await
+        .unwrap();
+    let Principal::Token(v) = &p else {
+        panic!("not a token: {p:?}");
+    };
+    let jti = v.id.clone().expect("a jti");
+    assert_eq!(g.credentials, vec![format!("jwt:{jti}")]);
+    auth.revoke_token(&jti).await.unwrap();
+    let err = auth.principal(&t).await;
+    assert!(matches!(err, Err(AuthError::Unauthenticated(_))), "{err:?}");
+    // A disabled user's tokens stop.
+    let u = auth
+        .create_user("eve", "eve's password", Role::Broadcaster)
+        .await
+        .unwrap();
+    let t = auth.mint(&u.id, &scopes, Duration::from_secs(60)).unwrap();
+    auth.principal(&t).await.unwrap();
+    auth.set_disabled(&u.id, true).await.unwrap();
+    assert!(auth.principal(&t).await.is_err());
+}
+
+#[tokio::test]
+async fn admin_password_creates_the_first_admin_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AuthConfig::new(dir.path());
+    config.admin_password = Some("from the environment".to_string());
+    let auth = Auth::open(config.clone()).await.unwrap();
+    assert!(auth.is_set_up().await.unwrap());
+    let s = auth
+        .login("admin", "from the environment", None)
+        .await
+        .unwrap();
+    assert_eq!(s.user.role, Role::Admin);
+    auth.set_password(&s.user.id, "changed later")
+        .await
+        .unwrap();
+    drop(auth);
+    // A restart with the variable still set does not reset it.
+    let auth = Auth::open(config).await.unwrap();
+    auth.login("admin", "changed later", None).await.unwrap();
+}
+
+#[tokio::test]
+async fn repeated_failed_log_ins_are_throttled() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = Auth::open(AuthConfig::new(dir.path())).await.unwrap();
+    auth.create_user("fay", "fay's password", Role::Viewer)
+        .await
+        .unwrap();
+    let ip = Some("192.0.2.7".parse().unwrap());
+    let mut throttled = None;
+    for _ in 0..10 {
+        match auth.login("fay", "guess", ip).await {
+            Err(AuthError::Throttled { retry_after }) => {
+                throttled = Some(retry_after);
+                break;
+            }
+            Err(AuthError::Unauthenticated(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(throttled.is_some_and(|s| s >= 1), "never throttled");
+    // Even the right password waits now.
+    assert!(matches!(
+        auth.login("fay", "fay's password", ip).await,
+        Err(AuthError::Throttled { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_key_made_in_another_process_is_honoured_at_once() {
+    // Two Auth instances on one data dir stand for the server and the CLI.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Auth::open(AuthConfig::new(dir.path())).await.unwrap();
+    let cli = Auth::open(AuthConfig::new(dir.path())).await.unwrap();
+    let u = cli
+        .create_user("gus", "gus's password", Role::Broadcaster)
+        .await
+        .unwrap();
+    cli.create_stream(&u, "g", Visibility::Public, "")
+        .await
+        .unwrap();
+    let k = cli.create_key("g", "").await.unwrap();
+    let p = server.principal(&k.secret).await.unwrap();
+    server.authorize(&p, Action::Publish, "g").await.unwrap();
+    let t = cli
+        .mint(
+            "cli",
+            &Scopes::parse("publish:g").unwrap(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let p = server.principal(&t).await.unwrap();
+    server.authorize(&p, Action::Publish, "g").await.unwrap();
+}
