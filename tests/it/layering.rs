@@ -23,6 +23,7 @@ const REQUIRED: &[&str] = &[
     "lumen-udp",
     "lumen-node",
     "lumen-auth",
+    "lumen-chat",
     "lumen-signaling",
 ];
 
@@ -84,6 +85,23 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "lumen-sfu",
             "lumen-udp",
             "lumen-node",
+            "lumen-signaling",
+            "lumen-tools",
+            "lumen",
+        ],
+    ),
+    // The chat room: sans-IO like the SFU core, no runtime, no store.
+    (
+        "lumen-chat",
+        &[
+            "tokio",
+            "axum",
+            "hyper",
+            "sqlx",
+            "lumen-sfu",
+            "lumen-udp",
+            "lumen-node",
+            "lumen-auth",
             "lumen-signaling",
             "lumen-tools",
             "lumen",

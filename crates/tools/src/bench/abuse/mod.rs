@@ -236,6 +236,7 @@ async fn run_once(opts: &AbuseOptions, exe: &Path, attacked: bool) -> anyhow::Re
         http_addr: server.http_addr(),
         rtc_addr: server.rtc_addr(),
         stream: STREAM.to_owned(),
+        publish_token: server.mint("publish:*")?,
     });
     let mut running = JoinSet::new();
     let mut tallies = Vec::new();

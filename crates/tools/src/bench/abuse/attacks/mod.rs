@@ -147,6 +147,10 @@ pub(super) struct Target {
     pub http_addr: SocketAddr,
     pub rtc_addr: SocketAddr,
     pub stream: String,
+    /// A `publish:*` token, for the attacks that play a client with a
+    /// credential (a stalled publisher's body); the others go without one,
+    /// as strangers.
+    pub publish_token: String,
 }
 
 /// What an attack sent and what came back, by kind ("PATCH 429": count).

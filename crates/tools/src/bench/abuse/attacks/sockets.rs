@@ -97,7 +97,14 @@ pub(super) async fn slowloris(t: &Target, src: IpAddr, tally: Arc<Tally>) -> any
     let kinds = std::iter::repeat_n(Slow::Headers, SLOW_HEADERS)
         .chain(std::iter::repeat_n(Slow::Body, SLOW_BODIES));
     for (i, kind) in kinds.enumerate() {
-        conns.spawn(slow_connection(t.http_addr, src, kind, i, tally.clone()));
+        conns.spawn(slow_connection(
+            t.http_addr,
+            src,
+            kind,
+            i,
+            t.publish_token.clone(),
+            tally.clone(),
+        ));
         // Opened over a second or two, as a patient client would.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -105,8 +112,17 @@ pub(super) async fn slowloris(t: &Target, src: IpAddr, tally: Arc<Tally>) -> any
     Ok(())
 }
 
-/// One slowloris connection, opened again each time the server ends it.
-async fn slow_connection(to: SocketAddr, src: IpAddr, kind: Slow, i: usize, tally: Arc<Tally>) {
+/// One slowloris connection, opened again each time the server ends it. A
+/// body staller carries a publish credential: without one the server
+/// refuses its POST before reading any body.
+async fn slow_connection(
+    to: SocketAddr,
+    src: IpAddr,
+    kind: Slow,
+    i: usize,
+    token: String,
+    tally: Arc<Tally>,
+) {
     let label = match kind {
         Slow::Headers => "headers",
         Slow::Body => "body",
@@ -128,7 +144,8 @@ async fn slow_connection(to: SocketAddr, src: IpAddr, kind: Slow, i: usize, tall
             Slow::Headers => b"GET /api/streams HTTP/1.1\r\nHost: lumen\r\nX-Slow: ".to_vec(),
             Slow::Body => {
                 let head = format!(
-                    "POST /whip/slow-{i} HTTP/1.1\r\nHost: lumen\r\nContent-Type: application/sdp\r\nContent-Length: 4096\r\n\r\n"
+                    "POST /whip/slow-{i} HTTP/1.1\r\nHost: lumen\r\nAuthorization: Bearer {token}\r\n\
+                     Content-Type: application/sdp\r\nContent-Length: 4096\r\n\r\n"
                 );
                 if wr.write_all(head.as_bytes()).await.is_err() {
                     tally.add("body: closed before the body", 1);
