@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use lumen_sfu::{
-    IceCredentials, LayerRequest, Metrics, PeerId, SessionError, SinkId, StreamInfo, ViewerLayer,
+    ChannelId, IceCredentials, LayerRequest, Metrics, PeerId, SessionError, SinkId, StreamInfo,
+    ViewerLayer,
 };
 use tokio::sync::oneshot;
 
@@ -172,6 +173,30 @@ impl NodeHandle {
         let peer = session.peer;
         self.ask(session.worker, |reply| Command::Close { peer, reply })
             .await
+    }
+
+    /// Sends one message on a session's data channel (opened by the
+    /// client, announced by [`NodeEvent::ChannelOpen`](crate::NodeEvent)):
+    /// text when `binary` is false. Refused with the SFU's reason when the
+    /// channel is closed, its send buffer is full or the message too large;
+    /// the media never waits for it.
+    pub async fn send_channel(
+        &self,
+        session: SessionRef,
+        channel: ChannelId,
+        binary: bool,
+        data: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        let peer = session.peer;
+        self.ask(session.worker, |reply| Command::SendChannel {
+            peer,
+            channel,
+            binary,
+            data,
+            reply,
+        })
+        .await??;
+        Ok(())
     }
 
     /// Adds trickled ICE candidates (`candidate:…` lines) to a session.

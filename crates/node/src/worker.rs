@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lumen_sfu::{
-    IceCredentials, Input, LayerRequest, Output, PeerId, SessionAnswer, SessionError, Sfu,
-    SfuConfig, SfuEvent, SinkId, ViewerLayer,
+    ChannelId, IceCredentials, Input, LayerRequest, Output, PeerId, SessionAnswer, SessionError,
+    Sfu, SfuConfig, SfuEvent, SinkId, ViewerLayer,
 };
 use lumen_udp::Outbox;
 use tokio::net::UdpSocket;
@@ -47,6 +47,13 @@ pub(crate) enum Command {
     Candidates {
         peer: PeerId,
         lines: Vec<String>,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    SendChannel {
+        peer: PeerId,
+        channel: ChannelId,
+        binary: bool,
+        data: Vec<u8>,
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
     RestartIce {
@@ -361,6 +368,15 @@ impl Worker {
                 reply,
             } => {
                 let _ = reply.send(sfu.restart_ice(peer, &ufrag, &pwd));
+            }
+            Command::SendChannel {
+                peer,
+                channel,
+                binary,
+                data,
+                reply,
+            } => {
+                let _ = reply.send(sfu.send_channel(peer, channel, binary, &data));
             }
             Command::Snapshot { reply } => {
                 let busy_ratio =

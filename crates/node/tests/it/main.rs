@@ -2,4 +2,5 @@
 //! sockets, commanded through a `NodeHandle`, offers made by str0m acting as
 //! a browser.
 
+mod channels;
 mod placement;
