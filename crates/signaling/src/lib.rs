@@ -10,6 +10,7 @@
 
 mod api;
 mod authn;
+mod chat;
 mod endpoints;
 mod error;
 mod events;
@@ -382,8 +383,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         // events of the node's shutdown.
         let (tap, emitter) = webhooks::tap(auth.clone());
         tasks.push(emitter);
+        let (chat, rooms) = chat::tap(auth.clone(), node.handle());
+        tasks.push(rooms);
         tasks.push(tokio::spawn(hub::follow_observed(
-            events, sessions, hub, tap,
+            events,
+            sessions,
+            hub,
+            (tap, chat),
         )));
     }
     Ok(Running {

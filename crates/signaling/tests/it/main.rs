@@ -1,5 +1,6 @@
 //! Signaling tests against a real server on loopback.
 
+mod chat;
 mod conformance;
 mod limits;
 mod postgres;

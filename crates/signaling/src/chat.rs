@@ -1,0 +1,321 @@
+//! Chat over the sessions' `chat` data channels: one [`lumen_chat::Room`]
+//! per stream on this node, the single authority for its order and
+//! moderation.
+//!
+//! The event follower (`hub::follow_observed`) never waits: the [`Tap`]
+//! hands channel events, with what the session table knows of their session
+//! (stream, publisher or viewer, the user its credential names), to one task
+//! through a bounded queue (dropped and counted when full). That task feeds
+//! the rooms and sends their frames back through
+//! [`NodeHandle::send_channel`](lumen_node::NodeHandle::send_channel).
+//!
+//! Who may send: the stream's publisher (as its broadcaster) and viewers
+//! whose credential names a user (a logged-in page, or a token minted for a
+//! user); anonymous viewers read. Display names and roles come from the
+//! account. Not yet here: storing messages and moderation in the database,
+//! and carrying a room over the relay tree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lumen_auth::{Auth, Role as AccountRole};
+use lumen_chat::{MemberId, MemberInfo, Output, Role, Room, RoomConfig, Target};
+use lumen_node::{NodeEvent, NodeHandle, SessionRef};
+use lumen_sfu::ChannelId;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::hub::{Liveness, Observer};
+use crate::sessions::{Kind, Sessions};
+
+/// The data channel label chat travels on.
+pub(crate) const LABEL: &str = "chat";
+/// Channel events queued for the chat task at most.
+const QUEUE: usize = 4096;
+
+/// A channel event, with what the session table knew of its session.
+enum ChatIn {
+    Open {
+        at: (SessionRef, ChannelId),
+        stream: String,
+        publisher: bool,
+        user: Option<String>,
+    },
+    Data {
+        at: (SessionRef, ChannelId),
+        binary: bool,
+        data: Vec<u8>,
+    },
+    Close {
+        at: (SessionRef, ChannelId),
+    },
+    SessionGone {
+        session: SessionRef,
+    },
+}
+
+/// The follower's side: sorts the node's channel events into the queue.
+pub(crate) struct Tap {
+    tx: mpsc::Sender<ChatIn>,
+    /// `chat` channels open, so that other channels' data is not queued.
+    open: HashMap<(SessionRef, ChannelId), ()>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The tap for the follower and the task that runs the rooms.
+pub(crate) fn tap(auth: Auth, node: NodeHandle) -> (Tap, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(run(rx, auth, node, dropped.clone()));
+    (
+        Tap {
+            tx,
+            open: HashMap::new(),
+            dropped,
+        },
+        task,
+    )
+}
+
+impl Tap {
+    fn push(&self, m: ChatIn) {
+        if self.tx.try_send(m).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(dropped = n, "chat queue full: channel events dropped");
+            }
+        }
+    }
+}
+
+impl Observer for Tap {
+    fn event(&mut self, sessions: &Sessions, e: &NodeEvent) {
+        match e {
+            NodeEvent::ChannelOpen {
+                session,
+                channel,
+                label,
+            } if label == LABEL => {
+                let Some(entry) = sessions.id_of(*session).and_then(|id| sessions.get(&id)) else {
+                    return;
+                };
+                self.open.insert((*session, *channel), ());
+                self.push(ChatIn::Open {
+                    at: (*session, *channel),
+                    stream: entry.stream,
+                    publisher: entry.kind == Kind::Whip,
+                    user: entry.grant.user_id,
+                });
+            }
+            NodeEvent::ChannelData {
+                session,
+                channel,
+                binary,
+                data,
+            } if self.open.contains_key(&(*session, *channel)) => {
+                self.push(ChatIn::Data {
+                    at: (*session, *channel),
+                    binary: *binary,
+                    data: data.clone(),
+                });
+            }
+            NodeEvent::ChannelClose { session, channel }
+                if self.open.remove(&(*session, *channel)).is_some() =>
+            {
+                self.push(ChatIn::Close {
+                    at: (*session, *channel),
+                });
+            }
+            NodeEvent::Closed { session, .. } => {
+                let before = self.open.len();
+                self.open.retain(|(s, _), _| s != session);
+                if self.open.len() != before {
+                    self.push(ChatIn::SessionGone { session: *session });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn liveness(&mut self, _: Liveness) {}
+}
+
+/// Both observers in the one follower.
+impl<A: Observer, B: Observer> Observer for (A, B) {
+    fn event(&mut self, sessions: &Sessions, e: &NodeEvent) {
+        self.0.event(sessions, e);
+        self.1.event(sessions, e);
+    }
+
+    fn liveness(&mut self, change: Liveness) {
+        self.0.liveness(change.clone());
+        self.1.liveness(change);
+    }
+}
+
+/// The rooms of this node and where their members are.
+struct Rooms {
+    rooms: HashMap<String, Room>,
+    members: HashMap<(SessionRef, ChannelId), (String, MemberId)>,
+    channels: HashMap<(String, MemberId), (SessionRef, ChannelId)>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<ChatIn>,
+    auth: Auth,
+    node: NodeHandle,
+    _dropped: Arc<AtomicU64>,
+) {
+    let mut r = Rooms {
+        rooms: HashMap::new(),
+        members: HashMap::new(),
+        channels: HashMap::new(),
+    };
+    while let Some(m) = rx.recv().await {
+        match m {
+            ChatIn::Open {
+                at,
+                stream,
+                publisher,
+                user,
+            } => {
+                let info = member_info(&auth, &stream, publisher, user).await;
+                let room = r
+                    .rooms
+                    .entry(stream.clone())
+                    .or_insert_with(|| Room::new(RoomConfig::default()));
+                let (member, outputs) = room.join(info, now_ms());
+                r.members.insert(at, (stream.clone(), member));
+                r.channels.insert((stream.clone(), member), at);
+                r.send(&node, &stream, outputs).await;
+            }
+            ChatIn::Data { at, binary, data } => {
+                let Some((stream, member)) = r.members.get(&at).cloned() else {
+                    continue;
+                };
+                let Some(room) = r.rooms.get_mut(&stream) else {
+                    continue;
+                };
+                let outputs = room.handle(member, binary, &data, now_ms());
+                // Stored elsewhere later; drained so the queues stay small.
+                let _ = (room.take_persist(), room.take_audit(), room.take_reports());
+                r.send(&node, &stream, outputs).await;
+            }
+            ChatIn::Close { at } => r.leave(at),
+            ChatIn::SessionGone { session } => {
+                let gone: Vec<_> = r
+                    .members
+                    .keys()
+                    .filter(|(s, _)| *s == session)
+                    .copied()
+                    .collect();
+                for at in gone {
+                    r.leave(at);
+                }
+            }
+        }
+    }
+}
+
+impl Rooms {
+    fn leave(&mut self, at: (SessionRef, ChannelId)) {
+        let Some((stream, member)) = self.members.remove(&at) else {
+            return;
+        };
+        self.channels.remove(&(stream.clone(), member));
+        if let Some(room) = self.rooms.get_mut(&stream) {
+            room.leave(member);
+            if room.member_count() == 0 {
+                // History goes with the last member until it is stored.
+                self.rooms.remove(&stream);
+            }
+        }
+    }
+
+    async fn send(&mut self, node: &NodeHandle, stream: &str, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Send { to, frame } => {
+                    let targets: Vec<(SessionRef, ChannelId)> = match to {
+                        Target::One(m) => self
+                            .channels
+                            .get(&(stream.to_string(), m))
+                            .copied()
+                            .into_iter()
+                            .collect(),
+                        Target::All => self
+                            .channels
+                            .iter()
+                            .filter(|((s, _), _)| s == stream)
+                            .map(|(_, at)| *at)
+                            .collect(),
+                    };
+                    for (session, channel) in targets {
+                        // A full or closed channel loses this frame; the
+                        // others do not wait for it.
+                        let _ = node
+                            .send_channel(session, channel, false, frame.clone().into_bytes())
+                            .await;
+                    }
+                }
+                Output::Close { member, .. } => {
+                    // The room dropped the abuser; nothing more reaches it.
+                    if let Some(at) = self.channels.remove(&(stream.to_string(), member)) {
+                        self.members.remove(&at);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Who a chat member is: the publisher is the broadcaster; a viewer whose
+/// credential names a user is that user (with the account's name and role);
+/// anyone else reads only.
+async fn member_info(
+    auth: &Auth,
+    stream: &str,
+    publisher: bool,
+    user: Option<String>,
+) -> MemberInfo {
+    let account = match &user {
+        Some(id) => auth.user(id).await.ok(),
+        None => None,
+    };
+    let owner = auth.stream(stream).await.ok().flatten().map(|s| s.owner_id);
+    match account {
+        Some(u) => {
+            let role = if publisher || owner.as_deref() == Some(u.id.as_str()) {
+                Role::Broadcaster
+            } else {
+                match u.role {
+                    AccountRole::Admin => Role::Admin,
+                    AccountRole::Moderator => Role::Moderator,
+                    _ => Role::Viewer,
+                }
+            };
+            MemberInfo {
+                user: Some(u.id.clone()),
+                registered: true,
+                display_name: u.name,
+                role,
+            }
+        }
+        // A publisher with a service token: the stream's broadcaster.
+        None if publisher => MemberInfo {
+            user: Some(format!("broadcaster:{stream}")),
+            registered: true,
+            display_name: stream.to_string(),
+            role: Role::Broadcaster,
+        },
+        None => MemberInfo::anonymous(),
+    }
+}

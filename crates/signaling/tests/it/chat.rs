@@ -1,0 +1,263 @@
+//! Chat end to end over a real server: str0m peers (the publisher, sending
+//! audio so the stream is live, and two viewers) open `chat` data channels
+//! on their WHIP and WHEP sessions. The broadcaster's message reaches every
+//! member; a late viewer gets it as history; an anonymous viewer reads but
+//! is refused when it sends; a viewer whose token names a user sends under
+//! that user's name.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lumen_signaling::auth::{Role, Scopes};
+use reqwest::Client;
+use serde_json::Value;
+use str0m::change::SdpAnswer;
+use str0m::channel::ChannelId;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::support::{Server, header, post_sdp_as};
+
+/// Generous: a condition that holds at all holds long before this.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A str0m peer with a `chat` channel on its own task: frames received
+/// come out of `rx`, frames put in `tx` are sent once the channel is open.
+struct Peer {
+    tx: mpsc::UnboundedSender<String>,
+    rx: mpsc::UnboundedReceiver<Value>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Peer {
+    async fn start(s: &Server, c: &Client, path: &str, token: Option<&str>) -> Peer {
+        let publisher = path.starts_with("/whip/");
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+        let local = socket.local_addr().expect("addr");
+        let mut rtc = RtcConfig::new().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
+        let mut sdp = rtc.sdp_api();
+        let dir = if publisher {
+            Direction::SendOnly
+        } else {
+            Direction::RecvOnly
+        };
+        let audio = sdp.add_media(MediaKind::Audio, dir, None, None, None);
+        sdp.add_media(MediaKind::Video, dir, None, None, None);
+        let channel = sdp.add_channel("chat".to_string());
+        let (offer, pending) = sdp.apply().expect("an offer");
+        let r = match token {
+            Some(t) => post_sdp_as(c, &s.url(path), t, offer.to_sdp_string()).await,
+            None => crate::support::post_sdp(c, &s.url(path), offer.to_sdp_string()).await,
+        };
+        assert_eq!(r.status(), 201, "{path}");
+        let _ = header(&r, "location");
+        let answer = SdpAnswer::from_sdp_string(&r.text().await.expect("answer")).expect("SDP");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
+        let (tx, out_rx) = mpsc::unbounded_channel();
+        let (in_tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(
+            rtc,
+            socket,
+            local,
+            publisher.then_some(audio),
+            channel,
+            out_rx,
+            in_tx,
+        ));
+        Peer { tx, rx, task }
+    }
+
+    fn send(&self, frame: &str) {
+        self.tx.send(frame.to_string()).expect("the peer runs");
+    }
+
+    /// The next frame received of this `type`.
+    async fn next(&mut self, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind:?} frame in time"))
+                .expect("the peer runs");
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn drive(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    audio: Option<Mid>,
+    channel: ChannelId,
+    mut out: mpsc::UnboundedReceiver<String>,
+    received: mpsc::UnboundedSender<Value>,
+) {
+    let start = Instant::now();
+    let mut next_packet = start;
+    let mut buf = vec![0u8; 2000];
+    let mut open = false;
+    let mut queued: Vec<String> = Vec::new();
+    loop {
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Event(Event::ChannelOpen(id, _))) if id == channel => open = true,
+                Ok(Output::Event(Event::ChannelData(d))) => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&d.data) {
+                        let _ = received.send(v);
+                    }
+                }
+                Ok(Output::Event(_)) => {}
+                Err(e) => panic!("the peer failed: {e}"),
+            }
+        };
+        if open && !queued.is_empty() {
+            if let Some(mut ch) = rtc.channel(channel) {
+                for f in queued.drain(..) {
+                    let _ = ch.write(false, f.as_bytes());
+                }
+            }
+            continue;
+        }
+        let now = Instant::now();
+        if let Some(audio) = audio
+            && open
+            && now >= next_packet
+        {
+            next_packet = now + Duration::from_millis(20);
+            if let Some(w) = rtc.writer(audio) {
+                let pt = w
+                    .payload_params()
+                    .find(|p| p.spec().codec == Codec::Opus)
+                    .map(|p| p.pt());
+                if let Some(pt) = pt {
+                    let t = (now - start).as_millis() as u64 * 48;
+                    let time = MediaTime::new(t, Frequency::FORTY_EIGHT_KHZ);
+                    let _ = w.write(pt, now, time, vec![0xf8, 0xff, 0xfe]);
+                }
+            }
+            continue;
+        }
+        let wake = if audio.is_some() && open {
+            timeout.min(next_packet)
+        } else {
+            timeout
+        };
+        tokio::select! {
+            f = out.recv() => match f {
+                Some(f) => queued.push(f),
+                None => return,
+            },
+            r = socket.recv_from(&mut buf) => {
+                let Ok((n, source)) = r else { return };
+                if let Ok(contents) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
+                    let _ = rtc.handle_input(Input::Receive(Instant::now(), contents));
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            }
+        }
+    }
+}
+
+/// Waits until the stream is live (its publisher connected and sending).
+async fn live(s: &Server, c: &Client, stream: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = c
+            .get(s.url(&format!("/api/streams/{stream}")))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        if v["live"] == true {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{stream} never went live: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcaster_and_viewers_chat_over_their_sessions() {
+    let s = Server::start().await;
+    let c = Client::new();
+    let token = s.publish_token();
+    let mut publisher = Peer::start(&s, &c, "/whip/talk", Some(&token)).await;
+    // On joining: history (empty), then the room's state.
+    let history = publisher.next("history").await;
+    assert_eq!(history["messages"], Value::Array(vec![]));
+    publisher.next("state").await;
+    live(&s, &c, "talk").await;
+
+    let mut anon = Peer::start(&s, &c, "/whep/talk", None).await;
+    anon.next("state").await;
+    publisher.send(r#"{"type":"send","text":"welcome, everyone"}"#);
+    let got = publisher.next("message").await;
+    assert_eq!(got["text"], "welcome, everyone");
+    assert_eq!(got["role"], "broadcaster");
+    let seen = anon.next("message").await;
+    assert_eq!(seen["id"], got["id"]);
+
+    // Anonymous viewers read only: an error to that viewer alone.
+    anon.send(r#"{"type":"send","text":"can I talk?"}"#);
+    let err = anon.next("error").await;
+    assert!(err["code"].is_string(), "{err}");
+
+    // A viewer whose token names a user speaks under the account's name,
+    // and joined late, it got the broadcaster's message as history.
+    let user = s
+        .auth()
+        .create_user("vera", "vera's password", Role::Viewer)
+        .await
+        .expect("user");
+    let vt = s
+        .auth()
+        .mint(
+            &user.id,
+            &Scopes::parse("chat:talk").expect("scope"),
+            Duration::from_secs(600),
+        )
+        .expect("token");
+    let mut vera = Peer::start(&s, &c, "/whep/talk", Some(&vt)).await;
+    let history = vera.next("history").await;
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["welcome, everyone"]);
+    vera.send(r#"{"type":"send","text":"hello from vera"}"#);
+    for p in [&mut publisher, &mut anon, &mut vera] {
+        let m = p.next("message").await;
+        assert_eq!(m["text"], "hello from vera");
+        assert_eq!(m["display_name"], "vera");
+        assert_eq!(m["role"], "viewer");
+    }
+    drop((publisher, anon, vera));
+    s.stop().await;
+}
