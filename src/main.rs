@@ -76,6 +76,12 @@ struct PublishArgs {
     /// --width, --height and --bitrate are then ignored.
     #[arg(long)]
     simulcast: bool,
+    /// Chat as the stream's broadcaster on the session's `chat` data
+    /// channel: messages received print on stdout as
+    /// `[HH:MM:SS] name (role): text` (UTC), each line typed on stdin is
+    /// sent; the status lines then go to stderr.
+    #[arg(long)]
+    chat: bool,
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     duration: Option<f64>,
@@ -92,6 +98,13 @@ struct WatchArgs {
     /// extension (default: the server chooses).
     #[arg(long, value_name = "RID")]
     layer: Option<String>,
+    /// Join the stream's chat on the session's `chat` data channel:
+    /// messages received print on stdout as `[HH:MM:SS] name (role): text`
+    /// (UTC), each line typed on stdin is sent (which needs a token minted
+    /// for a user; anonymous viewers read only); the status lines then go
+    /// to stderr.
+    #[arg(long)]
+    chat: bool,
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     duration: Option<f64>,
@@ -135,6 +148,7 @@ fn main() -> anyhow::Result<()> {
                     bitrate_bps: a.bitrate,
                     simulcast: a.simulcast,
                     loop_pattern: false,
+                    chat: a.chat,
                 };
                 lumen_tools::client::run_publish_cli(opts, seconds(a.duration)?).await
             }
@@ -143,6 +157,7 @@ fn main() -> anyhow::Result<()> {
                     url: a.url,
                     token: a.token,
                     layer: a.layer,
+                    chat: a.chat,
                 };
                 lumen_tools::client::run_watch_cli(opts, seconds(a.duration)?).await
             }

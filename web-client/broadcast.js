@@ -6,10 +6,13 @@
 // it). With no key typed, a logged-in user picks one of their streams
 // (`?stream=NAME` preselects it) and publishes with the session cookie and
 // its CSRF token.
+//
+// Chat: the WHIP session opens the `chat` data channel; the publisher is the
+// stream's broadcaster and gets delete, time out and ban on every message.
 
 import {
-  HttpError, api, endSession, formatBitrate, initNav, negotiate, outboundStats, preferCodecs,
-  renderStats, sessionHeaders, validStreamName,
+  HttpError, api, createChat, endSession, formatBitrate, initNav, negotiate, outboundStats,
+  preferCodecs, renderStats, sessionHeaders, validStreamName,
 } from '/static/lumen.js';
 
 const $ = (id) => document.getElementById(id);
@@ -36,6 +39,7 @@ const lumen = (window.lumen = {
 
 // The current attempt; a newer attempt or Stop makes an older one stale.
 let session = null;
+const chat = createChat(lumen, { canSend: true, moderator: true });
 
 const params = new URLSearchParams(location.search);
 streamInput.value = params.get('stream') || `stream-${Math.floor(1000 + Math.random() * 9000)}`;
@@ -130,7 +134,7 @@ async function goLive(source) {
   // its CSRF token must go too (and then ends the session as well).
   const headers = token ? {} : sessionHeaders();
   const s = {
-    name, token, headers, pc: null, media: null, location: null, timer: null, prev: null,
+    name, token, headers, pc: null, chat: null, media: null, location: null, timer: null, prev: null,
   };
   session = s;
   setState('connecting');
@@ -163,6 +167,7 @@ async function goLive(source) {
         if (session === s) stop();
       });
     }
+    s.chat = chat.attach(pc);
     pc.addEventListener('connectionstatechange', () => {
       if (session !== s) return;
       if (pc.connectionState === 'connected') {
@@ -207,6 +212,7 @@ async function stop() {
 
 function release(s) {
   clearInterval(s.timer);
+  if (s.chat) chat.detach(s.chat);
   if (s.pc) s.pc.close();
   if (s.media) for (const t of s.media.getTracks()) t.stop();
   if (preview.srcObject === s.media) {

@@ -492,3 +492,271 @@ function storedCsrf() {
     return null;
   }
 }
+
+// ---- Chat: the `chat` data channel of a WHIP/WHEP session (docs/chat.md) ----
+
+/** The data channel label chat travels on. */
+export const CHAT_LABEL = 'chat';
+const CHAT_ROLES = { broadcaster: 'Broadcaster', moderator: 'Mod', admin: 'Admin' };
+const TIMEOUT_SECONDS = 600;
+
+/**
+ * The chat panel of a page (the elements with ids `chat-…`, see watch.html).
+ * `state` is the page's `window.lumen`: every frame received is pushed onto
+ * `state.chat`. Options:
+ * - `canSend`: the send box is enabled (the server still decides: a refused
+ *   `send` comes back as an `error` frame, which the panel shows);
+ * - `loginHref`: when not `canSend`, where the "log in to chat" link goes;
+ * - `moderator`: delete, time out and ban on each message (on hover);
+ * - `me`: this page's user id, if known (its own messages get delete, not
+ *   report or sanctions).
+ *
+ * `attach(pc)` must run before the offer is made: it creates the channel.
+ * Text only ever goes in through textContent.
+ */
+export function createChat(state, options = {}) {
+  const $ = (id) => document.getElementById(id);
+  const log = $('chat-log');
+  const form = $('chat-form');
+  const input = $('chat-input');
+  const sendButton = $('chat-send');
+  const errorBox = $('chat-error');
+  const noticeBox = $('chat-notice');
+  const modeLine = $('chat-mode');
+  const loginLine = $('chat-login');
+  const loginLink = $('chat-login-link');
+  const moreButton = $('chat-more');
+  state.chat = [];
+  state.chatOpen = false;
+
+  let opts = { canSend: false, moderator: false, me: null, loginHref: '/login', ...options };
+  let channel = null;
+  let waitUntil = 0;
+  let countdown = null;
+  // Follow new messages unless the user scrolled up to read older ones.
+  let stick = true;
+
+  log.addEventListener('scroll', () => {
+    stick = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+    if (stick) moreButton.hidden = true;
+  });
+  moreButton.addEventListener('click', () => {
+    stick = true;
+    scrollDown();
+  });
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    if (send({ type: 'send', text })) input.value = '';
+  });
+
+  function scrollDown() {
+    log.scrollTop = log.scrollHeight;
+    moreButton.hidden = true;
+  }
+
+  function afterAppend() {
+    if (stick) scrollDown();
+    else moreButton.hidden = false;
+  }
+
+  function send(frame) {
+    if (!channel || channel.readyState !== 'open') {
+      showError('Chat is not connected.');
+      return false;
+    }
+    channel.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function syncControls() {
+    const open = !!channel && channel.readyState === 'open';
+    const waiting = Date.now() < waitUntil;
+    input.disabled = !opts.canSend;
+    sendButton.disabled = !opts.canSend || !open || waiting;
+    input.placeholder = opts.canSend ? (open ? 'Say something…' : 'Connecting to chat…') : 'Log in to chat';
+    loginLine.hidden = opts.canSend;
+    loginLink.href = opts.loginHref;
+  }
+
+  function showError(message, retryAfter) {
+    clearInterval(countdown);
+    countdown = null;
+    errorBox.hidden = false;
+    if (!(retryAfter > 0)) {
+      waitUntil = 0;
+      errorBox.textContent = message;
+      syncControls();
+      return;
+    }
+    waitUntil = Date.now() + retryAfter * 1000;
+    const render = () => {
+      const left = Math.ceil((waitUntil - Date.now()) / 1000);
+      if (left <= 0) {
+        clearInterval(countdown);
+        countdown = null;
+        waitUntil = 0;
+        errorBox.hidden = true;
+        errorBox.textContent = '';
+      } else {
+        errorBox.textContent = `${message} — wait ${left} s`;
+      }
+      syncControls();
+    };
+    render();
+    countdown = setInterval(render, 250);
+  }
+
+  function button(label, title, onClick) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'small';
+    b.textContent = label;
+    b.title = title;
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  function renderMessage(m) {
+    const li = document.createElement('li');
+    li.className = `chat-msg role-${m.role}`;
+    li.dataset.id = String(m.id);
+    li.dataset.user = m.user;
+    const who = document.createElement('span');
+    who.className = 'chat-name';
+    who.textContent = m.display_name;
+    li.append(who);
+    if (CHAT_ROLES[m.role]) {
+      const badge = document.createElement('span');
+      badge.className = 'chat-role';
+      badge.textContent = CHAT_ROLES[m.role];
+      li.append(' ', badge);
+    }
+    const text = document.createElement('span');
+    text.className = 'chat-text';
+    text.textContent = m.text;
+    li.append(' ', text);
+    if (m.ts) li.title = new Date(m.ts).toLocaleTimeString();
+
+    const actions = document.createElement('span');
+    actions.className = 'chat-actions';
+    const own = opts.me && m.user === opts.me;
+    if (opts.moderator || own) {
+      actions.append(button('Delete', 'Delete this message', () => send({ type: 'delete', id: m.id })));
+    }
+    if (opts.moderator && !own) {
+      actions.append(
+        button('Time out', `Time out ${m.display_name} for ${TIMEOUT_SECONDS / 60} min`,
+          () => send({ type: 'timeout', user: m.user, seconds: TIMEOUT_SECONDS })),
+        button('Ban', `Ban ${m.display_name} from this chat`, () => send({ type: 'ban', user: m.user })),
+      );
+    }
+    if (!own && opts.canSend) {
+      actions.append(button('Report', 'Report this message to the moderators',
+        () => send({ type: 'report', id: m.id })));
+    }
+    if (actions.childNodes.length) li.append(actions);
+    return li;
+  }
+
+  function onFrame(f) {
+    if (!f || typeof f !== 'object') return;
+    state.chat.push(f);
+    switch (f.type) {
+      case 'history':
+        log.replaceChildren(...(Array.isArray(f.messages) ? f.messages : []).map(renderMessage));
+        stick = true;
+        scrollDown();
+        break;
+      case 'message':
+        log.append(renderMessage(f));
+        afterAppend();
+        break;
+      case 'deleted':
+        for (const li of log.querySelectorAll('li.chat-msg')) {
+          if (li.dataset.id === String(f.id)) li.remove();
+        }
+        break;
+      case 'cleared':
+        log.replaceChildren();
+        break;
+      case 'state': {
+        const modes = [];
+        if (f.slow_mode > 0) modes.push(`slow mode: ${f.slow_mode} s`);
+        if (f.registered_only) modes.push('registered users only');
+        modeLine.textContent = modes.join(' · ');
+        modeLine.hidden = modes.length === 0;
+        break;
+      }
+      case 'notice':
+        noticeBox.textContent = String(f.text ?? '');
+        noticeBox.hidden = false;
+        break;
+      case 'error':
+        showError(String(f.message || f.code || 'refused'), Number(f.retry_after) || 0);
+        break;
+      default:
+    }
+  }
+
+  syncControls();
+  return {
+    /** Creates the channel on `pc`; call before the offer. */
+    attach(pc) {
+      this.detach();
+      const dc = pc.createDataChannel(CHAT_LABEL);
+      channel = dc;
+      dc.addEventListener('open', () => {
+        if (channel !== dc) return;
+        state.chatOpen = true;
+        syncControls();
+      });
+      dc.addEventListener('close', () => {
+        if (channel !== dc) return;
+        state.chatOpen = false;
+        syncControls();
+      });
+      dc.addEventListener('message', (e) => {
+        if (channel !== dc || typeof e.data !== 'string') return;
+        try {
+          onFrame(JSON.parse(e.data));
+        } catch (_) {
+          // Not a frame of ours: ignored.
+        }
+      });
+      syncControls();
+      return dc;
+    },
+    /**
+     * Closes `dc` (by default the current channel); the panel forgets it if
+     * it is the current one (the page's session ended).
+     */
+    detach(dc = channel) {
+      if (dc && dc !== channel) {
+        try {
+          dc.close();
+        } catch (_) {
+          // Already closed.
+        }
+        return;
+      }
+      if (channel) {
+        channel = null;
+        try {
+          dc.close();
+        } catch (_) {
+          // Already closed with its connection.
+        }
+      }
+      state.chatOpen = false;
+      syncControls();
+    },
+    /** Changes who this page is (after GET /api/v1/me answered). */
+    configure(next) {
+      opts = { ...opts, ...next };
+      syncControls();
+    },
+    send,
+  };
+}

@@ -6,10 +6,15 @@
 // logged-in viewer (the owner of a private stream) goes with the session
 // cookie and its CSRF token instead. A refused private stream says so and
 // does not retry.
+//
+// Chat: each WHEP session opens the `chat` data channel. A logged-in viewer
+// may send (moderators and admins also get delete, time out and ban); a
+// viewer with `?token=` may try (the server decides, and its `error` frame
+// is shown); anyone else reads, with a link to log in.
 
 import {
-  HttpError, REL_LAYER, REL_SSE, currentUser, endSession, formatBitrate, inboundStats, initNav,
-  negotiate, renderStats, sessionHeaders,
+  HttpError, REL_LAYER, REL_SSE, createChat, currentUser, endSession, formatBitrate, inboundStats,
+  initNav, negotiate, renderStats, sessionHeaders,
 } from '/static/lumen.js';
 
 const RETRY_MS = 2000;
@@ -51,6 +56,10 @@ const lumen = (window.lumen = {
 
 let session = null;
 let retryTimer = null;
+const chat = createChat(lumen, {
+  canSend: false,
+  loginHref: `/login?next=${encodeURIComponent(location.pathname + location.search)}`,
+});
 
 $('title').textContent = name || 'Watch';
 document.title = `${name || 'watch'} — lumen`;
@@ -90,7 +99,14 @@ window.addEventListener('pagehide', () => {
 initNav();
 if (name) {
   // Who is logged in decides the credentials, so ask before the first offer.
-  currentUser().catch(() => null).then(() => connect());
+  currentUser().catch(() => null).then((user) => {
+    chat.configure({
+      canSend: !!user || !!token,
+      me: user ? user.id : null,
+      moderator: !!user && (user.role === 'admin' || user.role === 'moderator'),
+    });
+    connect();
+  });
 } else {
   setState('error', 'No stream name in the address: open /watch/NAME.');
 }
@@ -138,6 +154,7 @@ async function connect() {
   const pc = s.pc;
   pc.addTransceiver('video', { direction: 'recvonly' });
   pc.addTransceiver('audio', { direction: 'recvonly' });
+  s.chat = chat.attach(pc);
   pc.addEventListener('track', (e) => {
     if (session !== s) return;
     s.media.addTrack(e.track);
@@ -259,6 +276,7 @@ function restart(s, state, error = null, delay = RETRY_MS) {
   session = null;
   clearInterval(s.timer);
   if (s.events) s.events.close();
+  chat.detach(s.chat);
   qualityMenu.disabled = true;
   layerLine.textContent = '';
   endSession(s.location, token, s.headers);

@@ -267,6 +267,7 @@ async fn browser_simulcast_and_the_quality_menu() {
         url: format!("{base}/whep/{name}"),
         token: None,
         layer: Some(layer.to_owned()),
+        chat: false,
     };
     let low = Watcher::start(watch("l"))
         .await

@@ -64,6 +64,7 @@ async fn two_viewers_decode_every_frame(spread: usize) {
             url: format!("{base}/whep/e2e"),
             token: None,
             layer: None,
+            chat: false,
         })
     };
     let a = watch().await.expect("first viewer");

@@ -60,6 +60,7 @@ async fn an_automatic_viewer_behind_500_kbps_settles_on_a_layer_that_fits() {
         url: format!("{base}/whep/narrow"),
         token: None,
         layer: None,
+        chat: false,
     })
     .await
     .expect("automatic viewer through the proxy");

@@ -4,6 +4,8 @@
 
 mod accounts_browser;
 mod browser;
+mod chat_browser;
+mod chat_cli;
 mod chrome;
 mod e2e;
 mod https_browser;

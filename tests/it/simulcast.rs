@@ -40,6 +40,7 @@ fn watch(base: &str, layer: Option<&str>) -> WatchOptions {
         url: format!("{base}/whep/simulcast"),
         token: None,
         layer: layer.map(str::to_owned),
+        chat: false,
     }
 }
 

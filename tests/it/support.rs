@@ -25,6 +25,12 @@ impl TestServer {
             .expect("a token is minted")
     }
 
+    /// The server's accounts and tokens (to create users and mint tokens
+    /// for them in a test).
+    pub fn auth(&self) -> &lumen_signaling::auth::Auth {
+        self.running.as_ref().expect("running").auth()
+    }
+
     /// The data directory (for `lumen key …` and `lumen token …` run
     /// against this server's database while it runs).
     pub fn data_dir(&self) -> &std::path::Path {

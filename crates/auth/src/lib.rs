@@ -1,13 +1,15 @@
 //! lumen's accounts and access control: users (argon2id), roles, streams
 //! with a visibility, stream keys (stored hashed), JWT scopes, web sessions,
 //! the first-run setup code, and the revocation feed that ends the live
-//! sessions of a revoked credential.
+//! sessions of a revoked credential; also the stored side of chat
+//! ([`chat`]: messages, moderation log, reports, bans).
 //!
 //! One sqlx code path for the embedded SQLite file and PostgreSQL at scale
 //! (the `Any` driver, portable SQL, one set of migrations). No HTTP here:
 //! signaling calls [`Auth`] from its extractors and handlers.
 #![deny(missing_docs)]
 
+pub mod chat;
 mod model;
 mod password;
 mod policy;

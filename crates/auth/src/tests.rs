@@ -58,6 +58,7 @@ on_both!(private_streams_need_a_subscribe_grant, visibility_scenario);
 on_both!(users_log_in_and_roles_rule, user_scenario);
 on_both!(revocations_form_a_feed, revocation_scenario);
 on_both!(tokens_carry_scopes, token_scenario);
+on_both!(chat_is_stored_and_restored, chat_scenario);
 
 async fn setup_scenario(auth: &Auth) {
     assert!(!auth.is_set_up().await.unwrap());
@@ -455,4 +456,139 @@ async fn a_key_made_in_another_process_is_honoured_at_once() {
         .unwrap();
     let p = server.principal(&t).await.unwrap();
     server.authorize(&p, Action::Publish, "g").await.unwrap();
+}
+
+fn chat_message(id: u64, user: &str, text: &str, ts: u64) -> lumen_chat::ChatMessage {
+    lumen_chat::ChatMessage {
+        id,
+        user: user.to_string(),
+        display_name: user.to_uppercase(),
+        role: lumen_chat::Role::Viewer,
+        text: text.to_string(),
+        ts,
+    }
+}
+
+fn chat_audit(ts: u64, action: lumen_chat::AuditAction, target: &str) -> lumen_chat::AuditEntry {
+    lumen_chat::AuditEntry {
+        ts,
+        actor: "mod".to_string(),
+        actor_role: lumen_chat::Role::Moderator,
+        action,
+        target: Some(target.to_string()),
+        reason: Some("why".to_string()),
+    }
+}
+
+async fn chat_scenario(auth: &Auth) {
+    use lumen_chat::{AuditAction, Report};
+    let chat = auth.chat();
+    let now = crate::model::now_ms() as u64;
+    assert_eq!(chat.next_message_id("talk").await.unwrap(), 1);
+    assert!(chat.history("talk", 50).await.unwrap().is_empty());
+
+    // Three messages; the second deleted in the same batch, the third
+    // reported; a ban, a timeout, and a timeout lifted again.
+    let messages: Vec<_> = (1..=3)
+        .map(|i| chat_message(i, "ann", &format!("m{i}"), now + i))
+        .collect();
+    let audit = vec![
+        chat_audit(now + 10, AuditAction::Delete { message: 2 }, "ann"),
+        chat_audit(now + 11, AuditAction::Ban, "bob"),
+        chat_audit(now + 12, AuditAction::Timeout { seconds: 60 }, "cid"),
+        chat_audit(now + 13, AuditAction::Timeout { seconds: 60 }, "dan"),
+        chat_audit(now + 14, AuditAction::Unban, "dan"),
+    ];
+    let reports = vec![Report {
+        ts: now + 20,
+        reporter: "eve".to_string(),
+        message: messages[2].clone(),
+        reason: Some("rude".to_string()),
+    }];
+    chat.store_batch("talk", &messages, &audit, &reports)
+        .await
+        .unwrap();
+    // Written twice, nothing changes but the logs; another stream is apart.
+    chat.store_batch("talk", &messages, &[], &[]).await.unwrap();
+    chat.store_batch("other", &[chat_message(7, "x", "elsewhere", now)], &[], &[])
+        .await
+        .unwrap();
+
+    let texts: Vec<String> = chat
+        .history("talk", 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["m1", "m3"]);
+    let last = chat.history("talk", 1).await.unwrap();
+    assert_eq!(last, vec![messages[2].clone()]);
+    assert_eq!(chat.next_message_id("talk").await.unwrap(), 4);
+    assert_eq!(chat.next_message_id("other").await.unwrap(), 8);
+
+    let bans = chat.bans("talk").await.unwrap();
+    assert_eq!(
+        bans,
+        vec![
+            ("bob".to_string(), None),
+            ("cid".to_string(), Some(now + 12 + 60_000))
+        ]
+    );
+    // A timeout that has ended is not in force.
+    chat.store_batch(
+        "talk",
+        &[],
+        &[chat_audit(
+            now - 120_000,
+            AuditAction::Timeout { seconds: 1 },
+            "cid",
+        )],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(chat.bans("talk").await.unwrap().len(), 1);
+
+    let log = chat.audit("talk", 3).await.unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[0].action["kind"], "unban");
+    assert_eq!(log[0].target.as_deref(), Some("dan"));
+    assert_eq!(log[0].actor_role, "moderator");
+    let all = chat.audit("talk", 100).await.unwrap();
+    assert_eq!(all.len(), 6);
+    let delete = all.iter().find(|a| a.action["kind"] == "delete").unwrap();
+    assert_eq!(delete.action["message"], 2);
+    assert!(chat.audit("other", 10).await.unwrap().is_empty());
+
+    let reports = chat.reports("talk", 10).await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].reporter, "eve");
+    assert_eq!(reports[0].message["text"], "m3");
+    assert!(!reports[0].deleted);
+    // Deleting the reported message shows in the report; a clear hides
+    // everything sent until then.
+    chat.store_batch(
+        "talk",
+        &[],
+        &[chat_audit(
+            now + 30,
+            AuditAction::Delete { message: 3 },
+            "ann",
+        )],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(chat.reports("talk", 10).await.unwrap()[0].deleted);
+    chat.store_batch(
+        "talk",
+        &[chat_message(4, "ann", "m4", now + 40)],
+        &[chat_audit(now + 41, AuditAction::Clear, "ann")],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(chat.history("talk", 50).await.unwrap().is_empty());
+    assert_eq!(chat.next_message_id("talk").await.unwrap(), 5);
 }

@@ -194,6 +194,37 @@ impl Room {
         }
     }
 
+    /// A room that starts from stored state rather than empty: `history`
+    /// (oldest first, deleted messages left out) becomes what joining
+    /// members get, message ids continue after the last of it (and after
+    /// [`RoomConfig::first_message_id`]), and `bans` are in force: each user
+    /// with the end of a timeout (ms since the epoch), `None` for a ban.
+    /// The caller loads them; the room still never touches a database.
+    pub fn restore(
+        config: RoomConfig,
+        history: Vec<ChatMessage>,
+        bans: Vec<(String, Option<u64>)>,
+    ) -> Room {
+        let mut room = Room::new(config);
+        let keep = room.config.history_len.saturating_mul(4);
+        let skip = history.len().saturating_sub(keep);
+        room.recent = history.into_iter().skip(skip).collect();
+        if let Some(last) = room.recent.back() {
+            room.next_message_id = room.next_message_id.max(last.id.saturating_add(1));
+        }
+        room.sanctions = bans
+            .into_iter()
+            .map(|(user, until)| {
+                let sanction = match until {
+                    Some(until) => Sanction::TimedOut { until },
+                    None => Sanction::Banned,
+                };
+                (user, sanction)
+            })
+            .collect();
+        room
+    }
+
     /// The number of members.
     pub fn member_count(&self) -> usize {
         self.members.len()

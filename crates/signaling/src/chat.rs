@@ -12,19 +12,28 @@
 //! Who may send: the stream's publisher (as its broadcaster) and viewers
 //! whose credential names a user (a logged-in page, or a token minted for a
 //! user); anonymous viewers read. Display names and roles come from the
-//! account. Not yet here: storing messages and moderation in the database,
-//! and carrying a room over the relay tree.
+//! account.
+//!
+//! Storage: a room is created from the store (its recent history, next
+//! message id and the bans in force) before its first member is answered,
+//! and lives in memory while it has members. After each frame the room's
+//! queues (new messages, moderation actions, reports) go to a writer task
+//! through a bounded queue, dropped and logged when full, so that a slow
+//! database never delays fan-out; the writer stores them in batches. Not
+//! yet here: carrying a room over the relay tree.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use lumen_auth::{Auth, Role as AccountRole};
+use lumen_chat::{AuditEntry, ChatMessage, Report};
 use lumen_chat::{MemberId, MemberInfo, Output, Role, Room, RoomConfig, Target};
 use lumen_node::{NodeEvent, NodeHandle, SessionRef};
 use lumen_sfu::ChannelId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::{Duration, MissedTickBehavior};
 
 use crate::hub::{Liveness, Observer};
 use crate::sessions::{Kind, Sessions};
@@ -33,6 +42,15 @@ use crate::sessions::{Kind, Sessions};
 pub(crate) const LABEL: &str = "chat";
 /// Channel events queued for the chat task at most.
 const QUEUE: usize = 4096;
+/// Rooms' drained queues waiting for the writer at most.
+const WRITE_QUEUE: usize = 1024;
+/// The writer stores what it holds this often, or sooner when it holds
+/// [`BATCH_ITEMS`] records.
+const BATCH_EVERY: Duration = Duration::from_millis(200);
+const BATCH_ITEMS: usize = 100;
+/// How long a room being created waits for the writer to store what an
+/// earlier incarnation of the room left queued.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// A channel event, with what the session table knew of its session.
 enum ChatIn {
@@ -179,6 +197,9 @@ async fn run(
         members: HashMap::new(),
         channels: HashMap::new(),
     };
+    let (writer, write_rx) = mpsc::channel(WRITE_QUEUE);
+    let write_task = tokio::spawn(write(write_rx, auth.clone()));
+    let write_dropped = AtomicU64::new(0);
     while let Some(m) = rx.recv().await {
         match m {
             ChatIn::Open {
@@ -188,10 +209,13 @@ async fn run(
                 user,
             } => {
                 let info = member_info(&auth, &stream, publisher, user).await;
-                let room = r
-                    .rooms
-                    .entry(stream.clone())
-                    .or_insert_with(|| Room::new(RoomConfig::default()));
+                if !r.rooms.contains_key(&stream) {
+                    let room = load(&auth, &writer, &stream).await;
+                    r.rooms.insert(stream.clone(), room);
+                }
+                let Some(room) = r.rooms.get_mut(&stream) else {
+                    continue;
+                };
                 let (member, outputs) = room.join(info, now_ms());
                 r.members.insert(at, (stream.clone(), member));
                 r.channels.insert((stream.clone(), member), at);
@@ -205,8 +229,14 @@ async fn run(
                     continue;
                 };
                 let outputs = room.handle(member, binary, &data, now_ms());
-                // Stored elsewhere later; drained so the queues stay small.
-                let _ = (room.take_persist(), room.take_audit(), room.take_reports());
+                let batch = Batch {
+                    messages: room.take_persist(),
+                    audit: room.take_audit(),
+                    reports: room.take_reports(),
+                };
+                if !batch.is_empty() {
+                    queue_write(&writer, &write_dropped, stream.clone(), batch);
+                }
                 r.send(&node, &stream, outputs).await;
             }
             ChatIn::Close { at } => r.leave(at),
@@ -223,6 +253,9 @@ async fn run(
             }
         }
     }
+    // The writer stores what it holds once its queue closes.
+    drop(writer);
+    let _ = write_task.await;
 }
 
 impl Rooms {
@@ -234,7 +267,7 @@ impl Rooms {
         if let Some(room) = self.rooms.get_mut(&stream) {
             room.leave(member);
             if room.member_count() == 0 {
-                // History goes with the last member until it is stored.
+                // The next member restarts it from the store.
                 self.rooms.remove(&stream);
             }
         }
@@ -273,6 +306,130 @@ impl Rooms {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What one room's queues held after a frame.
+#[derive(Default)]
+struct Batch {
+    messages: Vec<ChatMessage>,
+    audit: Vec<AuditEntry>,
+    reports: Vec<Report>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.messages.len() + self.audit.len() + self.reports.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn append(&mut self, mut other: Batch) {
+        self.messages.append(&mut other.messages);
+        self.audit.append(&mut other.audit);
+        self.reports.append(&mut other.reports);
+    }
+}
+
+/// What the chat task asks of the writer.
+enum Write {
+    Store {
+        stream: String,
+        batch: Batch,
+    },
+    /// Store everything queued so far, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Hands a batch to the writer without waiting: a full queue loses it.
+fn queue_write(writer: &mpsc::Sender<Write>, dropped: &AtomicU64, stream: String, batch: Batch) {
+    let n = batch.len();
+    if writer.try_send(Write::Store { stream, batch }).is_err() {
+        let total = dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        tracing::warn!(
+            records = n,
+            dropped = total,
+            "chat writer queue full: records not stored"
+        );
+    }
+}
+
+/// A room as the store left it: its recent history, the id after the last
+/// stored one, and the bans in force. What an earlier incarnation of the
+/// room still has queued is stored first. A store that fails gives an
+/// empty room (logged): chat goes on without its history.
+async fn load(auth: &Auth, writer: &mpsc::Sender<Write>, stream: &str) -> Room {
+    let (tx, rx) = oneshot::channel();
+    if writer.send(Write::Flush(tx)).await.is_ok() {
+        let _ = tokio::time::timeout(FLUSH_WAIT, rx).await;
+    }
+    let mut config = RoomConfig::default();
+    let chat = auth.chat();
+    let stored = async {
+        let history = chat.history(stream, config.history_len).await?;
+        let next = chat.next_message_id(stream).await?;
+        let bans = chat.bans(stream).await?;
+        Ok::<_, lumen_auth::AuthError>((history, next, bans))
+    };
+    match stored.await {
+        Ok((history, next, bans)) => {
+            config.first_message_id = next;
+            Room::restore(config, history, bans)
+        }
+        Err(e) => {
+            tracing::warn!(%stream, error = %e, "chat room not restored: starting empty");
+            Room::new(config)
+        }
+    }
+}
+
+/// The writer: collects batches per stream and stores them every
+/// [`BATCH_EVERY`] or [`BATCH_ITEMS`] records, one transaction per stream.
+async fn write(mut rx: mpsc::Receiver<Write>, auth: Auth) {
+    let mut pending: HashMap<String, Batch> = HashMap::new();
+    let mut held = 0;
+    let mut tick = tokio::time::interval(BATCH_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(Write::Store { stream, batch }) => {
+                    held += batch.len();
+                    pending.entry(stream).or_default().append(batch);
+                    if held >= BATCH_ITEMS {
+                        store(&auth, &mut pending).await;
+                        held = 0;
+                    }
+                }
+                Some(Write::Flush(done)) => {
+                    store(&auth, &mut pending).await;
+                    held = 0;
+                    let _ = done.send(());
+                }
+                None => {
+                    store(&auth, &mut pending).await;
+                    return;
+                }
+            },
+            _ = tick.tick() => {
+                store(&auth, &mut pending).await;
+                held = 0;
+            }
+        }
+    }
+}
+
+async fn store(auth: &Auth, pending: &mut HashMap<String, Batch>) {
+    for (stream, b) in pending.drain() {
+        if let Err(e) = auth
+            .chat()
+            .store_batch(&stream, &b.messages, &b.audit, &b.reports)
+            .await
+        {
+            tracing::warn!(%stream, records = b.len(), error = %e, "chat records not stored");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The account API under `/api/v1` (docs/api.md): setup, log in and out,
-//! sign up, my streams and their keys, share links, and user management for
-//! admins. Pages authenticate with the session cookie (and `X-CSRF-Token`
+//! sign up, my streams and their keys, share links, their chats' moderation
+//! logs and reports, and user management for admins. Pages authenticate with the session cookie (and `X-CSRF-Token`
 //! on unsafe methods, checked by [`Caller`]); scripts with a Bearer JWT
 //! carrying the `admin` scope.
 //!
@@ -9,6 +9,7 @@
 //! annotation as its entry in `/api/v1/openapi.json` (see `openapi`).
 
 mod admin;
+mod chat;
 mod keys;
 mod openapi;
 mod streams;
@@ -61,6 +62,8 @@ pub(crate) fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))
         .routes(routes!(streams::share))
+        .routes(routes!(chat::audit))
+        .routes(routes!(chat::reports))
         .routes(routes!(admin::mint))
         .routes(routes!(admin::revoke_token))
         .routes(routes!(admin::users, admin::create_user))

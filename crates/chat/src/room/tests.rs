@@ -503,3 +503,52 @@ fn a_flood_closes_the_flooder_only() {
     }
     assert_eq!(room.member_count(), 1);
 }
+
+#[test]
+fn a_restored_room_continues_from_its_stored_state() {
+    let stored: Vec<ChatMessage> = (1..=3)
+        .map(|id| ChatMessage {
+            id,
+            user: "ann".into(),
+            display_name: "Ann".into(),
+            role: Role::Viewer,
+            text: format!("m{id}"),
+            ts: T0 + id,
+        })
+        .collect();
+    let bans = vec![
+        ("bob".to_string(), None),
+        ("cid".to_string(), Some(T0 + 60_000)),
+    ];
+    let config = RoomConfig {
+        first_message_id: 2,
+        ..RoomConfig::default()
+    };
+    let mut room = Room::restore(config, stored.clone(), bans);
+    let (ann, out) = room.join(MemberInfo::registered("ann", "Ann", Role::Viewer), T0);
+    let history = &seen_by(&out, ann)[0];
+    assert_eq!(history["type"], "history");
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["m1", "m2", "m3"]);
+    // Ids go on after the stored ones, not from `first_message_id`.
+    let out = room.handle_text(ann, &frame("m4"), T0 + 10);
+    assert_eq!(seen_by(&out, ann)[0]["id"], 4);
+    assert_eq!(room.take_persist().len(), 1);
+    // Stored messages can be deleted like any other.
+    let out = room.handle_text(ann, r#"{"type":"delete","id":1}"#, T0 + 11);
+    assert_eq!(seen_by(&out, ann)[0]["type"], "deleted");
+    // The ban holds; the timeout holds until it ends.
+    let (bob, _) = room.join(MemberInfo::registered("bob", "Bob", Role::Viewer), T0);
+    let out = room.handle_text(bob, &frame("hi"), T0 + 20);
+    assert_eq!(error_to(&out, bob).0, "banned");
+    let (cid, _) = room.join(MemberInfo::registered("cid", "Cid", Role::Viewer), T0);
+    let out = room.handle_text(cid, &frame("hi"), T0 + 30);
+    assert_eq!(error_to(&out, cid).0, "timed_out");
+    let out = room.handle_text(cid, &frame("hi"), T0 + 60_000);
+    assert_eq!(seen_by(&out, cid)[0]["type"], "message");
+}

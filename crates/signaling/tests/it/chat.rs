@@ -3,7 +3,8 @@
 //! on their WHIP and WHEP sessions. The broadcaster's message reaches every
 //! member; a late viewer gets it as history; an anonymous viewer reads but
 //! is refused when it sends; a viewer whose token names a user sends under
-//! that user's name.
+//! that user's name. A room whose members all left restarts from the store
+//! with its history, and moderators read its audit log over the API.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ struct Peer {
     tx: mpsc::UnboundedSender<String>,
     rx: mpsc::UnboundedReceiver<Value>,
     task: tokio::task::JoinHandle<()>,
+    /// The session URL (`Location` of the WHIP or WHEP answer).
+    location: String,
 }
 
 impl Peer {
@@ -55,7 +58,7 @@ impl Peer {
             None => crate::support::post_sdp(c, &s.url(path), offer.to_sdp_string()).await,
         };
         assert_eq!(r.status(), 201, "{path}");
-        let _ = header(&r, "location");
+        let location = header(&r, "location").to_string();
         let answer = SdpAnswer::from_sdp_string(&r.text().await.expect("answer")).expect("SDP");
         rtc.sdp_api()
             .accept_answer(pending, answer)
@@ -71,7 +74,12 @@ impl Peer {
             out_rx,
             in_tx,
         ));
-        Peer { tx, rx, task }
+        Peer {
+            tx,
+            rx,
+            task,
+            location,
+        }
     }
 
     fn send(&self, frame: &str) {
@@ -259,5 +267,100 @@ async fn broadcaster_and_viewers_chat_over_their_sessions() {
         assert_eq!(m["role"], "viewer");
     }
     drop((publisher, anon, vera));
+    s.stop().await;
+}
+
+/// Waits until `stream` is not live any more (its publisher left).
+async fn gone(s: &Server, c: &Client, stream: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = c
+            .get(s.url(&format!("/api/streams/{stream}")))
+            .send()
+            .await
+            .expect("GET");
+        let v: Value = serde_json::from_str(&r.text().await.expect("body")).unwrap_or_default();
+        if v["live"] != true {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{stream} stayed live: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn texts(history: &Value) -> Vec<&str> {
+    history["messages"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_room_restarts_from_the_store() {
+    let s = Server::start().await;
+    let c = Client::new();
+    let token = s.publish_token();
+    let mut publisher = Peer::start(&s, &c, "/whip/again", Some(&token)).await;
+    publisher.next("state").await;
+    live(&s, &c, "again").await;
+    publisher.send(r#"{"type":"send","text":"kept"}"#);
+    let kept = publisher.next("message").await;
+    publisher.send(r#"{"type":"send","text":"oops"}"#);
+    let oops = publisher.next("message").await;
+    publisher.send(&format!(r#"{{"type":"delete","id":{}}}"#, oops["id"]));
+    publisher.next("deleted").await;
+
+    // The moderators' log lists the deletion once the writer stored it.
+    let admin = s.token("admin");
+    let deadline = Instant::now() + WAIT;
+    let audit = loop {
+        let r = c
+            .get(s.url("/api/v1/streams/again/chat/audit"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 200);
+        let v: Value = serde_json::from_str(&r.text().await.expect("body")).expect("json");
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the deletion was never stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(audit[0]["action"]["kind"], "delete", "{audit}");
+    assert_eq!(audit[0]["action"]["message"], oops["id"], "{audit}");
+    assert_eq!(audit[0]["actor_role"], "broadcaster", "{audit}");
+
+    // Every member leaves: the room is gone from memory.
+    let r = c
+        .delete(s.url(&publisher.location))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(r.status().is_success(), "{}", r.status());
+    drop(publisher);
+    gone(&s, &c, "again").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The next members get the stored history, without the deleted
+    // message, and ids go on after the stored ones.
+    let stored = s.auth().chat().history("again", 50).await.expect("store");
+    assert_eq!(stored.len(), 1);
+    let mut publisher = Peer::start(&s, &c, "/whip/again", Some(&token)).await;
+    assert_eq!(texts(&publisher.next("history").await), ["kept"]);
+    live(&s, &c, "again").await;
+    let mut viewer = Peer::start(&s, &c, "/whep/again", None).await;
+    let history = viewer.next("history").await;
+    assert_eq!(texts(&history), ["kept"]);
+    assert_eq!(history["messages"][0]["id"], kept["id"]);
+    publisher.send(r#"{"type":"send","text":"back again"}"#);
+    let m = viewer.next("message").await;
+    assert_eq!(m["text"], "back again");
+    assert!(m["id"].as_u64() > oops["id"].as_u64(), "{m}");
+    drop((publisher, viewer));
     s.stop().await;
 }

@@ -163,6 +163,7 @@ pub async fn run_switch(opts: &SwitchOptions) -> anyhow::Result<SwitchReport> {
             url: format!("{base}/whep/switch"),
             token: None,
             layer: None,
+            chat: false,
         })
         .await
         .context("starting a viewer")?;

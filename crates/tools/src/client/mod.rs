@@ -16,8 +16,11 @@
 //!   threads and writers), `pattern` (the picture and its encoder);
 //! - watching: `watch` (the session), `receive` (track tasks and the
 //!   decoder), `stats` (the counters), `depacketize` (H.264 from RTP);
-//! - `sei`: the timing SEI both sides agree on.
+//! - `sei`: the timing SEI both sides agree on;
+//! - `chat`: the optional `chat` data channel of either session
+//!   (docs/chat.md).
 
+mod chat;
 mod cli;
 mod depacketize;
 mod pattern;
@@ -32,6 +35,7 @@ mod tracks;
 mod watch;
 
 pub use crate::whip::LAYER_LINK_REL;
+pub use chat::{CHAT_LABEL, ChatFrames, ChatSender, send_frame as chat_send_frame};
 pub use cli::{run_publish_cli, run_watch_cli};
 pub use pattern::{EncodedFrame, PatternEncoder, draw_pattern};
 pub use publish::{LayerStats, PublishOptions, Publisher, SIMULCAST_LAYERS, SimulcastLayer};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
+use super::chat::{ChatChannel, ChatFrames, ChatSender};
 use super::pattern::PatternEncoder;
 use super::peer::{PeerRole, build_peer};
 use super::send::{Counters, Pumps};
@@ -74,6 +75,10 @@ pub struct PublishOptions {
     /// ([`PatternEncoder::looping`]): for load tests, so the encoder does
     /// not compete with the server for the machine.
     pub loop_pattern: bool,
+    /// Open the `chat` data channel on the session, chatting as the
+    /// stream's broadcaster (see [`Publisher::chat_sender`] and
+    /// [`Publisher::chat_frames`]).
+    pub chat: bool,
 }
 
 impl Default for PublishOptions {
@@ -87,6 +92,7 @@ impl Default for PublishOptions {
             bitrate_bps: 1_000_000,
             simulcast: false,
             loop_pattern: false,
+            chat: false,
         }
     }
 }
@@ -121,6 +127,7 @@ pub struct Publisher {
     layers: Arc<[Layer]>,
     pumps: Pumps,
     started: Instant,
+    chat: Option<ChatChannel>,
 }
 
 impl Publisher {
@@ -156,7 +163,16 @@ impl Publisher {
             ..PeerRole::default()
         })
         .await?;
-        let media = match add_local_media(&pc, &layers, audio_ssrc).await {
+        let prepared = async {
+            let media = add_local_media(&pc, &layers, audio_ssrc).await?;
+            let chat = if opts.chat {
+                Some(ChatChannel::open(pc.as_ref()).await?)
+            } else {
+                None
+            };
+            Ok::<_, anyhow::Error>((media, chat))
+        };
+        let (media, chat) = match prepared.await {
             Ok(m) => m,
             Err(e) => {
                 let _ = pc.close().await;
@@ -170,6 +186,7 @@ impl Publisher {
             layers,
             pumps: Pumps::default(),
             started,
+            chat,
         };
         let begun = async {
             publisher.session.connected().await?;
@@ -233,6 +250,18 @@ impl Publisher {
     /// Per-layer counters, highest layer first (one entry without simulcast).
     pub fn layers(&self) -> Vec<LayerStats> {
         self.layers.iter().map(Layer::stats).collect()
+    }
+
+    /// Puts frames on the `chat` data channel (sent once it is open);
+    /// `None` without [`PublishOptions::chat`].
+    pub fn chat_sender(&self) -> Option<ChatSender> {
+        self.chat.as_ref().map(ChatChannel::sender)
+    }
+
+    /// The frames received on the `chat` data channel; `None` without
+    /// [`PublishOptions::chat`], and after the first call.
+    pub fn chat_frames(&mut self) -> Option<ChatFrames> {
+        self.chat.as_mut().and_then(ChatChannel::take_frames)
     }
 
     /// Current peer connection state.

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
 
+use super::chat::{ChatChannel, ChatFrames, ChatSender};
 use super::peer::{PeerRole, build_peer, rtt};
 use super::receive::{Receiver, lock};
 use super::session::Session;
@@ -33,6 +34,9 @@ pub struct WatchOptions {
     /// layer extension right after the session is created; `None` leaves
     /// the choice to the server.
     pub layer: Option<String>,
+    /// Open the `chat` data channel on the session (see
+    /// [`Watcher::chat_sender`] and [`Watcher::chat_frames`]).
+    pub chat: bool,
 }
 
 /// A live WHEP session.
@@ -42,6 +46,7 @@ pub struct Watcher {
     layer_url: Option<reqwest::Url>,
     receiver: Receiver,
     rtt_task: Option<JoinHandle<()>>,
+    chat: Option<ChatChannel>,
 }
 
 impl Watcher {
@@ -58,9 +63,14 @@ impl Watcher {
         .await?;
         let prepared = async {
             add_recvonly_transceivers(pc.as_ref()).await?;
-            Receiver::start(track_rx)
+            let chat = if opts.chat {
+                Some(ChatChannel::open(pc.as_ref()).await?)
+            } else {
+                None
+            };
+            Ok::<_, anyhow::Error>((Receiver::start(track_rx)?, chat))
         };
-        let receiver = match prepared.await {
+        let (receiver, chat) = match prepared.await {
             Ok(r) => r,
             Err(e) => {
                 let _ = pc.close().await;
@@ -81,6 +91,7 @@ impl Watcher {
             session,
             receiver,
             rtt_task: None,
+            chat,
         };
         // Before ICE completes, so the first keyframe is of the right layer.
         if let Some(rid) = &opts.layer
@@ -134,6 +145,18 @@ impl Watcher {
         whip::post_layer(http, url, token, rid).await?;
         lock(&self.receiver.shared().state).stats.requested_layer = Some(rid.to_owned());
         Ok(())
+    }
+
+    /// Puts frames on the `chat` data channel (sent once it is open);
+    /// `None` without [`WatchOptions::chat`].
+    pub fn chat_sender(&self) -> Option<ChatSender> {
+        self.chat.as_ref().map(ChatChannel::sender)
+    }
+
+    /// The frames received on the `chat` data channel; `None` without
+    /// [`WatchOptions::chat`], and after the first call.
+    pub fn chat_frames(&mut self) -> Option<ChatFrames> {
+        self.chat.as_mut().and_then(ChatChannel::take_frames)
     }
 
     /// Current peer connection state.

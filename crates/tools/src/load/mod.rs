@@ -130,6 +130,7 @@ async fn start_publisher(spec: &PublishSpec, token: Option<String>) -> anyhow::R
         // The generator usually shares the server's machine: encoding once
         // leaves the cores to the server and the viewers.
         loop_pattern: true,
+        chat: false,
     })
     .await
     .context("starting the publisher")?;

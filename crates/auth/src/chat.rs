@@ -1,0 +1,324 @@
+//! Chat's storage: each stream's messages, moderation log, reports and the
+//! bans in force, in SQL that SQLite and PostgreSQL both run, like
+//! `store.rs`. The room (`lumen_chat::Room`) stays sans-IO: signaling
+//! drains its queues into [`Chat::store_batch`] off the hot path, and
+//! restores a room from [`Chat::history`], [`Chat::next_message_id`] and
+//! [`Chat::bans`] when it is created again.
+
+use lumen_chat::{AuditAction, AuditEntry, ChatMessage, Report, Role};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+use utoipa::ToSchema;
+
+use crate::{Auth, AuthError, Result, model};
+
+/// Entries [`Chat::audit`] and [`Chat::reports`] return at most.
+pub const MAX_LOG: usize = 500;
+
+/// One moderation action as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AuditRecord {
+    /// When, ms since the epoch.
+    pub ts: i64,
+    /// The acting user.
+    pub actor: String,
+    /// The actor's role in the room: `broadcaster`, `moderator` or `admin`.
+    pub actor_role: String,
+    /// What was done: `{"kind": "delete", "message": 3}`, `{"kind":
+    /// "timeout", "seconds": 60}`, `ban`, `unban`, `clear`, `slow_mode`,
+    /// `registered_only`.
+    #[schema(value_type = Object)]
+    pub action: serde_json::Value,
+    /// The user acted upon.
+    pub target: Option<String>,
+    /// The reason given.
+    pub reason: Option<String>,
+}
+
+/// A report of a message as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ReportRecord {
+    /// When, ms since the epoch.
+    pub ts: i64,
+    /// The reporting user.
+    pub reporter: String,
+    /// The reported message as it was when reported:
+    /// `{"id","user","display_name","role","text","ts"}`.
+    #[schema(value_type = Object)]
+    pub message: serde_json::Value,
+    /// Why.
+    pub reason: Option<String>,
+    /// Whether the message has been deleted since.
+    pub deleted: bool,
+}
+
+/// The chat tables of an [`Auth`]: `auth.chat()`.
+#[derive(Clone, Copy)]
+pub struct Chat<'a> {
+    pool: &'a AnyPool,
+}
+
+impl Auth {
+    /// Chat's storage.
+    pub fn chat(&self) -> Chat<'_> {
+        Chat {
+            pool: self.inner.store.pool(),
+        }
+    }
+}
+
+impl Chat<'_> {
+    /// Stores what a room's queues held, in one transaction: the messages
+    /// first (a deletion may name one of them), then the audit entries,
+    /// which mark deleted messages and keep the bans table current, then
+    /// the reports. A message stored already is left as it is, so that a
+    /// batch written twice changes nothing.
+    pub async fn store_batch(
+        &self,
+        stream: &str,
+        messages: &[ChatMessage],
+        audit: &[AuditEntry],
+        reports: &[Report],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for m in messages {
+            sqlx::query(
+                "INSERT INTO chat_messages (stream, id, user_id, display_name, role, text, ts, deleted) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0) ON CONFLICT (stream, id) DO NOTHING",
+            )
+            .bind(stream)
+            .bind(int(m.id))
+            .bind(&m.user)
+            .bind(&m.display_name)
+            .bind(role_str(m.role))
+            .bind(&m.text)
+            .bind(int(m.ts))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (seq, a) in audit.iter().enumerate() {
+            let ts = int(a.ts);
+            sqlx::query(
+                "INSERT INTO chat_audit (id, stream, ts, seq, actor, actor_role, action, target, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(format!("au_{}", model::random_token(8)))
+            .bind(stream)
+            .bind(ts)
+            .bind(seq as i64)
+            .bind(&a.actor)
+            .bind(role_str(a.actor_role))
+            .bind(json(&a.action)?)
+            .bind(&a.target)
+            .bind(&a.reason)
+            .execute(&mut *tx)
+            .await?;
+            match &a.action {
+                AuditAction::Delete { message } => {
+                    sqlx::query(
+                        "UPDATE chat_messages SET deleted = 1 WHERE stream = $1 AND id = $2",
+                    )
+                    .bind(stream)
+                    .bind(int(*message))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                // The room forgets its history; so does the store. (A
+                // message sent in the same millisecond after the clear
+                // goes too: the queues do not say which came first.)
+                AuditAction::Clear => {
+                    sqlx::query(
+                        "UPDATE chat_messages SET deleted = 1 WHERE stream = $1 AND ts <= $2",
+                    )
+                    .bind(stream)
+                    .bind(ts)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                AuditAction::Ban | AuditAction::Timeout { .. } => {
+                    let Some(user) = &a.target else { continue };
+                    let until = match a.action {
+                        AuditAction::Timeout { seconds } => {
+                            Some(ts.saturating_add(int(seconds.saturating_mul(1000))))
+                        }
+                        _ => None,
+                    };
+                    sqlx::query(
+                        "INSERT INTO chat_bans (stream, user_id, until) VALUES ($1, $2, $3) \
+                         ON CONFLICT (stream, user_id) DO UPDATE SET until = excluded.until",
+                    )
+                    .bind(stream)
+                    .bind(user)
+                    .bind(until)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                AuditAction::Unban => {
+                    let Some(user) = &a.target else { continue };
+                    sqlx::query("DELETE FROM chat_bans WHERE stream = $1 AND user_id = $2")
+                        .bind(stream)
+                        .bind(user)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+        for (seq, r) in reports.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO chat_reports (id, stream, ts, seq, reporter, message_id, message, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(format!("rp_{}", model::random_token(8)))
+            .bind(stream)
+            .bind(int(r.ts))
+            .bind(seq as i64)
+            .bind(&r.reporter)
+            .bind(int(r.message.id))
+            .bind(json(&r.message)?)
+            .bind(&r.reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The last `n` messages of a stream that are not deleted, oldest first.
+    pub async fn history(&self, stream: &str, n: usize) -> Result<Vec<ChatMessage>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, display_name, role, text, ts FROM chat_messages \
+             WHERE stream = $1 AND deleted = 0 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(stream)
+        .bind(n.min(i64::MAX as usize) as i64)
+        .fetch_all(self.pool)
+        .await?;
+        let mut messages = rows.iter().map(message_from).collect::<Result<Vec<_>>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// The id a restarted room gives its first message: one past the
+    /// largest stored, deleted ones included (1 for a new stream).
+    pub async fn next_message_id(&self, stream: &str) -> Result<u64> {
+        let max: Option<i64> =
+            sqlx::query("SELECT MAX(id) AS m FROM chat_messages WHERE stream = $1")
+                .bind(stream)
+                .fetch_one(self.pool)
+                .await?
+                .try_get("m")?;
+        Ok(max.map_or(1, |m| m.max(0) as u64 + 1))
+    }
+
+    /// The bans and timeouts in force now: each user with the end of their
+    /// timeout (ms), `None` for a ban.
+    pub async fn bans(&self, stream: &str) -> Result<Vec<(String, Option<u64>)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, until FROM chat_bans \
+             WHERE stream = $1 AND (until IS NULL OR until > $2) ORDER BY user_id",
+        )
+        .bind(stream)
+        .bind(model::now_ms())
+        .fetch_all(self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let until: Option<i64> = r.try_get("until")?;
+                Ok((r.try_get("user_id")?, until.map(|u| u.max(0) as u64)))
+            })
+            .collect()
+    }
+
+    /// The latest `limit` moderation actions of a stream (at most
+    /// [`MAX_LOG`]), newest first.
+    pub async fn audit(&self, stream: &str, limit: usize) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT ts, actor, actor_role, action, target, reason FROM chat_audit \
+             WHERE stream = $1 ORDER BY ts DESC, seq DESC LIMIT $2",
+        )
+        .bind(stream)
+        .bind(limit.clamp(1, MAX_LOG) as i64)
+        .fetch_all(self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let action: String = r.try_get("action")?;
+                Ok(AuditRecord {
+                    ts: r.try_get("ts")?,
+                    actor: r.try_get("actor")?,
+                    actor_role: r.try_get("actor_role")?,
+                    action: parse(&action)?,
+                    target: r.try_get("target")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The latest `limit` reports of a stream (at most [`MAX_LOG`]), newest
+    /// first, each saying whether its message has been deleted since.
+    pub async fn reports(&self, stream: &str, limit: usize) -> Result<Vec<ReportRecord>> {
+        let rows = sqlx::query(
+            "SELECT r.ts, r.reporter, r.message, r.reason, m.deleted FROM chat_reports r \
+             LEFT JOIN chat_messages m ON m.stream = r.stream AND m.id = r.message_id \
+             WHERE r.stream = $1 ORDER BY r.ts DESC, r.seq DESC LIMIT $2",
+        )
+        .bind(stream)
+        .bind(limit.clamp(1, MAX_LOG) as i64)
+        .fetch_all(self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let message: String = r.try_get("message")?;
+                let deleted: Option<i64> = r.try_get("deleted")?;
+                Ok(ReportRecord {
+                    ts: r.try_get("ts")?,
+                    reporter: r.try_get("reporter")?,
+                    message: parse(&message)?,
+                    reason: r.try_get("reason")?,
+                    deleted: deleted.unwrap_or(0) != 0,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A room's ids and times fit an i64 for some 292 million years; a value
+/// that does not is clamped rather than wrapped.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn role_str(role: Role) -> &'static str {
+    match role {
+        Role::Viewer => "viewer",
+        Role::Broadcaster => "broadcaster",
+        Role::Moderator => "moderator",
+        Role::Admin => "admin",
+    }
+}
+
+fn json(v: &impl Serialize) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| AuthError::Invalid(format!("chat record: {e}")))
+}
+
+fn parse(s: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(s).map_err(|e| AuthError::Invalid(format!("stored chat record: {e}")))
+}
+
+fn message_from(row: &AnyRow) -> Result<ChatMessage> {
+    let role: String = row.try_get("role")?;
+    let id: i64 = row.try_get("id")?;
+    let ts: i64 = row.try_get("ts")?;
+    Ok(ChatMessage {
+        id: id.max(0) as u64,
+        user: row.try_get("user_id")?,
+        display_name: row.try_get("display_name")?,
+        role: serde_json::from_value(serde_json::Value::String(role.clone()))
+            .map_err(|_| AuthError::Invalid(format!("stored chat role {role:?}")))?,
+        text: row.try_get("text")?,
+        ts: ts.max(0) as u64,
+    })
+}
