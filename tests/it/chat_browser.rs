@@ -41,7 +41,7 @@ async fn chat_between_broadcaster_and_viewer_while_video_plays() {
         )
         .await
         .expect("create the user ann");
-    let scopes = lumen_signaling::auth::Scopes::parse("subscribe:*").expect("scopes");
+    let scopes = lumen_signaling::auth::Scopes::parse("subscribe:* chat:*").expect("scopes");
     let ann_token = auth
         .mint(&ann.id, &scopes, Duration::from_secs(3600))
         .expect("mint a token for ann");

@@ -13,7 +13,7 @@ mod moderation;
 pub use moderation::{AuditAction, AuditEntry, Report};
 
 use crate::filter::{self, WordFilter};
-use crate::protocol::{ChatMessage, ClientFrame, ErrorCode, Role, ServerFrame};
+use crate::protocol::{ChatMessage, ClientFrame, ErrorCode, MAX_FRAME_BYTES, Role, ServerFrame};
 
 /// A member of one room: one data channel. `Copy`, used as a handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -263,14 +263,33 @@ impl Room {
             },
         );
         self.sweep(now);
-        let history = ServerFrame::History {
-            messages: self.history().cloned().collect(),
-        };
+        let history = self.history_frame();
         let outputs = vec![
             send(Target::One(id), &history),
             send(Target::One(id), &self.state_frame()),
         ];
         (id, outputs)
+    }
+
+    /// The `history` frame: the last messages, as many as fit in one frame
+    /// of at most [`MAX_FRAME_BYTES`] like every other (long messages make
+    /// the oldest give way).
+    fn history_frame(&self) -> ServerFrame {
+        let mut messages: Vec<ChatMessage> = self.history().cloned().collect();
+        loop {
+            let frame = ServerFrame::History { messages };
+            if frame.to_json().len() <= MAX_FRAME_BYTES {
+                return frame;
+            }
+            let ServerFrame::History { messages: mut m } = frame else {
+                unreachable!("built above")
+            };
+            if m.is_empty() {
+                return ServerFrame::History { messages: m };
+            }
+            m.remove(0);
+            messages = m;
+        }
     }
 
     /// Removes a member. Unknown members are ignored.

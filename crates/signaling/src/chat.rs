@@ -9,10 +9,11 @@
 //! the rooms and sends their frames back through
 //! [`NodeHandle::send_channel`](lumen_node::NodeHandle::send_channel).
 //!
-//! Who may send: the stream's publisher (as its broadcaster) and viewers
-//! whose credential names a user (a logged-in page, or a token minted for a
-//! user); anonymous viewers read. Display names and roles come from the
-//! account.
+//! Who may send: the stream's publisher (as its broadcaster), a logged-in
+//! viewer of a stream they may watch, and a viewer whose token carries
+//! `chat:{stream}` (`moderate:{stream}` moderates); anonymous viewers read
+//! (`endpoints::chat_rights` decides when the session is made). Display
+//! names and roles come from the account, or from the token's subject.
 //!
 //! Storage: a room is created from the store (its recent history, next
 //! message id and the bans in force) before its first member is answered,
@@ -36,7 +37,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Duration, MissedTickBehavior};
 
 use crate::hub::{Liveness, Observer};
-use crate::sessions::{Kind, Sessions};
+use crate::sessions::{ChatRights, Kind, Sessions};
 
 /// The data channel label chat travels on.
 pub(crate) const LABEL: &str = "chat";
@@ -58,7 +59,7 @@ enum ChatIn {
         at: (SessionRef, ChannelId),
         stream: String,
         publisher: bool,
-        user: Option<String>,
+        rights: ChatRights,
     },
     Data {
         at: (SessionRef, ChannelId),
@@ -123,7 +124,7 @@ impl Observer for Tap {
                     at: (*session, *channel),
                     stream: entry.stream,
                     publisher: entry.kind == Kind::Whip,
-                    user: entry.grant.user_id,
+                    rights: entry.chat,
                 });
             }
             NodeEvent::ChannelData {
@@ -206,9 +207,9 @@ async fn run(
                 at,
                 stream,
                 publisher,
-                user,
+                rights,
             } => {
-                let info = member_info(&auth, &stream, publisher, user).await;
+                let info = member_info(&auth, &stream, publisher, rights).await;
                 if !r.rooms.contains_key(&stream) {
                     let room = load(&auth, &writer, &stream).await;
                     r.rooms.insert(stream.clone(), room);
@@ -434,20 +435,32 @@ async fn store(auth: &Auth, pending: &mut HashMap<String, Batch>) {
     }
 }
 
-/// Who a chat member is: the publisher is the broadcaster; a viewer whose
-/// credential names a user is that user (with the account's name and role);
-/// anyone else reads only.
-async fn member_info(
-    auth: &Auth,
-    stream: &str,
-    publisher: bool,
-    user: Option<String>,
-) -> MemberInfo {
-    let account = match &user {
-        Some(id) => auth.user(id).await.ok(),
-        None => None,
+/// Who a chat member is, from its session's rights: the publisher is the
+/// broadcaster; a speaker that is a user chats under the account's name and
+/// role (the stream's owner as its broadcaster); a speaker that is not (a
+/// token's subject from a service or an external site) chats as a guest
+/// under that name; a session without chat rights reads only.
+async fn member_info(auth: &Auth, stream: &str, publisher: bool, rights: ChatRights) -> MemberInfo {
+    let Some(speaker) = rights.speaker else {
+        return if publisher {
+            // A publisher with a service token: the stream's broadcaster.
+            MemberInfo {
+                user: Some(format!("broadcaster:{stream}")),
+                registered: true,
+                display_name: stream.to_string(),
+                role: Role::Broadcaster,
+            }
+        } else {
+            MemberInfo::anonymous()
+        };
     };
     let owner = auth.stream(stream).await.ok().flatten().map(|s| s.owner_id);
+    let account = auth.user(&speaker).await.ok();
+    let base = if rights.moderates {
+        Role::Moderator
+    } else {
+        Role::Viewer
+    };
     match account {
         Some(u) => {
             let role = if publisher || owner.as_deref() == Some(u.id.as_str()) {
@@ -456,7 +469,7 @@ async fn member_info(
                 match u.role {
                     AccountRole::Admin => Role::Admin,
                     AccountRole::Moderator => Role::Moderator,
-                    _ => Role::Viewer,
+                    _ => base,
                 }
             };
             MemberInfo {
@@ -473,6 +486,11 @@ async fn member_info(
             display_name: stream.to_string(),
             role: Role::Broadcaster,
         },
-        None => MemberInfo::anonymous(),
+        None => MemberInfo {
+            user: Some(format!("token:{speaker}")),
+            registered: false,
+            display_name: speaker.clone(),
+            role: base,
+        },
     }
 }

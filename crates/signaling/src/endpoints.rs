@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lumen_auth::{Action, Grant};
+use lumen_auth::{Action, Grant, Principal};
 use lumen_sfu::TrickleFragment;
 
 use crate::authn::{Caller, authenticate, may_touch};
@@ -21,7 +21,7 @@ use crate::request::{
     check_stream_name, etag_matches, first_video, random_hex, read_text, require_content_type,
     sdp_attr,
 };
-use crate::sessions::{Kind, SessionEntry};
+use crate::sessions::{ChatRights, Kind, SessionEntry};
 use crate::state::AppState;
 
 /// `POST /{whip,whep}/{stream}`: a new session from an SDP offer.
@@ -51,6 +51,13 @@ pub(crate) async fn create(
         .inspect_err(|_| count(&st.refusals.unauthorized))?;
     admit_user(&st, &grant)?;
     let offer = read_text(&headers, body, st.body_timeout).await?;
+    // Only an offer with a data channel can chat: its rights are looked up
+    // then, not for every viewer.
+    let chat = if offer.contains("m=application") {
+        chat_rights(&st, kind, &caller.principal, &stream).await
+    } else {
+        ChatRights::default()
+    };
     let remote_ufrag = sdp_attr(&offer, "ice-ufrag").unwrap_or_default();
     let video = first_video(&offer);
     let answer = match kind {
@@ -77,6 +84,7 @@ pub(crate) async fn create(
             client,
             grant,
             holder: caller.holder,
+            chat,
         },
     );
     if !registered {
@@ -234,6 +242,39 @@ fn admit(st: &AppState, client: Option<IpAddr>) -> Result<(), ApiError> {
         });
     }
     Ok(())
+}
+
+/// What a session may do in the stream's chat: the publisher and
+/// moderators moderate; a logged-in user or a token with `chat:{stream}`
+/// speaks (as the user, or as the token's subject); anyone else reads.
+async fn chat_rights(st: &AppState, kind: Kind, principal: &Principal, stream: &str) -> ChatRights {
+    let speaker = match principal {
+        Principal::User(u) => Some(u.id.clone()),
+        Principal::Token(t) => Some(t.subject.clone()),
+        Principal::Key { owner_id, .. } => owner_id.clone(),
+        Principal::Anonymous => None,
+    };
+    if kind == Kind::Whip {
+        return ChatRights {
+            speaker,
+            moderates: true,
+        };
+    }
+    let allowed =
+        |action| async move { st.auth.authorize(principal, action, stream).await.is_ok() };
+    if speaker.is_some() && allowed(Action::Moderate).await {
+        return ChatRights {
+            speaker,
+            moderates: true,
+        };
+    }
+    if speaker.is_some() && allowed(Action::Chat).await {
+        return ChatRights {
+            speaker,
+            moderates: false,
+        };
+    }
+    ChatRights::default()
 }
 
 /// Whether the user a grant counts against may open one more session.

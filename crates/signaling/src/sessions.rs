@@ -41,6 +41,18 @@ pub(crate) enum Holder {
     User(String),
 }
 
+/// What a session may do in its stream's chat, decided from its credential
+/// when it is created (`chat:` and `moderate:` scopes, a logged-in user).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct ChatRights {
+    /// Who it chats as: the user id of a logged-in page, or a token's
+    /// subject; `None` reads only.
+    pub speaker: Option<String>,
+    /// Whether it moderates (the `moderate:` scope, a moderator or admin,
+    /// the stream's owner).
+    pub moderates: bool,
+}
+
 /// One session as the HTTP side knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SessionEntry {
@@ -62,6 +74,8 @@ pub(crate) struct SessionEntry {
     pub grant: Grant,
     /// Who may change or end it.
     pub holder: Holder,
+    /// Its rights in the stream's chat.
+    pub chat: ChatRights,
 }
 
 /// Node sessions remembered as closed before their HTTP session was
@@ -209,6 +223,7 @@ mod tests {
                 user_id: Some("u".to_string()),
             },
             holder: Holder::Anyone,
+            chat: ChatRights::default(),
         }
     }
 

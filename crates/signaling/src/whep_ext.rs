@@ -371,6 +371,7 @@ mod tests {
             client: None,
             grant: Default::default(),
             holder: crate::authn::Holder::Anyone,
+            chat: Default::default(),
         }
     }
 

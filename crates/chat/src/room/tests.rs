@@ -171,6 +171,36 @@ fn history_is_the_last_fifty_and_refills_after_deletion() {
 }
 
 #[test]
+fn the_history_frame_fits_the_frame_limit() {
+    let mut room = Room::new(RoomConfig::default());
+    let mo = join(
+        &mut room,
+        MemberInfo::registered("mo", "Mo", Role::Moderator),
+    );
+    // 50 messages of 500 emoji: about 100 KiB of history.
+    let long = "\u{1F600}".repeat(500);
+    for i in 0..50u64 {
+        room.handle_text(mo, &frame(&long), T0 + i);
+    }
+    let (late, out) = room.join(viewer("late"), T0 + 100);
+    let Output::Send { frame, .. } = &out[0] else {
+        panic!("history first: {out:?}");
+    };
+    assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
+    let history = seen_by(&out, late).remove(0);
+    let ids: Vec<u64> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    // The newest ones, in order, as many as fit.
+    assert!(!ids.is_empty() && ids.len() < 50, "{ids:?}");
+    assert_eq!(ids.last(), Some(&50));
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+}
+
+#[test]
 fn a_ban_refuses_every_session_of_the_user_until_unbanned() {
     let mut room = Room::new(RoomConfig::default());
     let troll = join(&mut room, viewer("troll"));

@@ -354,7 +354,8 @@ pub(super) fn ttl(
     Ok(d)
 }
 
-/// A share link: a `subscribe:{name}` token and the watch page with it.
+/// A share link: a `subscribe:{name} chat:{name}` token (who has the link
+/// watches and, under the owner's name, chats) and the watch page with it.
 #[utoipa::path(
     post,
     path = "/api/v1/streams/{name}/tokens",
@@ -390,7 +391,8 @@ pub(super) async fn share(
     owned(&st, &user, &name).await?;
     let req: ShareRequest = optional_body(&st, &headers, body).await?;
     let ttl = ttl(req.ttl_secs, DEFAULT_SHARE_TTL, MAX_SHARE_TTL)?;
-    let scopes = Scopes::parse(&format!("subscribe:{name}")).map_err(ApiError::BadRequest)?;
+    let scopes =
+        Scopes::parse(&format!("subscribe:{name} chat:{name}")).map_err(ApiError::BadRequest)?;
     let minted = mint(&st, &user.id, &scopes, ttl).await?;
     let watch_url = format!(
         "{}/watch/{name}?token={}",

@@ -250,6 +250,21 @@ async fn broadcaster_and_viewers_chat_over_their_sessions() {
             Duration::from_secs(600),
         )
         .expect("token");
+    // A token for the same user without `chat:` watches and reads only.
+    let watch_only = s
+        .auth()
+        .mint(
+            &user.id,
+            &Scopes::parse("subscribe:talk").expect("scope"),
+            Duration::from_secs(600),
+        )
+        .expect("token");
+    let mut reader = Peer::start(&s, &c, "/whep/talk", Some(&watch_only)).await;
+    reader.next("state").await;
+    reader.send(r#"{"type":"send","text":"may I?"}"#);
+    let refused = reader.next("error").await;
+    assert_eq!(refused["code"], "read_only", "{refused}");
+    drop(reader);
     let mut vera = Peer::start(&s, &c, "/whep/talk", Some(&vt)).await;
     let history = vera.next("history").await;
     let texts: Vec<&str> = history["messages"]
