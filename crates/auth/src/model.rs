@@ -265,18 +265,11 @@ pub(crate) fn now_ms() -> i64 {
 
 /// A stream name: what signaling accepts in a URL.
 pub(crate) fn check_stream_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+    if crate::scope::is_stream_name(name) {
         Ok(())
     } else {
         Err(AuthError::Invalid(
-            "a stream name is 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-                .to_string(),
+            crate::scope::STREAM_NAME_RULE.to_string(),
         ))
     }
 }

@@ -58,8 +58,14 @@ impl fmt::Display for Action {
     }
 }
 
+/// The stream name rule in words, for the errors that refuse one.
+pub const STREAM_NAME_RULE: &str =
+    "a stream name is 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'";
+
 /// Whether `name` is a valid stream name: 1 to 64 ASCII letters, digits,
-/// '-', '_' or '.', not starting with '.'.
+/// '-', '_' or '.', not starting with '.' (`.` and `..` would make session
+/// URLs such as `/whip/../{id}` that a client's URL resolution turns into
+/// other paths). The one rule for URLs, scopes and the account store.
 pub fn is_stream_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && !name.starts_with('.')

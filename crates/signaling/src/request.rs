@@ -17,22 +17,14 @@ use crate::proxy::Origin;
 /// Largest SDP offer or trickle fragment accepted.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
 
-/// A stream name is 1 to 64 letters, digits, `-`, `_` or `.`, not starting
-/// with a dot: `.` and `..` would make session URLs (`/whip/../{id}`) that a
-/// client's URL resolution turns into other paths.
+/// A stream name, by the rule the account store and scopes share
+/// (`lumen_auth::scope::is_stream_name`).
 pub(crate) fn check_stream_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+    if lumen_auth::scope::is_stream_name(name) {
         Ok(())
     } else {
         Err(ApiError::BadRequest(
-            "a stream name is 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-                .to_string(),
+            lumen_auth::scope::STREAM_NAME_RULE.to_string(),
         ))
     }
 }
