@@ -187,16 +187,56 @@ impl NodeHandle {
         binary: bool,
         data: Vec<u8>,
     ) -> Result<(), NodeError> {
-        let peer = session.peer;
-        self.ask(session.worker, |reply| Command::SendChannel {
-            peer,
-            channel,
-            binary,
-            data,
-            reply,
-        })
-        .await??;
-        Ok(())
+        let mut results = self
+            .send_channels(&[(session, channel)], binary, data)
+            .await;
+        results.pop().unwrap_or(Err(NodeError::Unavailable))
+    }
+
+    /// [`NodeHandle::send_channel`] of one message to many channels (a chat
+    /// room's members): one command per worker, not one per channel. The
+    /// results come in the order of `to`.
+    pub async fn send_channels(
+        &self,
+        to: &[(SessionRef, ChannelId)],
+        binary: bool,
+        data: Vec<u8>,
+    ) -> Vec<Result<(), NodeError>> {
+        let mut results: Vec<Result<(), NodeError>> =
+            to.iter().map(|_| Err(NodeError::Unavailable)).collect();
+        let mut workers: Vec<usize> = to.iter().map(|(s, _)| s.worker).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        for worker in workers {
+            let (index, peers): (Vec<usize>, Vec<(PeerId, ChannelId)>) = to
+                .iter()
+                .enumerate()
+                .filter(|(_, (s, _))| s.worker == worker)
+                .map(|(i, (s, c))| (i, (s.peer, *c)))
+                .unzip();
+            let data = data.clone();
+            let answered = self
+                .ask(worker, |reply| Command::SendChannel {
+                    to: peers,
+                    binary,
+                    data,
+                    reply,
+                })
+                .await;
+            match answered {
+                Ok(each) => {
+                    for (i, r) in index.into_iter().zip(each) {
+                        results[i] = r.map_err(NodeError::from);
+                    }
+                }
+                Err(e) => {
+                    for i in index {
+                        results[i] = Err(e.clone());
+                    }
+                }
+            }
+        }
+        results
     }
 
     /// Adds trickled ICE candidates (`candidate:…` lines) to a session.

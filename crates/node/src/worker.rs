@@ -49,12 +49,12 @@ pub(crate) enum Command {
         lines: Vec<String>,
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
+    /// One message to data channels of this worker's peers, each answered.
     SendChannel {
-        peer: PeerId,
-        channel: ChannelId,
+        to: Vec<(PeerId, ChannelId)>,
         binary: bool,
         data: Vec<u8>,
-        reply: oneshot::Sender<Result<(), SessionError>>,
+        reply: oneshot::Sender<Vec<Result<(), SessionError>>>,
     },
     RestartIce {
         peer: PeerId,
@@ -370,13 +370,16 @@ impl Worker {
                 let _ = reply.send(sfu.restart_ice(peer, &ufrag, &pwd));
             }
             Command::SendChannel {
-                peer,
-                channel,
+                to,
                 binary,
                 data,
                 reply,
             } => {
-                let _ = reply.send(sfu.send_channel(peer, channel, binary, &data));
+                let results = to
+                    .into_iter()
+                    .map(|(peer, channel)| sfu.send_channel(peer, channel, binary, &data))
+                    .collect();
+                let _ = reply.send(results);
             }
             Command::Snapshot { reply } => {
                 let busy_ratio =

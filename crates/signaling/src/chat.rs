@@ -292,13 +292,12 @@ impl Rooms {
                             .map(|(_, at)| *at)
                             .collect(),
                     };
-                    for (session, channel) in targets {
-                        // A full or closed channel loses this frame; the
-                        // others do not wait for it.
-                        let _ = node
-                            .send_channel(session, channel, false, frame.clone().into_bytes())
-                            .await;
-                    }
+                    // One command per worker for the whole room; a full
+                    // or closed channel loses this frame, the others
+                    // get it.
+                    let _ = node
+                        .send_channels(&targets, false, frame.into_bytes())
+                        .await;
                 }
                 Output::Close { member, .. } => {
                     // The room dropped the abuser; nothing more reaches it.

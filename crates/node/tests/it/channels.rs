@@ -130,5 +130,22 @@ async fn a_chat_channel_carries_messages_both_ways() {
         matches!(err, NodeError::Session(SessionError::UnknownPeer)),
         "{err:?}"
     );
+    // Many channels at once: each answered in order, per worker.
+    let elsewhere = SessionRef {
+        worker: 9,
+        peer: session.peer,
+    };
+    let each = h
+        .send_channels(
+            &[(session, channel), (elsewhere, channel)],
+            false,
+            b"x".to_vec(),
+        )
+        .await;
+    assert!(
+        matches!(each[0], Err(NodeError::Session(SessionError::UnknownPeer))),
+        "{each:?}"
+    );
+    assert_eq!(each[1], Err(NodeError::Unavailable));
     node.shutdown().await;
 }
