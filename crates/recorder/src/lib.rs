@@ -1,0 +1,3 @@
+//! lumen's recorder: a sink of a stream that depacketizes its highest layer
+//! and its audio, muxes them to fragmented MP4 (CMAF) and writes the
+//! fragments to object storage while the stream is live.
