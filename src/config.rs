@@ -39,6 +39,8 @@ pub struct LumenConfig {
     pub limits: LimitsConfig,
     /// `[auth]`: accounts, stream keys and tokens.
     pub auth: AuthSection,
+    /// `[chat]`: the rules each stream's chat room starts with.
+    pub chat: lumen_signaling::ChatSettings,
 }
 
 /// `[auth]` of `lumen.toml`: where accounts live and which tokens count.
@@ -290,6 +292,7 @@ impl From<lumen_signaling::Config> for LumenConfig {
                 sessions_per_user: c.auth.limits.sessions_per_user,
                 login_failures: c.auth.limits.login_failures,
             },
+            chat: c.chat,
         }
     }
 }
@@ -323,6 +326,7 @@ impl LumenConfig {
     /// The server's configuration, checked.
     pub fn server(self) -> anyhow::Result<lumen_signaling::Config> {
         let external = self.auth.external_issuers()?;
+        self.chat.check().map_err(anyhow::Error::msg)?;
         let mut s: lumen_signaling::Config = self.into();
         s.auth.external_issuers = external;
         Ok(s)
@@ -384,6 +388,7 @@ impl From<LumenConfig> for lumen_signaling::Config {
             sessions_per_user: a.sessions_per_user,
             login_failures: a.login_failures,
         };
+        s.chat = c.chat;
         s
     }
 }
@@ -461,6 +466,21 @@ pub const ENV: &[(&str, &str, EnvShape)] = &[
         EnvShape::Number,
     ),
     ("LUMEN_MAX_M_LINES", "limits.max_m_lines", EnvShape::Number),
+    (
+        "LUMEN_CHAT_RATE_LIMIT_MESSAGES",
+        "chat.rate_limit_messages",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_CHAT_RATE_LIMIT_SECONDS",
+        "chat.rate_limit_seconds",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_CHAT_FILTER_WORDS",
+        "chat.filter_words",
+        EnvShape::List,
+    ),
     (
         "LUMEN_MAX_ADDRS_PER_SESSION",
         "limits.max_addrs_per_session",

@@ -193,6 +193,9 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_JWT_ISSUER", "iss"),
         ("LUMEN_JWT_AUDIENCE", "aud"),
         ("LUMEN_SESSIONS_PER_USER", "17"),
+        ("LUMEN_CHAT_RATE_LIMIT_MESSAGES", "18"),
+        ("LUMEN_CHAT_RATE_LIMIT_SECONDS", "19"),
+        ("LUMEN_CHAT_FILTER_WORDS", "heck,darn"),
     ]);
     let expected = LumenConfig {
         data_dir: "123".into(),
@@ -235,8 +238,14 @@ fn every_env_variable_and_flag_reaches_its_field() {
             sessions_per_user: 17,
             ..AuthSection::default()
         },
+        chat: lumen_signaling::ChatSettings {
+            rate_limit_messages: 18,
+            rate_limit_seconds: 19,
+            filter_words: vec!["heck".into(), "darn".into()],
+            ..lumen_signaling::ChatSettings::default()
+        },
     };
-    assert_eq!(ENV.len(), 32, "a new variable belongs in this test");
+    assert_eq!(ENV.len(), 35, "a new variable belongs in this test");
     let from_env = ConfigArgs::default()
         .load_with(vars, no_file())
         .expect("env");
@@ -273,6 +282,9 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_MAX_M_LINES", "14"),
         ("LUMEN_MAX_ADDRS_PER_SESSION", "15"),
         ("LUMEN_CONNECT_TIMEOUT", "16"),
+        ("LUMEN_CHAT_RATE_LIMIT_MESSAGES", "18"),
+        ("LUMEN_CHAT_RATE_LIMIT_SECONDS", "19"),
+        ("LUMEN_CHAT_FILTER_WORDS", "heck,darn"),
     ]);
     let args = ConfigArgs {
         max_connections: Some(7),
@@ -525,4 +537,30 @@ fn auth_settings_reach_the_server_and_secrets_are_masked() {
     .load_with(env(&[]), no_file())
     .expect_err("bad mode");
     assert!(format!("{err:#}").contains("sometimes"), "{err:#}");
+}
+
+#[test]
+fn chat_section_sets_the_rooms_rules_and_refuses_a_zero_limit() {
+    let scratch = Scratch::new("chat");
+    let file = scratch.file(
+        "lumen.toml",
+        "[chat]\nrate_limit_messages = 120\nrate_limit_seconds = 60\nfilter_mode = \"mask\"\nblock_links = true\n",
+    );
+    let c = with_file(&file)
+        .load_with(env(&[]), no_file())
+        .expect("load")
+        .config;
+    assert_eq!(c.chat.rate_limit_messages, 120);
+    assert_eq!(format!("{:?}", c.chat.filter_mode), "Mask");
+    assert!(c.chat.block_links);
+    let server = c.server().expect("a valid [chat]");
+    assert_eq!(server.chat.rate_limit_seconds, 60);
+
+    let file = scratch.file("zero.toml", "[chat]\nrate_limit_messages = 0\n");
+    let c = with_file(&file)
+        .load_with(env(&[]), no_file())
+        .expect("load")
+        .config;
+    let e = c.server().unwrap_err().to_string();
+    assert!(e.contains("chat.rate_limit_messages"), "{e}");
 }

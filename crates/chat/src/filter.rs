@@ -5,8 +5,10 @@
 
 use std::collections::HashSet;
 
-/// What the word filter does with a filtered word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What the word filter does with a filtered word (`block` or `mask` in
+/// configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FilterMode {
     /// Refuse the message with `filtered`.
     #[default]

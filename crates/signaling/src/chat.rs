@@ -37,7 +37,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Duration, MissedTickBehavior};
 
 use crate::hub::{Liveness, Observer};
+
+mod settings;
 use crate::sessions::{ChatRights, Kind, Sessions};
+pub use settings::ChatSettings;
 
 /// The data channel label chat travels on.
 pub(crate) const LABEL: &str = "chat";
@@ -83,10 +86,10 @@ pub(crate) struct Tap {
 }
 
 /// The tap for the follower and the task that runs the rooms.
-pub(crate) fn tap(auth: Auth, node: NodeHandle) -> (Tap, JoinHandle<()>) {
+pub(crate) fn tap(auth: Auth, node: NodeHandle, settings: ChatSettings) -> (Tap, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
-    let task = tokio::spawn(run(rx, auth, node, dropped.clone()));
+    let task = tokio::spawn(run(rx, auth, node, settings, dropped.clone()));
     (
         Tap {
             tx,
@@ -191,6 +194,7 @@ async fn run(
     mut rx: mpsc::Receiver<ChatIn>,
     auth: Auth,
     node: NodeHandle,
+    settings: ChatSettings,
     _dropped: Arc<AtomicU64>,
 ) {
     let mut r = Rooms {
@@ -211,7 +215,7 @@ async fn run(
             } => {
                 let info = member_info(&auth, &stream, publisher, rights).await;
                 if !r.rooms.contains_key(&stream) {
-                    let room = load(&auth, &writer, &stream).await;
+                    let room = load(&auth, &writer, &stream, settings.room_config()).await;
                     r.rooms.insert(stream.clone(), room);
                 }
                 let Some(room) = r.rooms.get_mut(&stream) else {
@@ -361,12 +365,16 @@ fn queue_write(writer: &mpsc::Sender<Write>, dropped: &AtomicU64, stream: String
 /// stored one, and the bans in force. What an earlier incarnation of the
 /// room still has queued is stored first. A store that fails gives an
 /// empty room (logged): chat goes on without its history.
-async fn load(auth: &Auth, writer: &mpsc::Sender<Write>, stream: &str) -> Room {
+async fn load(
+    auth: &Auth,
+    writer: &mpsc::Sender<Write>,
+    stream: &str,
+    mut config: RoomConfig,
+) -> Room {
     let (tx, rx) = oneshot::channel();
     if writer.send(Write::Flush(tx)).await.is_ok() {
         let _ = tokio::time::timeout(FLUSH_WAIT, rx).await;
     }
-    let mut config = RoomConfig::default();
     let chat = auth.chat();
     let stored = async {
         let history = chat.history(stream, config.history_len).await?;

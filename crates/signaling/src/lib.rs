@@ -43,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use chat::ChatSettings;
 pub use error::ApiError;
 pub use limits::Limits;
 pub use lumen_auth as auth;
@@ -107,6 +108,8 @@ pub struct Config {
     /// Accounts, keys and tokens (its `data_dir` is replaced by this
     /// config's `data_dir`).
     pub auth: lumen_auth::AuthConfig,
+    /// The rules chat rooms start with.
+    pub chat: ChatSettings,
     /// Delete `data_dir` at shutdown (servers made by [`Config::ephemeral`]).
     pub remove_data_dir: bool,
 }
@@ -143,6 +146,7 @@ impl Config {
             max_addrs_per_session: node.max_addrs_per_session,
             connect_timeout: node.connect_timeout,
             auth: lumen_auth::AuthConfig::new("lumen-data"),
+            chat: ChatSettings::default(),
             remove_data_dir: false,
         }
     }
@@ -383,7 +387,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         // events of the node's shutdown.
         let (tap, emitter) = webhooks::tap(auth.clone());
         tasks.push(emitter);
-        let (chat, rooms) = chat::tap(auth.clone(), node.handle());
+        let (chat, rooms) = chat::tap(auth.clone(), node.handle(), config.chat.clone());
         tasks.push(rooms);
         tasks.push(tokio::spawn(hub::follow_observed(
             events,
