@@ -53,6 +53,32 @@ pub struct ReportRecord {
     pub deleted: bool,
 }
 
+/// Where a stored message falls in a broadcast: given to
+/// [`Chat::store_batch`] for the messages sent while the stream was live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The message's id in its stream.
+    pub message: u64,
+    /// The broadcast: the publisher's WHIP session id.
+    pub broadcast: String,
+    /// Milliseconds since the broadcast went live.
+    pub media_ms: u64,
+}
+
+/// A message of a broadcast, for replaying its chat beside a recording.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ReplayRecord {
+    /// Milliseconds since the broadcast went live.
+    pub media_ms: i64,
+    /// The message as viewers saw it:
+    /// `{"id","user","display_name","role","text","ts"}`.
+    #[schema(value_type = Object)]
+    pub message: serde_json::Value,
+}
+
+/// Messages [`Chat::replay`] returns at most per call.
+pub const MAX_REPLAY: usize = 1000;
+
 /// The chat tables of an [`Auth`]: `auth.chat()`.
 #[derive(Clone, Copy)]
 pub struct Chat<'a> {
@@ -73,11 +99,13 @@ impl Chat<'_> {
     /// first (a deletion may name one of them), then the audit entries,
     /// which mark deleted messages and keep the bans table current, then
     /// the reports. A message stored already is left as it is, so that a
-    /// batch written twice changes nothing.
+    /// batch written twice changes nothing. `placements` say which of the
+    /// messages were sent during a broadcast, and when in it.
     pub async fn store_batch(
         &self,
         stream: &str,
         messages: &[ChatMessage],
+        placements: &[Placement],
         audit: &[AuditEntry],
         reports: &[Report],
     ) -> Result<()> {
@@ -94,6 +122,17 @@ impl Chat<'_> {
             .bind(role_str(m.role))
             .bind(&m.text)
             .bind(int(m.ts))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for p in placements {
+            sqlx::query(
+                "UPDATE chat_messages SET broadcast = $1, media_ms = $2 WHERE stream = $3 AND id = $4",
+            )
+            .bind(&p.broadcast)
+            .bind(int(p.media_ms))
+            .bind(stream)
+            .bind(int(p.message))
             .execute(&mut *tx)
             .await?;
         }
@@ -198,6 +237,36 @@ impl Chat<'_> {
         let mut messages = rows.iter().map(message_from).collect::<Result<Vec<_>>>()?;
         messages.reverse();
         Ok(messages)
+    }
+
+    /// The messages of a broadcast that are not deleted, from `from_ms`
+    /// into it, in the order they were sent; at most `limit` (capped at
+    /// [`MAX_REPLAY`]): page on with the last one's `media_ms` + 1.
+    pub async fn replay(
+        &self,
+        broadcast: &str,
+        from_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ReplayRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, display_name, role, text, ts, media_ms FROM chat_messages \
+             WHERE broadcast = $1 AND media_ms >= $2 AND deleted = 0 \
+             ORDER BY media_ms, id LIMIT $3",
+        )
+        .bind(broadcast)
+        .bind(int(from_ms))
+        .bind(limit.min(MAX_REPLAY) as i64)
+        .fetch_all(self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReplayRecord {
+                    media_ms: r.try_get("media_ms")?,
+                    message: serde_json::to_value(message_from(r)?)
+                        .map_err(|e| AuthError::Invalid(e.to_string()))?,
+                })
+            })
+            .collect()
     }
 
     /// The id a restarted room gives its first message: one past the

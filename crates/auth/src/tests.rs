@@ -505,14 +505,22 @@ async fn chat_scenario(auth: &Auth) {
         message: messages[2].clone(),
         reason: Some("rude".to_string()),
     }];
-    chat.store_batch("talk", &messages, &audit, &reports)
+    chat.store_batch("talk", &messages, &[], &audit, &reports)
         .await
         .unwrap();
     // Written twice, nothing changes but the logs; another stream is apart.
-    chat.store_batch("talk", &messages, &[], &[]).await.unwrap();
-    chat.store_batch("other", &[chat_message(7, "x", "elsewhere", now)], &[], &[])
+    chat.store_batch("talk", &messages, &[], &[], &[])
         .await
         .unwrap();
+    chat.store_batch(
+        "other",
+        &[chat_message(7, "x", "elsewhere", now)],
+        &[],
+        &[],
+        &[],
+    )
+    .await
+    .unwrap();
 
     let texts: Vec<String> = chat
         .history("talk", 50)
@@ -538,6 +546,7 @@ async fn chat_scenario(auth: &Auth) {
     // A timeout that has ended is not in force.
     chat.store_batch(
         "talk",
+        &[],
         &[],
         &[chat_audit(
             now - 120_000,
@@ -571,6 +580,7 @@ async fn chat_scenario(auth: &Auth) {
     chat.store_batch(
         "talk",
         &[],
+        &[],
         &[chat_audit(
             now + 30,
             AuditAction::Delete { message: 3 },
@@ -584,6 +594,7 @@ async fn chat_scenario(auth: &Auth) {
     chat.store_batch(
         "talk",
         &[chat_message(4, "ann", "m4", now + 40)],
+        &[],
         &[chat_audit(now + 41, AuditAction::Clear, "ann")],
         &[],
     )
@@ -591,4 +602,47 @@ async fn chat_scenario(auth: &Auth) {
     .unwrap();
     assert!(chat.history("talk", 50).await.unwrap().is_empty());
     assert_eq!(chat.next_message_id("talk").await.unwrap(), 5);
+
+    // Replay: messages placed in a broadcast come back in broadcast time,
+    // deleted ones never; a message sent while offline is in none.
+    use crate::chat::Placement;
+    let place = |message, broadcast: &str, media_ms| Placement {
+        message,
+        broadcast: broadcast.to_string(),
+        media_ms,
+    };
+    let live: Vec<_> = (10..=13)
+        .map(|i| chat_message(i, "ann", &format!("live{i}"), now + 100 + i))
+        .collect();
+    chat.store_batch(
+        "talk",
+        &live,
+        &[
+            place(10, "b1", 500),
+            place(11, "b1", 900),
+            place(12, "b1", 900),
+            place(13, "b2", 5),
+        ],
+        &[chat_audit(
+            now + 120,
+            AuditAction::Delete { message: 11 },
+            "ann",
+        )],
+        &[],
+    )
+    .await
+    .unwrap();
+    let replay = chat.replay("b1", 0, 100).await.unwrap();
+    let got: Vec<(i64, &str)> = replay
+        .iter()
+        .map(|r| (r.media_ms, r.message["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, [(500, "live10"), (900, "live12")]);
+    assert_eq!(chat.replay("b1", 501, 100).await.unwrap().len(), 1);
+    assert_eq!(chat.replay("b1", 0, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        chat.replay("b2", 0, 100).await.unwrap()[0].message["id"],
+        13
+    );
+    assert!(chat.replay("nothing", 0, 100).await.unwrap().is_empty());
 }

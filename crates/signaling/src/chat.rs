@@ -27,11 +27,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use lumen_auth::chat::Placement;
 use lumen_auth::{Auth, Role as AccountRole};
 use lumen_chat::{AuditEntry, ChatMessage, Report};
 use lumen_chat::{MemberId, MemberInfo, Output, Role, Room, RoomConfig, Target};
 use lumen_node::{NodeEvent, NodeHandle, SessionRef};
-use lumen_sfu::ChannelId;
+use lumen_sfu::{ChannelId, Role as MediaRole};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, MissedTickBehavior};
@@ -75,6 +76,18 @@ enum ChatIn {
     SessionGone {
         session: SessionRef,
     },
+    /// The stream's publisher connected: a broadcast began.
+    Live {
+        stream: String,
+        publisher: SessionRef,
+        broadcast: String,
+        since_ms: u64,
+    },
+    /// That publisher is gone.
+    Offline {
+        stream: String,
+        publisher: SessionRef,
+    },
 }
 
 /// The follower's side: sorts the node's channel events into the queue.
@@ -101,6 +114,14 @@ pub(crate) fn tap(auth: Auth, node: NodeHandle, settings: ChatSettings) -> (Tap,
 }
 
 impl Tap {
+    fn session_gone(&mut self, session: &SessionRef) {
+        let before = self.open.len();
+        self.open.retain(|(s, _), _| s != session);
+        if self.open.len() != before {
+            self.push(ChatIn::SessionGone { session: *session });
+        }
+    }
+
     fn push(&self, m: ChatIn) {
         if self.tx.try_send(m).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -149,13 +170,33 @@ impl Observer for Tap {
                     at: (*session, *channel),
                 });
             }
-            NodeEvent::Closed { session, .. } => {
-                let before = self.open.len();
-                self.open.retain(|(s, _), _| s != session);
-                if self.open.len() != before {
-                    self.push(ChatIn::SessionGone { session: *session });
+            NodeEvent::Connected {
+                session,
+                role: MediaRole::Publisher,
+                stream,
+            } => {
+                if let Some(broadcast) = sessions.id_of(*session) {
+                    self.push(ChatIn::Live {
+                        stream: stream.clone(),
+                        publisher: *session,
+                        broadcast,
+                        since_ms: now_ms(),
+                    });
                 }
             }
+            NodeEvent::Closed {
+                session,
+                role: MediaRole::Publisher,
+                stream,
+                ..
+            } => {
+                self.push(ChatIn::Offline {
+                    stream: stream.clone(),
+                    publisher: *session,
+                });
+                self.session_gone(session);
+            }
+            NodeEvent::Closed { session, .. } => self.session_gone(session),
             _ => {}
         }
     }
@@ -181,6 +222,9 @@ struct Rooms {
     rooms: HashMap<String, Room>,
     members: HashMap<(SessionRef, ChannelId), (String, MemberId)>,
     channels: HashMap<(String, MemberId), (SessionRef, ChannelId)>,
+    /// The broadcast each live stream is in: its publisher, the broadcast
+    /// id (the publisher's session id) and when it went live (ms).
+    live: HashMap<String, (SessionRef, String, u64)>,
 }
 
 fn now_ms() -> u64 {
@@ -201,6 +245,7 @@ async fn run(
         rooms: HashMap::new(),
         members: HashMap::new(),
         channels: HashMap::new(),
+        live: HashMap::new(),
     };
     let (writer, write_rx) = mpsc::channel(WRITE_QUEUE);
     let write_task = tokio::spawn(write(write_rx, auth.clone()));
@@ -234,8 +279,21 @@ async fn run(
                     continue;
                 };
                 let outputs = room.handle(member, binary, &data, now_ms());
+                let messages = room.take_persist();
+                let placements = match r.live.get(&stream) {
+                    Some((_, broadcast, since)) => messages
+                        .iter()
+                        .map(|m| Placement {
+                            message: m.id,
+                            broadcast: broadcast.clone(),
+                            media_ms: m.ts.saturating_sub(*since),
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
                 let batch = Batch {
-                    messages: room.take_persist(),
+                    messages,
+                    placements,
                     audit: room.take_audit(),
                     reports: room.take_reports(),
                 };
@@ -245,6 +303,19 @@ async fn run(
                 r.send(&node, &stream, outputs).await;
             }
             ChatIn::Close { at } => r.leave(at),
+            ChatIn::Live {
+                stream,
+                publisher,
+                broadcast,
+                since_ms,
+            } => {
+                r.live.insert(stream, (publisher, broadcast, since_ms));
+            }
+            ChatIn::Offline { stream, publisher } => {
+                if r.live.get(&stream).is_some_and(|(p, _, _)| *p == publisher) {
+                    r.live.remove(&stream);
+                }
+            }
             ChatIn::SessionGone { session } => {
                 let gone: Vec<_> = r
                     .members
@@ -318,6 +389,7 @@ impl Rooms {
 #[derive(Default)]
 struct Batch {
     messages: Vec<ChatMessage>,
+    placements: Vec<Placement>,
     audit: Vec<AuditEntry>,
     reports: Vec<Report>,
 }
@@ -333,6 +405,7 @@ impl Batch {
 
     fn append(&mut self, mut other: Batch) {
         self.messages.append(&mut other.messages);
+        self.placements.append(&mut other.placements);
         self.audit.append(&mut other.audit);
         self.reports.append(&mut other.reports);
     }
@@ -434,7 +507,7 @@ async fn store(auth: &Auth, pending: &mut HashMap<String, Batch>) {
     for (stream, b) in pending.drain() {
         if let Err(e) = auth
             .chat()
-            .store_batch(&stream, &b.messages, &b.audit, &b.reports)
+            .store_batch(&stream, &b.messages, &b.placements, &b.audit, &b.reports)
             .await
         {
             tracing::warn!(%stream, records = b.len(), error = %e, "chat records not stored");

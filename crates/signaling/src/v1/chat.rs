@@ -180,6 +180,7 @@ mod tests {
             .store_batch(
                 "cam",
                 &[m(1, "a"), m(2, "b"), m(3, "rude")],
+                &[],
                 &audit,
                 &[report],
             )

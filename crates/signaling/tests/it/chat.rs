@@ -349,6 +349,21 @@ async fn an_emptied_room_restarts_from_the_store() {
     assert_eq!(audit[0]["action"]["message"], oops["id"], "{audit}");
     assert_eq!(audit[0]["actor_role"], "broadcaster", "{audit}");
 
+    // Both were sent during the broadcast (the publisher's session): its
+    // replay has the kept one, at its place in the broadcast, and never
+    // the deleted one.
+    let broadcast = publisher.location.rsplit('/').next().expect("session id");
+    let replay = s
+        .auth()
+        .chat()
+        .replay(broadcast, 0, 100)
+        .await
+        .expect("replay");
+    assert_eq!(replay.len(), 1, "{replay:?}");
+    assert_eq!(replay[0].message["id"], kept["id"]);
+    let (ts, started) = (kept["ts"].as_i64().expect("ts"), replay[0].media_ms);
+    assert!(started >= 0 && started <= ts, "{replay:?}");
+
     // Every member leaves: the room is gone from memory.
     let r = c
         .delete(s.url(&publisher.location))
