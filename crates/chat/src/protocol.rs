@@ -30,6 +30,11 @@ pub const MAX_SLOW_SECS: u64 = 3600;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
+    /// Nothing but "I am here": a client that negotiated its `chat`
+    /// channel out of band (`negotiated: true, id: 0`) sends it first, since
+    /// the server joins such a channel to the room when it first hears
+    /// from it. No answer of its own; harmless at any time.
+    Join,
     /// Post a message.
     Send {
         /// The message, 1..=500 characters after trimming.
@@ -312,6 +317,7 @@ impl ClientFrame {
             }
         };
         Ok(match kind {
+            "join" => ClientFrame::Join,
             "send" => ClientFrame::Send {
                 text: fields.text("text")?,
             },
@@ -502,6 +508,7 @@ mod tests {
                 r#"{"type":"unban","user":"u1"}"#,
                 ClientFrame::Unban { user: "u1".into() },
             ),
+            (r#"{"type":"join"}"#, ClientFrame::Join),
             (r#"{"type":"clear"}"#, ClientFrame::Clear),
             (
                 r#"{"type":"slow","seconds":0}"#,

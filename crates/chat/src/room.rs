@@ -343,6 +343,9 @@ impl Room {
         now: u64,
         out: &mut Vec<Output>,
     ) -> Result<(), Refusal> {
+        if frame == ClientFrame::Join {
+            return Ok(());
+        }
         let info = self.members[&member].info.clone();
         // Every frame acts as a user: anonymous viewers only read.
         let Some(user) = info.user.clone() else {
@@ -350,6 +353,7 @@ impl Room {
         };
         let actor = Actor { member, user, info };
         match frame {
+            ClientFrame::Join => Ok(()),
             ClientFrame::Send { text } => self.send(&actor, text, now, out),
             ClientFrame::Delete { id } => self.delete(&actor, id, now, out),
             ClientFrame::Report { id, reason } => self.report(&actor, id, reason, now, out),

@@ -144,6 +144,12 @@ pub struct SfuConfig {
     /// Until it connects a publisher holds its stream's name (a second one
     /// is refused) but the stream is not live, and a viewer is not counted.
     pub connect_timeout: Duration,
+    /// The label of a data channel a client may negotiate out of band on
+    /// SCTP stream 0 (`negotiated: true, id: 0`) instead of opening it in
+    /// band; default `chat`. For an offer with a data section lumen then
+    /// takes the DTLS client role, so the client's own channels use odd
+    /// stream ids. `None`: in-band channels only, DTLS role as str0m picks.
+    pub out_of_band_channel: Option<String>,
 }
 
 /// Default of [`SfuConfig::max_remote_candidates`]: a browser gives one
@@ -175,6 +181,7 @@ impl SfuConfig {
             max_m_lines: DEFAULT_MAX_M_LINES,
             max_addrs_per_session: DEFAULT_MAX_ADDRS_PER_SESSION,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            out_of_band_channel: Some("chat".to_string()),
         }
     }
 }

@@ -39,6 +39,11 @@ pub(crate) struct Peer {
     pub nacks: NackCounts,
     /// Publisher: which m-line and layer each incoming SSRC belongs to.
     pub ssrc_cache: Vec<(Ssrc, Mid, Option<Rid>)>,
+    /// The channel lumen made on SCTP stream 0 for a client that negotiates
+    /// it out of band, with its label, until the client first speaks on it:
+    /// its opening is reported then, so a client that opened its own
+    /// channel in band is not in the room twice.
+    pub quiet_channel: Option<(str0m::channel::ChannelId, String)>,
 }
 
 impl Peer {

@@ -385,3 +385,62 @@ mod tests {
         }
     }
 }
+
+/// The offer as lumen accepts it when it has a data channel section
+/// (`m=application`): with `a=setup:actpass` turned into `a=setup:passive`,
+/// so that lumen takes the DTLS client role. RFC 8832 then has the client
+/// pick odd SCTP stream ids for the channels it opens in band, which leaves
+/// stream 0 free for a `chat` channel negotiated out of band
+/// (`negotiated: true, id: 0`). `None`: keep the offer as it is (no data
+/// section, or the client insists on being the DTLS client with
+/// `a=setup:active`, and then stream 0 may be one of its own).
+pub(crate) fn dtls_client_for_channels(sdp: &str) -> Option<String> {
+    let mut data = false;
+    let mut actpass = false;
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("m=application ") {
+            data = true;
+        } else if let Some(role) = line.strip_prefix("a=setup:") {
+            match role.trim() {
+                "actpass" => actpass = true,
+                // Already passive: lumen is the client as it is.
+                "passive" => {}
+                _ => return None,
+            }
+        }
+    }
+    if !data {
+        return None;
+    }
+    if !actpass {
+        return Some(sdp.to_string());
+    }
+    Some(sdp.replace("a=setup:actpass", "a=setup:passive"))
+}
+
+#[cfg(test)]
+mod dtls_role_tests {
+    use super::dtls_client_for_channels;
+
+    #[test]
+    fn a_data_offer_makes_lumen_the_dtls_client() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=setup:actpass\r\n\
+                     m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=setup:actpass\r\n";
+        let got = dtls_client_for_channels(offer).expect("rewritten");
+        assert_eq!(got.matches("a=setup:passive").count(), 2);
+        assert!(!got.contains("actpass"));
+        // Media only: untouched. The client as DTLS client: untouched.
+        assert_eq!(
+            dtls_client_for_channels("m=audio 9 x 111\r\na=setup:actpass\r\n"),
+            None
+        );
+        let active = offer.replace("actpass", "active");
+        assert_eq!(dtls_client_for_channels(&active), None);
+        let passive = offer.replace("actpass", "passive");
+        assert_eq!(
+            dtls_client_for_channels(&passive).as_deref(),
+            Some(passive.as_str())
+        );
+    }
+}

@@ -374,6 +374,10 @@ fn length_limit_and_anonymous_viewers() {
         let out = room.handle_text(anon, &command, T0);
         assert_eq!(error_to(&out, anon).0, "read_only");
     }
+    // `join` (the first frame on an out-of-band channel) is answered by
+    // nothing, for anybody.
+    assert!(room.handle_text(anon, r#"{"type":"join"}"#, T0).is_empty());
+    assert!(room.handle_text(ann, r#"{"type":"join"}"#, T0).is_empty());
 }
 
 #[test]

@@ -326,6 +326,7 @@ impl Sfu {
                 ssrc_cache: Vec::new(),
                 waiting_since: (role == Role::Viewer).then_some(self.last_now),
                 nacks: NackCounts::default(),
+                quiet_channel: None,
             }),
         );
         self.metrics.peers_created += 1;
@@ -436,6 +437,32 @@ impl Sfu {
                         }
                     }
                     // Data channels (chat) are the application's: passed on.
+                    // lumen's side of an out-of-band channel is open as
+                    // soon as SCTP is: reported when the client speaks.
+                    Event::ChannelOpen(channel, _)
+                        if p.quiet_channel.as_ref().is_some_and(|(c, _)| *c == channel) => {}
+                    Event::ChannelData(d)
+                        if p.quiet_channel.as_ref().is_some_and(|(c, _)| *c == d.id) =>
+                    {
+                        if let Some((channel, label)) = p.quiet_channel.take() {
+                            self.out.push_back(Output::Event(SfuEvent::ChannelOpen {
+                                peer: id,
+                                channel,
+                                label,
+                            }));
+                        }
+                        self.out.push_back(Output::Event(SfuEvent::ChannelData {
+                            peer: id,
+                            channel: d.id,
+                            binary: d.binary,
+                            data: d.data,
+                        }));
+                    }
+                    Event::ChannelClose(channel)
+                        if p.quiet_channel.as_ref().is_some_and(|(c, _)| *c == channel) =>
+                    {
+                        p.quiet_channel = None;
+                    }
                     Event::ChannelOpen(channel, label) => {
                         self.out.push_back(Output::Event(SfuEvent::ChannelOpen {
                             peer: id,

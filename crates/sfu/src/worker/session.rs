@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
+use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Rids};
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig, RtcError};
@@ -12,7 +13,7 @@ use str0m::{Candidate, IceCreds, Rtc, RtcConfig, RtcError};
 use super::Sfu;
 use crate::consumer::{Consumer, codec_names};
 use crate::router::TrackIn;
-use crate::sdp::{check_ice_credentials, check_offer, m_lines};
+use crate::sdp::{check_ice_credentials, check_offer, dtls_client_for_channels, m_lines};
 use crate::{
     CloseReason, IceCredentials, LayerRequest, PeerId, Role, SessionAnswer, SessionError,
     ViewerLayer,
@@ -37,6 +38,9 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// str0m's parser.
 struct Offer {
     sdp: SdpOffer,
+    /// lumen is the DTLS client (see `dtls_client_for_channels`), so SCTP
+    /// stream 0 is free for a channel negotiated out of band.
+    stream_zero_free: bool,
     /// Its distinct `a=candidate` lines: they count towards the session's
     /// `max_remote_candidates`.
     candidates: usize,
@@ -50,6 +54,9 @@ struct Accepted {
     /// The answer's accepted audio and video m-lines, in order (a data
     /// channel's `m=application` is not among them: str0m serves it).
     media: Vec<(MediaKind, Mid)>,
+    /// The channel on SCTP stream 0 lumen made for a client that
+    /// negotiates it out of band, with its label.
+    quiet_channel: Option<(ChannelId, String)>,
 }
 
 impl Sfu {
@@ -78,7 +85,8 @@ impl Sfu {
             ufrag,
             answer_sdp,
             media,
-        } = self.accept(now, offer.sdp, false, true)?;
+            quiet_channel,
+        } = self.accept(now, offer.sdp, offer.stream_zero_free, false, true)?;
 
         let mut tracks: Vec<TrackIn> = Vec::new();
         for (kind, mid) in media {
@@ -117,6 +125,7 @@ impl Sfu {
 
         let router_id = self.router_for(stream);
         let id = self.add_peer(rtc, ufrag, Role::Publisher, router_id, stream, candidates);
+        self.set_quiet_channel(id, quiet_channel);
         if let Some(router) = self.routers.get_mut(&router_id) {
             router.publisher = Some(id);
             router.publisher_connected = false;
@@ -166,7 +175,8 @@ impl Sfu {
             ufrag,
             answer_sdp,
             media,
-        } = self.accept(now, offer.sdp, simulcast, simulcast)?;
+            quiet_channel,
+        } = self.accept(now, offer.sdp, offer.stream_zero_free, simulcast, simulcast)?;
 
         let mut consumers = Vec::new();
         let mut any_bound = false;
@@ -203,6 +213,7 @@ impl Sfu {
             )));
         }
         let id = self.add_peer(rtc, ufrag, Role::Viewer, router_id, stream, candidates);
+        self.set_quiet_channel(id, quiet_channel);
         if let Some(p) = self.peers.get_mut(&id) {
             p.consumers = consumers;
         }
@@ -327,6 +338,13 @@ impl Sfu {
         })
     }
 
+    /// Remembers the out-of-band channel made for a new peer.
+    fn set_quiet_channel(&mut self, peer: PeerId, channel: Option<(ChannelId, String)>) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.quiet_channel = channel;
+        }
+    }
+
     /// An offer's text, checked in one pass (see `check_offer`), then
     /// parsed by str0m. A refusal for size is counted.
     fn parse_offer(&mut self, sdp: &str) -> Result<Offer, SessionError> {
@@ -340,7 +358,13 @@ impl Sfu {
                 self.metrics.offers_too_large += 1;
             }
         })?;
-        let sdp = SdpOffer::from_sdp_string(sdp).map_err(|e| {
+        let rewritten = self
+            .config
+            .out_of_band_channel
+            .as_ref()
+            .and_then(|_| dtls_client_for_channels(sdp));
+        let stream_zero_free = rewritten.is_some();
+        let sdp = SdpOffer::from_sdp_string(rewritten.as_deref().unwrap_or(sdp)).map_err(|e| {
             // str0m's parser reports positions as pointers; keep only the kind.
             let msg = e.to_string();
             let msg = msg
@@ -350,7 +374,11 @@ impl Sfu {
                 .to_string();
             SessionError::MalformedSdp(msg)
         })?;
-        Ok(Offer { sdp, candidates })
+        Ok(Offer {
+            sdp,
+            stream_zero_free,
+            candidates,
+        })
     }
 
     /// The part of publish and subscribe that does not depend on the role:
@@ -365,6 +393,7 @@ impl Sfu {
         &self,
         now: Instant,
         offer: SdpOffer,
+        stream_zero_free: bool,
         bwe: bool,
         twcc: bool,
     ) -> Result<Accepted, SessionError> {
@@ -375,6 +404,20 @@ impl Sfu {
             e => SessionError::Unsupported(e.to_string()),
         })?;
         let answer_sdp = answer.to_sdp_string();
+        // A client may open `chat` itself in band (on an odd stream, as
+        // the DTLS server) or negotiate it out of band on stream 0; the
+        // second needs lumen's side of the channel made now.
+        let quiet_channel = match (&self.config.out_of_band_channel, stream_zero_free) {
+            (Some(label), true) if answer_sdp.contains("m=application ") => {
+                let id = rtc.direct_api().create_data_channel(ChannelConfig {
+                    label: label.clone(),
+                    negotiated: Some(0),
+                    ..ChannelConfig::default()
+                });
+                Some((id, label.clone()))
+            }
+            _ => None,
+        };
         let media = m_lines(&answer_sdp)
             .into_iter()
             .filter_map(|l| match (l.kind, l.mid, l.accepted) {
@@ -387,6 +430,7 @@ impl Sfu {
             ufrag,
             answer_sdp,
             media,
+            quiet_channel,
         })
     }
 

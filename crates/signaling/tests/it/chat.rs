@@ -13,7 +13,7 @@ use lumen_signaling::auth::{Role, Scopes};
 use reqwest::Client;
 use serde_json::Value;
 use str0m::change::SdpAnswer;
-use str0m::channel::ChannelId;
+use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
@@ -38,6 +38,18 @@ struct Peer {
 
 impl Peer {
     async fn start(s: &Server, c: &Client, path: &str, token: Option<&str>) -> Peer {
+        Peer::start_with(s, c, path, token, false).await
+    }
+
+    /// `out_of_band`: the peer negotiates `chat` itself on SCTP stream 0
+    /// (`negotiated: true, id: 0`) instead of opening it in band.
+    async fn start_with(
+        s: &Server,
+        c: &Client,
+        path: &str,
+        token: Option<&str>,
+        out_of_band: bool,
+    ) -> Peer {
         let publisher = path.starts_with("/whip/");
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
         let local = socket.local_addr().expect("addr");
@@ -51,7 +63,11 @@ impl Peer {
         };
         let audio = sdp.add_media(MediaKind::Audio, dir, None, None, None);
         sdp.add_media(MediaKind::Video, dir, None, None, None);
-        let channel = sdp.add_channel("chat".to_string());
+        let channel = sdp.add_channel_with_config(ChannelConfig {
+            label: "chat".to_string(),
+            negotiated: out_of_band.then_some(0),
+            ..ChannelConfig::default()
+        });
         let (offer, pending) = sdp.apply().expect("an offer");
         let r = match token {
             Some(t) => post_sdp_as(c, &s.url(path), t, offer.to_sdp_string()).await,
@@ -282,6 +298,55 @@ async fn broadcaster_and_viewers_chat_over_their_sessions() {
         assert_eq!(m["role"], "viewer");
     }
     drop((publisher, anon, vera));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_may_negotiate_chat_out_of_band_on_stream_zero() {
+    let s = Server::start().await;
+    let c = Client::new();
+    let token = s.publish_token();
+    let mut publisher = Peer::start(&s, &c, "/whip/oob", Some(&token)).await;
+    publisher.next("state").await;
+    live(&s, &c, "oob").await;
+    publisher.send(r#"{"type":"send","text":"before"}"#);
+    publisher.next("message").await;
+
+    let user = s
+        .auth()
+        .create_user("olga", "olga's password", Role::Viewer)
+        .await
+        .expect("user");
+    let vt = s
+        .auth()
+        .mint(
+            &user.id,
+            &Scopes::parse("chat:oob").expect("scope"),
+            Duration::from_secs(600),
+        )
+        .expect("token");
+    let mut olga = Peer::start_with(&s, &c, "/whep/oob", Some(&vt), true).await;
+    // Joined when the server first hears from the channel.
+    olga.send(r#"{"type":"join"}"#);
+    let history = olga.next("history").await;
+    assert_eq!(texts(&history), ["before"]);
+    olga.next("state").await;
+    olga.send(r#"{"type":"send","text":"hi from stream 0"}"#);
+    for p in [&mut publisher, &mut olga] {
+        let m = p.next("message").await;
+        assert_eq!(m["text"], "hi from stream 0");
+        assert_eq!(m["display_name"], "olga");
+    }
+    // The in-band publisher is in the room once (lumen's unused stream-0
+    // channel on its session never joined): each message arrives once.
+    publisher.send(r#"{"type":"send","text":"one"}"#);
+    publisher.send(r#"{"type":"send","text":"two"}"#);
+    assert_eq!(publisher.next("message").await["text"], "one");
+    assert_eq!(publisher.next("message").await["text"], "two");
+    for text in ["one", "two"] {
+        assert_eq!(olga.next("message").await["text"], text);
+    }
+    drop((publisher, olga));
     s.stop().await;
 }
 
