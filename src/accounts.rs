@@ -91,7 +91,7 @@ pub enum TokenCmd {
     },
 }
 
-async fn open(config: &ConfigArgs) -> anyhow::Result<Auth> {
+pub(crate) async fn open(config: &ConfigArgs) -> anyhow::Result<Auth> {
     let auth = config.load()?.config.auth()?;
     Auth::open(auth).await.context("opening the account store")
 }

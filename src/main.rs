@@ -161,10 +161,41 @@ fn main() -> anyhow::Result<()> {
                 };
                 lumen_tools::client::run_watch_cli(opts, seconds(a.duration)?).await
             }
-            Cmd::Load(a) => lumen_tools::load::run_load_cli(a).await,
+            Cmd::Load(mut a) => {
+                if a.chat_rate.is_some() && a.chat_tokens.is_empty() {
+                    a.chat_tokens = mint_chat_tokens(&a).await?;
+                }
+                lumen_tools::load::run_load_cli(a).await
+            }
             Cmd::Bench(a) => lumen_tools::bench::run_bench_cli(a).await,
         }
     })
+}
+
+/// One token per chatter of `lumen load --chat-rate`, each its own user
+/// for the chat rate limit: signed with the key of the server's data dir as
+/// `lumen token mint` does, subject `load-I`, scopes `subscribe:STREAM
+/// chat:STREAM`, valid for the run and ten minutes more.
+async fn mint_chat_tokens(a: &lumen_tools::load::LoadArgs) -> anyhow::Result<Vec<String>> {
+    let stream = a
+        .stream()
+        .with_context(|| format!("--whep {:?} names no stream", a.whep))?;
+    let scopes = lumen_signaling::auth::Scopes::parse(&format!("subscribe:{stream} chat:{stream}"))
+        .map_err(anyhow::Error::msg)?;
+    let ttl = std::time::Duration::try_from_secs_f64(a.duration).unwrap_or_default()
+        + std::time::Duration::from_secs(600);
+    let config = config::ConfigArgs {
+        config: a.config.clone(),
+        data_dir: a.data_dir.clone(),
+        ..Default::default()
+    };
+    let auth = accounts::open(&config).await?;
+    (0..a.chatters())
+        .map(|i| {
+            auth.mint(&format!("load-{i}"), &scopes, ttl)
+                .context("minting a chatter's token")
+        })
+        .collect()
 }
 
 fn seconds(d: Option<f64>) -> anyhow::Result<Option<std::time::Duration>> {

@@ -12,6 +12,7 @@ mod https_browser;
 mod impair;
 mod layering;
 mod load;
+mod load_chat;
 mod revocation;
 mod simulcast;
 mod support;

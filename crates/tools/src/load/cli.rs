@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{LoadOptions, PublishSpec, run};
+use super::{ChatLoad, LoadOptions, PublishSpec, run_with_chat};
 
 /// `lumen load`: open many WHEP viewers and measure what they receive.
 #[derive(clap::Args, Debug)]
@@ -58,6 +58,48 @@ pub struct LoadArgs {
     /// No progress line every second.
     #[arg(long)]
     pub quiet: bool,
+    /// Chat too: every viewer opens the `chat` data channel, and the
+    /// chatters send this many messages per second in total, evenly paced;
+    /// every viewer times what it receives.
+    #[arg(long, value_name = "MSGS_PER_S")]
+    pub chat_rate: Option<f64>,
+    /// How many of the viewers chat (the first ones started) [default: all].
+    #[arg(long, requires = "chat_rate")]
+    pub chatters: Option<usize>,
+    /// WHEP Bearer of the chatters (repeatable; chatter i uses token
+    /// i mod count). Each needs `chat:STREAM` and its own subject: the rate
+    /// limit is per user. Without it, one token per chatter is minted with
+    /// the server's key from --data-dir / --config (subject `load-I`,
+    /// scopes `subscribe:STREAM chat:STREAM`).
+    #[arg(long = "chat-token", value_name = "TOKEN", requires = "chat_rate")]
+    pub chat_tokens: Vec<String>,
+    /// The server's configuration file, to find its key for minting the
+    /// chatters' tokens (as `lumen token mint --config`).
+    #[arg(long, env = "LUMEN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The server's data dir, to find its key for minting the chatters'
+    /// tokens (as `lumen token mint --data-dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    /// Viewers that chat with `--chat-rate` (0 without).
+    pub fn chatters(&self) -> usize {
+        match self.chat_rate {
+            Some(_) => self.chatters.unwrap_or(self.viewers),
+            None => 0,
+        }
+    }
+
+    /// The stream named by `--whep`: its last path segment.
+    pub fn stream(&self) -> Option<&str> {
+        let path = self.whep.split(['?', '#']).next()?;
+        path.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty() && !s.contains(':'))
+    }
 }
 
 /// Runs `lumen load` and prints the table (and writes the JSON).
@@ -83,7 +125,12 @@ pub async fn run_load_cli(a: LoadArgs) -> anyhow::Result<()> {
         server_pid: a.server_pid,
         progress: !a.quiet,
     };
-    let report = run(opts).await?;
+    let chat = a.chat_rate.map(|rate_per_sec| ChatLoad {
+        rate_per_sec,
+        chatters: a.chatters.unwrap_or(a.viewers),
+        tokens: a.chat_tokens.clone(),
+    });
+    let report = run_with_chat(opts, chat).await?;
     print!("{}", report.table());
     if let Some(path) = a.json {
         let json = serde_json::to_string_pretty(&report)?;

@@ -18,14 +18,18 @@ use std::time::{Duration, Instant};
 use lumen_udp::gro;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use str0m::channel::ChannelId;
 use str0m::media::{Frequency, KeyframeRequestKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
+use super::chat::{ChatLoad, ChatSlot, ChatTotals, Pacer};
 use super::procfs::{ProcSample, process_udp_drops, udp_drops_for_ports};
 use super::report::{Percentiles, TimelinePoint};
 use super::viewer::{RtpIn, ViewerStats};
 use crate::client::micros_since_epoch;
+
+mod chat;
 
 /// The waker's token; viewer `i` has token `i + 1`.
 const WAKER: Token = Token(0);
@@ -46,6 +50,8 @@ pub struct NewViewer {
     pub posted_at: Instant,
     /// The WHEP session (resolved `Location`), for the DELETE at the end.
     pub session_url: String,
+    /// The `chat` data channel of the offer, with `--chat-rate`.
+    pub chat: Option<ChannelId>,
 }
 
 /// What the orchestrating task tells the loop.
@@ -72,6 +78,8 @@ pub struct ViewerSlot {
     last_pli: Option<Instant>,
     /// The counters.
     pub stats: ViewerStats,
+    /// Chat, with `--chat-rate`.
+    pub chat: Option<ChatSlot>,
     /// Closed, timed out or disconnected.
     pub dead: bool,
     /// Why, if dead.
@@ -125,6 +133,8 @@ pub struct DriverResult {
     pub frozen_at: Option<Instant>,
     /// Per timeline point: cumulative unique packets, for the steady window.
     pub cumulative_packets: Vec<(Instant, u64)>,
+    /// Chat counters (all zero without `--chat-rate`).
+    pub chat: ChatTotals,
 }
 
 /// The loop's state.
@@ -155,6 +165,12 @@ pub struct Driver {
     last_bytes: u64,
     packets: u64,
     bytes: u64,
+    /// Total rate and chatters of `--chat-rate`.
+    chat_plan: Option<(f64, usize)>,
+    pacer: Option<Pacer>,
+    /// Per chatter (viewer id below the chatter count): its viewer index.
+    chatter_slots: Vec<Option<usize>>,
+    chat: ChatTotals,
 }
 
 impl Driver {
@@ -164,6 +180,7 @@ impl Driver {
         commands: Receiver<Command>,
         server_pid: Option<u32>,
         progress: bool,
+        chat: Option<&ChatLoad>,
     ) -> std::io::Result<(Self, Waker)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
@@ -194,6 +211,10 @@ impl Driver {
                 last_bytes: 0,
                 packets: 0,
                 bytes: 0,
+                chat_plan: chat.map(|c| (c.rate_per_sec, c.chatters)),
+                pacer: None,
+                chatter_slots: vec![None; chat.map_or(0, |c| c.chatters)],
+                chat: ChatTotals::default(),
             },
             waker,
         ))
@@ -206,17 +227,23 @@ impl Driver {
         self.last_tick = self.started;
         self.sample_procs(self.started);
         self.server_drops_at_start = self.server_pid.and_then(process_udp_drops);
+        self.pacer = self
+            .chat_plan
+            .and_then(|(rate, chatters)| Pacer::new(rate, chatters, self.started));
         loop {
             let now = Instant::now();
             self.fire_timers(now);
+            self.fire_chat(now);
             let next_tick = self.last_tick + Duration::from_secs(1);
             if now >= next_tick {
                 self.tick(now);
             }
+            let next_chat = self.pacer.as_ref().map_or(next_tick, Pacer::next_due);
             let wake = self
                 .timers
                 .peek()
-                .map_or(next_tick, |Reverse((t, _))| (*t).min(next_tick));
+                .map_or(next_tick, |Reverse((t, _))| (*t).min(next_tick))
+                .min(next_chat);
             let timeout = wake.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != ErrorKind::Interrupted
@@ -256,6 +283,7 @@ impl Driver {
             started: self.started,
             frozen_at: self.frozen_at,
             cumulative_packets: self.cumulative_packets,
+            chat: self.chat,
         }
     }
 
@@ -269,6 +297,8 @@ impl Driver {
                     // The last (partial) timeline point, then stop counting.
                     self.tick(now);
                     self.frozen_at = Some(now);
+                    // Messages in flight still count during the grace.
+                    self.pacer = None;
                     for v in &mut self.viewers {
                         v.stats.freeze(now);
                     }
@@ -300,6 +330,10 @@ impl Driver {
                 posted_at: Some(v.posted_at),
                 ..ViewerStats::default()
             },
+            chat: v.chat.map(|channel| ChatSlot {
+                channel: Some(channel),
+                ..ChatSlot::default()
+            }),
             dead: false,
             failure: None,
         };
@@ -318,6 +352,9 @@ impl Driver {
             slot.stats.freeze(Instant::now());
         }
         let dead = slot.dead;
+        if let Some(c) = self.chatter_slots.get_mut(v.id) {
+            *c = Some(i);
+        }
         self.viewers.push(slot);
         if !dead {
             let now = Instant::now();
@@ -464,6 +501,9 @@ impl Driver {
                             }
                         }
                     }
+                    e @ (Event::ChannelOpen(..)
+                    | Event::ChannelData(_)
+                    | Event::ChannelClose(_)) => self.channel_event(i, e),
                     Event::Closed => v.fail("closed by the server"),
                     _ => {}
                 },
@@ -486,6 +526,9 @@ impl Driver {
         for i in 0..self.viewers.len() {
             let v = &mut self.viewers[i];
             if v.dead {
+                if let Some(c) = &mut v.chat {
+                    self.chat.left(c);
+                }
                 continue;
             }
             if v.stats.connected_at.is_none()
@@ -533,6 +576,7 @@ impl Driver {
             server_cpu_percent: server.map(|(cpu, _)| cpu),
             server_rss_mib: server.map(|(_, rss)| rss),
             generator_cpu_percent: own.map(|(cpu, _)| cpu),
+            chat_latency: self.chat.tick(now),
         };
         self.window_latencies_us.clear();
         self.last_packets = self.packets;
@@ -590,6 +634,12 @@ fn progress_line(p: &TimelinePoint, started: usize) -> String {
     }
     if let Some(cpu) = p.generator_cpu_percent {
         s.push_str(&format!(" | generator {cpu:.0} % CPU"));
+    }
+    if let Some(l) = &p.chat_latency {
+        s.push_str(&format!(
+            " | chat {} rx p50 {:.1} ms p99 {:.1} ms",
+            l.count, l.p50_ms, l.p99_ms
+        ));
     }
     s
 }

@@ -9,10 +9,14 @@
 //! DELETEs at the end. Signaling is plain non-trickle WHEP, so the same run
 //! can measure another server.
 //!
+//! With `--chat-rate` every viewer also opens the `chat` data channel and
+//! the loop paces stamped messages over the chatters (`chat`).
+//!
 //! Measurement stops at the deadline (the freeze); the loop then runs half a
 //! second more so NACKs can repair the last gaps, and only repairs count in
 //! that grace period.
 
+mod chat;
 mod cli;
 mod driver;
 mod plot;
@@ -34,6 +38,7 @@ use crate::client::{PublishOptions, Publisher};
 use crate::whip;
 use driver::{Command, Driver, DriverResult, LatencySample, NewViewer};
 
+pub use chat::{ChatLoad, ChatReport};
 pub use cli::{LoadArgs, run_load_cli};
 pub use plot::timeline_svg;
 pub use procfs::ProcSample;
@@ -93,6 +98,26 @@ pub struct PublishSpec {
 /// report. Everything is bounded by `duration` plus a few seconds of setup
 /// and teardown.
 pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
+    run_with_chat(opts, None).await
+}
+
+/// [`run`], and with `chat` every viewer opens the chat channel and the
+/// chatters send `chat.rate_per_sec` messages a second in total; the
+/// report's `chat` section says what arrived and how late.
+// A separate entry rather than a field of `LoadOptions`, which other
+// crates build with struct literals.
+pub async fn run_with_chat(
+    opts: LoadOptions,
+    chat: Option<ChatLoad>,
+) -> anyhow::Result<LoadReport> {
+    if let Some(c) = &chat {
+        if !(c.rate_per_sec.is_finite() && c.rate_per_sec > 0.0) {
+            bail!("--chat-rate must be a positive number of messages per second");
+        }
+        if c.chatters == 0 || c.chatters > opts.viewers {
+            bail!("--chatters must be from 1 to --viewers ({})", opts.viewers);
+        }
+    }
     if opts.viewers == 0 {
         bail!("--viewers must be at least 1");
     }
@@ -106,7 +131,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         Some(spec) => Some(start_publisher(spec, opts.token.clone()).await?),
         None => None,
     };
-    let result = measure(&opts).await;
+    let result = measure(&opts, chat.as_ref()).await;
     let frames = publisher.as_ref().map(Publisher::frames_sent);
     if let Some(p) = publisher
         && let Err(e) = p.stop().await
@@ -145,11 +170,11 @@ async fn start_publisher(spec: &PublishSpec, token: Option<String>) -> anyhow::R
     Ok(publisher)
 }
 
-async fn measure(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
+async fn measure(opts: &LoadOptions, chat: Option<&ChatLoad>) -> anyhow::Result<LoadReport> {
     let http = whip::http_client()?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let (driver, waker) =
-        Driver::new(rx, opts.server_pid, opts.progress).context("setting up the poll loop")?;
+    let (driver, waker) = Driver::new(rx, opts.server_pid, opts.progress, chat)
+        .context("setting up the poll loop")?;
     let waker = Arc::new(waker);
     let thread = std::thread::Builder::new()
         .name("lumen-load".into())
@@ -163,7 +188,9 @@ async fn measure(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
 
     let start = Instant::now();
     let deadline = start + opts.duration;
-    let mut connecting: JoinSet<anyhow::Result<String>> = JoinSet::new();
+    // Each session with the credential that made it: only that one may
+    // DELETE it.
+    let mut connecting: JoinSet<anyhow::Result<Session>> = JoinSet::new();
     let mut sessions = Vec::new();
     let mut failures = Vec::new();
     let mut started = 0usize;
@@ -180,12 +207,13 @@ async fn measure(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         started += 1;
         let http = http.clone();
         let url = opts.whep_url.clone();
-        let token = opts.token.clone();
+        let token = viewer_token(opts, chat, id);
         let tx = tx.clone();
         let waker = waker.clone();
+        let with_chat = chat.is_some();
         connecting.spawn(async move {
-            let v = connect_viewer(id, &http, &url, token.as_deref()).await?;
-            let session = v.session_url.clone();
+            let v = connect_viewer(id, &http, &url, token.as_deref(), with_chat).await?;
+            let session = (v.session_url.clone(), token);
             tx.send(Command::Add(Box::new(v)))
                 .map_err(|_| anyhow::anyhow!("the media loop is gone"))?;
             waker.wake().context("waking the media loop")?;
@@ -209,8 +237,8 @@ async fn measure(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         .context("joining the media thread")?
         .map_err(|_| anyhow::anyhow!("the media thread panicked"))?;
 
-    delete_sessions(&http, &sessions, opts.token.as_deref()).await;
-    let mut report = report_from(opts, result, ramp_done, started);
+    delete_sessions(&http, &sessions).await;
+    let mut report = report_from(opts, chat, result, ramp_done, started);
     let post_failures = failures.len() + unanswered;
     report.viewers_failed += post_failures;
     if unanswered > 0 {
@@ -222,9 +250,22 @@ async fn measure(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     Ok(report)
 }
 
+/// A WHEP session's URL and the Bearer that made it.
+type Session = (String, Option<String>);
+
+/// The WHEP Bearer of viewer `id`: a chatter's own token, or the run's.
+fn viewer_token(opts: &LoadOptions, chat: Option<&ChatLoad>, id: usize) -> Option<String> {
+    match chat {
+        Some(c) if id < c.chatters && !c.tokens.is_empty() => {
+            Some(c.tokens[id % c.tokens.len()].clone())
+        }
+        _ => opts.token.clone(),
+    }
+}
+
 fn record(
-    done: Result<anyhow::Result<String>, tokio::task::JoinError>,
-    sessions: &mut Vec<String>,
+    done: Result<anyhow::Result<Session>, tokio::task::JoinError>,
+    sessions: &mut Vec<Session>,
     failures: &mut Vec<String>,
 ) {
     match done {
@@ -234,12 +275,14 @@ fn record(
     }
 }
 
-/// Binds a socket, makes the offer, POSTs it and applies the answer.
+/// Binds a socket, makes the offer (with the `chat` channel if asked),
+/// POSTs it and applies the answer.
 async fn connect_viewer(
     id: usize,
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,
+    with_chat: bool,
 ) -> anyhow::Result<NewViewer> {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("binding a viewer socket")?;
     socket.set_nonblocking(true)?;
@@ -254,6 +297,7 @@ async fn connect_viewer(
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let chat = with_chat.then(|| api.add_channel(chat::CHAT_LABEL.to_owned()));
     let (offer, pending) = api.apply().context("the offer has no changes")?;
 
     let answer = whip::post_offer(http, url, token, offer.to_sdp_string()).await?;
@@ -267,16 +311,19 @@ async fn connect_viewer(
         rtc,
         socket,
         posted_at: answer.posted_at,
+        chat,
     })
 }
 
-async fn delete_sessions(http: &reqwest::Client, sessions: &[String], token: Option<&str>) {
+async fn delete_sessions(http: &reqwest::Client, sessions: &[Session]) {
     let mut set = JoinSet::new();
     let mut queue = sessions.iter().cloned();
     loop {
         while set.len() < DELETE_CONCURRENCY {
-            let Some(url) = queue.next() else { break };
-            let (http, token) = (http.clone(), token.map(str::to_owned));
+            let Some((url, token)) = queue.next() else {
+                break;
+            };
+            let http = http.clone();
             set.spawn(async move {
                 tokio::time::timeout(
                     DELETE_TIMEOUT,
@@ -293,6 +340,7 @@ async fn delete_sessions(http: &reqwest::Client, sessions: &[String], token: Opt
 
 fn report_from(
     opts: &LoadOptions,
+    chat: Option<&ChatLoad>,
     r: DriverResult,
     ramp_done: Instant,
     started: usize,
@@ -349,6 +397,8 @@ fn report_from(
             latency_samples: s.sei_count,
             latency_mean_ms: (s.sei_count > 0)
                 .then(|| s.latency_sum_us as f64 / s.sei_count as f64 / 1000.0),
+            chat_sent: v.chat.as_ref().map_or(0, |c| c.sent),
+            chat_latency: v.chat.as_ref().and_then(|c| c.latency.percentiles()),
         });
     }
     let connected = viewers.iter().filter(|v| v.connected).count();
@@ -462,6 +512,10 @@ fn report_from(
             .map(|s| (s.2.rss_kib as f64 - s.1.rss_kib as f64) / connected as f64),
         generator_cpu_percent: own.map(|s| s.0),
         steady,
+        chat: chat.map(|c| {
+            r.chat
+                .report(c, a.0, r.viewers.iter().filter_map(|v| v.chat.as_ref()))
+        }),
         publisher_frames_sent: None,
         timeline: r.timeline,
         viewers,

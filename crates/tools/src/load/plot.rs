@@ -198,6 +198,7 @@ mod tests {
             server_cpu_percent: Some(cpu),
             server_rss_mib: None,
             generator_cpu_percent: None,
+            chat_latency: None,
         }
     }
 

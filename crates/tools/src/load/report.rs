@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::chat::ChatReport;
+
 /// p50, p99 and max of some samples, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
 pub struct Percentiles {
@@ -57,6 +59,8 @@ pub struct TimelinePoint {
     pub server_rss_mib: Option<f64>,
     /// This process's CPU over the last second, percent of one core.
     pub generator_cpu_percent: Option<f64>,
+    /// Chat send-to-receipt latency over the last second (`--chat-rate`).
+    pub chat_latency: Option<Percentiles>,
 }
 
 /// One viewer's summary in the JSON.
@@ -78,6 +82,10 @@ pub struct ViewerReport {
     pub latency_samples: u64,
     /// Mean forwarding latency, ms.
     pub latency_mean_ms: Option<f64>,
+    /// Chat messages this viewer sent (`--chat-rate`).
+    pub chat_sent: u64,
+    /// Send to receipt of the chat messages it received.
+    pub chat_latency: Option<Percentiles>,
 }
 
 /// Steady-state figures: the window after the ramp ended and the last
@@ -169,6 +177,8 @@ pub struct LoadReport {
     pub generator_cpu_percent: Option<f64>,
     /// The steady window.
     pub steady: Steady,
+    /// The chat section, with `--chat-rate`.
+    pub chat: Option<ChatReport>,
     /// Frames the in-process publisher sent, if there was one.
     pub publisher_frames_sent: Option<u64>,
     /// One point per second.
@@ -258,6 +268,9 @@ impl LoadReport {
             "  behind the first viewer",
             pct(&self.steady.latency_spread),
         );
+        if let Some(chat) = &self.chat {
+            chat.rows(&mut row);
+        }
         if self.ice_disconnects > 0 || self.send_errors > 0 {
             row(
                 "trouble",
