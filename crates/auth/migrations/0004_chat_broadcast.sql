@@ -6,3 +6,9 @@
 ALTER TABLE chat_messages ADD COLUMN broadcast TEXT;
 ALTER TABLE chat_messages ADD COLUMN media_ms BIGINT;
 CREATE INDEX chat_messages_broadcast ON chat_messages(broadcast, media_ms);
+
+-- The moderation queue: a report stays open until a moderator resolves it
+-- (acted on or dismissed); who and when are kept.
+ALTER TABLE chat_reports ADD COLUMN resolved_by TEXT;
+ALTER TABLE chat_reports ADD COLUMN resolved_at BIGINT;
+CREATE INDEX chat_reports_open ON chat_reports(resolved_at, ts);

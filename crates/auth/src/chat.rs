@@ -39,6 +39,10 @@ pub struct AuditRecord {
 /// A report of a message as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ReportRecord {
+    /// The report's id (`rp_…`), to resolve it.
+    pub id: String,
+    /// The stream whose chat it is about.
+    pub stream: String,
     /// When, ms since the epoch.
     pub ts: i64,
     /// The reporting user.
@@ -51,6 +55,11 @@ pub struct ReportRecord {
     pub reason: Option<String>,
     /// Whether the message has been deleted since.
     pub deleted: bool,
+    /// Who resolved it (acted on it or dismissed it); `null` while it is
+    /// in the moderation queue.
+    pub resolved_by: Option<String>,
+    /// When it was resolved, ms since the epoch.
+    pub resolved_at: Option<i64>,
 }
 
 /// Where a stored message falls in a broadcast: given to
@@ -327,14 +336,48 @@ impl Chat<'_> {
     }
 
     /// The latest `limit` reports of a stream (at most [`MAX_LOG`]), newest
-    /// first, each saying whether its message has been deleted since.
-    pub async fn reports(&self, stream: &str, limit: usize) -> Result<Vec<ReportRecord>> {
+    /// first, each saying whether its message has been deleted since;
+    /// `open`: only those not resolved yet.
+    pub async fn reports(
+        &self,
+        stream: &str,
+        open: bool,
+        limit: usize,
+    ) -> Result<Vec<ReportRecord>> {
+        self.reports_where(Some(stream), None, open, limit).await
+    }
+
+    /// The moderation queue over streams: the latest `limit` reports of
+    /// every stream (`owner: None`) or of the streams `owner` owns, newest
+    /// first; `open`: only those not resolved yet.
+    pub async fn all_reports(
+        &self,
+        owner: Option<&str>,
+        open: bool,
+        limit: usize,
+    ) -> Result<Vec<ReportRecord>> {
+        self.reports_where(None, owner, open, limit).await
+    }
+
+    async fn reports_where(
+        &self,
+        stream: Option<&str>,
+        owner: Option<&str>,
+        open: bool,
+        limit: usize,
+    ) -> Result<Vec<ReportRecord>> {
         let rows = sqlx::query(
-            "SELECT r.ts, r.reporter, r.message, r.reason, m.deleted FROM chat_reports r \
+            "SELECT r.id, r.stream, r.ts, r.reporter, r.message, r.reason, r.resolved_by, \
+             r.resolved_at, m.deleted FROM chat_reports r \
              LEFT JOIN chat_messages m ON m.stream = r.stream AND m.id = r.message_id \
-             WHERE r.stream = $1 ORDER BY r.ts DESC, r.seq DESC LIMIT $2",
+             WHERE ($1 IS NULL OR r.stream = $1) \
+             AND ($2 IS NULL OR r.stream IN (SELECT name FROM streams WHERE owner_id = $2)) \
+             AND ($3 = 0 OR r.resolved_at IS NULL) \
+             ORDER BY r.ts DESC, r.seq DESC LIMIT $4",
         )
         .bind(stream)
+        .bind(owner)
+        .bind(i64::from(open))
         .bind(limit.clamp(1, MAX_LOG) as i64)
         .fetch_all(self.pool)
         .await?;
@@ -343,14 +386,34 @@ impl Chat<'_> {
                 let message: String = r.try_get("message")?;
                 let deleted: Option<i64> = r.try_get("deleted")?;
                 Ok(ReportRecord {
+                    id: r.try_get("id")?,
+                    stream: r.try_get("stream")?,
                     ts: r.try_get("ts")?,
                     reporter: r.try_get("reporter")?,
                     message: parse(&message)?,
                     reason: r.try_get("reason")?,
                     deleted: deleted.unwrap_or(0) != 0,
+                    resolved_by: r.try_get("resolved_by")?,
+                    resolved_at: r.try_get("resolved_at")?,
                 })
             })
             .collect()
+    }
+
+    /// Takes report `id` of `stream` out of the moderation queue, as
+    /// resolved by `by`. `Ok(false)`: no such report (or already resolved).
+    pub async fn resolve_report(&self, stream: &str, id: &str, by: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE chat_reports SET resolved_by = $1, resolved_at = $2 \
+             WHERE stream = $3 AND id = $4 AND resolved_at IS NULL",
+        )
+        .bind(by)
+        .bind(model::now_ms())
+        .bind(stream)
+        .bind(id)
+        .execute(self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

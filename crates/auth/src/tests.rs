@@ -570,7 +570,7 @@ async fn chat_scenario(auth: &Auth) {
     assert_eq!(delete.action["message"], 2);
     assert!(chat.audit("other", 10).await.unwrap().is_empty());
 
-    let reports = chat.reports("talk", 10).await.unwrap();
+    let reports = chat.reports("talk", false, 10).await.unwrap();
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].reporter, "eve");
     assert_eq!(reports[0].message["text"], "m3");
@@ -590,7 +590,56 @@ async fn chat_scenario(auth: &Auth) {
     )
     .await
     .unwrap();
-    assert!(chat.reports("talk", 10).await.unwrap()[0].deleted);
+    assert!(chat.reports("talk", false, 10).await.unwrap()[0].deleted);
+
+    // The moderation queue: open until resolved, once; per stream, over
+    // every stream, or over an owner's streams.
+    let open = chat.reports("talk", true, 10).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].stream, "talk");
+    assert!(open[0].resolved_by.is_none());
+    assert_eq!(chat.all_reports(None, true, 10).await.unwrap().len(), 1);
+    let owner = auth
+        .create_user("talk-owner", "owner's password", Role::Broadcaster)
+        .await
+        .unwrap();
+    assert!(
+        chat.all_reports(Some(&owner.id), true, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    auth.create_stream(&owner, "talk", Visibility::Public, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        chat.all_reports(Some(&owner.id), true, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        !chat
+            .resolve_report("other", &open[0].id, "mo")
+            .await
+            .unwrap()
+    );
+    assert!(
+        chat.resolve_report("talk", &open[0].id, "mo")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !chat
+            .resolve_report("talk", &open[0].id, "mo")
+            .await
+            .unwrap()
+    );
+    assert!(chat.reports("talk", true, 10).await.unwrap().is_empty());
+    let all = chat.reports("talk", false, 10).await.unwrap();
+    assert_eq!(all[0].resolved_by.as_deref(), Some("mo"));
+    assert!(all[0].resolved_at.is_some());
     chat.store_batch(
         "talk",
         &[chat_message(4, "ann", "m4", now + 40)],

@@ -88,6 +88,45 @@ enum ChatIn {
         stream: String,
         publisher: SessionRef,
     },
+    /// A moderation command from the API, as `info`: the frames the room
+    /// answers that member come back.
+    Moderate {
+        stream: String,
+        info: MemberInfo,
+        frame: String,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+}
+
+/// How the API hands moderation commands to the rooms of this node.
+#[derive(Clone, Default)]
+pub(crate) struct ChatHandle {
+    tx: Option<mpsc::Sender<ChatIn>>,
+}
+
+impl ChatHandle {
+    /// Runs one client frame in `stream`'s room as `info` (a member for
+    /// the length of the command: it receives no history and is never
+    /// seen by others); the frames the room answered it with, `None` when
+    /// chat is not running or did not answer in time.
+    pub(crate) async fn moderate(
+        &self,
+        stream: &str,
+        info: MemberInfo,
+        frame: String,
+    ) -> Option<Vec<String>> {
+        let tx = self.tx.as_ref()?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(ChatIn::Moderate {
+            stream: stream.to_string(),
+            info,
+            frame,
+            reply,
+        })
+        .await
+        .ok()?;
+        tokio::time::timeout(FLUSH_WAIT * 2, rx).await.ok()?.ok()
+    }
 }
 
 /// The follower's side: sorts the node's channel events into the queue.
@@ -98,9 +137,35 @@ pub(crate) struct Tap {
     dropped: Arc<AtomicU64>,
 }
 
+/// The queue into the rooms' task, made before the task so that the API's
+/// [`ChatHandle`] exists when the router is built.
+pub(crate) struct Queue {
+    tx: mpsc::Sender<ChatIn>,
+    rx: mpsc::Receiver<ChatIn>,
+}
+
+impl Queue {
+    pub(crate) fn new() -> Queue {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Queue { tx, rx }
+    }
+
+    /// The API's way in.
+    pub(crate) fn handle(&self) -> ChatHandle {
+        ChatHandle {
+            tx: Some(self.tx.clone()),
+        }
+    }
+}
+
 /// The tap for the follower and the task that runs the rooms.
-pub(crate) fn tap(auth: Auth, node: NodeHandle, settings: ChatSettings) -> (Tap, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(QUEUE);
+pub(crate) fn tap(
+    queue: Queue,
+    auth: Auth,
+    node: NodeHandle,
+    settings: ChatSettings,
+) -> (Tap, JoinHandle<()>) {
+    let Queue { tx, rx } = queue;
     let dropped = Arc::new(AtomicU64::new(0));
     let task = tokio::spawn(run(rx, auth, node, settings, dropped.clone()));
     (
@@ -279,28 +344,49 @@ async fn run(
                     continue;
                 };
                 let outputs = room.handle(member, binary, &data, now_ms());
-                let messages = room.take_persist();
-                let placements = match r.live.get(&stream) {
-                    Some((_, broadcast, since)) => messages
-                        .iter()
-                        .map(|m| Placement {
-                            message: m.id,
-                            broadcast: broadcast.clone(),
-                            media_ms: m.ts.saturating_sub(*since),
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
-                let batch = Batch {
-                    messages,
-                    placements,
-                    audit: room.take_audit(),
-                    reports: room.take_reports(),
-                };
+                let batch = take_batch(room, r.live.get(&stream));
                 if !batch.is_empty() {
                     queue_write(&writer, &write_dropped, stream.clone(), batch);
                 }
                 r.send(&node, &stream, outputs).await;
+            }
+            ChatIn::Moderate {
+                stream,
+                info,
+                frame,
+                reply,
+            } => {
+                if !r.rooms.contains_key(&stream) {
+                    let room = load(&auth, &writer, &stream, settings.room_config()).await;
+                    r.rooms.insert(stream.clone(), room);
+                }
+                let Some(room) = r.rooms.get_mut(&stream) else {
+                    continue;
+                };
+                let now = now_ms();
+                // Joined for the command only: its history is not wanted.
+                let (member, _) = room.join(info, now);
+                let outputs = room.handle_text(member, &frame, now);
+                room.leave(member);
+                let batch = take_batch(room, r.live.get(&stream));
+                if room.member_count() == 0 {
+                    r.rooms.remove(&stream);
+                }
+                if !batch.is_empty() {
+                    queue_write(&writer, &write_dropped, stream.clone(), batch);
+                }
+                let (answer, others): (Vec<Output>, Vec<Output>) = outputs.into_iter().partition(
+                    |o| matches!(o, Output::Send { to: Target::One(m), .. } if *m == member),
+                );
+                r.send(&node, &stream, others).await;
+                let answer = answer
+                    .into_iter()
+                    .filter_map(|o| match o {
+                        Output::Send { frame, .. } => Some(frame),
+                        Output::Close { .. } => None,
+                    })
+                    .collect();
+                let _ = reply.send(answer);
             }
             ChatIn::Close { at } => r.leave(at),
             ChatIn::Live {
@@ -382,6 +468,29 @@ impl Rooms {
                 }
             }
         }
+    }
+}
+
+/// What `room`'s queues hold now, its messages placed in the stream's
+/// broadcast when it is live.
+fn take_batch(room: &mut Room, live: Option<&(SessionRef, String, u64)>) -> Batch {
+    let messages = room.take_persist();
+    let placements = match live {
+        Some((_, broadcast, since)) => messages
+            .iter()
+            .map(|m| Placement {
+                message: m.id,
+                broadcast: broadcast.clone(),
+                media_ms: m.ts.saturating_sub(*since),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Batch {
+        messages,
+        placements,
+        audit: room.take_audit(),
+        reports: room.take_reports(),
     }
 }
 

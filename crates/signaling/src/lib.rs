@@ -352,6 +352,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &config.ice_servers,
     );
     state.body_timeout = config.body_timeout;
+    let chat_queue = chat::Queue::new();
+    state.chat = chat_queue.handle();
     state.limits = config.limits.clone();
     let refused_connections = state.refusals.connections.clone();
     let state = Arc::new(state);
@@ -387,7 +389,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         // events of the node's shutdown.
         let (tap, emitter) = webhooks::tap(auth.clone());
         tasks.push(emitter);
-        let (chat, rooms) = chat::tap(auth.clone(), node.handle(), config.chat.clone());
+        let (chat, rooms) = chat::tap(chat_queue, auth.clone(), node.handle(), config.chat.clone());
         tasks.push(rooms);
         tasks.push(tokio::spawn(hub::follow_observed(
             events,

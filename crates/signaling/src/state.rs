@@ -8,6 +8,7 @@ use lumen_auth::Auth;
 use lumen_node::NodeHandle;
 use tokio::sync::watch;
 
+use crate::chat::ChatHandle;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::limits::{CreationRate, Limits, Readers, Refusals};
@@ -29,6 +30,8 @@ pub(crate) struct AppState {
     pub creation_rate: CreationRate,
     pub readers: Readers,
     pub refusals: Refusals,
+    /// The chat rooms, for moderation through the API.
+    pub chat: ChatHandle,
 }
 
 impl AppState {
@@ -56,6 +59,7 @@ impl AppState {
             creation_rate: CreationRate::default(),
             readers: Readers::default(),
             refusals: Refusals::default(),
+            chat: ChatHandle::default(),
         }
     }
 

@@ -1,17 +1,24 @@
-//! `/api/v1/streams/{name}/chat/…`: a stream's chat moderation log and
-//! reports, for its moderators (admins, moderators, and the stream's
+//! `/api/v1/streams/{name}/chat/…` and `/api/v1/chat/reports`: a stream's
+//! chat moderation log, its reports (the moderation queue) and moderation
+//! commands, for its moderators (admins, moderators, and the stream's
 //! owner). The rooms themselves are `crate::chat`; the records are
 //! `lumen_auth::chat`.
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use lumen_auth::chat::{AuditRecord, MAX_LOG, ReportRecord};
 use lumen_auth::{Role, User};
-use serde::Deserialize;
+use lumen_chat::{MemberInfo, Role as ChatRole};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::openapi::{BadRequest, Forbidden, NotFound, Unauthorized, Unavailable};
-use super::{ApiPath, ApiQuery, St, acting_user, json};
+use super::openapi::{
+    BadRequest, Forbidden, NotFound, RequestTimeout, TooLarge, Unauthorized, Unavailable,
+    Unprocessable, UnsupportedMediaType,
+};
+use super::{ApiPath, ApiQuery, St, acting_user, json, json_body};
 use crate::authn::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -23,6 +30,9 @@ const DEFAULT_LOG: usize = 50;
 pub(super) struct LogQuery {
     #[serde(default)]
     limit: Option<u32>,
+    /// Reports: only those still in the moderation queue.
+    #[serde(default)]
+    open: bool,
 }
 
 impl LogQuery {
@@ -81,6 +91,7 @@ pub(super) async fn audit(
     params(
         ("name" = String, Path, description = "The stream"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "How many, newest first (default 50)"),
+        ("open" = Option<bool>, Query, description = "Only those still in the moderation queue (default false: all)"),
     ),
     responses(
         (status = 200, description = "The reports", body = Vec<ReportRecord>),
@@ -101,20 +112,196 @@ pub(super) async fn reports(
     moderates(&st, &acting_user(&caller)?, &name).await?;
     Ok(json(
         StatusCode::OK,
-        &st.auth.chat().reports(&name, limit).await?,
+        &st.auth.chat().reports(&name, q.open, limit).await?,
     ))
+}
+
+/// The moderation queue over every stream the caller moderates (admins and
+/// moderators: all; anyone else: the streams they own), newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/reports",
+    operation_id = "list_all_chat_reports",
+    tag = "streams",
+    security(("bearer" = []), ("session" = [])),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "How many, newest first (default 50)"),
+        ("open" = Option<bool>, Query, description = "Only those still in the moderation queue (default false: all)"),
+    ),
+    responses(
+        (status = 200, description = "The reports", body = Vec<ReportRecord>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn all_reports(
+    State(st): St,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit()?;
+    let user = acting_user(&caller)?;
+    let owner = (!matches!(user.role, Role::Admin | Role::Moderator)).then_some(user.id.as_str());
+    Ok(json(
+        StatusCode::OK,
+        &st.auth.chat().all_reports(owner, q.open, limit).await?,
+    ))
+}
+
+/// Takes a report out of the moderation queue (after acting on it with a
+/// moderation command, or to dismiss it). `404` when there is no such open
+/// report on the stream.
+#[utoipa::path(
+    post,
+    path = "/api/v1/streams/{name}/chat/reports/{id}/resolve",
+    operation_id = "resolve_chat_report",
+    tag = "streams",
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    params(
+        ("name" = String, Path, description = "The stream"),
+        ("id" = String, Path, description = "The report (`rp_…`)"),
+    ),
+    responses(
+        (status = 204, description = "Resolved"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn resolve_report(
+    State(st): St,
+    caller: Caller,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let user = acting_user(&caller)?;
+    moderates(&st, &user, &name).await?;
+    if !st.auth.chat().resolve_report(&name, &id, &user.id).await? {
+        return Err(ApiError::NotFound(format!(
+            "no open report {id:?} on {name:?}"
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Which moderation command.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum CommandKind {
+    /// Delete message `id`.
+    Delete,
+    /// Refuse `user`'s messages for `seconds`.
+    Timeout,
+    /// Refuse `user`'s messages until unbanned.
+    Ban,
+    /// Lift `user`'s ban or timeout.
+    Unban,
+    /// Clear the history for everyone.
+    Clear,
+    /// Slow mode: `seconds` between a viewer's messages (0: off).
+    Slow,
+    /// Registered-only mode on or off (`registered_only`).
+    Mode,
+}
+
+/// A moderation command: the chat frame a moderator would send on the data
+/// channel (docs/chat.md), with the same fields and limits.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub(super) struct ModerationCommand {
+    #[serde(rename = "type")]
+    kind: CommandKind,
+    /// `delete`: the message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    /// `timeout`, `ban`, `unban`: the user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    /// `timeout`: 1 to 604800; `slow`: 0 to 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seconds: Option<u64>,
+    /// `timeout`, `ban`: shown to the user and kept in the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// `mode`: on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    registered_only: Option<bool>,
+}
+
+/// Runs a moderation command in the stream's chat room, as the caller (an
+/// admin, a moderator or the stream's owner), exactly as if it had been
+/// sent on a chat channel: it applies at once to every member on this
+/// node, and goes into the audit log. The room's refusal comes back as the
+/// error (`404` for an unknown message, `422` for a field the room refuses).
+#[utoipa::path(
+    post,
+    path = "/api/v1/streams/{name}/chat/moderate",
+    operation_id = "moderate_chat",
+    tag = "streams",
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    params(("name" = String, Path, description = "The stream")),
+    request_body = ModerationCommand,
+    responses(
+        (status = 204, description = "Done"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn moderate(
+    State(st): St,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let user = acting_user(&caller)?;
+    let role = moderates(&st, &user, &name).await?;
+    let command: ModerationCommand = json_body(&st, &headers, body).await?;
+    let frame = serde_json::to_string(&command)
+        .map_err(|e| ApiError::BadRequest(format!("the command: {e}")))?;
+    let info = MemberInfo::registered(&user.id, &user.name, role);
+    let answer = st
+        .chat
+        .moderate(&name, info, frame)
+        .await
+        .ok_or(ApiError::Unavailable)?;
+    for frame in answer {
+        let v: serde_json::Value = serde_json::from_str(&frame).unwrap_or_default();
+        if v["type"] != "error" {
+            continue;
+        }
+        let message = v["message"].as_str().unwrap_or("refused").to_string();
+        return Err(match v["code"].as_str() {
+            Some("not_found") => ApiError::NotFound(message),
+            Some("forbidden") => ApiError::Forbidden(message),
+            _ => ApiError::Unprocessable(message),
+        });
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Whether `user` moderates the chat of stream `name`: admins and
 /// moderators every stream's (a room exists for any stream a publisher
 /// uses, with or without an account's stream), the owner its own. Anyone
 /// else gets `404`, as for another's stream elsewhere in this API.
-async fn moderates(st: &AppState, user: &User, name: &str) -> Result<(), ApiError> {
-    if matches!(user.role, Role::Admin | Role::Moderator) {
-        return Ok(());
+/// The role the user acts with in the room.
+async fn moderates(st: &AppState, user: &User, name: &str) -> Result<ChatRole, ApiError> {
+    match user.role {
+        Role::Admin => return Ok(ChatRole::Admin),
+        Role::Moderator => return Ok(ChatRole::Moderator),
+        _ => {}
     }
     match st.auth.stream(name).await? {
-        Some(s) if s.owner_id == user.id => Ok(()),
+        Some(s) if s.owner_id == user.id => Ok(ChatRole::Broadcaster),
         _ => Err(ApiError::NotFound("no such stream of yours".to_string())),
     }
 }
@@ -246,5 +433,91 @@ mod tests {
             .send(Method::GET, "/api/v1/streams/cam/chat/audit", &[], "")
             .await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+        // The moderation queue: open reports over every stream for an
+        // admin, none for a viewer who owns no stream; resolved once.
+        let (status, v) = get(&app, "/api/v1/chat/reports?open=true", &admin).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+        assert_eq!(v[0]["stream"], "cam");
+        let id = v[0]["id"].as_str().expect("id").to_string();
+        let res = app
+            .send(
+                Method::GET,
+                "/api/v1/chat/reports",
+                &[("cookie", cookie.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(text(res).await, "[]");
+        let bearer = format!("Bearer {admin}");
+        let resolve = format!("/api/v1/streams/cam/chat/reports/{id}/resolve");
+        let res = app
+            .send(
+                Method::POST,
+                &resolve,
+                &[("cookie", cookie.as_str()), ("x-csrf-token", "x")],
+                "",
+            )
+            .await;
+        assert_ne!(
+            res.status(),
+            StatusCode::NO_CONTENT,
+            "not the viewer's to resolve"
+        );
+        let res = app
+            .send(
+                Method::POST,
+                &resolve,
+                &[("authorization", bearer.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let res = app
+            .send(
+                Method::POST,
+                &resolve,
+                &[("authorization", bearer.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "resolved already");
+        let (_, v) = get(&app, "/api/v1/chat/reports?open=true", &admin).await;
+        assert_eq!(v, serde_json::json!([]));
+        let (_, v) = get(&app, "/api/v1/streams/cam/chat/reports", &admin).await;
+        assert_eq!(v[0]["resolved_by"], "token:root", "{v}");
+
+        // Without chat running here, a command is answered 503, after its
+        // body was checked.
+        let res = app
+            .send(
+                Method::POST,
+                "/api/v1/streams/cam/chat/moderate",
+                &[
+                    ("authorization", bearer.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                r#"{"type":"send","text":"hi"}"#,
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::BAD_REQUEST,
+            "not a moderation command"
+        );
+        let res = app
+            .send(
+                Method::POST,
+                "/api/v1/streams/cam/chat/moderate",
+                &[
+                    ("authorization", bearer.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                r#"{"type":"clear"}"#,
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

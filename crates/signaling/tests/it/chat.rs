@@ -350,6 +350,111 @@ async fn a_client_may_negotiate_chat_out_of_band_on_stream_zero() {
     s.stop().await;
 }
 
+/// A moderation command through the API, as `token`.
+async fn moderate(s: &Server, c: &Client, stream: &str, token: &str, command: &str) -> u16 {
+    c.post(s.url(&format!("/api/v1/streams/{stream}/chat/moderate")))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(command.to_string())
+        .send()
+        .await
+        .expect("POST")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderators_act_through_the_api_and_work_the_report_queue() {
+    let s = Server::start().await;
+    let c = Client::new();
+    let token = s.publish_token();
+    let mut publisher = Peer::start(&s, &c, "/whip/mod", Some(&token)).await;
+    publisher.next("state").await;
+    live(&s, &c, "mod").await;
+    let user = s
+        .auth()
+        .create_user("sam", "sam's password", Role::Viewer)
+        .await
+        .expect("user");
+    let chat = |who: &str| {
+        s.auth()
+            .mint(
+                who,
+                &Scopes::parse("chat:mod").expect("scope"),
+                Duration::from_secs(600),
+            )
+            .expect("token")
+    };
+    let mut sam = Peer::start(&s, &c, "/whep/mod", Some(&chat(&user.id))).await;
+    sam.next("state").await;
+    let mut rex = Peer::start(&s, &c, "/whep/mod", Some(&chat("rex"))).await;
+    rex.next("state").await;
+    sam.send(r#"{"type":"send","text":"buy cheap stuff"}"#);
+    let spam = sam.next("message").await;
+    rex.next("message").await;
+    rex.send(&format!(
+        r#"{{"type":"report","id":{},"reason":"spam"}}"#,
+        spam["id"]
+    ));
+
+    // The report reaches the queue once the writer stored it.
+    let admin = s.token("admin");
+    let deadline = Instant::now() + WAIT;
+    let queue = loop {
+        let r = c
+            .get(s.url("/api/v1/chat/reports?open=true"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("GET");
+        let v: Value = serde_json::from_str(&r.text().await.expect("body")).expect("json");
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report never reached the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(queue[0]["stream"], "mod");
+    assert_eq!(queue[0]["message"]["id"], spam["id"]);
+
+    // Acting on it through the API works on the live room at once.
+    let delete = format!(r#"{{"type":"delete","id":{}}}"#, spam["id"]);
+    assert_eq!(moderate(&s, &c, "mod", &admin, &delete).await, 204);
+    for p in [&mut publisher, &mut sam, &mut rex] {
+        assert_eq!(p.next("deleted").await["id"], spam["id"]);
+    }
+    let ban = format!(r#"{{"type":"ban","user":"{}","reason":"spam"}}"#, user.id);
+    assert_eq!(moderate(&s, &c, "mod", &admin, &ban).await, 204);
+    sam.send(r#"{"type":"send","text":"again"}"#);
+    assert_eq!(sam.next("error").await["code"], "banned");
+    // The room's refusals come back as the API's errors.
+    let unknown = r#"{"type":"delete","id":999999}"#;
+    assert_eq!(moderate(&s, &c, "mod", &admin, unknown).await, 404);
+    assert_eq!(
+        moderate(&s, &c, "mod", &admin, r#"{"type":"slow"}"#).await,
+        422
+    );
+    // A viewer's token is no moderator's.
+    assert_eq!(
+        moderate(&s, &c, "mod", &chat("rex"), r#"{"type":"clear"}"#).await,
+        403
+    );
+
+    let id = queue[0]["id"].as_str().expect("report id");
+    let r = c
+        .post(s.url(&format!("/api/v1/streams/mod/chat/reports/{id}/resolve")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 204);
+    drop((publisher, sam, rex));
+    s.stop().await;
+}
+
 /// Waits until `stream` is not live any more (its publisher left).
 async fn gone(s: &Server, c: &Client, stream: &str) {
     let deadline = Instant::now() + WAIT;
