@@ -181,6 +181,79 @@ async fn chat_between_broadcaster_and_viewer_while_video_plays() {
     let actions = theirs["actions"].as_array().cloned().unwrap_or_default();
     assert_eq!(actions, vec![json!("Report")], "ann's controls: {theirs}");
 
+    // She reports it; a moderator finds it on /moderation and dismisses it.
+    click_action(&viewer, hello, "Report").await;
+    let mo = auth
+        .create_user(
+            "mo",
+            "moderator's password",
+            lumen_signaling::auth::Role::Moderator,
+        )
+        .await
+        .expect("a moderator");
+    let moderator = chrome.new_session().await;
+    moderator
+        .goto(&format!("{base}/login?next=/moderation"))
+        .await
+        .expect("open the log in page");
+    for (field, text) in [("name", "mo"), ("password", "moderator's password")] {
+        moderator
+            .find(Locator::Id(field))
+            .await
+            .expect("a log in field")
+            .send_keys(text)
+            .await
+            .expect("type");
+    }
+    moderator
+        .find(Locator::Id("submit"))
+        .await
+        .expect("the log in button")
+        .click()
+        .await
+        .expect("log in");
+    let queued = until(
+        &moderator,
+        "the report on the moderation page",
+        &format!(
+            "return window.lumen?.state === 'ready' && window.lumen.reports.length > 0
+               && document.querySelector('#reports tr[data-report]') !== null
+               && window.lumen.reports.find((r) => r.message.id === {hello});"
+        ),
+        CHAT_WITHIN,
+    )
+    .await;
+    assert_eq!(queued["reporter"], json!(ann.id), "{queued}");
+    assert_eq!(queued["stream"], json!(name), "{queued}");
+    let id = queued["id"].as_str().expect("report id").to_string();
+    moderator
+        .find(Locator::Css(&format!(
+            "#reports tr[data-report=\"{id}\"] button.dismiss"
+        )))
+        .await
+        .expect("the Dismiss button")
+        .click()
+        .await
+        .expect("dismiss");
+    until(
+        &moderator,
+        "the queue emptied",
+        &format!(
+            "return window.lumen.state === 'ready'
+               && !window.lumen.reports.some((r) => r.id === '{id}')
+               && !document.querySelector('#reports tr[data-report=\"{id}\"]');"
+        ),
+        CHAT_WITHIN,
+    )
+    .await;
+    let stored = auth
+        .chat()
+        .reports(&name, false, 10)
+        .await
+        .expect("the reports");
+    assert_eq!(stored[0].resolved_by.as_deref(), Some(mo.id.as_str()));
+    moderator.close().await.expect("close the moderator");
+
     // The broadcaster deletes ann's message: gone from both pages.
     click_action(&broadcaster, ann_msg, "Delete").await;
     for (who, c) in [("viewer", &viewer), ("broadcaster", &broadcaster)] {

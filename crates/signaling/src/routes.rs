@@ -42,6 +42,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/signup", get(|| api::page("signup.html")))
         .route("/dashboard", get(|| api::page("dashboard.html")))
         .route("/admin", get(|| api::page("admin.html")))
+        .route("/moderation", get(|| api::page("moderation.html")))
         .route("/static/{file}", get(api::static_file))
         .merge(crate::v1::routes())
         .layer(axum::middleware::map_response(cors))

@@ -65,6 +65,16 @@ const FILES: &[(&str, &str, &str)] = &[
     ),
     ("admin.js", JS, include_str!("../../../web-client/admin.js")),
     (
+        "moderation.html",
+        HTML,
+        include_str!("../../../web-client/moderation.html"),
+    ),
+    (
+        "moderation.js",
+        JS,
+        include_str!("../../../web-client/moderation.js"),
+    ),
+    (
         "style.css",
         CSS,
         include_str!("../../../web-client/style.css"),
