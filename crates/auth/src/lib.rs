@@ -13,6 +13,7 @@ pub mod chat;
 mod model;
 mod password;
 mod policy;
+pub mod recordings;
 pub mod scope;
 mod store;
 mod streams;

@@ -695,3 +695,100 @@ async fn chat_scenario(auth: &Auth) {
     );
     assert!(chat.replay("nothing", 0, 100).await.unwrap().is_empty());
 }
+
+async fn recordings_scenario(auth: &Auth) {
+    use crate::recordings::{Finished, FragmentRecord, RecordingState};
+    let recs = auth.recordings();
+    let a = recs.create("cam", Some("sess1")).await.unwrap();
+    assert!(a.id.starts_with("rec_"));
+    assert_eq!(a.state, RecordingState::Recording);
+    assert_eq!(a.broadcast.as_deref(), Some("sess1"));
+    recs.set_init(&a.id, "rec/a/init.mp4").await.unwrap();
+    for seq in 0..3u64 {
+        let f = FragmentRecord {
+            seq,
+            object: format!("rec/a/{seq}.m4s"),
+            size: 1000 + seq,
+            duration_ms: 2000,
+            uploaded: false,
+            index: format!("{{\"seq\":{seq}}}"),
+        };
+        recs.add_fragment(&a.id, &f).await.unwrap();
+    }
+    // Journalled twice: replaced, not doubled.
+    let again = FragmentRecord {
+        seq: 2,
+        object: "rec/a/2.m4s".into(),
+        size: 7,
+        duration_ms: 1500,
+        uploaded: false,
+        index: "{}".into(),
+    };
+    recs.add_fragment(&a.id, &again).await.unwrap();
+    recs.mark_uploaded(&a.id, 0).await.unwrap();
+    let frags = recs.fragments(&a.id).await.unwrap();
+    assert_eq!(frags.len(), 3);
+    assert!(frags[0].uploaded && !frags[1].uploaded);
+    assert_eq!(frags[2].size, 7);
+
+    // A crash leaves it unfinished; finalising makes it ready.
+    let b = recs.create("other", None).await.unwrap();
+    let open: Vec<String> = recs
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(open, [a.id.clone(), b.id.clone()]);
+    recs.set_state(&a.id, RecordingState::Finalizing, None)
+        .await
+        .unwrap();
+    let mid = recs.get(&a.id).await.unwrap().unwrap();
+    assert_eq!(mid.state, RecordingState::Finalizing);
+    assert!(mid.ended_at.is_some());
+    recs.finish(
+        &a.id,
+        &Finished {
+            duration_ms: 5500,
+            size: 12345,
+            codecs: "avc1.42e01f,opus".into(),
+            width: 1280,
+            height: 720,
+            thumbnail_object: Some("rec/a/thumb.jpg".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let done = recs.get(&a.id).await.unwrap().unwrap();
+    assert_eq!(done.state, RecordingState::Ready);
+    assert_eq!((done.width, done.height, done.size), (1280, 720, 12345));
+    assert_eq!(done.init_object.as_deref(), Some("rec/a/init.mp4"));
+    recs.set_state(&b.id, RecordingState::Failed, Some("no keyframe"))
+        .await
+        .unwrap();
+    assert!(recs.unfinished().await.unwrap().is_empty());
+
+    assert_eq!(recs.list(None, None, 10).await.unwrap().len(), 2);
+    let cams = recs.list(Some("cam"), None, 10).await.unwrap();
+    assert_eq!(cams.len(), 1);
+    assert!(
+        recs.list(Some("cam"), Some(cams[0].started_at), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let future = crate::model::now_ms() + 1000;
+    assert_eq!(recs.older_than(future).await.unwrap().len(), 2);
+    assert!(recs.older_than(0).await.unwrap().is_empty());
+
+    assert!(recs.delete(&a.id).await.unwrap());
+    assert!(!recs.delete(&a.id).await.unwrap());
+    assert!(recs.fragments(&a.id).await.unwrap().is_empty());
+    assert!(recs.get(&a.id).await.unwrap().is_none());
+}
+
+on_both!(
+    recordings_are_journalled_finished_listed_and_deleted,
+    recordings_scenario
+);
