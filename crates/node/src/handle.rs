@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lumen_sfu::{
     ChannelId, IceCredentials, LayerRequest, Metrics, PeerId, SessionError, SinkId, StreamInfo,
@@ -12,6 +13,7 @@ use lumen_sfu::{
 use tokio::sync::oneshot;
 
 use crate::placement;
+use crate::sink::{self, DEFAULT_SINK_QUEUE, SinkFeed};
 use crate::worker::{Command, WorkerHandle};
 
 /// A session on a node: the worker that serves it and its peer there.
@@ -84,6 +86,9 @@ pub struct WorkerSnapshot {
     /// Mirror messages this worker could not hand to another worker (its
     /// queue was full).
     pub mirror_dropped: u64,
+    /// Packet batches this worker dropped for external sinks whose feed was
+    /// full (see [`SinkFeed`]).
+    pub sink_dropped: u64,
 }
 
 /// The typed handle on a running node; cheap to clone.
@@ -95,12 +100,18 @@ pub struct NodeHandle {
 struct Inner {
     workers: Vec<WorkerHandle>,
     spread: usize,
+    /// The number of the next external sink ([`SinkId::External`]).
+    next_sink: AtomicU64,
 }
 
 impl NodeHandle {
     pub(crate) fn new(workers: Vec<WorkerHandle>, spread: usize) -> Self {
         NodeHandle {
-            inner: Arc::new(Inner { workers, spread }),
+            inner: Arc::new(Inner {
+                workers,
+                spread,
+                next_sink: AtomicU64::new(1),
+            }),
         }
     }
 
@@ -166,6 +177,65 @@ impl NodeHandle {
             })
             .await??;
         self.answer(worker, answer)
+    }
+
+    /// Attaches an external sink (a recorder, a transcoder, a relay link)
+    /// to `stream` on its origin worker, where its publisher is, and
+    /// returns its feed, which holds at most [`DEFAULT_SINK_QUEUE`] unread
+    /// packet batches (see [`NodeHandle::attach_sink_with_queue`]).
+    ///
+    /// The stream needs a publisher, connected or still connecting:
+    /// otherwise [`SessionError::NotLive`], and a caller that wants a
+    /// stream from its start attaches when its publisher arrives
+    /// ([`NodeEvent::StreamUpdated`](crate::NodeEvent::StreamUpdated) or
+    /// [`NodeEvent::Connected`](crate::NodeEvent::Connected)). Once
+    /// attached, the feed gets what a mirror gets:
+    /// [`FeedEvent::Source`](crate::FeedEvent::Source) first, then the
+    /// cached group of pictures of each layer (so video starts on a
+    /// keyframe when one is cached; else ask for one with
+    /// [`SinkFeed::request_keyframe`]), then live packets. When the
+    /// publisher leaves it gets a `Source` without tracks and stays
+    /// attached; the next publisher comes as a `Source` with `fresh` set.
+    /// It ends when it is detached or dropped, or the node shuts down.
+    pub async fn attach_sink(&self, stream: &str) -> Result<SinkFeed, NodeError> {
+        self.attach_sink_with_queue(stream, DEFAULT_SINK_QUEUE)
+            .await
+    }
+
+    /// [`NodeHandle::attach_sink`] with a feed that holds at most `queue`
+    /// unread packet batches (at least one): past that the worker drops
+    /// batches for it, counts them ([`WorkerSnapshot::sink_dropped`]) and
+    /// the feed reports a [`FeedEvent::Gap`](crate::FeedEvent::Gap).
+    pub async fn attach_sink_with_queue(
+        &self,
+        stream: &str,
+        queue: usize,
+    ) -> Result<SinkFeed, NodeError> {
+        let worker = placement::origin_of(stream, self.workers());
+        let w = self
+            .inner
+            .workers
+            .get(worker)
+            .ok_or(NodeError::Unavailable)?;
+        let id = self.inner.next_sink.fetch_add(1, Ordering::Relaxed);
+        let (tx, feed) = sink::feed(stream, id, queue, w.tx.clone());
+        let s = stream.to_string();
+        let attached = self
+            .ask(worker, |reply| Command::AttachFeed {
+                stream: s,
+                id,
+                feed: tx,
+                reply,
+            })
+            .await
+            .and_then(|r| r.map_err(NodeError::from));
+        match attached {
+            Ok(_generation) => Ok(feed),
+            Err(e) => {
+                feed.forget();
+                Err(e)
+            }
+        }
     }
 
     /// Closes a session; `false` if it was already gone.

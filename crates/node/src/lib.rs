@@ -9,7 +9,9 @@
 //! `candidates`, `restart_ice`, `set_layer`, `viewer_state`, `snapshot`)
 //! answered by the worker that owns the session, and a stream of
 //! [`NodeEvent`]s (stream updated, viewer layer changed, session closed)
-//! that the layer above subscribes to.
+//! that the layer above subscribes to. Code that wants a stream's packets
+//! rather than a WebRTC session (the recorder) attaches a sink to it:
+//! [`NodeHandle::attach_sink`] returns a [`SinkFeed`].
 //!
 //! Placement: a stream's publisher is pinned to one worker by a hash of its
 //! name (its *origin*). Its viewers join the origin until it has
@@ -26,6 +28,7 @@ mod event;
 mod handle;
 mod mirror;
 mod placement;
+mod sink;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr};
@@ -38,6 +41,7 @@ pub use event::NodeEvent;
 pub use handle::{
     NodeAnswer, NodeError, NodeHandle, SessionRef, ViewerState, WorkerSnapshot, merge_streams,
 };
+pub use sink::{DEFAULT_SINK_QUEUE, FeedEvent, SinkFeed};
 
 /// How to run a node's media workers.
 #[derive(Debug, Clone)]

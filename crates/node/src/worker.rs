@@ -1,17 +1,18 @@
 //! One worker task: owns its UDP socket, its timer, its command channel and
 //! its mirror channel, and drives the sans-IO `Sfu` from them. After every
 //! input it drains the SFU's outputs (str0m's rule), sends the datagrams as
-//! GSO trains, hands mirror messages to other workers and events to the
-//! node's event stream.
+//! GSO trains, hands mirror messages to other workers, external sinks'
+//! messages to their feeds, and events to the node's event stream.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lumen_sfu::{
-    ChannelId, IceCredentials, Input, LayerRequest, Output, PeerId, SessionAnswer, SessionError,
-    Sfu, SfuConfig, SfuEvent, SinkId, ViewerLayer,
+    ChannelId, IceCredentials, Input, LayerRequest, Output, PeerId, Rid, SessionAnswer,
+    SessionError, Sfu, SfuConfig, SfuEvent, SinkId, SinkMessage, ViewerLayer,
 };
 use lumen_udp::Outbox;
 use tokio::net::UdpSocket;
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::mirror::{MirrorLinks, Mirrored};
+use crate::sink::{FeedTx, Sent};
 use crate::{NodeError, NodeEvent, SessionRef, ViewerState, WorkerSnapshot};
 
 /// Datagrams read in one go before the worker polls its outputs.
@@ -72,6 +74,21 @@ pub(crate) enum Command {
         sink: SinkId,
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
+    /// On a stream's origin: attach an external sink that hands its
+    /// messages to `feed`. Answered with the attachment's generation.
+    AttachFeed {
+        stream: String,
+        id: u64,
+        feed: FeedTx,
+        reply: oneshot::Sender<Result<u64, SessionError>>,
+    },
+    /// An external sink asks for a keyframe of a layer.
+    FeedKeyframe { id: u64, rid: Option<Rid> },
+    /// An external sink detaches (answered once it is, if asked).
+    DetachFeed {
+        id: u64,
+        reply: Option<oneshot::Sender<()>>,
+    },
     SetLayer {
         peer: PeerId,
         stream: String,
@@ -117,6 +134,8 @@ pub(crate) fn spawn(
         outbox: Outbox::new(),
         mirror_to: links.to,
         mirror_dropped: AtomicU64::new(0),
+        feeds: HashMap::new(),
+        sink_dropped: 0,
         events,
         load: load.clone(),
         started: Instant::now(),
@@ -142,6 +161,10 @@ struct Worker {
     outbox: Outbox,
     mirror_to: Vec<mpsc::Sender<Mirrored>>,
     mirror_dropped: AtomicU64,
+    /// The external sinks attached here, by number.
+    feeds: HashMap<u64, FeedTx>,
+    /// Packet batches dropped because a feed was full.
+    sink_dropped: u64,
     events: mpsc::UnboundedSender<NodeEvent>,
     load: Arc<AtomicUsize>,
     started: Instant,
@@ -240,7 +263,7 @@ impl Worker {
                         self.outbox.flush(&self.socket).await;
                     }
                 }
-                Output::Sink { to, message } => self.to_sink(to, message),
+                Output::Sink { to, message } => self.hand_to_sink(to, message),
                 Output::Event(e) => self.event(e),
                 Output::Timeout(t) => {
                     self.outbox.flush(&self.socket).await;
@@ -251,19 +274,47 @@ impl Worker {
         }
     }
 
-    fn to_sink(&self, to: SinkId, message: lumen_sfu::SinkMessage) {
-        let sent = match to {
-            SinkId::Worker(w) => self
-                .mirror_to
-                .get(w)
-                .is_some_and(|tx| tx.try_send((self.index, message)).is_ok()),
-            #[allow(unreachable_patterns)]
-            _ => false,
-        };
-        if !sent {
-            // The other worker is that far behind (or gone): its viewers
-            // lose these packets rather than this one stall.
-            self.mirror_dropped.fetch_add(1, Ordering::Relaxed);
+    fn hand_to_sink(&mut self, to: SinkId, message: SinkMessage) {
+        match to {
+            SinkId::Worker(w) => {
+                let sent = self
+                    .mirror_to
+                    .get(w)
+                    .is_some_and(|tx| tx.try_send((self.index, message)).is_ok());
+                if !sent {
+                    // The other worker is that far behind (or gone): its
+                    // viewers lose these packets rather than this one stall.
+                    self.mirror_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            SinkId::External(id) => {
+                // None: detached meanwhile; what was in flight is moot.
+                let Some(feed) = self.feeds.get_mut(&id) else {
+                    return;
+                };
+                match feed.send(message) {
+                    Sent::Queued => {}
+                    // Its reader is slower than the stream: it loses these
+                    // packets (and is told) rather than hold this worker.
+                    Sent::Dropped => self.sink_dropped += 1,
+                    // Dropped without a word reaching here (the command
+                    // queue was full): detach it now.
+                    Sent::Closed => self.detach_feed(id),
+                }
+            }
+            // A kind of sink this shell does not serve yet.
+            _ => {
+                self.mirror_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Forgets an external sink and detaches it from its stream.
+    fn detach_feed(&mut self, id: u64) {
+        if let Some(f) = self.feeds.remove(&id) {
+            let detach = SinkMessage::detach(&f.stream, f.generation);
+            self.sfu
+                .handle_sink_message(Instant::now(), SinkId::External(id), detach);
         }
     }
 
@@ -389,6 +440,7 @@ impl Worker {
                     streams: sfu.streams(),
                     busy_ratio,
                     mirror_dropped: self.mirror_dropped.load(Ordering::Relaxed),
+                    sink_dropped: self.sink_dropped,
                 });
             }
             Command::AttachSink {
@@ -396,11 +448,40 @@ impl Worker {
                 sink,
                 reply,
             } => {
-                let r = sfu.attach_sink(now, &stream, sink);
+                let r = sfu.attach_sink(now, &stream, sink).map(|_| ());
                 // The sink's first messages are queued before the answer, so
                 // a mirror's worker has them before the viewer's offer.
                 self.drain().await;
                 let _ = reply.send(r);
+            }
+            Command::AttachFeed {
+                stream,
+                id,
+                mut feed,
+                reply,
+            } => match sfu.attach_sink(now, &stream, SinkId::External(id)) {
+                Ok(generation) => {
+                    // In place before the drain that hands it its first
+                    // messages.
+                    feed.generation = generation;
+                    self.feeds.insert(id, feed);
+                    let _ = reply.send(Ok(generation));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::FeedKeyframe { id, rid } => {
+                if let Some(f) = self.feeds.get(&id) {
+                    let m = SinkMessage::keyframe(&f.stream, rid);
+                    sfu.handle_sink_message(now, SinkId::External(id), m);
+                }
+            }
+            Command::DetachFeed { id, reply } => {
+                self.detach_feed(id);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
             }
             Command::SetLayer {
                 peer,

@@ -10,9 +10,10 @@
 //! [`Sfu::poll_output`] until it returns [`Output::Timeout`].
 //!
 //! Besides its viewers, a stream's Router feeds its *sinks*
-//! ([`Sfu::attach_sink`]): today mirrors of the stream on other workers,
-//! which serve viewers there. Their messages come out as [`Output::Sink`]
-//! and go in through [`Sfu::handle_sink_message`]. Data channels pass
+//! ([`Sfu::attach_sink`]): mirrors of the stream on other workers, which
+//! serve viewers there ([`SinkId::Worker`]), and sinks outside the SFU such
+//! as the recorder ([`SinkId::External`]). Their messages come out as
+//! [`Output::Sink`] and go in through [`Sfu::handle_sink_message`]. Data channels pass
 //! through the same way: [`SfuEvent::ChannelData`] out,
 //! [`Sfu::send_channel`] in.
 //!
@@ -81,6 +82,9 @@ pub use munger::{Munged, RtpMunger};
 pub use sdp::TrickleFragment;
 pub use sink::{MediaPacket, SinkBody, SinkId, SinkMessage, TrackDescription};
 pub use str0m::channel::ChannelId;
+/// A simulcast layer's RTP stream id, as [`MediaPacket::rid`] and
+/// [`SinkMessage::keyframe`] name it.
+pub use str0m::media::Rid;
 pub use str0m::net::Transmit;
 pub use worker::Sfu;
 
@@ -212,7 +216,8 @@ pub enum Output {
     /// Something signaling should know about.
     Event(SfuEvent),
     /// Hand this to the sink `to` (for [`SinkId::Worker`]: to that
-    /// worker's [`Sfu::handle_sink_message`]). See [`SinkMessage`].
+    /// worker's [`Sfu::handle_sink_message`]; for [`SinkId::External`]: to
+    /// whatever the shell attached under that number). See [`SinkMessage`].
     Sink {
         /// Whom it is for.
         to: SinkId,

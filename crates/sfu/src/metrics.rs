@@ -49,6 +49,11 @@ pub struct Metrics {
     /// RTP packets handed to mirrors on other workers for their viewers
     /// (one per packet and mirror).
     pub rtp_mirrored: u64,
+    /// RTP packets handed to sinks outside the SFU ([`SinkId::External`]:
+    /// the recorder, ...), one per packet and sink.
+    ///
+    /// [`SinkId::External`]: crate::SinkId::External
+    pub rtp_to_sinks: u64,
     /// Per copy of a packet forwarded to a viewer: from the packet's arrival
     /// (at the stream's origin worker) to the moment the shell reported the
     /// copy handed to the socket ([`Sfu::sent`](crate::Sfu::sent)),
@@ -96,6 +101,7 @@ impl Default for Metrics {
             rtp_in: 0,
             rtp_forwarded: 0,
             rtp_mirrored: 0,
+            rtp_to_sinks: 0,
             datagrams_out: 0,
             bytes_out: 0,
             keyframe_requests_sent: 0,

@@ -8,10 +8,23 @@
 //! starts on a keyframe), then live batches; it can send keyframe requests
 //! back, and it detaches when it has no more use.
 //!
-//! The only kind of sink today is a *mirror* of the stream on another worker
-//! of the same node (see `crate::mirror`). The recorder, the transcoder and
-//! the relay link to a child node of the relay tree will be sinks too, and
-//! receive exactly what a mirror receives.
+//! Two kinds of sink exist, both fed by the same code of the Router:
+//!
+//! - a *mirror* of the stream on another worker of the same node
+//!   ([`SinkId::Worker`], see `crate::mirror`), which serves viewers there;
+//! - an *external* sink ([`SinkId::External`]): anything outside the SFU
+//!   that wants the stream's packets: the recorder first, later the
+//!   transcoder and the relay link to a child node of the relay tree. The
+//!   shell gives each one a number and carries its messages; in lumen-node
+//!   that is `NodeHandle::attach_sink`, which returns a feed.
+//!
+//! Both receive exactly the same messages: [`SinkBody::Source`], the cached
+//! group of pictures, then [`SinkBody::Packets`]; a stream that goes offline
+//! sends a `Source` without tracks and keeps the sink attached for its next
+//! publisher (`fresh`). A sink talks back with [`SinkBody::Keyframe`] (made
+//! by [`SinkMessage::keyframe`]; throttled per layer like a viewer's
+//! request) and [`SinkBody::Detach`] ([`SinkMessage::detach`]); from an
+//! external sink nothing else is taken.
 //!
 //! Messages come out of [`Sfu::poll_output`](crate::Sfu::poll_output) as
 //! [`Output::Sink`](crate::Output::Sink) and go in through
@@ -32,11 +45,16 @@ pub enum SinkId {
     /// A mirror of the stream on the worker of this index (the messages go
     /// to and come from that worker's [`Sfu`](crate::Sfu)).
     Worker(usize),
+    /// A sink outside the SFU (a recorder, a transcoder, a relay link),
+    /// numbered by the shell, which must not reuse a number while the sink
+    /// may still be attached. Its messages go to whatever the shell keeps
+    /// under that number; it sends only keyframe requests and its detach.
+    External(u64),
 }
 
 /// One packet from a stream's publisher, as every Router forwards it: what
-/// every sink of the stream receives (a mirror on another worker today; a
-/// recorder, a transcoder or a relay link to another node later). The
+/// every sink of the stream receives (a mirror on another worker, a
+/// recorder, later a transcoder or a relay link to another node). The
 /// payload is shared, not copied, between all who hold the packet.
 #[derive(Debug, Clone)]
 pub struct MediaPacket {
@@ -105,6 +123,31 @@ impl SinkMessage {
     pub fn body(&self) -> &SinkBody {
         &self.body
     }
+
+    /// The stream and what it says, taken apart (a sink keeps the packets
+    /// without copying them).
+    pub fn into_parts(self) -> (String, SinkBody) {
+        (self.stream, self.body)
+    }
+
+    /// Sink → Router: a keyframe of layer `rid` of the stream's video is
+    /// needed (`None`: of every layer it has).
+    pub fn keyframe(stream: &str, rid: Option<Rid>) -> Self {
+        SinkMessage {
+            stream: stream.to_string(),
+            body: SinkBody::Keyframe(rid),
+        }
+    }
+
+    /// Sink → Router: the attachment `generation` (as its
+    /// [`SinkBody::Source`] said, or [`Sfu::attach_sink`](crate::Sfu::attach_sink)
+    /// answered) has no more use for the stream.
+    pub fn detach(stream: &str, generation: u64) -> Self {
+        SinkMessage {
+            stream: stream.to_string(),
+            body: SinkBody::Detach { generation },
+        }
+    }
 }
 
 /// What a [`SinkMessage`] says.
@@ -130,7 +173,8 @@ pub enum SinkBody {
     },
     /// Router → sink: packets, in the order the Router forwarded them.
     Packets(Vec<MediaPacket>),
-    /// Sink → Router: a keyframe of this layer is needed.
+    /// Sink → Router: a keyframe of this layer is needed (`None` on a
+    /// simulcast track: of every layer).
     Keyframe(Option<Rid>),
     /// Sink → Router: no more use for the stream; stop sending.
     Detach {

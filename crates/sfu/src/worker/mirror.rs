@@ -1,9 +1,12 @@
-//! Sinks of a stream (see `crate::sink`), and the one kind that exists: a
-//! mirror on another worker (see `crate::mirror`). The origin's side
-//! attaches sinks and feeds them; the mirror's side builds a Router from
-//! what its origin sends and detaches when its last viewer leaves.
+//! Sinks of a stream (see `crate::sink`): mirrors on other workers (see
+//! `crate::mirror`) and external sinks, attached and fed by the same code.
+//! The origin's side attaches sinks and feeds them; the mirror's side
+//! builds a Router from what its origin sends and detaches when its last
+//! viewer leaves.
 
 use std::time::{Duration, Instant};
+
+use str0m::media::Rid;
 
 use super::{Pending, Sfu};
 use crate::mirror::{Origin, UNUSED_MIRROR_TTL};
@@ -18,14 +21,21 @@ impl Sfu {
     /// [`Output::Sink`]: the stream's description, then (for a new sink)
     /// each layer's cached group of pictures, then live batches.
     ///
+    /// Answers the attachment's generation, which the sink's
+    /// [`SinkBody::Source`] messages carry and its
+    /// [`SinkMessage::detach`] names.
+    ///
     /// For [`SinkId::Worker`], the mirror on that worker serves viewers of
     /// its own; it must receive these messages before it takes their offers.
+    /// A [`SinkId::External`] sink gets the same messages; it stays attached
+    /// while the stream is offline (a `Source` without tracks) and gets its
+    /// next publisher (a `Source` with `fresh` set) until it detaches.
     pub fn attach_sink(
         &mut self,
         now: Instant,
         stream: &str,
         sink: SinkId,
-    ) -> Result<(), SessionError> {
+    ) -> Result<u64, SessionError> {
         self.advance(now);
         let not_live = || SessionError::NotLive(stream.to_string());
         let router_id = *self.router_names.get(stream).ok_or_else(not_live)?;
@@ -81,7 +91,7 @@ impl Sfu {
                 });
             }
         }
-        Ok(())
+        Ok(generation)
     }
 
     /// Takes a message produced for this worker as [`Output::Sink`] by
@@ -90,12 +100,19 @@ impl Sfu {
     ///
     /// Both directions come in here: a stream's description and packets
     /// from its origin (this worker mirrors the stream), keyframe requests
-    /// and detaches from a sink (this worker is the origin).
+    /// and detaches from a sink (this worker is the origin). From a
+    /// [`SinkId::External`] sink only the latter two are taken: nothing
+    /// outside the SFU feeds a Router this way.
     pub fn handle_sink_message(&mut self, now: Instant, from: SinkId, message: SinkMessage) {
         self.advance(now);
         // A busy mirror may never see a timeout: sweep here too.
         self.sweep_mirrors(now);
         let SinkMessage { stream, body } = message;
+        if matches!(from, SinkId::External(_))
+            && matches!(body, SinkBody::Source { .. } | SinkBody::Packets(_))
+        {
+            return;
+        }
         if !matches!(body, SinkBody::Packets(_)) {
             // Packets that came before this message go out under the
             // stream as it was.
@@ -132,7 +149,7 @@ impl Sfu {
                     .get(&router_id)
                     .is_some_and(|r| r.sinks.iter().any(|s| s.id == from));
                 if attached {
-                    self.request_layer_keyframe(router_id, rid, self.last_now);
+                    self.sink_wants_keyframe(router_id, rid);
                 }
             }
             SinkBody::Detach { generation } => {
@@ -151,6 +168,24 @@ impl Sfu {
                     self.routers.remove(&router_id);
                 }
             }
+        }
+    }
+
+    /// A sink asked for a keyframe of `rid`; `None` on a simulcast track
+    /// (a sink that does not follow layers, after a gap) means every layer.
+    /// Each request goes through its layer's throttle.
+    fn sink_wants_keyframe(&mut self, router_id: RouterId, rid: Option<Rid>) {
+        let layers: Vec<Option<Rid>> = match rid {
+            Some(_) => vec![rid],
+            None => self
+                .routers
+                .get(&router_id)
+                .and_then(|r| r.video())
+                .map(|t| t.layers.iter().map(|l| l.rid).collect())
+                .unwrap_or_default(),
+        };
+        for r in layers {
+            self.request_layer_keyframe(router_id, r, self.last_now);
         }
     }
 
@@ -357,5 +392,6 @@ pub(super) fn copy_to_sink(
 fn count_copies(metrics: &mut crate::Metrics, sink: SinkId, n: u64) {
     match sink {
         SinkId::Worker(_) => metrics.rtp_mirrored += n,
+        SinkId::External(_) => metrics.rtp_to_sinks += n,
     }
 }

@@ -43,6 +43,9 @@ pub struct World {
     sink_messages: std::collections::VecDeque<(usize, usize, SinkMessage)>,
     /// When set, every datagram worker 0 sends, in order: (to, bytes).
     pub sent_log: Option<Vec<(SocketAddr, usize)>>,
+    /// What the workers handed to external sinks ([`SinkId::External`]),
+    /// in order: (sink, message).
+    pub sink_log: Vec<(u64, SinkMessage)>,
     seed: u64,
     stuck: u32,
 }
@@ -62,6 +65,7 @@ impl World {
             workers: Vec::new(),
             sink_messages: Default::default(),
             sent_log: None,
+            sink_log: Vec::new(),
             seed,
             stuck: 0,
         }
@@ -288,6 +292,15 @@ impl World {
         b.drain(now);
     }
 
+    /// External sink `n` sends `message` to worker 0 (the origin), as the
+    /// shell would hand it over.
+    pub fn sink_says(&mut self, n: u64, message: SinkMessage) {
+        let now = self.now;
+        self.sfu
+            .handle_sink_message(now, SinkId::External(n), message);
+        self.drain();
+    }
+
     /// Runs `f` on worker 0 (a command, or a burst of datagrams) and
     /// drains it, as its thread would, and charges the real time that took
     /// to the virtual clock: the worker was busy that long, so everything
@@ -462,6 +475,10 @@ impl World {
                     to: SinkId::Worker(to),
                     message,
                 } => self.sink_messages.push_back((k, to, message)),
+                Output::Sink {
+                    to: SinkId::External(n),
+                    message,
+                } => self.sink_log.push((n, message)),
                 Output::Sink { to, .. } => panic!("no sink {to:?} in this world"),
                 Output::Timeout(t) => {
                     // Everything produced went onto the links.

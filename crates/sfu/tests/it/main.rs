@@ -15,6 +15,7 @@ mod loss;
 mod malformed_offers;
 mod sessions;
 mod simulcast;
+mod sinks;
 mod squatter;
 mod stun_flood;
 mod trickle_flood;
