@@ -6,3 +6,4 @@ pub mod depacketize;
 pub mod h264;
 pub mod hls;
 pub mod mux;
+pub mod thumbnail;
