@@ -53,6 +53,16 @@ pub(crate) fn render(snaps: &[WorkerSnapshot]) -> String {
             snaps.iter().map(|s| s.mirror_dropped).sum(),
         ),
         (
+            "lumen_rtp_packets_to_sinks_total",
+            "RTP packets handed to sinks outside the node (the recorder)",
+            sum(|m| m.rtp_to_sinks),
+        ),
+        (
+            "lumen_sink_batches_dropped_total",
+            "batches of packets for a sink outside the node dropped because its feed was full",
+            snaps.iter().map(|s| s.sink_dropped).sum(),
+        ),
+        (
             "lumen_keyframe_requests_sent_total",
             "PLIs sent to publishers",
             sum(|m| m.keyframe_requests_sent),
