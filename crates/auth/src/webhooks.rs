@@ -54,16 +54,21 @@ pub enum EventType {
     /// stream). `data`: `{"stream","key_id","label"}`.
     #[serde(rename = "key.revoked")]
     KeyRevoked,
+    /// A recording was finalised and can be played. `data`:
+    /// `{"stream","recording","broadcast","duration_ms","url"}`.
+    #[serde(rename = "recording.ready")]
+    RecordingReady,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
         EventType::StreamStarted,
         EventType::StreamEnded,
         EventType::ViewerJoined,
         EventType::ViewerLeft,
         EventType::KeyRevoked,
+        EventType::RecordingReady,
     ];
 
     /// Its name on the wire (`stream.started`).
@@ -74,6 +79,7 @@ impl EventType {
             EventType::ViewerJoined => "viewer.joined",
             EventType::ViewerLeft => "viewer.left",
             EventType::KeyRevoked => "key.revoked",
+            EventType::RecordingReady => "recording.ready",
         }
     }
 

@@ -306,7 +306,8 @@ async fn endpoint_scenario(auth: &Auth) {
         [
             EventType::StreamStarted,
             EventType::StreamEnded,
-            EventType::KeyRevoked
+            EventType::KeyRevoked,
+            EventType::RecordingReady
         ]
     );
     assert!(a.secret.starts_with("whsec_"));
