@@ -41,6 +41,9 @@ pub struct LumenConfig {
     pub auth: AuthSection,
     /// `[chat]`: the rules each stream's chat room starts with.
     pub chat: lumen_signaling::ChatSettings,
+    /// `[recording]`: which streams are recorded, where to, sealed with
+    /// which keys, kept how long.
+    pub recording: lumen_signaling::recorder::RecorderConfig,
 }
 
 /// `[auth]` of `lumen.toml`: where accounts live and which tokens count.
@@ -293,6 +296,7 @@ impl From<lumen_signaling::Config> for LumenConfig {
                 login_failures: c.auth.limits.login_failures,
             },
             chat: c.chat,
+            recording: c.recording,
         }
     }
 }
@@ -389,6 +393,7 @@ impl From<LumenConfig> for lumen_signaling::Config {
             login_failures: a.login_failures,
         };
         s.chat = c.chat;
+        s.recording = c.recording;
         s
     }
 }
@@ -480,6 +485,12 @@ pub const ENV: &[(&str, &str, EnvShape)] = &[
         "LUMEN_CHAT_FILTER_WORDS",
         "chat.filter_words",
         EnvShape::List,
+    ),
+    ("LUMEN_RECORDING", "recording.policy", EnvShape::Text),
+    (
+        "LUMEN_RECORDING_RETENTION_DAYS",
+        "recording.retention_days",
+        EnvShape::Number,
     ),
     (
         "LUMEN_MAX_ADDRS_PER_SESSION",
@@ -821,11 +832,12 @@ impl Loaded {
     }
 }
 
-/// Replaces by `"***"` the value of every key, at any depth, whose name
-/// contains `secret`, `password`, `token`, `key` or `database_url` (any
-/// case: a database URL may carry a password), unless it is a number or a
-/// boolean. A matching
-/// table or array is replaced whole. Deliberately broad: a `keyframe_*`
+/// Replaces by `"***"` the text value of every key, at any depth, whose
+/// name contains `secret`, `password`, `token`, `key` or `database_url` (any
+/// case: a database URL may carry a password); numbers and booleans stay.
+/// Under a matching key every text inside is masked, at any depth, and the
+/// tables and arrays keep their shape (`[[recording.encryption.keys]]`), so
+/// the printout loads again. Deliberately broad: a `keyframe_*` text
 /// setting would be masked too, which is harmless in a printout, whereas a
 /// missed `apikey` would leak.
 pub fn mask_secrets(value: &mut toml::Value) {
@@ -840,14 +852,26 @@ pub fn mask_secrets(value: &mut toml::Value) {
                     v,
                     toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)
                 );
-                if WORDS.iter().any(|w| name.contains(w)) && !plain {
-                    *v = toml::Value::String("***".into());
-                } else {
+                if !WORDS.iter().any(|w| name.contains(w)) || plain {
                     mask_secrets(v);
+                    continue;
                 }
+                mask_all_text(v);
             }
         }
         toml::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
+}
+
+/// Masks every text in `value`, keeping its shape.
+fn mask_all_text(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(table) => table.iter_mut().for_each(|(_, v)| mask_all_text(v)),
+        toml::Value::Array(items) => items.iter_mut().for_each(mask_all_text),
+        toml::Value::String(_) | toml::Value::Datetime(_) => {
+            *value = toml::Value::String("***".into());
+        }
         _ => {}
     }
 }

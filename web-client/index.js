@@ -3,6 +3,9 @@
 import { initNav } from '/static/lumen.js';
 
 const REFRESH_MS = 2500;
+const THUMB_MS = 10000;
+// The card's own background, under the thumbnail.
+const PLAIN = 'radial-gradient(circle at 30% 30%, rgba(124, 92, 255, 0.45), transparent 60%)';
 
 const list = document.getElementById('streams');
 const empty = document.getElementById('empty');
@@ -48,6 +51,12 @@ function card(s) {
 
   const thumb = document.createElement('div');
   thumb.className = 'thumb';
+  // The live thumbnail (a recent keyframe, refreshed about every 10 s by
+  // the server; the URL changes with it, so the browser caches it between).
+  // A stream without one keeps the plain card.
+  const frame = Math.floor(Date.now() / THUMB_MS);
+  thumb.style.backgroundImage =
+    `url("/api/streams/${encodeURIComponent(s.name)}/thumbnail.jpg?at=${frame}"), ${PLAIN}`;
   const pill = document.createElement('span');
   pill.className = 'pill is-live';
   pill.textContent = 'Live';

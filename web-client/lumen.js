@@ -415,6 +415,25 @@ export function formatTime(ms) {
 }
 
 /** The page to go to after logging in: a same-origin `?next=` path, else `fallback`. */
+/** A length in ms as `m:ss` or `h:mm:ss`. */
+export function formatDuration(ms) {
+  const s = Math.round((ms || 0) / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
+/** A list item linking to a recording's page, with its date and length. */
+export function recordingLink(r) {
+  const li = document.createElement('li');
+  const a = document.createElement('a');
+  a.href = `/vod/${encodeURIComponent(r.id)}`;
+  a.textContent = `${formatTime(r.started_at)} · ${formatDuration(r.duration_ms)}`;
+  li.append(a);
+  return li;
+}
+
 export function nextPath(fallback = '/dashboard') {
   const next = new URLSearchParams(location.search).get('next') || '';
   // Only a path on this origin: "//host" or "/\\host" would leave it.
@@ -662,6 +681,13 @@ export function createChat(state, options = {}) {
 
   function onFrame(f) {
     if (!f || typeof f !== 'object') return;
+    if (f.type === 'batch') {
+      // Several frames in one message (docs/chat.md): each as if alone.
+      for (const one of Array.isArray(f.frames) ? f.frames : []) {
+        if (one && one.type !== 'batch') onFrame(one);
+      }
+      return;
+    }
     state.chat.push(f);
     switch (f.type) {
       case 'history':

@@ -14,7 +14,7 @@
 
 import {
   HttpError, REL_LAYER, REL_SSE, createChat, currentUser, endSession, formatBitrate, inboundStats,
-  initNav, negotiate, renderStats, sessionHeaders,
+  initNav, negotiate, recordingLink, renderStats, sessionHeaders,
 } from '/static/lumen.js';
 
 const RETRY_MS = 2000;
@@ -107,6 +107,7 @@ if (name) {
     });
     connect();
   });
+  loadPast();
 } else {
   setState('error', 'No stream name in the address: open /watch/NAME.');
 }
@@ -332,6 +333,23 @@ async function checkListing(s) {
     if (info.live === false) restart(s, 'offline');
   } catch (_) {
     // The listing is a hint; media stall detection still works without it.
+  }
+}
+
+/** The stream's finished recordings, newest first, under the chat. */
+async function loadPast() {
+  try {
+    const headers = token ? { Authorization: `Bearer ${token}`, Accept: 'application/json' } : { Accept: 'application/json' };
+    const res = await fetch(`/api/v1/recordings?stream=${encodeURIComponent(name)}&limit=10`, {
+      headers, credentials: 'same-origin', cache: 'no-store',
+    });
+    if (!res.ok) return;
+    const ready = (await res.json()).filter((r) => r.state === 'ready');
+    $('past').replaceChildren(...ready.map(recordingLink));
+    $('past-panel').hidden = ready.length === 0;
+    lumen.past = ready.map((r) => r.id);
+  } catch (_) {
+    // Past broadcasts are extra.
   }
 }
 

@@ -196,6 +196,8 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_CHAT_RATE_LIMIT_MESSAGES", "18"),
         ("LUMEN_CHAT_RATE_LIMIT_SECONDS", "19"),
         ("LUMEN_CHAT_FILTER_WORDS", "heck,darn"),
+        ("LUMEN_RECORDING", "on_demand"),
+        ("LUMEN_RECORDING_RETENTION_DAYS", "20"),
     ]);
     let expected = LumenConfig {
         data_dir: "123".into(),
@@ -244,8 +246,13 @@ fn every_env_variable_and_flag_reaches_its_field() {
             filter_words: vec!["heck".into(), "darn".into()],
             ..lumen_signaling::ChatSettings::default()
         },
+        recording: lumen_signaling::recorder::RecorderConfig {
+            policy: lumen_signaling::recorder::Policy::OnDemand,
+            retention_days: 20,
+            ..lumen_signaling::recorder::RecorderConfig::default()
+        },
     };
-    assert_eq!(ENV.len(), 35, "a new variable belongs in this test");
+    assert_eq!(ENV.len(), 37, "a new variable belongs in this test");
     let from_env = ConfigArgs::default()
         .load_with(vars, no_file())
         .expect("env");
@@ -285,6 +292,8 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_CHAT_RATE_LIMIT_MESSAGES", "18"),
         ("LUMEN_CHAT_RATE_LIMIT_SECONDS", "19"),
         ("LUMEN_CHAT_FILTER_WORDS", "heck,darn"),
+        ("LUMEN_RECORDING", "on_demand"),
+        ("LUMEN_RECORDING_RETENTION_DAYS", "20"),
     ]);
     let args = ConfigArgs {
         max_connections: Some(7),
@@ -452,9 +461,9 @@ fn masks_secrets_at_any_depth() {
     }
     assert_eq!(value["jwt_secret"].as_str(), Some("***"));
     assert_eq!(value["accounts"]["admin_Password"].as_str(), Some("***"));
-    assert_eq!(value["accounts"]["api_keys"].as_str(), Some("***"));
+    assert_eq!(value["accounts"]["api_keys"]["ci"].as_str(), Some("***"));
     assert_eq!(value["webhooks"][0]["signing_key"].as_str(), Some("***"));
-    assert_eq!(value["store"]["token"].as_str(), Some("***"));
+    assert_eq!(value["store"]["token"][1].as_str(), Some("***"));
     assert_eq!(value["name"].as_str(), Some("lumen"));
     assert_eq!(value["accounts"]["lifetime"].as_integer(), Some(60));
     assert_eq!(

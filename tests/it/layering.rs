@@ -1,7 +1,10 @@
 //! The workspace's one-way layering (DESIGN): `lumen (bin) -> signaling ->
-//! node -> sfu -> str0m`, `node -> udp`, `tools -> udp`; nothing depends on a
-//! crate above it, and the server path (signaling, node, sfu, udp) carries no
-//! webrtc-rs (`webrtc`, `rtc`), openh264, reqwest or mio of its own.
+//! node -> sfu -> str0m`, `node -> udp`, `tools -> udp`, `signaling ->
+//! recorder -> node, auth`; nothing depends on a crate above it, and the
+//! server path (signaling, node, sfu, udp) carries no webrtc-rs (`webrtc`,
+//! `rtc`) at all, and no openh264, reqwest or mio of its own: openh264 comes
+//! only with the recorder (thumbnails) and reqwest only with object_store's
+//! S3 client under it.
 //!
 //! Read from `cargo metadata`: for each workspace package, the transitive
 //! closure over *normal* dependency edges (no dev- or build-dependency edges;
@@ -24,6 +27,8 @@ const REQUIRED: &[&str] = &[
     "lumen-node",
     "lumen-auth",
     "lumen-chat",
+    "lumen-recorder",
+    "lumen-cascade",
     "lumen-signaling",
 ];
 
@@ -36,13 +41,22 @@ const SERVER: &[&str] = &[
     "lumen-signaling",
 ];
 
-/// No package of the server path has any of these in its closure.
-const SERVER_FORBIDDEN: &[&str] = &["webrtc", "rtc", "openh264", "reqwest"];
+/// Edges that exist only because `cargo metadata` unifies features over the
+/// whole workspace, not because a crate of the server path asks for them:
+/// the `redis` client of lumen-cascade switches on `combine`'s `tokio`
+/// feature (tokio and tokio-util), and str0m parses SDP with `combine`. lumen-sfu still builds
+/// without tokio (`.ci/run` checks `cargo tree -p lumen-sfu`).
+const UNIFIED_ONLY: &[(&str, &str)] = &[("combine", "tokio"), ("combine", "tokio-util")];
+
+/// No package of the server path has any of these in its closure: the
+/// clients' WebRTC stack stays in tools.
+const SERVER_FORBIDDEN: &[&str] = &["webrtc", "rtc"];
 
 /// Nor any of these as a direct dependency. (tokio's reactor is mio, so mio
 /// is in the closure of everything on tokio; what is ruled out is the server
-/// polling sockets with mio itself, as the load generator does.)
-const SERVER_FORBIDDEN_DIRECT: &[&str] = &["mio"];
+/// polling sockets with mio itself, as the load generator does. openh264 and
+/// reqwest come in only through the recorder, below, and its object store.)
+const SERVER_FORBIDDEN_DIRECT: &[&str] = &["mio", "openh264", "reqwest"];
 
 /// Package, crates that must not be in its normal dependency closure.
 const FORBIDDEN: &[(&str, &[&str])] = &[
@@ -102,6 +116,26 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "lumen-udp",
             "lumen-node",
             "lumen-auth",
+            "lumen-signaling",
+            "lumen-tools",
+            "lumen",
+        ],
+    ),
+    // The recorder: a sink reader and a store client; no HTTP server, no
+    // clients' stack.
+    (
+        "lumen-recorder",
+        &["axum", "lumen-signaling", "lumen-tools", "lumen"],
+    ),
+    // The cluster directory: Redis and placement, no media, no HTTP server.
+    (
+        "lumen-cascade",
+        &[
+            "axum",
+            "sqlx",
+            "lumen-sfu",
+            "lumen-node",
+            "lumen-recorder",
             "lumen-signaling",
             "lumen-tools",
             "lumen",
@@ -219,6 +253,10 @@ impl Graph {
         let mut stack = vec![id];
         while let Some(id) = stack.pop() {
             for dep in self.normal.get(id).into_iter().flatten() {
+                let edge = (self.names[id].as_str(), self.names[dep].as_str());
+                if UNIFIED_ONLY.contains(&edge) {
+                    continue;
+                }
                 if seen.insert(dep.as_str()) {
                     stack.push(dep);
                 }

@@ -13,6 +13,7 @@ mod impair;
 mod layering;
 mod load;
 mod load_chat;
+mod recording;
 mod revocation;
 mod simulcast;
 mod support;

@@ -363,6 +363,46 @@ impl ClientFrame {
     }
 }
 
+/// What a `batch` frame adds around the frames it carries.
+pub const BATCH_OVERHEAD: usize = BATCH_HEAD.len() + BATCH_TAIL.len();
+const BATCH_HEAD: &str = r#"{"type":"batch","frames":["#;
+const BATCH_TAIL: &str = "]}";
+
+/// One data-channel message carrying server frames in order: a single
+/// frame as itself, several as `{"type":"batch","frames":[…]}` (the frames
+/// as JSON objects, unchanged). The server coalesces what it has for a
+/// member into one message this way; a client handles each frame of a
+/// batch as if it had come alone. The caller keeps the result within
+/// [`MAX_FRAME_BYTES`]: [`batch_len`] is its length.
+pub fn batch<S: AsRef<str>>(frames: &[S]) -> String {
+    if let [one] = frames {
+        return one.as_ref().to_owned();
+    }
+    let mut out = String::with_capacity(batch_len(frames.iter().map(|f| f.as_ref().len())));
+    out.push_str(BATCH_HEAD);
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(f.as_ref());
+    }
+    out.push_str(BATCH_TAIL);
+    out
+}
+
+/// The length of [`batch`] of frames of these lengths.
+pub fn batch_len(lens: impl IntoIterator<Item = usize>) -> usize {
+    let (n, sum) = lens
+        .into_iter()
+        .fold((0usize, 0usize), |(n, sum), l| (n + 1, sum + l));
+    match n {
+        0 => BATCH_OVERHEAD,
+        1 => sum,
+        // The frames and the commas between them.
+        _ => BATCH_OVERHEAD + sum + n - 1,
+    }
+}
+
 impl ServerFrame {
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
@@ -472,6 +512,21 @@ impl Fields<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn batches_carry_frames_unchanged_and_one_frame_goes_alone() {
+        let a = ServerFrame::Deleted { id: 1 }.to_json();
+        let b = ServerFrame::Cleared.to_json();
+        assert_eq!(batch(&[&a]), a);
+        let both = batch(&[&a, &b]);
+        assert_eq!(both.len(), batch_len([a.len(), b.len()]));
+        let v: Value = serde_json::from_str(&both).expect("json");
+        assert_eq!(v["type"], "batch");
+        let frames = v["frames"].as_array().expect("frames");
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0], serde_json::from_str::<Value>(&a).expect("json"));
+        assert_eq!(frames[1]["type"], "cleared");
+    }
+
     use super::*;
 
     fn code(binary: bool, data: &[u8]) -> ErrorCode {

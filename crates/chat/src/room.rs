@@ -271,6 +271,19 @@ impl Room {
         (id, outputs)
     }
 
+    /// What a member gets on joining, again (`history`, then `state`):
+    /// for a member whose backlog the node dropped because its channel
+    /// could not keep up. Empty for an unknown member.
+    pub fn resync(&self, member: MemberId) -> Vec<Output> {
+        if !self.members.contains_key(&member) {
+            return Vec::new();
+        }
+        vec![
+            send(Target::One(member), &self.history_frame()),
+            send(Target::One(member), &self.state_frame()),
+        ]
+    }
+
     /// The `history` frame: the last messages, as many as fit in one frame
     /// of at most [`MAX_FRAME_BYTES`] like every other (long messages make
     /// the oldest give way).

@@ -16,6 +16,10 @@ use crate::placement;
 use crate::sink::{self, DEFAULT_SINK_QUEUE, SinkFeed};
 use crate::worker::{Command, WorkerHandle};
 
+/// One message for one data channel of a worker's peer (bytes shared by
+/// the channels that get the same message).
+pub type ChannelSend = (PeerId, ChannelId, Arc<[u8]>);
+
 /// A session on a node: the worker that serves it and its peer there.
 /// A `Copy` handle, as a `PeerId` is inside one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -264,35 +268,37 @@ impl NodeHandle {
     }
 
     /// [`NodeHandle::send_channel`] of one message to many channels (a chat
-    /// room's members): one command per worker, not one per channel. The
-    /// results come in the order of `to`.
+    /// room's members): one command per worker, not one per channel, all
+    /// workers asked at once. The results come in the order of `to`.
     pub async fn send_channels(
         &self,
         to: &[(SessionRef, ChannelId)],
         binary: bool,
         data: Vec<u8>,
     ) -> Vec<Result<(), NodeError>> {
+        let data: Arc<[u8]> = data.into();
         let mut results: Vec<Result<(), NodeError>> =
             to.iter().map(|_| Err(NodeError::Unavailable)).collect();
         let mut workers: Vec<usize> = to.iter().map(|(s, _)| s.worker).collect();
         workers.sort_unstable();
         workers.dedup();
+        // Every worker's command first, then the answers: the workers work
+        // on them side by side.
+        let mut asked = Vec::with_capacity(workers.len());
         for worker in workers {
-            let (index, peers): (Vec<usize>, Vec<(PeerId, ChannelId)>) = to
+            let (index, sends): (Vec<usize>, Vec<ChannelSend>) = to
                 .iter()
                 .enumerate()
                 .filter(|(_, (s, _))| s.worker == worker)
-                .map(|(i, (s, c))| (i, (s.peer, *c)))
+                .map(|(i, (s, c))| (i, (s.peer, *c, data.clone())))
                 .unzip();
-            let data = data.clone();
-            let answered = self
-                .ask(worker, |reply| Command::SendChannel {
-                    to: peers,
-                    binary,
-                    data,
-                    reply,
-                })
-                .await;
+            asked.push((index, self.post_channel(worker, binary, sends).await));
+        }
+        for (index, answer) in asked {
+            let answered = match answer {
+                Ok(rx) => rx.await.map_err(|_| NodeError::Unavailable),
+                Err(e) => Err(e),
+            };
             match answered {
                 Ok(each) => {
                     for (i, r) in index.into_iter().zip(each) {
@@ -307,6 +313,42 @@ impl NodeHandle {
             }
         }
         results
+    }
+
+    /// Messages of their own to channels of worker `worker`'s peers, sent
+    /// in the order given, in one command: what a fan-out that coalesces
+    /// frames per member hands over. Answers each send as
+    /// [`Sfu::send_channel`](lumen_sfu::Sfu::send_channel) did; `Err` when
+    /// the worker is gone.
+    pub async fn send_each(
+        &self,
+        worker: usize,
+        binary: bool,
+        sends: Vec<ChannelSend>,
+    ) -> Result<Vec<Result<(), SessionError>>, NodeError> {
+        self.post_channel(worker, binary, sends)
+            .await?
+            .await
+            .map_err(|_| NodeError::Unavailable)
+    }
+
+    /// Queues a [`Command::SendChannel`]; the receiver of its answer.
+    async fn post_channel(
+        &self,
+        worker: usize,
+        binary: bool,
+        to: Vec<ChannelSend>,
+    ) -> Result<oneshot::Receiver<Vec<Result<(), SessionError>>>, NodeError> {
+        let w = self
+            .inner
+            .workers
+            .get(worker)
+            .ok_or(NodeError::Unavailable)?;
+        let (reply, rx) = oneshot::channel();
+        w.tx.send(Command::SendChannel { to, binary, reply })
+            .await
+            .map_err(|_| NodeError::Unavailable)?;
+        Ok(rx)
     }
 
     /// Adds trickled ICE candidates (`candidate:…` lines) to a session.

@@ -39,7 +39,8 @@ use tokio::task::JoinHandle;
 
 pub use event::NodeEvent;
 pub use handle::{
-    NodeAnswer, NodeError, NodeHandle, SessionRef, ViewerState, WorkerSnapshot, merge_streams,
+    ChannelSend, NodeAnswer, NodeError, NodeHandle, SessionRef, ViewerState, WorkerSnapshot,
+    merge_streams,
 };
 pub use sink::{DEFAULT_SINK_QUEUE, FeedEvent, SinkFeed};
 

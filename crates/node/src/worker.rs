@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lumen_sfu::{
-    ChannelId, IceCredentials, Input, LayerRequest, Output, PeerId, Rid, SessionAnswer,
-    SessionError, Sfu, SfuConfig, SfuEvent, SinkId, SinkMessage, ViewerLayer,
+    IceCredentials, Input, LayerRequest, Output, PeerId, Rid, SessionAnswer, SessionError, Sfu,
+    SfuConfig, SfuEvent, SinkId, SinkMessage, ViewerLayer,
 };
 use lumen_udp::Outbox;
 use tokio::net::UdpSocket;
@@ -51,11 +51,11 @@ pub(crate) enum Command {
         lines: Vec<String>,
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
-    /// One message to data channels of this worker's peers, each answered.
+    /// Messages to data channels of this worker's peers, in order, each
+    /// answered (the same bytes shared by many channels are one `Arc`).
     SendChannel {
-        to: Vec<(PeerId, ChannelId)>,
+        to: Vec<crate::handle::ChannelSend>,
         binary: bool,
-        data: Vec<u8>,
         reply: oneshot::Sender<Vec<Result<(), SessionError>>>,
     },
     RestartIce {
@@ -420,15 +420,10 @@ impl Worker {
             } => {
                 let _ = reply.send(sfu.restart_ice(peer, &ufrag, &pwd));
             }
-            Command::SendChannel {
-                to,
-                binary,
-                data,
-                reply,
-            } => {
+            Command::SendChannel { to, binary, reply } => {
                 let results = to
                     .into_iter()
-                    .map(|(peer, channel)| sfu.send_channel(peer, channel, binary, &data))
+                    .map(|(peer, channel, data)| sfu.send_channel(peer, channel, binary, &data))
                     .collect();
                 let _ = reply.send(results);
             }

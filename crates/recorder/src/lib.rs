@@ -10,15 +10,26 @@
 //! - [`store`]: the object store (a local directory or S3), [`seal`]:
 //!   AES-256-GCM sealing at rest, [`spool`]: local spooling and ordered
 //!   retries while the store is unreachable; [`paths`]: object names.
+//! - [`Recorder`] (in `recorder`): the runtime on a node, one task per live
+//!   stream reading its sink feed (highest layer plus audio), fragments
+//!   journalled in the recordings table as the spool takes them,
+//!   finalisation to a progressive MP4 and an HLS playlist when the stream
+//!   ends or after a crash, live thumbnails, retention; [`config`]: its
+//!   `[recording]` section.
 
+pub mod config;
 pub mod depacketize;
 pub mod h264;
 pub mod hls;
 pub mod mux;
 pub mod paths;
+mod recorder;
 pub mod seal;
 pub mod spool;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod thumbnail;
+
+pub use config::{Policy, RecorderConfig};
+pub use recorder::{Recorder, RecorderError};

@@ -35,7 +35,7 @@ use crate::store::{Objects, StoreError};
 /// retry_initial_ms = 500
 /// retry_max_ms = 30000
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     /// Where entries wait; relative paths are under the data dir.

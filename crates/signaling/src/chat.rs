@@ -6,8 +6,9 @@
 //! hands channel events, with what the session table knows of their session
 //! (stream, publisher or viewer, the user its credential names), to one task
 //! through a bounded queue (dropped and counted when full). That task feeds
-//! the rooms and sends their frames back through
-//! [`NodeHandle::send_channel`](lumen_node::NodeHandle::send_channel).
+//! the rooms and hands their frames, without waiting, to one fan-out task
+//! per worker (`fanout`), which coalesces them per member and sends them
+//! through [`NodeHandle::send_each`](lumen_node::NodeHandle::send_each).
 //!
 //! Who may send: the stream's publisher (as its broadcaster), a logged-in
 //! viewer of a stream they may watch, and a viewer whose token carries
@@ -32,15 +33,17 @@ use lumen_auth::{Auth, Role as AccountRole};
 use lumen_chat::{AuditEntry, ChatMessage, Report};
 use lumen_chat::{MemberId, MemberInfo, Output, Role, Room, RoomConfig, Target};
 use lumen_node::{NodeEvent, NodeHandle, SessionRef};
-use lumen_sfu::{ChannelId, Role as MediaRole};
+use lumen_sfu::{ChannelId, PeerId, Role as MediaRole};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, MissedTickBehavior};
 
 use crate::hub::{Liveness, Observer};
 
+mod fanout;
 mod settings;
 use crate::sessions::{ChatRights, Kind, Sessions};
+use fanout::{At, Fanout, Targets};
 pub use settings::ChatSettings;
 
 /// The data channel label chat travels on.
@@ -285,11 +288,21 @@ impl<A: Observer, B: Observer> Observer for (A, B) {
 /// The rooms of this node and where their members are.
 struct Rooms {
     rooms: HashMap<String, Room>,
-    members: HashMap<(SessionRef, ChannelId), (String, MemberId)>,
-    channels: HashMap<(String, MemberId), (SessionRef, ChannelId)>,
+    members: HashMap<At, (String, MemberId)>,
+    /// Each room's members' channels, and what a frame to all of them
+    /// goes to on each worker (made again when the membership changes).
+    channels: HashMap<String, RoomChannels>,
     /// The broadcast each live stream is in: its publisher, the broadcast
     /// id (the publisher's session id) and when it went live (ms).
     live: HashMap<String, (SessionRef, String, u64)>,
+    fanout: Fanout,
+}
+
+#[derive(Default)]
+struct RoomChannels {
+    by_member: HashMap<MemberId, At>,
+    /// Per worker, the targets of `Target::All`; `None` until needed.
+    all: Option<Vec<Targets>>,
 }
 
 fn now_ms() -> u64 {
@@ -306,16 +319,29 @@ async fn run(
     settings: ChatSettings,
     _dropped: Arc<AtomicU64>,
 ) {
+    let (lag_tx, mut lagging) = mpsc::unbounded_channel();
+    let (fanout, fan_tasks) = Fanout::start(&node, lag_tx);
     let mut r = Rooms {
         rooms: HashMap::new(),
         members: HashMap::new(),
         channels: HashMap::new(),
         live: HashMap::new(),
+        fanout,
     };
     let (writer, write_rx) = mpsc::channel(WRITE_QUEUE);
     let write_task = tokio::spawn(write(write_rx, auth.clone()));
     let write_dropped = AtomicU64::new(0);
-    while let Some(m) = rx.recv().await {
+    loop {
+        let m = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            Some(at) = lagging.recv() => {
+                r.resync(at);
+                continue;
+            }
+        };
         match m {
             ChatIn::Open {
                 at,
@@ -333,8 +359,10 @@ async fn run(
                 };
                 let (member, outputs) = room.join(info, now_ms());
                 r.members.insert(at, (stream.clone(), member));
-                r.channels.insert((stream.clone(), member), at);
-                r.send(&node, &stream, outputs).await;
+                let c = r.channels.entry(stream.clone()).or_default();
+                c.by_member.insert(member, at);
+                c.all = None;
+                r.send(&stream, outputs, false);
             }
             ChatIn::Data { at, binary, data } => {
                 let Some((stream, member)) = r.members.get(&at).cloned() else {
@@ -348,7 +376,7 @@ async fn run(
                 if !batch.is_empty() {
                     queue_write(&writer, &write_dropped, stream.clone(), batch);
                 }
-                r.send(&node, &stream, outputs).await;
+                r.send(&stream, outputs, false);
             }
             ChatIn::Moderate {
                 stream,
@@ -378,7 +406,7 @@ async fn run(
                 let (answer, others): (Vec<Output>, Vec<Output>) = outputs.into_iter().partition(
                     |o| matches!(o, Output::Send { to: Target::One(m), .. } if *m == member),
                 );
-                r.send(&node, &stream, others).await;
+                r.send(&stream, others, false);
                 let answer = answer
                     .into_iter()
                     .filter_map(|o| match o {
@@ -415,17 +443,22 @@ async fn run(
             }
         }
     }
-    // The writer stores what it holds once its queue closes.
+    // The writer stores what it holds once its queue closes; the fan-out
+    // tasks end with their queues.
     drop(writer);
+    drop(r);
     let _ = write_task.await;
+    for t in fan_tasks {
+        let _ = t.await;
+    }
 }
 
 impl Rooms {
-    fn leave(&mut self, at: (SessionRef, ChannelId)) {
+    fn leave(&mut self, at: At) {
         let Some((stream, member)) = self.members.remove(&at) else {
             return;
         };
-        self.channels.remove(&(stream.clone(), member));
+        self.forget(&stream, member);
         if let Some(room) = self.rooms.get_mut(&stream) {
             room.leave(member);
             if room.member_count() == 0 {
@@ -435,40 +468,86 @@ impl Rooms {
         }
     }
 
-    async fn send(&mut self, node: &NodeHandle, stream: &str, outputs: Vec<Output>) {
+    /// Drops a member's channel from its room's targets and its fan-out.
+    fn forget(&mut self, stream: &str, member: MemberId) {
+        let Some(c) = self.channels.get_mut(stream) else {
+            return;
+        };
+        if let Some(at) = c.by_member.remove(&member) {
+            c.all = None;
+            self.fanout.forget(at);
+        }
+        if c.by_member.is_empty() {
+            self.channels.remove(stream);
+        }
+    }
+
+    /// A fresh `history` and `state` for a channel whose backlog the
+    /// fan-out dropped.
+    fn resync(&mut self, at: At) {
+        let Some((stream, member)) = self.members.get(&at).cloned() else {
+            return;
+        };
+        if let Some(room) = self.rooms.get(&stream) {
+            let outputs = room.resync(member);
+            self.send(&stream, outputs, true);
+        }
+    }
+
+    /// Hands `outputs` to the fan-out; never waits.
+    fn send(&mut self, stream: &str, outputs: Vec<Output>, resync: bool) {
         for o in outputs {
             match o {
                 Output::Send { to, frame } => {
-                    let targets: Vec<(SessionRef, ChannelId)> = match to {
-                        Target::One(m) => self
-                            .channels
-                            .get(&(stream.to_string(), m))
-                            .copied()
-                            .into_iter()
-                            .collect(),
-                        Target::All => self
-                            .channels
-                            .iter()
-                            .filter(|((s, _), _)| s == stream)
-                            .map(|(_, at)| *at)
-                            .collect(),
+                    let Some(c) = self.channels.get_mut(stream) else {
+                        continue;
                     };
-                    // One command per worker for the whole room; a full
-                    // or closed channel loses this frame, the others
-                    // get it.
-                    let _ = node
-                        .send_channels(&targets, false, frame.into_bytes())
-                        .await;
+                    let frame: Arc<str> = frame.into();
+                    match to {
+                        Target::One(m) => {
+                            if let Some((session, channel)) = c.by_member.get(&m) {
+                                let to: Targets = Arc::new([(session.peer, *channel)]);
+                                self.fanout.send(session.worker, to, frame, resync);
+                            }
+                        }
+                        Target::All => {
+                            let workers = self.fanout.workers();
+                            let all = c
+                                .all
+                                .get_or_insert_with(|| per_worker(&c.by_member, workers));
+                            for (worker, to) in all.iter().enumerate() {
+                                if !to.is_empty() {
+                                    self.fanout.send(worker, to.clone(), frame.clone(), resync);
+                                }
+                            }
+                        }
+                    }
                 }
                 Output::Close { member, .. } => {
                     // The room dropped the abuser; nothing more reaches it.
-                    if let Some(at) = self.channels.remove(&(stream.to_string(), member)) {
+                    if let Some(at) = self
+                        .channels
+                        .get(stream)
+                        .and_then(|c| c.by_member.get(&member).copied())
+                    {
                         self.members.remove(&at);
+                        self.forget(stream, member);
                     }
                 }
             }
         }
     }
+}
+
+/// A room's channels, split by worker.
+fn per_worker(members: &HashMap<MemberId, At>, workers: usize) -> Vec<Targets> {
+    let mut split: Vec<Vec<(PeerId, ChannelId)>> = vec![Vec::new(); workers];
+    for (session, channel) in members.values() {
+        if let Some(w) = split.get_mut(session.worker) {
+            w.push((session.peer, *channel));
+        }
+    }
+    split.into_iter().map(Targets::from).collect()
 }
 
 /// What `room`'s queues hold now, its messages placed in the stream's

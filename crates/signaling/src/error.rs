@@ -70,6 +70,11 @@ pub enum ApiError {
     /// 503 with Retry-After: the server holds as much as it is allowed to.
     #[error("{0}; retry shortly")]
     Overloaded(String),
+    /// 500: a stored object cannot be opened (sealed with a key this server
+    /// does not have, or damaged): said plainly rather than served as
+    /// garbage.
+    #[error("{0}")]
+    CannotOpen(String),
 }
 
 impl ApiError {
@@ -87,6 +92,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Unavailable | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::CannotOpen(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests { .. } | ApiError::SessionLimit(_) => {
                 StatusCode::TOO_MANY_REQUESTS

@@ -18,6 +18,7 @@ mod hub;
 mod limits;
 mod prom;
 mod proxy;
+mod recording;
 mod request;
 mod revocations;
 mod routes;
@@ -29,6 +30,7 @@ mod sync;
 mod test_app;
 mod tls;
 mod v1;
+mod vod;
 mod web;
 mod webhooks;
 mod whep_ext;
@@ -48,6 +50,7 @@ pub use error::ApiError;
 pub use limits::Limits;
 pub use lumen_auth as auth;
 pub use lumen_node::DEFAULT_WORKER_SPREAD;
+pub use lumen_recorder as recorder;
 pub use proxy::{Cidr, CidrError};
 pub use tls::TlsFiles;
 
@@ -110,6 +113,9 @@ pub struct Config {
     pub auth: lumen_auth::AuthConfig,
     /// The rules chat rooms start with.
     pub chat: ChatSettings,
+    /// Recording: the policy, the object store, sealing, the spool,
+    /// retention.
+    pub recording: lumen_recorder::RecorderConfig,
     /// Delete `data_dir` at shutdown (servers made by [`Config::ephemeral`]).
     pub remove_data_dir: bool,
 }
@@ -147,6 +153,7 @@ impl Config {
             connect_timeout: node.connect_timeout,
             auth: lumen_auth::AuthConfig::new("lumen-data"),
             chat: ChatSettings::default(),
+            recording: lumen_recorder::RecorderConfig::default(),
             remove_data_dir: false,
         }
     }
@@ -233,6 +240,9 @@ pub enum StartError {
     /// The account store could not be opened.
     #[error("cannot open the account store: {0}")]
     Auth(#[from] lumen_auth::AuthError),
+    /// The recorder could not start (its store, keys or spool).
+    #[error("cannot start the recorder: {0}")]
+    Recorder(#[from] lumen_recorder::RecorderError),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -252,6 +262,7 @@ pub struct Running {
     node: Node,
     tasks: Vec<JoinHandle<()>>,
     auth: lumen_auth::Auth,
+    recorder: lumen_recorder::Recorder,
     remove_data_dir: Option<PathBuf>,
 }
 
@@ -276,6 +287,11 @@ impl Running {
     /// checks credentials with.
     pub fn auth(&self) -> &lumen_auth::Auth {
         &self.auth
+    }
+
+    /// The recorder.
+    pub fn recorder(&self) -> &lumen_recorder::Recorder {
+        &self.recorder
     }
 
     /// When no admin exists yet: the one-time setup URL (a fresh code,
@@ -305,6 +321,9 @@ impl Running {
         // The HTTP task ends when the stop signal is seen.
         let http = self.tasks.remove(0);
         let _ = http.await;
+        // Recordings end (their last fragments written, then finalised,
+        // within bounds) while the node still feeds them.
+        self.recorder.shutdown().await;
         self.node.shutdown().await;
         // The event follower ends with the node's event stream.
         for t in self.tasks {
@@ -339,6 +358,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     let auth = lumen_auth::Auth::open(config.auth()).await?;
     let mut node = Node::start(&config.node())?;
+    let recorder = lumen_recorder::Recorder::start(
+        config.recording.clone(),
+        &config.data_dir,
+        auth.clone(),
+        node.handle(),
+    )
+    .await?;
     let rtc_addrs = node.handle().local_addrs();
     let (stop, stop_rx) = watch::channel(false);
     let sessions = Arc::new(sessions::Sessions::default());
@@ -352,6 +378,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &config.ice_servers,
     );
     state.body_timeout = config.body_timeout;
+    state.recorder = Some(recorder.clone());
     let chat_queue = chat::Queue::new();
     state.chat = chat_queue.handle();
     state.limits = config.limits.clone();
@@ -395,7 +422,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             events,
             sessions,
             hub,
-            (tap, chat),
+            (tap, (chat, recording::Tap::new(recorder.clone()))),
         )));
     }
     Ok(Running {
@@ -406,6 +433,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         node,
         tasks,
         auth,
+        recorder,
         remove_data_dir: config.remove_data_dir.then(|| config.data_dir.clone()),
     })
 }

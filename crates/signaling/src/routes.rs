@@ -43,6 +43,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/dashboard", get(|| api::page("dashboard.html")))
         .route("/admin", get(|| api::page("admin.html")))
         .route("/moderation", get(|| api::page("moderation.html")))
+        .route("/vod/{name}", get(crate::vod::vod))
+        .route("/vod/{id}/{file}", get(crate::vod::vod_file))
+        .route(
+            "/api/streams/{stream}/thumbnail.jpg",
+            get(api::live_thumbnail),
+        )
         .route("/static/{file}", get(api::static_file))
         .merge(crate::v1::routes())
         .layer(axum::middleware::map_response(cors))

@@ -32,6 +32,8 @@ pub(crate) struct AppState {
     pub refusals: Refusals,
     /// The chat rooms, for moderation through the API.
     pub chat: ChatHandle,
+    /// The recorder (none in unit tests' apps).
+    pub recorder: Option<lumen_recorder::Recorder>,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
             readers: Readers::default(),
             refusals: Refusals::default(),
             chat: ChatHandle::default(),
+            recorder: None,
         }
     }
 

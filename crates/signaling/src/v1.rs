@@ -12,6 +12,7 @@ mod admin;
 mod chat;
 mod keys;
 mod openapi;
+mod recordings;
 mod streams;
 mod webhooks;
 
@@ -67,6 +68,10 @@ pub(crate) fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(chat::all_reports))
         .routes(routes!(chat::resolve_report))
         .routes(routes!(chat::moderate))
+        .routes(routes!(recordings::list))
+        .routes(routes!(recordings::one, recordings::remove))
+        .routes(routes!(recordings::chat))
+        .routes(routes!(recordings::start, recordings::stop))
         .routes(routes!(admin::mint))
         .routes(routes!(admin::revoke_token))
         .routes(routes!(admin::users, admin::create_user))

@@ -65,6 +65,12 @@ const FILES: &[(&str, &str, &str)] = &[
     ),
     ("admin.js", JS, include_str!("../../../web-client/admin.js")),
     (
+        "vod.html",
+        HTML,
+        include_str!("../../../web-client/vod.html"),
+    ),
+    ("vod.js", JS, include_str!("../../../web-client/vod.js")),
+    (
         "moderation.html",
         HTML,
         include_str!("../../../web-client/moderation.html"),

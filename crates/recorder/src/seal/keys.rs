@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     DEFAULT_CHUNK_SIZE, Header, Layout, MAX_KEY_ID_LEN, ObjectKey, PREFIX_LEN, SALT_LEN, SealError,
@@ -58,7 +58,7 @@ pub enum KeyError {
 /// ```
 ///
 /// Keys in [`KEY_ENV`] are added after these.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptionConfig {
     /// The id of the key that seals new objects.
@@ -70,7 +70,7 @@ pub struct EncryptionConfig {
 }
 
 /// One configured key: from a file or from an environment variable.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KeySource {
     /// The key id written into every object it seals.

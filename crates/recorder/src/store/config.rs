@@ -9,7 +9,7 @@ use std::time::Duration;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 
@@ -31,7 +31,7 @@ use super::StoreError;
 /// allow_http = true          # default false
 /// sse = "s3"                 # or sse = { kms = { key_id = "arn:…" } }
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum StoreConfig {
@@ -53,7 +53,7 @@ impl Default for StoreConfig {
 }
 
 /// An S3-compatible bucket.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// The endpoint URL; `None` for AWS itself (or `AWS_ENDPOINT_URL`).
@@ -85,7 +85,7 @@ pub struct S3Config {
 }
 
 /// Server-side encryption requested from S3 on every upload.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Sse {
     /// SSE-S3: keys managed by the store (`AES256`).

@@ -187,47 +187,69 @@ pub(super) async fn resolve_report(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Which moderation command.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum CommandKind {
-    /// Delete message `id`.
-    Delete,
-    /// Refuse `user`'s messages for `seconds`.
-    Timeout,
-    /// Refuse `user`'s messages until unbanned.
-    Ban,
-    /// Lift `user`'s ban or timeout.
-    Unban,
+/// A moderation command: the chat frame a moderator would send on the data
+/// channel (docs/chat.md), with the same fields and limits. Other fields
+/// are ignored, as the room ignores them.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum ModerationCommand {
+    /// Delete a message.
+    Delete {
+        /// The message id.
+        #[serde(deserialize_with = "whole")]
+        #[schema(minimum = 0)]
+        id: u64,
+    },
+    /// Refuse a user's messages for a while.
+    Timeout {
+        /// The user id.
+        #[schema(pattern = r"^[!-~]{1,128}$")]
+        user: String,
+        /// 1 to 1209600 (14 days).
+        #[serde(deserialize_with = "whole")]
+        #[schema(minimum = 1, maximum = 1209600)]
+        seconds: u64,
+        /// Shown to the user and kept in the audit log.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(max_length = 200)]
+        reason: Option<String>,
+    },
+    /// Refuse a user's messages until unbanned.
+    Ban {
+        /// The user id.
+        #[schema(pattern = r"^[!-~]{1,128}$")]
+        user: String,
+        /// Shown to the user and kept in the audit log.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(max_length = 200)]
+        reason: Option<String>,
+    },
+    /// Lift a user's ban or timeout.
+    Unban {
+        /// The user id.
+        #[schema(pattern = r"^[!-~]{1,128}$")]
+        user: String,
+    },
     /// Clear the history for everyone.
     Clear,
-    /// Slow mode: `seconds` between a viewer's messages (0: off).
-    Slow,
-    /// Registered-only mode on or off (`registered_only`).
-    Mode,
+    /// Slow mode: seconds between a viewer's messages (0: off).
+    Slow {
+        /// 0 to 3600.
+        #[serde(deserialize_with = "whole")]
+        #[schema(minimum = 0, maximum = 3600)]
+        seconds: u64,
+    },
+    /// Registered-only mode on or off.
+    Mode {
+        /// On or off.
+        registered_only: bool,
+    },
 }
 
-/// A moderation command: the chat frame a moderator would send on the data
-/// channel (docs/chat.md), with the same fields and limits.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub(super) struct ModerationCommand {
-    #[serde(rename = "type")]
-    kind: CommandKind,
-    /// `delete`: the message id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    id: Option<u64>,
-    /// `timeout`, `ban`, `unban`: the user id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    user: Option<String>,
-    /// `timeout`: 1 to 604800; `slow`: 0 to 3600.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    seconds: Option<u64>,
-    /// `timeout`, `ban`: shown to the user and kept in the audit log.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    /// `mode`: on or off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    registered_only: Option<bool>,
+/// A whole number, `2.0` included (JSON Schema's `integer`).
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    super::streams::whole_seconds(d)?
+        .ok_or_else(|| serde::de::Error::custom("a whole, non-negative number is needed"))
 }
 
 /// Runs a moderation command in the stream's chat room, as the caller (an

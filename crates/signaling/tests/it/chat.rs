@@ -147,7 +147,14 @@ async fn drive(
                 Ok(Output::Event(Event::ChannelOpen(id, _))) if id == channel => open = true,
                 Ok(Output::Event(Event::ChannelData(d))) => {
                     if let Ok(v) = serde_json::from_slice::<Value>(&d.data) {
-                        let _ = received.send(v);
+                        // A batch's frames one by one, as a client must.
+                        let frames = match v["frames"].as_array() {
+                            Some(fs) if v["type"] == "batch" => fs.clone(),
+                            _ => vec![v],
+                        };
+                        for f in frames {
+                            let _ = received.send(f);
+                        }
                     }
                 }
                 Ok(Output::Event(_)) => {}

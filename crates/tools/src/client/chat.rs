@@ -127,8 +127,10 @@ async fn read(
             }
             DataChannelEvent::OnMessage(msg) => match serde_json::from_slice::<Value>(&msg.data) {
                 Ok(v) => {
-                    // Nobody listening is fine: the frames are dropped.
-                    let _ = frames.send(v);
+                    for f in unbatch(v) {
+                        // Nobody listening is fine: the frames are dropped.
+                        let _ = frames.send(f);
+                    }
                 }
                 Err(e) => tracing::debug!(%e, "a chat frame that is not JSON"),
             },
@@ -158,6 +160,20 @@ async fn write(
 /// `{"type":"send","text": text}`, escaped.
 pub fn send_frame(text: &str) -> String {
     serde_json::json!({"type": "send", "text": text}).to_string()
+}
+
+/// The frames one data-channel message carries: the frames of a `batch`
+/// in order, or the message itself (docs/chat.md).
+pub fn unbatch(v: Value) -> Vec<Value> {
+    match v {
+        Value::Object(mut o) if o.get("type").and_then(Value::as_str) == Some("batch") => {
+            match o.remove("frames") {
+                Some(Value::Array(frames)) => frames,
+                _ => Vec::new(),
+            }
+        }
+        other => vec![other],
+    }
 }
 
 /// How a frame shows on a terminal: `Ok` lines for stdout, `Err` lines for
@@ -228,5 +244,14 @@ mod tests {
         );
         let st = serde_json::json!({"type": "state", "slow_mode": 0, "registered_only": false});
         assert!(render(&st).is_empty());
+    }
+
+    #[test]
+    fn batches_come_apart_into_their_frames() {
+        let m = serde_json::json!({"type": "message", "id": 1, "text": "hi"});
+        let c = serde_json::json!({"type": "cleared"});
+        let b = serde_json::json!({"type": "batch", "frames": [m, c]});
+        assert_eq!(unbatch(b), vec![m.clone(), c]);
+        assert_eq!(unbatch(m.clone()), vec![m]);
     }
 }

@@ -39,7 +39,9 @@ pub use chat::{CHAT_LABEL, ChatFrames, ChatSender, send_frame as chat_send_frame
 pub use cli::{run_publish_cli, run_watch_cli};
 pub use pattern::{EncodedFrame, PatternEncoder, draw_pattern};
 pub use publish::{LayerStats, PublishOptions, Publisher, SIMULCAST_LAYERS, SimulcastLayer};
-pub use sei::{FrameTiming, LUMEN_SEI_UUID, find_timing_in_access_unit, parse_timing_sei};
+pub use sei::{
+    FrameTiming, LUMEN_SEI_UUID, find_timing_in_access_unit, parse_timing_sei, split_annex_b,
+};
 pub use stats::WatchStats;
 pub use watch::{WatchOptions, Watcher};
 

@@ -182,9 +182,10 @@ pub enum Incoming {
     Unparsed,
 }
 
-/// Sorts one received frame. Only the fields needed are read, borrowed
-/// where the JSON has no escapes.
-pub fn parse_frame(data: &[u8]) -> Incoming {
+/// Sorts one received data-channel message: one frame, or each frame of a
+/// `batch` (docs/chat.md) in order. Only the fields needed are read,
+/// borrowed where the JSON has no escapes.
+pub fn parse_frames(data: &[u8], mut each: impl FnMut(Incoming)) {
     #[derive(Deserialize)]
     struct Frame<'a> {
         #[serde(rename = "type", borrow)]
@@ -193,16 +194,36 @@ pub fn parse_frame(data: &[u8]) -> Incoming {
         text: Option<Cow<'a, str>>,
         #[serde(default, borrow)]
         code: Option<Cow<'a, str>>,
+        /// A batch's frames (a batch holds no batch).
+        #[serde(default, borrow)]
+        frames: Option<Vec<Frame<'a>>>,
     }
-    let Ok(f) = serde_json::from_slice::<Frame<'_>>(data) else {
-        return Incoming::Unparsed;
-    };
-    match &*f.kind {
-        "message" => Incoming::Message(f.text.as_deref().and_then(Stamp::parse)),
-        "history" => Incoming::History,
-        "error" => Incoming::Error(f.code.map_or_else(|| "?".to_owned(), Cow::into_owned)),
-        _ => Incoming::Other,
+    fn sort(f: Frame<'_>) -> Incoming {
+        match &*f.kind {
+            "message" => Incoming::Message(f.text.as_deref().and_then(Stamp::parse)),
+            "history" => Incoming::History,
+            "error" => Incoming::Error(f.code.map_or_else(|| "?".to_owned(), Cow::into_owned)),
+            _ => Incoming::Other,
+        }
     }
+    match serde_json::from_slice::<Frame<'_>>(data) {
+        Ok(Frame {
+            kind,
+            frames: Some(frames),
+            ..
+        }) if kind == "batch" => frames.into_iter().map(sort).for_each(each),
+        Ok(f) => each(sort(f)),
+        Err(_) => each(Incoming::Unparsed),
+    }
+}
+
+/// The one frame of a message that is not a batch (tests).
+#[cfg(test)]
+fn parse_frame(data: &[u8]) -> Incoming {
+    let mut out = Vec::new();
+    parse_frames(data, |i| out.push(i));
+    assert_eq!(out.len(), 1, "one frame");
+    out.remove(0)
 }
 
 /// `{"type":"send","text":…}` for a stamp (the text needs no escaping).
@@ -395,7 +416,7 @@ impl ChatTotals {
     /// Takes one received frame of a viewer; `arrived_us` is its receive
     /// time, µs since the epoch.
     pub fn on_frame(&mut self, slot: &mut ChatSlot, data: &[u8], arrived_us: u64) {
-        match parse_frame(data) {
+        parse_frames(data, |f| match f {
             Incoming::Message(Some(stamp)) => {
                 let lat = arrived_us.saturating_sub(stamp.sent_us);
                 self.received += 1;
@@ -411,7 +432,7 @@ impl ChatTotals {
             Incoming::Error(code) => *self.errors.entry(code).or_default() += 1,
             Incoming::Unparsed => self.unparsed += 1,
             Incoming::Message(None) | Incoming::History | Incoming::Other => {}
-        }
+        });
     }
 
     /// The viewer left the room (channel closed, or the viewer died).
@@ -534,6 +555,38 @@ mod tests {
         for bad in [&b""[..], b"42", b"{\"type\":1}", b"\xc3\x28", b"{"] {
             assert_eq!(parse_frame(bad), Incoming::Unparsed);
         }
+    }
+
+    #[test]
+    fn batches_are_taken_frame_by_frame() {
+        let s = Stamp {
+            sent_us: 9,
+            viewer: 2,
+            n: 1,
+        };
+        let msg = format!(
+            r#"{{"type":"message","id":4,"text":"{}","ts":1}}"#,
+            s.text()
+        );
+        let batch = format!(
+            r#"{{"type":"batch","frames":[{{"type":"history","messages":[]}},{{"type":"state","slow_mode":0}},{msg}]}}"#
+        );
+        let mut got = Vec::new();
+        parse_frames(batch.as_bytes(), |i| got.push(i));
+        assert_eq!(
+            got,
+            vec![
+                Incoming::History,
+                Incoming::Other,
+                Incoming::Message(Some(s))
+            ]
+        );
+        let mut slot = ChatSlot::default();
+        let mut totals = ChatTotals::default();
+        totals.on_frame(&mut slot, batch.as_bytes(), 20);
+        assert!(slot.joined);
+        assert_eq!((totals.received, totals.joined), (1, 1));
+        assert_eq!(totals.latency.percentiles().map(|p| p.max_ms), Some(0.011));
     }
 
     #[test]

@@ -1,0 +1,96 @@
+//! What recording one 2.5 Mbit/s stream costs: the process's CPU time
+//! while a publisher sends a synthetic 720p H.264 stream (real parameter
+//! sets and IDR, 10.4 kB slices of filler: 30 fps × 10.4 kB = 2.5 Mbit/s)
+//! plus Opus through a node, first without the recorder, then with it; the
+//! difference is the recorder's (its sink feed in the worker included).
+//! Ignored by default; run in release:
+//!
+//! ```text
+//! cargo test -p lumen-recorder --release --test runtime -- --ignored --nocapture recorder_cpu
+//! ```
+
+use std::time::{Duration, Instant};
+
+use openh264::encoder::Encoder;
+use openh264::formats::YUVBuffer;
+
+use crate::common::workdir;
+use crate::publisher::{FPS, Publisher, Video, fake_opus};
+use crate::{Env, config};
+
+const BITRATE: u64 = 2_500_000;
+const WINDOW: Duration = Duration::from_secs(15);
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 (1-based), 12 and 13 after comm
+    // and state; in clock ticks of 1/100 s on Linux.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+async fn measure(what: &str) -> f64 {
+    let (cpu, wall) = (cpu_secs(), Instant::now());
+    tokio::time::sleep(WINDOW).await;
+    let share = (cpu_secs() - cpu) / wall.elapsed().as_secs_f64();
+    eprintln!("{what}: {:.2} % of a core", share * 100.0);
+    share
+}
+
+fn canned_720p() -> Video {
+    let yuv = YUVBuffer::new(1280, 720);
+    let mut enc = Encoder::new().expect("encoder");
+    let key = enc.encode(&yuv).expect("encode").to_vec();
+    let len = (BITRATE / 8 / FPS) as usize;
+    // A P slice with first_mb_in_slice 0, then filler without zero bytes
+    // (no start code can appear in it).
+    let mut delta = vec![0, 0, 0, 1, 0x41, 0x9a];
+    delta.extend((0..len - 6).map(|i| (i * 7 % 255) as u8 + 1));
+    Video::Canned { key, delta }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run with --release --ignored --nocapture"]
+async fn recorder_cpu() {
+    let dir = workdir("bench");
+    let env = Env::start(dir.path(), {
+        let mut c = config();
+        c.policy = lumen_recorder::Policy::OnDemand;
+        c
+    })
+    .await;
+    let h = env.node.handle();
+    let publisher = Publisher::start_with(&h, "cam", fake_opus(), canned_720p()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let base = measure("publisher + node").await;
+    env.recorder.publisher_live("cam", "brd_bench");
+    let id = env
+        .recorder
+        .start_recording("cam")
+        .await
+        .expect("recording");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let with = measure("publisher + node + recorder").await;
+    let written = env.recorder.fragments_written();
+    eprintln!(
+        "recorder: {:.2} % of a core for one {:.1} Mbit/s stream ({written} fragments, {} frames dropped for gaps)",
+        (with - base) * 100.0,
+        BITRATE as f64 / 1e6,
+        env.recorder.frames_dropped_for_gaps(),
+    );
+    let t = Instant::now();
+    env.recorder.stop_recording("cam").await.expect("stop");
+    let rec = env.ready(&id).await;
+    eprintln!(
+        "finalised {} ms / {} bytes in {:.2} s",
+        rec.duration_ms,
+        rec.size,
+        t.elapsed().as_secs_f64()
+    );
+    drop(publisher);
+    env.stop().await;
+}
