@@ -586,3 +586,131 @@ async fn the_vod_page_plays_seeks_and_replays_the_chat() {
     drop(chrome);
     server.stop().await;
 }
+
+/// Sealed at rest: with a key configured, no object on disk holds the
+/// plaintext `ftyp`, playback and Range work through the server, and a
+/// server without that key answers with an error naming it, not garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_recordings_play_only_with_their_key() {
+    use lumen_signaling::recorder::seal::{EncryptionConfig, KeySource};
+    if !ffmpeg_available("sealed_recordings_play_only_with_their_key") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lumen-sealed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let key_file = dir.join("k1.key");
+    std::fs::write(&key_file, [7u8; 32]).expect("a key");
+    let with_key = EncryptionConfig {
+        current: Some("k1".into()),
+        keys: vec![KeySource {
+            id: "k1".into(),
+            file: Some(key_file.clone()),
+            env: None,
+        }],
+    };
+    let data = dir.join("data");
+    let server = start_server_with(|c| {
+        c.data_dir = data.clone();
+        c.remove_data_dir = false;
+        c.recording.encryption = with_key;
+    })
+    .await;
+    let base = server.http_url();
+    let publisher = Publisher::start(PublishOptions {
+        url: format!("{base}/whip/sealed"),
+        token: Some(server.publish_token()),
+        width: 320,
+        height: 180,
+        fps: 15,
+        bitrate_bps: 300_000,
+        ..Default::default()
+    })
+    .await
+    .expect("publish");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let sent = publisher.frames_sent();
+    publisher.stop().await.expect("the publisher leaves");
+    let rec = ready_recording(&base, "sealed", Duration::from_secs(60)).await;
+    let id = rec["id"].as_str().expect("id").to_string();
+
+    // Every object of the recording on disk is sealed.
+    let objects = data.join("recordings").join("recordings").join(&id);
+    let objects = if objects.is_dir() {
+        objects
+    } else {
+        data.join("recordings").join(&id)
+    };
+    let mut files = 0;
+    for entry in std::fs::read_dir(&objects).expect("the recording's objects") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("an object");
+        assert!(
+            !bytes.windows(4).any(|w| w == b"ftyp"),
+            "a plaintext MP4 box on disk"
+        );
+        assert!(bytes.starts_with(b"LUMNSEAL"), "not a sealed object");
+        files += 1;
+    }
+    assert!(files >= 3, "{files} objects");
+
+    // Played through the server: whole and in ranges.
+    let mp4 = get(&format!("{base}/vod/{id}.mp4"), &[])
+        .await
+        .bytes()
+        .await
+        .expect("the MP4");
+    assert_eq!(&mp4[4..8], b"ftyp");
+    let half = mp4.len() / 2;
+    let tail = get(
+        &format!("{base}/vod/{id}.mp4"),
+        &[("range", &format!("bytes=-{half}"))],
+    )
+    .await;
+    assert_eq!(tail.status(), 206);
+    assert_eq!(
+        tail.bytes().await.expect("range")[..],
+        mp4[mp4.len() - half..]
+    );
+    let scratch = dir.join("scratch");
+    let numbers = frame_numbers(&mp4, &scratch);
+    assert!(
+        numbers.len() as u64 + 30 >= sent,
+        "{} frames recorded of {sent} sent ({:?}..{:?}): {rec}",
+        numbers.len(),
+        numbers.first(),
+        numbers.last()
+    );
+    server.stop().await;
+
+    // With another key, and with none: a plain error saying so.
+    let other = dir.join("k2.key");
+    std::fs::write(&other, [9u8; 32]).expect("another key");
+    let wrong = EncryptionConfig {
+        current: Some("k2".into()),
+        keys: vec![KeySource {
+            id: "k2".into(),
+            file: Some(other),
+            env: None,
+        }],
+    };
+    for (keys, says) in [
+        (wrong, "key id \"k1\" which is not configured"),
+        (EncryptionConfig::default(), "no key is configured"),
+    ] {
+        let server = start_server_with(|c| {
+            c.data_dir = data.clone();
+            c.remove_data_dir = false;
+            c.recording.encryption = keys;
+        })
+        .await;
+        let base = server.http_url();
+        let r = get(&format!("{base}/vod/{id}.mp4"), &[]).await;
+        assert_eq!(r.status(), 500);
+        let body: Value =
+            serde_json::from_str(&r.text().await.expect("a problem")).expect("a JSON problem");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(says), "{body}");
+        server.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
