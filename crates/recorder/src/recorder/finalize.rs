@@ -5,6 +5,7 @@
 //! time), then the HLS playlist, then the row's facts. Also deletion and
 //! the retention sweep.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -83,7 +84,22 @@ async fn finalize(inner: &Inner, id: &str) -> Result<(), RecorderError> {
     // crash: the spool's recovered entries too).
     inner.uploader.flush().await?;
     let flushed = started.elapsed();
-    let fragments = recordings.fragments(id).await?;
+    let mut fragments = recordings.fragments(id).await?;
+    // A journalled fragment the store lacks (its spool entry was damaged
+    // and set aside) becomes a gap rather than failing the recording: one
+    // listing, not a request per fragment.
+    let present: HashSet<String> = inner
+        .objects
+        .list(&paths::prefix(id))
+        .await?
+        .into_iter()
+        .map(|l| l.path)
+        .collect();
+    let journalled = fragments.len();
+    fragments.retain(|f| present.contains(&f.object));
+    if fragments.len() < journalled {
+        tracing::warn!(recording = %id, missing = journalled - fragments.len(), "recorder: journalled fragments missing from the store; finalising without them");
+    }
     let Some(init_object) = rec.init_object.filter(|_| !fragments.is_empty()) else {
         tracing::info!(recording = %id, "recorder: nothing was recorded");
         recordings

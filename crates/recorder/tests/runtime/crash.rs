@@ -4,6 +4,8 @@
 //! journal and the spool, and ends at most about one fragment before the
 //! crash.
 
+use std::time::Duration;
+
 use lumen_auth::recordings::RecordingState;
 
 use crate::common::{decode_errors, ffmpeg_available, opus_packets, workdir};
@@ -39,7 +41,9 @@ fn a_recording_cut_by_a_crash_is_finalised_on_restart() {
             async move { n >= 5 * FPS && f >= 2 }
         })
         .await;
-        let sent = publisher.sent();
+        // What the publisher's pacer holds reaches the node, and the
+        // recorder catches up; the open fragment stays open.
+        let sent = publisher.pause(Duration::from_secs(1)).await;
         // Leak everything: nothing may run a destructor that finishes the
         // recording cleanly.
         std::mem::forget(publisher);

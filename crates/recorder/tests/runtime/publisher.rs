@@ -30,6 +30,7 @@ const GOP: u64 = 60;
 #[derive(Default)]
 pub struct Seen {
     connected: AtomicBool,
+    paused: AtomicBool,
     frames_sent: AtomicU64,
     keyframe_requests: AtomicU64,
 }
@@ -106,6 +107,15 @@ impl Publisher {
     }
 
     /// Stops sending at once (the node sees the media end).
+    /// Stops making media but keeps the connection going, so what str0m
+    /// still holds (its pacer queues frames) goes out; [`Publisher::sent`]
+    /// is final from here. Returns after `drain`.
+    pub async fn pause(&self, drain: Duration) -> u64 {
+        self.seen.paused.store(true, Ordering::Relaxed);
+        tokio::time::sleep(drain).await;
+        self.sent()
+    }
+
     pub fn stop(&self) {
         let _ = self.stop.send(true);
     }
@@ -207,7 +217,7 @@ async fn drive(
         if start.is_none() && seen.connected.load(Ordering::Relaxed) {
             start = Some(now);
         }
-        if let Some(s) = start {
+        if let Some(s) = start.filter(|_| !seen.paused.load(Ordering::Relaxed)) {
             // One frame at a time, so its packets go out before the next
             // is encoded.
             if s + Duration::from_micros(n * 1_000_000 / FPS) <= now {

@@ -1,6 +1,8 @@
 //! A live stream recorded end to end: publisher → node → recorder →
 //! spool → local store → finalised MP4, HLS playlist, thumbnail and row.
 
+use std::time::Duration;
+
 use lumen_recorder::paths;
 
 use crate::common::{decode_errors, ffmpeg_available, num, opus_packets, probe, stream, workdir};
@@ -9,6 +11,8 @@ use crate::{Env, config, top_boxes, until, video_pts};
 
 /// Seconds of media the publisher sends.
 const SECS: u64 = 6;
+/// Time for what the publisher's pacer holds to reach the node.
+const DRAIN: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_stream_becomes_a_playable_recording() {
@@ -37,8 +41,8 @@ async fn a_live_stream_becomes_a_playable_recording() {
     // Asked for keyframes so fragments are cut on them.
     assert!(publisher.keyframe_requests() > 0);
 
+    let sent = publisher.pause(DRAIN).await;
     publisher.stop();
-    let sent = publisher.sent();
     assert_eq!(h.close(publisher.session).await, Ok(true));
     env.recorder.publisher_gone("cam");
     let rec = env.ready(&id).await;
