@@ -16,9 +16,7 @@ use crate::placement;
 use crate::sink::{self, DEFAULT_SINK_QUEUE, SinkFeed};
 use crate::worker::{Command, WorkerHandle};
 
-/// One message for one data channel of a worker's peer (bytes shared by
-/// the channels that get the same message).
-pub type ChannelSend = (PeerId, ChannelId, Arc<[u8]>);
+pub use crate::worker::ChannelSend;
 
 /// A session on a node: the worker that serves it and its peer there.
 /// A `Copy` handle, as a `PeerId` is inside one worker.

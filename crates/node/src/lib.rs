@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod event;
+mod feed;
 mod handle;
 mod mirror;
 mod placement;

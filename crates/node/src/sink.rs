@@ -17,12 +17,13 @@
 //! the bound.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use lumen_sfu::{MediaPacket, Rid, SinkBody, SinkMessage, TrackDescription};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::NodeError;
+use crate::feed::{Delivery, FeedTx, Shared};
 use crate::worker::Command;
 
 /// Default bound of a feed: packet batches (one per fan-out of the stream,
@@ -195,53 +196,6 @@ impl std::fmt::Debug for SinkFeed {
     }
 }
 
-/// The worker's end of a feed.
-pub(crate) struct FeedTx {
-    tx: mpsc::UnboundedSender<Delivery>,
-    shared: Arc<Shared>,
-    capacity: usize,
-    /// Batches dropped since the last delivery.
-    gap: u64,
-    pub stream: String,
-    /// Of the attachment, once the SFU answered it.
-    pub generation: u64,
-}
-
-/// What [`FeedTx::send`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sent {
-    Queued,
-    /// The feed was full: dropped and counted.
-    Dropped,
-    /// The feed is gone: detach it.
-    Closed,
-}
-
-impl FeedTx {
-    pub fn send(&mut self, message: SinkMessage) -> Sent {
-        let packets = matches!(message.body(), SinkBody::Packets(_));
-        if packets {
-            if self.shared.queued.load(Ordering::Acquire) >= self.capacity {
-                if self.tx.is_closed() {
-                    return Sent::Closed;
-                }
-                self.gap += 1;
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                return Sent::Dropped;
-            }
-            self.shared.queued.fetch_add(1, Ordering::AcqRel);
-        }
-        let d = Delivery {
-            gap: std::mem::take(&mut self.gap),
-            message,
-        };
-        match self.tx.send(d) {
-            Ok(()) => Sent::Queued,
-            Err(_) => Sent::Closed,
-        }
-    }
-}
-
 /// A new feed's two ends: the worker's and the reader's.
 pub(crate) fn feed(
     stream: &str,
@@ -269,18 +223,4 @@ pub(crate) fn feed(
         detached: false,
     };
     (feed_tx, feed)
-}
-
-/// One message for a feed, with the batches dropped just before it.
-struct Delivery {
-    gap: u64,
-    message: SinkMessage,
-}
-
-#[derive(Default)]
-struct Shared {
-    /// Packet batches in the channel.
-    queued: AtomicUsize,
-    /// Batches dropped, ever.
-    dropped: AtomicU64,
 }

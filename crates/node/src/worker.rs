@@ -20,7 +20,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::mirror::{MirrorLinks, Mirrored};
-use crate::sink::{FeedTx, Sent};
+
+/// One message for one data channel of a worker's peer (bytes shared by
+/// the channels that get the same message).
+pub type ChannelSend = (PeerId, lumen_sfu::ChannelId, Arc<[u8]>);
+use crate::feed::{FeedTx, Sent};
 use crate::{NodeError, NodeEvent, SessionRef, ViewerState, WorkerSnapshot};
 
 /// Datagrams read in one go before the worker polls its outputs.
@@ -54,7 +58,7 @@ pub(crate) enum Command {
     /// Messages to data channels of this worker's peers, in order, each
     /// answered (the same bytes shared by many channels are one `Arc`).
     SendChannel {
-        to: Vec<crate::handle::ChannelSend>,
+        to: Vec<ChannelSend>,
         binary: bool,
         reply: oneshot::Sender<Vec<Result<(), SessionError>>>,
     },

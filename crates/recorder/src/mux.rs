@@ -132,7 +132,7 @@ pub struct Sample {
     pub cts_offset: i32,
     /// Whether it decodes on its own.
     pub keyframe: bool,
-    /// The coded sample (see [`crate::depacketize::Frame::data`]).
+    /// The coded sample (a frame as the depacketizer gives it).
     pub data: Vec<u8>,
     /// The wall-clock time of this sample, as the caller's clock says (for
     /// instance when its first packet arrived). The first sample of a

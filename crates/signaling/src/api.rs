@@ -130,34 +130,6 @@ pub(crate) async fn one_stream(
     Ok(axum::Json(s).into_response())
 }
 
-/// `/api/streams/{stream}/thumbnail.jpg`: the stream's live thumbnail (a
-/// recent keyframe as JPEG, refreshed about every 10 s), to whoever may
-/// see the stream; `404` when there is none (not live, VP8, or not yet).
-pub(crate) async fn live_thumbnail(
-    State(st): State<Arc<AppState>>,
-    Path(stream): Path<String>,
-    caller: Caller,
-) -> Result<Response, ApiError> {
-    check_stream_name(&stream)?;
-    let none = || ApiError::NotFound("no thumbnail of this stream".to_string());
-    crate::vod::may_watch(&st, &stream, &caller, None)
-        .await
-        .map_err(|_| none())?;
-    let jpeg = st
-        .recorder
-        .as_ref()
-        .and_then(|r| r.live_thumbnail(&stream))
-        .ok_or_else(none)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "image/jpeg"),
-            (header::CACHE_CONTROL, "private, max-age=10"),
-        ],
-        jpeg,
-    )
-        .into_response())
-}
-
 pub(crate) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let snaps = st.node.snapshot().await;
     let mut body = prom::render(&snaps);

@@ -47,7 +47,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/vod/{id}/{file}", get(crate::vod::vod_file))
         .route(
             "/api/streams/{stream}/thumbnail.jpg",
-            get(api::live_thumbnail),
+            get(crate::vod::live_thumbnail),
         )
         .route("/static/{file}", get(api::static_file))
         .merge(crate::v1::routes())

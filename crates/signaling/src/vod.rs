@@ -109,6 +109,34 @@ pub(crate) async fn vod_file(
     serve(objects, path, size, content_type, &etag, &headers).await
 }
 
+/// `/api/streams/{stream}/thumbnail.jpg`: the stream's live thumbnail (a
+/// recent keyframe as JPEG, refreshed about every 10 s), to whoever may
+/// see the stream; `404` when there is none (not live, VP8, or not yet).
+pub(crate) async fn live_thumbnail(
+    State(st): St,
+    Path(stream): Path<String>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    crate::request::check_stream_name(&stream)?;
+    let none = || ApiError::NotFound("no thumbnail of this stream".to_string());
+    may_watch(&st, &stream, &caller, None)
+        .await
+        .map_err(|_| none())?;
+    let jpeg = st
+        .recorder
+        .as_ref()
+        .and_then(|r| r.live_thumbnail(&stream))
+        .ok_or_else(none)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=10"),
+        ],
+        jpeg,
+    )
+        .into_response())
+}
+
 /// The recording, if `caller` (or `token`) may watch its stream.
 async fn watchable(
     st: &AppState,
