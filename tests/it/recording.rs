@@ -52,6 +52,19 @@ async fn a_broadcast_becomes_a_playable_recording() {
     }
     let server = start_server().await;
     let base = server.http_url();
+    // A webhook endpoint for `recording.ready` (nobody listens: the
+    // delivery is queued all the same, which is what is checked).
+    let hook = server
+        .auth()
+        .webhooks()
+        .register(
+            "http://127.0.0.1:9/hook",
+            &[lumen_signaling::auth::webhooks::EventType::RecordingReady],
+            None,
+            "",
+        )
+        .await
+        .expect("a webhook endpoint");
     let publisher = Publisher::start(PublishOptions {
         url: format!("{base}/whip/rec"),
         token: Some(server.publish_token()),
@@ -88,6 +101,18 @@ async fn a_broadcast_becomes_a_playable_recording() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let id = rec["id"].as_str().expect("id").to_string();
+    let queued = server
+        .auth()
+        .webhooks()
+        .deliveries(&hook.endpoint.id, 10)
+        .await
+        .expect("deliveries");
+    let ready = queued
+        .iter()
+        .find(|d| d.event_type == "recording.ready")
+        .expect("recording.ready is queued");
+    assert_eq!(ready.payload["data"]["recording"], id.as_str());
+    assert_eq!(ready.payload["data"]["stream"], "rec");
     assert_eq!(rec["width"], 320, "{rec}");
     assert_eq!(rec["height"], 180, "{rec}");
     assert!(

@@ -193,6 +193,25 @@ async fn finalize(inner: &Inner, id: &str) -> Result<(), RecorderError> {
     for f in fragments.iter().filter(|f| !f.uploaded) {
         recordings.mark_uploaded(id, f.seq).await?;
     }
+    // `recording.ready`: queued in the database like every webhook; a
+    // failure to queue it is logged, the recording is ready regardless.
+    if let Ok(Some(rec)) = recordings.get(id).await {
+        let data = serde_json::json!({
+            "stream": rec.stream,
+            "recording": id,
+            "broadcast": rec.broadcast,
+            "duration_ms": rec.duration_ms,
+            "url": format!("/vod/{id}"),
+        });
+        if let Err(e) = inner
+            .auth
+            .webhooks()
+            .emit(lumen_auth::webhooks::EventType::RecordingReady, data)
+            .await
+        {
+            tracing::warn!(recording = %id, error = %e, "recording.ready not queued");
+        }
+    }
     tracing::info!(
         recording = %id,
         duration_ms = info.duration.as_millis() as u64,
