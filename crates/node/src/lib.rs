@@ -75,6 +75,9 @@ pub struct NodeConfig {
     /// How long a session may take to complete ICE and DTLS before it is
     /// closed ([`lumen_sfu::SfuConfig::connect_timeout`]).
     pub connect_timeout: Duration,
+    /// A data channel clients may negotiate out of band on SCTP stream 0
+    /// ([`lumen_sfu::SfuConfig::out_of_band_channel`]); default none.
+    pub out_of_band_channel: Option<String>,
 }
 
 /// Default of [`NodeConfig::worker_spread`]: a stream's first few dozen
@@ -95,6 +98,7 @@ impl NodeConfig {
             max_m_lines: lumen_sfu::DEFAULT_MAX_M_LINES,
             max_addrs_per_session: lumen_sfu::DEFAULT_MAX_ADDRS_PER_SESSION,
             connect_timeout: lumen_sfu::DEFAULT_CONNECT_TIMEOUT,
+            out_of_band_channel: None,
         }
     }
 }
@@ -169,6 +173,7 @@ impl Node {
             sfu.max_m_lines = config.max_m_lines;
             sfu.max_addrs_per_session = config.max_addrs_per_session;
             sfu.connect_timeout = config.connect_timeout;
+            sfu.out_of_band_channel = config.out_of_band_channel.clone();
             let (handle, task) = worker::spawn(
                 i,
                 sfu,

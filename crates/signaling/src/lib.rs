@@ -178,6 +178,7 @@ impl Config {
             max_m_lines: self.max_m_lines,
             max_addrs_per_session: self.max_addrs_per_session,
             connect_timeout: self.connect_timeout,
+            out_of_band_channel: self.chat.out_of_band.then(|| chat::LABEL.to_string()),
         }
     }
 

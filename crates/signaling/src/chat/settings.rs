@@ -28,6 +28,11 @@ pub struct ChatSettings {
     /// Rooms start in registered-only mode (only logged-in users and
     /// `chat:` tokens with a subject that is an account may send).
     pub registered_only: bool,
+    /// Also accept a `chat` channel the client negotiates out of band
+    /// (`negotiated: true, id: 0`). lumen then answers offers with a data
+    /// section as the DTLS client, and browsers pick the costlier AES-CM +
+    /// HMAC-SHA1 SRTP profile over AES-GCM for those sessions. Default off.
+    pub out_of_band: bool,
 }
 
 impl Default for ChatSettings {
@@ -41,6 +46,7 @@ impl Default for ChatSettings {
             block_links: room.links_blocked,
             slow_mode_secs: room.slow_mode,
             registered_only: room.registered_only,
+            out_of_band: false,
         }
     }
 }

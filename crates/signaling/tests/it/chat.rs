@@ -310,7 +310,7 @@ async fn broadcaster_and_viewers_chat_over_their_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_may_negotiate_chat_out_of_band_on_stream_zero() {
-    let s = Server::start().await;
+    let s = Server::start_with(|c| c.chat.out_of_band = true).await;
     let c = Client::new();
     let token = s.publish_token();
     let mut publisher = Peer::start(&s, &c, "/whip/oob", Some(&token)).await;
@@ -440,9 +440,10 @@ async fn moderators_act_through_the_api_and_work_the_report_queue() {
     // The room's refusals come back as the API's errors.
     let unknown = r#"{"type":"delete","id":999999}"#;
     assert_eq!(moderate(&s, &c, "mod", &admin, unknown).await, 404);
+    // A command without its fields is refused before it reaches the room.
     assert_eq!(
         moderate(&s, &c, "mod", &admin, r#"{"type":"slow"}"#).await,
-        422
+        400
     );
     // A viewer's token is no moderator's.
     assert_eq!(
