@@ -81,25 +81,7 @@ async fn a_broadcast_becomes_a_playable_recording() {
     publisher.stop().await.expect("the publisher leaves");
 
     // Finalised in the background once the publisher is gone.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let rec = loop {
-        let text = get(&format!("{base}/api/v1/recordings?stream=rec"), &[])
-            .await
-            .text()
-            .await
-            .expect("a body");
-        let list: Value = serde_json::from_str(&text).expect("a JSON list");
-        if let Some(r) = list.as_array().and_then(|a| a.first())
-            && r["state"] == "ready"
-        {
-            break r.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ready recording in time: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let rec = ready_recording(&base, "rec", Duration::from_secs(60)).await;
     let id = rec["id"].as_str().expect("id").to_string();
     let queued = server
         .auth()
@@ -531,25 +513,8 @@ async fn the_vod_page_plays_seeks_and_replays_the_chat() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     publisher.stop().await.expect("the publisher leaves");
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let id = loop {
-        let text = get(&format!("{base}/api/v1/recordings?stream=vodpage"), &[])
-            .await
-            .text()
-            .await
-            .expect("a body");
-        let list: Value = serde_json::from_str(&text).expect("a JSON list");
-        if let Some(r) = list.as_array().and_then(|a| a.first())
-            && r["state"] == "ready"
-        {
-            break r["id"].as_str().expect("id").to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ready recording in time: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let rec = ready_recording(&base, "vodpage", Duration::from_secs(60)).await;
+    let id = rec["id"].as_str().expect("id").to_string();
 
     let page = chrome.new_session().await;
     page.goto(&format!("{base}/vod/{id}"))
