@@ -44,6 +44,42 @@ pub struct LumenConfig {
     /// `[recording]`: which streams are recorded, where to, sealed with
     /// which keys, kept how long.
     pub recording: lumen_signaling::recorder::RecorderConfig,
+    /// `[cluster]`: the relay tree this node joins (none: a cluster of one).
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]` of `lumen.toml`: many `lumen serve` processes as one
+/// platform (see docs/scaling.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `redis://host:port/db` of the cluster's directory. Default none (a
+    /// cluster of one); `LUMEN_REDIS_URL`, `--redis-url`.
+    pub redis_url: Option<String>,
+    /// This node's name in the cluster: letters, digits, `-`, `_`, `.`.
+    /// Default `<host name>-<HTTP port>`; `LUMEN_NODE_ID`, `--node-id`.
+    pub node_id: Option<String>,
+    /// This node's region. Default `default`; `LUMEN_REGION`, `--region`.
+    pub region: String,
+    /// The URL other nodes (and redirected clients) reach this node at.
+    /// Default the HTTP listener's; `LUMEN_PUBLIC_URL`, `--public-url`.
+    pub public_url: Option<String>,
+    /// Relay links to child nodes this node feeds at most. Default 50;
+    /// `LUMEN_FANOUT_LIMIT`, `--fanout-limit`.
+    pub fanout_limit: u32,
+    /// On SIGTERM, how long the node drains (viewers move to other nodes)
+    /// before it stops anyway, in seconds. Default 30;
+    /// `LUMEN_DRAIN_TIMEOUT`, `--drain-timeout`.
+    pub drain_timeout_secs: u64,
+}
+
+/// Default of `cluster.drain_timeout_secs`.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        LumenConfig::default().cluster
+    }
 }
 
 /// `[auth]` of `lumen.toml`: where accounts live and which tokens count.
@@ -297,6 +333,23 @@ impl From<lumen_signaling::Config> for LumenConfig {
             },
             chat: c.chat,
             recording: c.recording,
+            cluster: ClusterSection {
+                redis_url: c.cluster.redis_url,
+                node_id: c.cluster.node_id,
+                region: c
+                    .cluster
+                    .region
+                    .unwrap_or_else(|| lumen_signaling::DEFAULT_REGION.to_string()),
+                public_url: c.cluster.public_url,
+                fanout_limit: c
+                    .cluster
+                    .fanout_limit
+                    .unwrap_or(lumen_signaling::DEFAULT_FANOUT_LIMIT),
+                drain_timeout_secs: c
+                    .cluster
+                    .drain_timeout
+                    .map_or(DEFAULT_DRAIN_TIMEOUT_SECS, |d| d.as_secs()),
+            },
         }
     }
 }
@@ -394,6 +447,16 @@ impl From<LumenConfig> for lumen_signaling::Config {
         };
         s.chat = c.chat;
         s.recording = c.recording;
+        let k = c.cluster;
+        let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        s.cluster = lumen_signaling::ClusterConfig {
+            redis_url: given(k.redis_url),
+            node_id: given(k.node_id),
+            region: given(Some(k.region)),
+            public_url: given(k.public_url).map(|u| u.trim_end_matches('/').to_string()),
+            fanout_limit: Some(k.fanout_limit),
+            drain_timeout: Some(std::time::Duration::from_secs(k.drain_timeout_secs)),
+        };
         s
     }
 }
@@ -487,6 +550,20 @@ pub const ENV: &[(&str, &str, EnvShape)] = &[
         EnvShape::List,
     ),
     ("LUMEN_RECORDING", "recording.policy", EnvShape::Text),
+    ("LUMEN_REDIS_URL", "cluster.redis_url", EnvShape::Text),
+    ("LUMEN_NODE_ID", "cluster.node_id", EnvShape::Text),
+    ("LUMEN_REGION", "cluster.region", EnvShape::Text),
+    ("LUMEN_PUBLIC_URL", "cluster.public_url", EnvShape::Text),
+    (
+        "LUMEN_FANOUT_LIMIT",
+        "cluster.fanout_limit",
+        EnvShape::Number,
+    ),
+    (
+        "LUMEN_DRAIN_TIMEOUT",
+        "cluster.drain_timeout_secs",
+        EnvShape::Number,
+    ),
     (
         "LUMEN_RECORDING_RETENTION_DAYS",
         "recording.retention_days",
@@ -622,6 +699,31 @@ pub struct ConfigArgs {
     /// [env: LUMEN_SIGNUP] [default: off]
     #[arg(long, value_name = "MODE")]
     pub signup: Option<String>,
+    /// Join the cluster whose directory is this Redis
+    /// [file: cluster.redis_url] [env: LUMEN_REDIS_URL]
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// This node's name in the cluster [file: cluster.node_id]
+    /// [env: LUMEN_NODE_ID] [default: <host name>-<HTTP port>]
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// This node's region [file: cluster.region] [env: LUMEN_REGION]
+    /// [default: default]
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
+    /// The URL other nodes reach this node at [file: cluster.public_url]
+    /// [env: LUMEN_PUBLIC_URL] [default: the HTTP listener's]
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Relay links to child nodes this node feeds at most
+    /// [file: cluster.fanout_limit] [env: LUMEN_FANOUT_LIMIT] [default: 50]
+    #[arg(long, value_name = "N")]
+    pub fanout_limit: Option<u32>,
+    /// On SIGTERM, seconds to drain before stopping anyway
+    /// [file: cluster.drain_timeout_secs] [env: LUMEN_DRAIN_TIMEOUT]
+    /// [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
 }
 
 impl ConfigArgs {
@@ -784,6 +886,37 @@ impl ConfigArgs {
             self.database_url.as_ref(),
         )?;
         flag(&mut out, "--signup", "auth.signup", self.signup.as_ref())?;
+        flag(
+            &mut out,
+            "--redis-url",
+            "cluster.redis_url",
+            self.redis_url.as_ref(),
+        )?;
+        flag(
+            &mut out,
+            "--node-id",
+            "cluster.node_id",
+            self.node_id.as_ref(),
+        )?;
+        flag(&mut out, "--region", "cluster.region", self.region.as_ref())?;
+        flag(
+            &mut out,
+            "--public-url",
+            "cluster.public_url",
+            self.public_url.as_ref(),
+        )?;
+        flag(
+            &mut out,
+            "--fanout-limit",
+            "cluster.fanout_limit",
+            self.fanout_limit,
+        )?;
+        flag(
+            &mut out,
+            "--drain-timeout",
+            "cluster.drain_timeout_secs",
+            self.drain_timeout,
+        )?;
         Ok(out)
     }
 }

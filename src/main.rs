@@ -209,6 +209,7 @@ fn seconds(d: Option<f64>) -> anyhow::Result<Option<std::time::Duration>> {
 async fn serve(a: config::ConfigArgs) -> anyhow::Result<()> {
     let loaded = a.load()?;
     let file = loaded.file.clone();
+    let drain = std::time::Duration::from_secs(loaded.config.cluster.drain_timeout_secs);
     let running = lumen_signaling::start(loaded.config.server()?)
         .await
         .context("starting lumen")?;
@@ -231,8 +232,18 @@ async fn serve(a: config::ConfigArgs) -> anyhow::Result<()> {
         Ok(None) => {}
         Err(e) => eprintln!("cannot make a setup code: {e}"),
     }
-    tokio::signal::ctrl_c().await.ok();
-    println!("shutting down");
-    running.shutdown().await;
+    // Ctrl-C stops at once; SIGTERM (an orchestrator's stop) drains first.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            println!("shutting down");
+            running.shutdown().await;
+        }
+        _ = term.recv() => {
+            println!("draining (up to {} s), then shutting down", drain.as_secs());
+            running.drain(drain).await;
+        }
+    }
     Ok(())
 }

@@ -48,6 +48,9 @@ const parts = location.pathname.split('/').filter(Boolean);
 const name = parts.length >= 2 ? decodeURIComponent(parts[1]) : '';
 const token = new URLSearchParams(location.search).get('token') || '';
 const PRIVATE_MESSAGE = 'This stream is private: ask its owner for a link.';
+// The WHEP endpoint a draining node sent this viewer to (its `reconnect`
+// event); the page's own node until then.
+let movedTo = null;
 
 // Machine-readable state for tests and scripts.
 const lumen = (window.lumen = {
@@ -175,7 +178,7 @@ async function connect() {
   });
   try {
     const { location: loc, links } = await negotiate(
-      pc, `/whep/${encodeURIComponent(name)}`, token, s.headers,
+      pc, movedTo || `/whep/${encodeURIComponent(name)}`, token, s.headers,
     );
     if (session !== s) {
       endSession(loc, token, s.headers);
@@ -236,7 +239,7 @@ async function followEvents(s, url) {
     const res = await fetch(url, {
       method: 'POST',
       headers: { ...authHeaders(s), 'Content-Type': 'application/json' },
-      body: JSON.stringify(['active', 'inactive', 'layers', 'viewercount', 'layer']),
+      body: JSON.stringify(['active', 'inactive', 'layers', 'viewercount', 'layer', 'reconnect']),
     });
     const loc = res.headers.get('Location');
     if (res.status !== 201 || !loc || session !== s) return;
@@ -256,6 +259,12 @@ async function followEvents(s, url) {
     });
     es.addEventListener('inactive', () => {
       if (session === s) restart(s, 'offline');
+    });
+    // The node drains (or stops): play on from the node it names, at once.
+    es.addEventListener('reconnect', (e) => {
+      const to = JSON.parse(e.data || '{}').url;
+      if (typeof to === 'string' && /^https?:\/\//.test(to)) movedTo = to;
+      if (session === s) restart(s, 'connecting', null, to ? 0 : RETRY_MS);
     });
   } catch (_) {
     // Events are a nicety; playback goes on without them.

@@ -198,6 +198,12 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_CHAT_FILTER_WORDS", "heck,darn"),
         ("LUMEN_RECORDING", "on_demand"),
         ("LUMEN_RECORDING_RETENTION_DAYS", "20"),
+        ("LUMEN_REDIS_URL", "redis://dir:6379/2"),
+        ("LUMEN_NODE_ID", "n-21"),
+        ("LUMEN_REGION", "eu-22"),
+        ("LUMEN_PUBLIC_URL", "http://n21.example:23"),
+        ("LUMEN_FANOUT_LIMIT", "24"),
+        ("LUMEN_DRAIN_TIMEOUT", "25"),
     ]);
     let expected = LumenConfig {
         data_dir: "123".into(),
@@ -251,8 +257,16 @@ fn every_env_variable_and_flag_reaches_its_field() {
             retention_days: 20,
             ..lumen_signaling::recorder::RecorderConfig::default()
         },
+        cluster: ClusterSection {
+            redis_url: Some("redis://dir:6379/2".into()),
+            node_id: Some("n-21".into()),
+            region: "eu-22".into(),
+            public_url: Some("http://n21.example:23".into()),
+            fanout_limit: 24,
+            drain_timeout_secs: 25,
+        },
     };
-    assert_eq!(ENV.len(), 37, "a new variable belongs in this test");
+    assert_eq!(ENV.len(), 43, "a new variable belongs in this test");
     let from_env = ConfigArgs::default()
         .load_with(vars, no_file())
         .expect("env");
@@ -302,6 +316,12 @@ fn every_env_variable_and_flag_reaches_its_field() {
         max_sessions: Some(10),
         database_url: Some("postgres://db/lumen".into()),
         signup: Some("invite-only".into()),
+        redis_url: Some("redis://dir:6379/2".into()),
+        node_id: Some("n-21".into()),
+        region: Some("eu-22".into()),
+        public_url: Some("http://n21.example:23".into()),
+        fanout_limit: Some(24),
+        drain_timeout: Some(25),
         ..args
     };
     let from_flags = args.load_with(limit_vars, no_file()).expect("flags");

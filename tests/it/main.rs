@@ -7,6 +7,8 @@ mod browser;
 mod chat_browser;
 mod chat_cli;
 mod chrome;
+mod cluster;
+mod cluster_nodes;
 mod e2e;
 mod https_browser;
 mod impair;

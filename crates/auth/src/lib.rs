@@ -33,7 +33,7 @@ pub use model::{
 };
 pub use scope::{Action, Scopes};
 pub use tokens::{
-    ExternalIssuer, JwksSource, TokenConfig, TokenError, TokenService, VerifiedToken,
+    ExternalIssuer, JwksSource, KEY_FILE, TokenConfig, TokenError, TokenService, VerifiedToken,
 };
 
 use store::Store;

@@ -327,6 +327,18 @@ impl Recordings<'_> {
         rows.iter().map(recording_from).collect()
     }
 
+    /// Moves a recording's start to `started_at` (ms since the epoch): for
+    /// importing recordings made elsewhere, and for retention tests, which
+    /// cannot wait days. `false`: there was no such recording.
+    pub async fn backdate(&self, id: &str, started_at: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE recordings SET started_at = $1 WHERE id = $2")
+            .bind(started_at)
+            .bind(id)
+            .execute(self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Finished recordings (ready or failed) that started before `ms`.
     pub async fn older_than(&self, ms: i64) -> Result<Vec<Recording>> {
         let rows = sqlx::query(select_recordings!(

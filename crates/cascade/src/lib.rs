@@ -51,6 +51,7 @@ mod heartbeat;
 mod memory;
 pub mod placement;
 mod redis;
+pub mod relay;
 #[doc(hidden)]
 pub mod testing;
 
@@ -148,6 +149,10 @@ pub struct NodeInfo {
     pub fanout_used: u32,
     /// Relay links it may feed.
     pub fanout_limit: u32,
+    /// The streams whose origin it is (so a cluster view can list every
+    /// stream); absent in records of older nodes.
+    #[serde(default)]
+    pub streams: Vec<String>,
 }
 
 impl NodeInfo {
@@ -160,6 +165,7 @@ impl NodeInfo {
             load: Load::default(),
             fanout_used: 0,
             fanout_limit: DEFAULT_FANOUT_LIMIT,
+            streams: Vec::new(),
         }
     }
 

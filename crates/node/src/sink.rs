@@ -146,6 +146,16 @@ impl SinkFeed {
             .map_err(|_| NodeError::Unavailable)
     }
 
+    /// [`SinkFeed::request_keyframe`] without waiting: a worker whose
+    /// command queue is full loses the request
+    /// ([`NodeError::Unavailable`]), which a caller that keeps asking can
+    /// afford.
+    pub fn try_request_keyframe(&self, rid: Option<Rid>) -> Result<(), NodeError> {
+        self.worker
+            .try_send(Command::FeedKeyframe { id: self.id, rid })
+            .map_err(|_| NodeError::Unavailable)
+    }
+
     /// Detaches from the stream; once it returns, the worker sends
     /// nothing more for this feed. (Dropping the feed detaches it too,
     /// without waiting.)

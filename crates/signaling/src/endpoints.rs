@@ -35,7 +35,22 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     check_stream_name(&stream)?;
     require_content_type(&headers, "application/sdp")?;
+    if st
+        .cluster
+        .draining
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Err(ApiError::Overloaded("this node is draining".to_string()));
+    }
     admit(&st, client)?;
+    if let Some(to) = crate::relays::redirect(&st, kind == Kind::Whip, &stream, &headers).await {
+        // Before the credentials: the other node checks them itself.
+        let mut res = StatusCode::TEMPORARY_REDIRECT.into_response();
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            res.headers_mut().insert(header::LOCATION, v);
+        }
+        return Ok(res);
+    }
     // Before the body is read: a refused client costs no more than this.
     let caller = authenticate(&st, &Method::POST, &headers)
         .await
@@ -62,7 +77,12 @@ pub(crate) async fn create(
     let video = first_video(&offer);
     let answer = match kind {
         Kind::Whip => st.node.publish(&stream, offer).await?,
-        Kind::Whep => st.node.subscribe(&stream, offer).await?,
+        Kind::Whep => {
+            // A stream published on another node of the cluster is carried
+            // here first.
+            crate::relays::ensure_carried(&st, &stream).await?;
+            st.node.subscribe(&stream, offer).await?
+        }
     };
     let session = answer.session;
     if kind == Kind::Whep {

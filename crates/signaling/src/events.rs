@@ -16,7 +16,9 @@
 //!   layers change, which includes their bitrates every few seconds.
 //! - `viewercount`: `{"viewercount": N}`.
 //! - `reconnect`, `{}`: the server is shutting down; POST the offer again
-//!   (after a short wait) to get a new session.
+//!   (after a short wait) to get a new session. A node of a cluster that
+//!   drains (SIGTERM) names where to go: `{"url": "http://other/whep/NAME"}`
+//!   (RFC 9725's WHEP event `reconnect` with the optional `url`).
 //! - `layer` (lumen's own): the layer this viewer receives and why:
 //!   `{"mediaId": "0", "current": "m", "target": "h", "reason": "bandwidth",
 //!   "estimateBps": 1800000, "requested": null}`; `reason` is one of
@@ -268,6 +270,11 @@ pub(crate) struct Feed {
     pub stream_rx: watch::Receiver<Option<StreamInfo>>,
     pub layer_rx: watch::Receiver<Option<ViewerLayer>>,
     pub stop: watch::Receiver<bool>,
+    /// Another node's base URL, once this node drains: the viewer is told
+    /// to reconnect to the stream's WHEP endpoint there.
+    pub moved: watch::Receiver<Option<String>>,
+    /// The stream's name.
+    pub stream: String,
     /// This reader's place under the event-stream reader limits, let go
     /// when the feed (the response body) is dropped.
     #[allow(dead_code)] // Held for its Drop.
@@ -311,6 +318,7 @@ impl Feed {
 
 enum Woke {
     Stop,
+    Moved(String),
     ViewerGone,
     Layer(Option<ViewerLayer>),
     Stream(Option<StreamInfo>),
@@ -353,6 +361,10 @@ impl FeedState {
         let woke = tokio::select! {
             biased;
             _ = f.stop.wait_for(|s| *s) => Woke::Stop,
+            m = f.moved.wait_for(|m| m.is_some()) => match m {
+                Ok(url) => Woke::Moved(url.clone().unwrap_or_default()),
+                Err(_) => Woke::Stop,
+            },
             r = f.layer_rx.changed() => match r {
                 Ok(()) => Woke::Layer(f.layer_rx.borrow_and_update().clone()),
                 Err(_) => Woke::ViewerGone,
@@ -368,6 +380,14 @@ impl FeedState {
                 self.enqueue([Message {
                     event: "reconnect",
                     data: json!({}),
+                }]);
+            }
+            Woke::Moved(base) => {
+                self.ended = true;
+                let url = format!("{base}/whep/{}", self.feed.stream);
+                self.enqueue([Message {
+                    event: "reconnect",
+                    data: json!({ "url": url }),
                 }]);
             }
             // The viewer's peer is closed: the session is over.

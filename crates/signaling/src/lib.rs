@@ -11,6 +11,7 @@
 mod api;
 mod authn;
 mod chat;
+mod cluster;
 mod endpoints;
 mod error;
 mod events;
@@ -19,6 +20,7 @@ mod limits;
 mod prom;
 mod proxy;
 mod recording;
+mod relays;
 mod request;
 mod revocations;
 mod routes;
@@ -46,9 +48,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use chat::ChatSettings;
+pub use cluster::{ClusterConfig, DEFAULT_REGION};
 pub use error::ApiError;
 pub use limits::Limits;
 pub use lumen_auth as auth;
+pub use lumen_cascade::DEFAULT_FANOUT_LIMIT;
 pub use lumen_node::DEFAULT_WORKER_SPREAD;
 pub use lumen_recorder as recorder;
 pub use proxy::{Cidr, CidrError};
@@ -116,6 +120,8 @@ pub struct Config {
     /// Recording: the policy, the object store, sealing, the spool,
     /// retention.
     pub recording: lumen_recorder::RecorderConfig,
+    /// The cluster this node joins (none: a cluster of one).
+    pub cluster: ClusterConfig,
     /// Delete `data_dir` at shutdown (servers made by [`Config::ephemeral`]).
     pub remove_data_dir: bool,
 }
@@ -154,6 +160,7 @@ impl Config {
             auth: lumen_auth::AuthConfig::new("lumen-data"),
             chat: ChatSettings::default(),
             recording: lumen_recorder::RecorderConfig::default(),
+            cluster: ClusterConfig::default(),
             remove_data_dir: false,
         }
     }
@@ -244,6 +251,9 @@ pub enum StartError {
     /// The recorder could not start (its store, keys or spool).
     #[error("cannot start the recorder: {0}")]
     Recorder(#[from] lumen_recorder::RecorderError),
+    /// The cluster settings are unusable (a bad node name, a bad Redis URL).
+    #[error("cannot join the cluster: {0}")]
+    Cluster(String),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -256,6 +266,10 @@ pub enum StartError {
 
 /// A running server. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
+    /// This node's entry in its cluster, and the task that keeps it fresh.
+    heartbeat: JoinHandle<()>,
+    cluster: Arc<cluster::Cluster>,
+    sessions: Arc<sessions::Sessions>,
     http_addr: SocketAddr,
     tls: bool,
     rtc_addrs: Vec<SocketAddr>,
@@ -311,6 +325,22 @@ impl Running {
         self.wait().await;
     }
 
+    /// Drains, then stops (a node of a cluster on SIGTERM): takes no new
+    /// sessions or relay children (`/readyz` answers 503), leaves the
+    /// cluster's directory, tells its viewers to reconnect to another node
+    /// (the WHEP `reconnect` event with that node's URL), ends the relay
+    /// links it feeds so their children re-parent, and stops once every
+    /// session has ended or `deadline` has passed.
+    pub async fn drain(self, deadline: std::time::Duration) {
+        cluster::drain(&self.cluster).await;
+        let until = tokio::time::Instant::now() + deadline;
+        while self.sessions.len() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        tracing::info!(left = self.sessions.len(), "drained; stopping");
+        self.shutdown().await;
+    }
+
     /// Asks the server to stop without waiting.
     pub fn signal_shutdown(&self) {
         let _ = self.stop.send(true);
@@ -322,6 +352,15 @@ impl Running {
         // The HTTP task ends when the stop signal is seen.
         let http = self.tasks.remove(0);
         let _ = http.await;
+        // Out of the directory at once: other nodes stop sending viewers
+        // and children here.
+        self.heartbeat.abort();
+        let me = self.cluster.me.clone();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.cluster.dir.deregister(&me),
+        )
+        .await;
         // Recordings end (their last fragments written, then finalised,
         // within bounds) while the node still feeds them.
         self.recorder.shutdown().await;
@@ -369,6 +408,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let rtc_addrs = node.handle().local_addrs();
     let (stop, stop_rx) = watch::channel(false);
     let sessions = Arc::new(sessions::Sessions::default());
+    let session_table = sessions.clone();
     let hub = Arc::new(hub::Hub::default());
     let mut state = state::AppState::new(
         node.handle(),
@@ -383,11 +423,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let chat_queue = chat::Queue::new();
     state.chat = chat_queue.handle();
     state.limits = config.limits.clone();
+    // Relay links bind where the media does (loopback by default).
+    let media_ip = config
+        .public_ip
+        .or(Some(config.rtc_addr.ip()).filter(|ip| !ip.is_unspecified()))
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let (cluster, heartbeat) = cluster::join(
+        &config.cluster,
+        http_addr,
+        tls.is_some(),
+        media_ip,
+        sessions.clone(),
+    )?;
+    state.cluster = cluster.clone();
     let refused_connections = state.refusals.connections.clone();
     let state = Arc::new(state);
+    let cluster_tap = relays::Tap::new(state.clone());
     let max_connections = server::connection_cap(config.max_connections, server::raise_nofile());
 
-    let app = routes::router(state);
+    let app = routes::router(state.clone());
     let https = tls.is_some();
     let listening = server::Listening {
         max_connections,
@@ -423,10 +477,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             events,
             sessions,
             hub,
-            (tap, (chat, recording::Tap::new(recorder.clone()))),
+            (
+                tap,
+                (chat, (recording::Tap::new(recorder.clone()), cluster_tap)),
+            ),
         )));
     }
     Ok(Running {
+        heartbeat,
+        cluster,
+        sessions: session_table,
         http_addr,
         tls: https,
         rtc_addrs,

@@ -34,6 +34,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/streams", get(api::list_streams))
         .route("/api/streams/{stream}", get(api::one_stream))
         .route("/metrics", get(api::metrics))
+        .route("/readyz", get(crate::relays::readyz))
+        .route("/internal/v1/relay/{stream}", crate::relays::relay_routes())
+        .route(
+            "/internal/v1/relay/{stream}/{link}",
+            crate::relays::link_routes(),
+        )
         .route("/", get(|| api::page("index.html")))
         .route("/broadcast", get(|| api::page("broadcast.html")))
         .route("/watch/{stream}", get(|| api::page("watch.html")))
@@ -43,6 +49,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/dashboard", get(|| api::page("dashboard.html")))
         .route("/admin", get(|| api::page("admin.html")))
         .route("/moderation", get(|| api::page("moderation.html")))
+        .route("/cluster", get(|| api::page("cluster.html")))
         .route("/vod/{name}", get(crate::vod::vod))
         .route("/vod/{id}/{file}", get(crate::vod::vod_file))
         .route(

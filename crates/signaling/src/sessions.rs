@@ -132,6 +132,29 @@ impl Sessions {
         self.lock().by_id.get(id).cloned()
     }
 
+    /// The streams published here (by WHIP sessions), by name.
+    pub fn published(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .lock()
+            .by_id
+            .values()
+            .filter(|e| e.kind == Kind::Whip)
+            .map(|e| e.stream.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The URL id of the WHIP session publishing `stream` here, if any.
+    pub fn publisher_of(&self, stream: &str) -> Option<String> {
+        self.lock()
+            .by_id
+            .iter()
+            .find(|(_, e)| e.kind == Kind::Whip && e.stream == stream)
+            .map(|(id, _)| id.clone())
+    }
+
     /// The URL id of the session the node serves as `session`.
     pub fn id_of(&self, session: SessionRef) -> Option<String> {
         self.lock().by_ref.get(&session).cloned()

@@ -34,6 +34,8 @@ pub(crate) struct AppState {
     pub chat: ChatHandle,
     /// The recorder (none in unit tests' apps).
     pub recorder: Option<lumen_recorder::Recorder>,
+    /// This node in its cluster (a cluster of one by default).
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
             refusals: Refusals::default(),
             chat: ChatHandle::default(),
             recorder: None,
+            cluster: Arc::new(crate::cluster::Cluster::alone()),
         }
     }
 

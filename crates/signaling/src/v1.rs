@@ -10,6 +10,7 @@
 
 mod admin;
 mod chat;
+mod cluster;
 mod keys;
 mod openapi;
 mod recordings;
@@ -80,6 +81,7 @@ pub(crate) fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(webhooks::list, webhooks::create))
         .routes(routes!(webhooks::one, webhooks::update, webhooks::remove))
         .routes(routes!(webhooks::deliveries))
+        .routes(routes!(cluster::view))
         .routes(routes!(jwks))
         .routes(routes!(openapi::document))
 }

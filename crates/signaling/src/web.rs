@@ -81,6 +81,16 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../web-client/moderation.js"),
     ),
     (
+        "cluster.html",
+        HTML,
+        include_str!("../../../web-client/cluster.html"),
+    ),
+    (
+        "cluster.js",
+        JS,
+        include_str!("../../../web-client/cluster.js"),
+    ),
+    (
         "style.css",
         CSS,
         include_str!("../../../web-client/style.css"),

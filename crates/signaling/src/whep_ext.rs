@@ -145,6 +145,8 @@ async fn sse_get(
         stream_rx,
         layer_rx,
         stop: st.stop.clone(),
+        moved: st.cluster.moved.subscribe(),
+        stream: stream.clone(),
         reader,
         still_exists: {
             let sessions = st.sessions.clone();

@@ -13,6 +13,7 @@ mod bench;
 mod crash;
 mod on_demand;
 mod record;
+mod retention;
 mod sealed;
 
 use std::future::Future;

@@ -1,0 +1,186 @@
+//! The relay tree with real servers, real sockets and a real Redis: three
+//! lumen servers share a directory; a stream published on one reaches
+//! viewers on the others through relay links (str0m to str0m, DTLS-SRTP),
+//! and a relay that stops is routed around without its viewers
+//! reconnecting.
+
+use std::time::{Duration, Instant};
+
+use lumen_cascade::testing::TempRedis;
+use lumen_cascade::{Directory, NodeId, RedisConfig, RedisDirectory};
+use lumen_tools::client::{PublishOptions, Publisher, WatchOptions, Watcher};
+
+use crate::support::{TestServer, start_server_with};
+
+/// A cluster node on loopback: its own data dir, the cluster's signing
+/// key (so node tokens verify on every node), this region and name.
+async fn node(redis: &TempRedis, key: Option<&[u8]>, name: &str, region: &str) -> TestServer {
+    let (url, name, region) = (redis.url(), name.to_string(), region.to_string());
+    start_server_with(move |c| {
+        c.cluster.redis_url = Some(url);
+        c.cluster.node_id = Some(name);
+        c.cluster.region = Some(region);
+        if let Some(key) = key {
+            std::fs::create_dir_all(&c.data_dir).expect("data dir");
+            let path = c.data_dir.join(lumen_signaling::auth::KEY_FILE);
+            std::fs::write(&path, key).expect("the shared key is written");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("key mode");
+        }
+    })
+    .await
+}
+
+/// Starts a viewer of `stream` on `base`, retrying while the stream is not
+/// known there yet (the origin's claim reaches the directory a moment
+/// after the publisher connects).
+async fn watch(base: &str, stream: &str) -> Watcher {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Watcher::start(WatchOptions {
+            url: format!("{base}/whep/{stream}"),
+            token: None,
+            layer: None,
+            chat: false,
+        })
+        .await
+        {
+            Ok(w) => return w,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("viewer not admitted yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no viewer on {base}: {e}"),
+        }
+    }
+}
+
+/// Waits until `w` decodes pictures; panics after `limit`.
+async fn decoding(w: &Watcher, what: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while w.stats().frames_decoded == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{what} decoded nothing: {:?}",
+            w.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Samples a viewer's decoded pictures for `d`; answers the longest time
+/// in which none was decoded.
+async fn longest_freeze(w: &Watcher, d: Duration) -> Duration {
+    let end = Instant::now() + d;
+    let mut last = w.stats().frames_decoded;
+    let mut last_change = Instant::now();
+    let mut longest = Duration::ZERO;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let n = w.stats().frames_decoded;
+        if n != last {
+            longest = longest.max(last_change.elapsed());
+            last = n;
+            last_change = Instant::now();
+        }
+    }
+    longest.max(last_change.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_travels_down_the_tree_and_heals_around_a_stopped_relay() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let Some(redis) = TempRedis::start("a_stream_travels_down_the_tree") else {
+        return;
+    };
+    let origin = node(&redis, None, "origin", "eu").await;
+    let key = std::fs::read(origin.data_dir().join(lumen_signaling::auth::KEY_FILE))
+        .expect("the origin's signing key");
+    let relay = node(&redis, Some(&key), "relay", "us").await;
+    let edge = node(&redis, Some(&key), "edge", "us").await;
+
+    let publisher = Publisher::start(PublishOptions {
+        url: format!("{}/whip/tree", origin.http_url()),
+        token: Some(origin.publish_token()),
+        width: 320,
+        height: 180,
+        fps: 30,
+        bitrate_bps: 500_000,
+        ..Default::default()
+    })
+    .await
+    .expect("publish on the origin");
+
+    // The first node with a viewer feeds from the origin; the edge, in the
+    // relay's region, from the relay.
+    let on_relay = watch(&relay.http_url(), "tree").await;
+    decoding(&on_relay, "the relay's viewer", Duration::from_secs(10)).await;
+    let on_edge = watch(&edge.http_url(), "tree").await;
+    decoding(&on_edge, "the edge's viewer", Duration::from_secs(10)).await;
+
+    let dir = RedisDirectory::new(RedisConfig::new(redis.url())).expect("directory");
+    let carriers = dir.carriers("tree").await.expect("carriers");
+    let of = |n: &str| {
+        carriers
+            .iter()
+            .find(|c| c.node.as_str() == n)
+            .unwrap_or_else(|| panic!("{n} does not carry the stream: {carriers:?}"))
+    };
+    let id = |n: &str| NodeId::new(n).expect("name");
+    assert_eq!(of("origin").depth, 0, "{carriers:?}");
+    assert_eq!(of("relay").parent, Some(id("origin")), "{carriers:?}");
+    assert_eq!(of("edge").parent, Some(id("relay")), "{carriers:?}");
+    assert_eq!(of("edge").depth, 2, "{carriers:?}");
+
+    // Two hops lose nothing: every frame arrives, in order.
+    let before = on_edge.stats();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = on_edge.stats();
+    assert!(
+        after.frames_decoded - before.frames_decoded >= 60,
+        "the edge's viewer decoded {} frames in 3 s: {after:?}",
+        after.frames_decoded - before.frames_decoded
+    );
+    assert_eq!(
+        after.frame_number_gaps, 0,
+        "frames lost on the way: {after:?}"
+    );
+    assert_eq!(after.out_of_order, 0, "{after:?}");
+
+    // The relay stops: the edge re-attaches to the origin, its viewer keeps
+    // its session and sees a freeze of under 3 s.
+    let _ = on_relay.stop().await;
+    let stopped = tokio::spawn(relay.stop());
+    let freeze = longest_freeze(&on_edge, Duration::from_secs(6)).await;
+    stopped.await.expect("the relay stopped");
+    let healed = on_edge.stats();
+    assert!(
+        freeze < Duration::from_secs(3),
+        "the edge's viewer froze {freeze:?}: {healed:?}"
+    );
+    let carriers = dir.carriers("tree").await.expect("carriers");
+    assert!(
+        carriers
+            .iter()
+            .any(|c| c.node.as_str() == "edge" && c.parent == Some(id("origin"))),
+        "the edge did not re-attach to the origin: {carriers:?}"
+    );
+    // Media flows on from the new parent.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = on_edge.stats();
+    assert!(
+        later.frames_decoded >= healed.frames_decoded + 30,
+        "the edge's viewer decodes no more after healing: {later:?}"
+    );
+    let (status, end) = on_edge.stop().await.expect("stop the edge's viewer");
+    // Its one session: the DELETE of the URL it was given at the start.
+    assert_eq!(status, 200, "{end:?}");
+
+    let _ = publisher.stop().await;
+    edge.stop().await;
+    origin.stop().await;
+}

@@ -1,0 +1,366 @@
+//! The relay tree as operators run it: five `lumen serve` processes in
+//! three regions on loopback, one Redis. A stream published to one node is
+//! watched on the farthest edge; a relay killed with SIGKILL is routed
+//! around without its edge's viewer reconnecting; a node stopped with
+//! SIGTERM drains, sending its viewers to a sibling through the WHEP
+//! `reconnect` event.
+//!
+//! Not done here: latency between the regions (the nodes share loopback;
+//! placement by region is what is tested, not the delay of a hop).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lumen_cascade::testing::TempRedis;
+use lumen_cascade::{Directory, NodeId, RedisConfig, RedisDirectory};
+use lumen_tools::client::{PublishOptions, Publisher, WatchOptions, Watcher};
+
+/// One `lumen serve` process.
+struct NodeProcess {
+    name: String,
+    url: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Starts `lumen serve` as node `name` in `region`; with `key`, the
+    /// cluster's signing key is put in its data dir first.
+    fn start(redis: &TempRedis, name: &str, region: &str, key: Option<&[u8]>) -> NodeProcess {
+        let dir = std::env::temp_dir().join(format!(
+            "lumen-cluster-{}-{name}-{:x}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).expect("data dir");
+        if let Some(key) = key {
+            let path = dir.join("jwt-ed25519.pk8");
+            std::fs::write(&path, key).expect("key");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("mode");
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+            .arg("serve")
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--rtc-addr", "127.0.0.1:0"])
+            .args(["--workers", "1"])
+            .args(["--redis-url", &redis.url()])
+            .args(["--node-id", name, "--region", region])
+            .args(["--public-url", &url])
+            .args(["--drain-timeout", "10"])
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("LUMEN_RECORDING", "off")
+            .env("LUMEN_SESSIONS_PER_CLIENT", "0")
+            .env("LUMEN_SESSION_RATE", "0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.with_extension("log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("lumen serve starts");
+        NodeProcess {
+            name: name.to_string(),
+            url,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.url)).await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never became ready; its log: {}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// Waits (bounded) for the process to exit; answers whether it did.
+    async fn exited_within(&mut self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && c.try_wait().ok().flatten().is_some()
+            {
+                self.child = None;
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(self.dir.with_extension("log"));
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}
+
+fn key_of(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("jwt-ed25519.pk8")).expect("the first node's signing key")
+}
+
+/// `lumen token mint` against the first node's data dir.
+fn publish_token(dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lumen"))
+        .args(["token", "mint", "--scope", "publish:*", "--ttl", "1h"])
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("lumen token mint runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(str::trim)
+        .find(|l| l.matches('.').count() == 2)
+        .expect("a JWT on stdout")
+        .to_string()
+}
+
+async fn watch(base: &str, stream: &str) -> Watcher {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match Watcher::start(WatchOptions {
+            url: format!("{base}/whep/{stream}"),
+            token: None,
+            layer: None,
+            chat: false,
+        })
+        .await
+        {
+            Ok(w) => return w,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("viewer on {base} not admitted yet: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("no viewer on {base}: {e}"),
+        }
+    }
+}
+
+async fn decoding(w: &Watcher, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while w.stats().frames_decoded == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{what} decoded nothing: {:?}",
+            w.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The longest time within `d` in which `w` decoded no picture.
+async fn longest_freeze(w: &Watcher, d: Duration) -> Duration {
+    let end = Instant::now() + d;
+    let mut last = w.stats().frames_decoded;
+    let mut since = Instant::now();
+    let mut longest = Duration::ZERO;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let n = w.stats().frames_decoded;
+        if n != last {
+            longest = longest.max(since.elapsed());
+            last = n;
+            since = Instant::now();
+        }
+    }
+    longest.max(since.elapsed())
+}
+
+/// Opens the viewer's WHEP event stream for `reconnect` and answers the
+/// response to read it from.
+async fn reconnect_events(session_url: &str) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{session_url}/sse"))
+        .header("content-type", "application/json")
+        .body(r#"["reconnect"]"#)
+        .send()
+        .await
+        .expect("event stream request");
+    assert_eq!(res.status(), 201, "event stream not created");
+    let loc = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_string();
+    let url = reqwest::Url::parse(session_url)
+        .and_then(|u| u.join(&loc))
+        .expect("event stream URL");
+    client.get(url).send().await.expect("event stream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_in_three_regions_carry_heal_and_drain() {
+    let Some(redis) = TempRedis::start("five_nodes_in_three_regions") else {
+        return;
+    };
+    let origin = NodeProcess::start(&redis, "origin", "eu", None);
+    origin.ready().await;
+    let key = key_of(&origin.dir);
+    let relay_us = NodeProcess::start(&redis, "relay-us", "us", Some(&key));
+    let edge_us = NodeProcess::start(&redis, "edge-us", "us", Some(&key));
+    let relay_ap = NodeProcess::start(&redis, "relay-ap", "ap", Some(&key));
+    let mut edge_ap = NodeProcess::start(&redis, "edge-ap", "ap", Some(&key));
+    for n in [&relay_us, &edge_us, &relay_ap, &edge_ap] {
+        n.ready().await;
+    }
+
+    let publisher = Publisher::start(PublishOptions {
+        url: format!("{}/whip/show", origin.url),
+        token: Some(publish_token(&origin.dir)),
+        width: 320,
+        height: 180,
+        fps: 30,
+        bitrate_bps: 400_000,
+        ..Default::default()
+    })
+    .await
+    .expect("publish on the origin");
+
+    // Each region's relay first, then its edge, which feeds from it.
+    let on_relay_us = watch(&relay_us.url, "show").await;
+    decoding(&on_relay_us, "relay-us's viewer").await;
+    let on_edge_us = watch(&edge_us.url, "show").await;
+    decoding(&on_edge_us, "edge-us's viewer").await;
+    let on_relay_ap = watch(&relay_ap.url, "show").await;
+    decoding(&on_relay_ap, "relay-ap's viewer").await;
+    let on_edge_ap = watch(&edge_ap.url, "show").await;
+    decoding(&on_edge_ap, "edge-ap's viewer").await;
+
+    // A publisher sent to another node is redirected to the origin (by
+    // now the origin's claim is in the directory: viewers are watching).
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{}/whip/show", edge_us.url))
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .expect("WHIP POST");
+    assert_eq!(res.status(), 307);
+    assert_eq!(
+        res.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("{}/whip/show", origin.url).as_str())
+    );
+
+    let dir = RedisDirectory::new(RedisConfig::new(redis.url())).expect("directory");
+    let id = |n: &str| NodeId::new(n).expect("name");
+    let carriers = dir.carriers("show").await.expect("carriers");
+    let parent_of = |n: &str| {
+        carriers
+            .iter()
+            .find(|c| c.node.as_str() == n)
+            .and_then(|c| c.parent.clone())
+    };
+    assert_eq!(parent_of("relay-us"), Some(id("origin")), "{carriers:?}");
+    assert_eq!(parent_of("edge-us"), Some(id("relay-us")), "{carriers:?}");
+    assert_eq!(parent_of("edge-ap"), Some(id("relay-ap")), "{carriers:?}");
+
+    // SIGKILL the US relay: its edge re-parents, the viewer there keeps
+    // its session and freezes for under 3 s.
+    let session_before = on_edge_us.session_url().to_string();
+    relay_us.signal("-KILL");
+    let freeze = longest_freeze(&on_edge_us, Duration::from_secs(8)).await;
+    assert!(
+        freeze < Duration::from_secs(3),
+        "edge-us's viewer froze {freeze:?}: {:?}\nedge-us log:\n{}",
+        on_edge_us.stats(),
+        edge_us.log()
+    );
+    assert_eq!(on_edge_us.session_url(), session_before);
+    let carriers = dir.carriers("show").await.expect("carriers");
+    assert!(
+        carriers
+            .iter()
+            .any(|c| c.node.as_str() == "edge-us" && c.parent.is_some()),
+        "{carriers:?}"
+    );
+    drop(on_relay_us);
+
+    // SIGTERM the AP edge: its viewer is told to reconnect to the other AP
+    // node, and the process exits once the viewer has gone.
+    let mut events = reconnect_events(on_edge_ap.session_url()).await;
+    edge_ap.signal("-TERM");
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains("event: reconnect") || !text.contains("\n\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.chunk()).await {
+            Ok(Ok(Some(c))) => text.push_str(&String::from_utf8_lossy(&c)),
+            _ => break,
+        }
+    }
+    assert!(
+        text.contains("event: reconnect"),
+        "no reconnect event: {text:?}"
+    );
+    assert!(
+        text.contains(&format!("{}/whep/show", relay_ap.url)),
+        "the viewer was not sent to relay-ap: {text:?}"
+    );
+    // The viewer goes (as a player following the event would).
+    let _ = on_edge_ap.stop().await;
+    assert!(
+        edge_ap.exited_within(Duration::from_secs(15)).await,
+        "the drained node did not exit; its log:\n{}",
+        edge_ap.log()
+    );
+
+    let _ = on_edge_us.stop().await;
+    let _ = on_relay_ap.stop().await;
+    let _ = publisher.stop().await;
+    drop(redis);
+}
