@@ -8,7 +8,8 @@
 //!    by default) in this process on a fresh stream and runs the load
 //!    generator against it: a fast ramp, then a steady window.
 //! 4. Prints, per level, subscriber packets forwarded per server CPU-second
-//!    divided by the ceiling, and the first level at which loss passes 0.5 %
+//!    divided by the ceiling (on one line with the CPU model and the
+//!    ceiling, so runs on different machines compare), and the first level at which loss passes 0.5 %
 //!    or the forwarding latency p99 (SEI send time to the viewer's socket,
 //!    over the steady window) passes 10 ms, and the server's own forwarding
 //!    delay (its `/metrics` histogram, from all viewers joined to the end);
@@ -17,7 +18,9 @@
 //! Run: `cargo bench --bench fanout`. Environment overrides:
 //! `LUMEN_FANOUT_LEVELS=50,100,200` (viewer counts), `LUMEN_FANOUT_STEADY=5`
 //! (seconds of steady state per level), `LUMEN_FANOUT_BITRATE=2500000`,
-//! `LUMEN_FANOUT_SIZE=1280x720`, `LUMEN_FANOUT_RAMP=100` (viewers per second).
+//! `LUMEN_FANOUT_SIZE=1280x720`, `LUMEN_FANOUT_RAMP=100` (viewers per second),
+//! `LUMEN_FANOUT_THREADS=1` (the load generator's threads; its CPU is in
+//! each level's table, next to the server's).
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -25,8 +28,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lumen_tools::bench::{CeilingOptions, CeilingReport, run_ceiling};
-use lumen_tools::load::{LoadOptions, LoadReport, ProcSample, PublishSpec, run};
+use lumen_tools::bench::{CeilingOptions, CeilingReport, cpu_model, run_ceiling};
+use lumen_tools::load::{LoadOptions, LoadReport, ProcSample, PublishSpec, run_on_threads};
 
 /// Loss above this, or latency p99 above the next, marks the level where
 /// the server stops keeping up.
@@ -46,6 +49,8 @@ fn main() -> anyhow::Result<()> {
     let ramp = env_num("LUMEN_FANOUT_RAMP", 100.0)?;
     let bitrate = env_num("LUMEN_FANOUT_BITRATE", 2_500_000.0)? as u32;
     let (width, height) = env_size("LUMEN_FANOUT_SIZE", (1280, 720))?;
+    let threads = env_num("LUMEN_FANOUT_THREADS", 1.0)? as usize;
+    let cpu = cpu_model();
 
     eprintln!("measuring the ceiling …");
     let ceiling = run_ceiling(&CeilingOptions::default())?;
@@ -70,14 +75,15 @@ fn main() -> anyhow::Result<()> {
     let mut knee = None;
     for (i, &n) in levels.iter().enumerate() {
         let stream = format!("fanout{i}");
+        // The load run's duration counts from the end of its ramp.
         let duration = Duration::from_secs_f64(n as f64 / ramp) + steady;
         eprintln!("== {n} viewers ({:.0} s) ==", duration.as_secs_f64());
-        let load = rt.spawn(run(LoadOptions {
+        let options = LoadOptions {
             whep_url: format!("{}/whep/{stream}", server.http_url),
             token: Some(token.clone()),
             viewers: n,
             ramp_per_sec: ramp,
-            duration,
+            duration: steady,
             publish: Some(PublishSpec {
                 whip_url: format!("{}/whip/{stream}", server.http_url),
                 width,
@@ -88,7 +94,8 @@ fn main() -> anyhow::Result<()> {
             }),
             server_pid: Some(server.pid()),
             progress: true,
-        }));
+        };
+        let load = rt.spawn(run_on_threads(options, None, threads));
         // The server's forwarding delay is read from once every viewer is
         // on (and a second more) to the end: the steady state, not the joins.
         let delay_before = rt.block_on(async {
@@ -116,7 +123,18 @@ fn main() -> anyhow::Result<()> {
                 row.server_delay
             );
         }
-        println!("ratio to ceiling: {}", fmt_opt(row.ratio, 3));
+        println!(
+            "{n} viewers on {cpu}: ceiling {:.0} pkt/s, server {} pkt per CPU-second, ratio to ceiling {}",
+            ceiling.ceiling_pps(),
+            fmt_opt(row.pkts_per_cpu_s, 0),
+            fmt_opt(row.ratio, 3)
+        );
+        if report.generator_saturated() {
+            println!(
+                "  the generator was near its capacity ({} thread(s)): this level measures it, not the server; try LUMEN_FANOUT_THREADS",
+                report.generator_threads
+            );
+        }
         // Forwarding latency: the SEI send time (taken after encoding) to
         // the kernel's receive time on the viewer's socket, so neither the
         // encoder nor the generator's own queueing is in it. Judged on the

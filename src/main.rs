@@ -7,6 +7,7 @@
 
 mod accounts;
 mod config;
+mod simulate;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -50,6 +51,8 @@ enum Cmd {
     Load(lumen_tools::load::LoadArgs),
     /// Measure this machine: `lumen bench ceiling`.
     Bench(lumen_tools::bench::BenchArgs),
+    /// Plan the relay tree for an audience: `lumen simulate --viewers 10000000 --regions 6`.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(clap::Args)]
@@ -168,6 +171,7 @@ fn main() -> anyhow::Result<()> {
                 lumen_tools::load::run_load_cli(a).await
             }
             Cmd::Bench(a) => lumen_tools::bench::run_bench_cli(a).await,
+            Cmd::Simulate(a) => simulate::run(a),
         }
     })
 }

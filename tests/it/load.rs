@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use lumen_tools::bench::{CeilingOptions, run_ceiling};
-use lumen_tools::load::{LoadOptions, LoadReport, PublishSpec, run};
+use lumen_tools::load::{LoadOptions, LoadReport, PublishSpec, run, run_on_threads};
 
 /// The in-process publisher's video bitrate.
 const PUBLISH_BPS: u32 = 300_000;
@@ -130,6 +130,82 @@ async fn load_generator_viewers_receive_the_published_stream() {
     assert_eq!(json["viewers"].as_array().map(Vec::len), Some(viewers));
     assert!(json["latency"]["p50_ms"].as_f64().is_some_and(|p| p > 0.0));
 
+    server.stop().await;
+}
+
+/// Issue 16: the ramp paces (viewer k's POST goes out no earlier than k/ramp
+/// seconds in, so 10 viewers at 5/s are not all started in the first half
+/// second), and two threads drive the viewers between them, with the
+/// generator's CPU reported per viewer. Lower bounds only: a sleep never
+/// ends early, but on a busy machine it may end late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_ramp_paces_viewers_over_two_threads() {
+    let server = crate::support::start_server().await;
+    let base = server.http_url();
+    let (viewers, ramp) = (10, 5.0);
+    let report = run_on_threads(
+        LoadOptions {
+            whep_url: format!("{base}/whep/paced"),
+            token: Some(server.publish_token()),
+            viewers,
+            ramp_per_sec: ramp,
+            duration: Duration::from_secs(2),
+            publish: Some(publish_spec(&base, "paced")),
+            server_pid: None,
+            progress: false,
+        },
+        None,
+        2,
+    )
+    .await
+    .expect("the load run completes");
+    let table = report.table();
+
+    assert_eq!(report.generator_threads, 2, "{table}");
+    assert_eq!(report.viewers_started, viewers, "{table}");
+    assert_eq!(report.viewers_connected, viewers, "{table}");
+    let ids: Vec<usize> = report.viewers.iter().map(|v| v.id).collect();
+    assert_eq!(ids, (0..viewers).collect::<Vec<_>>(), "start order");
+    let posted: Vec<f64> = report
+        .viewers
+        .iter()
+        .map(|v| v.posted_s.expect("a POST time"))
+        .collect();
+    for (k, p) in posted.iter().enumerate() {
+        // A millisecond of slack for the timer's and the clock's rounding.
+        assert!(
+            *p >= k as f64 / ramp - 0.001,
+            "viewer {k} posted at {p:.3} s, due at {:.3} s: {posted:?}",
+            k as f64 / ramp
+        );
+    }
+    assert!(
+        posted.iter().filter(|p| **p < 0.5).count() <= 3,
+        "not paced: {posted:?}"
+    );
+    let spread = posted.iter().copied().fold(f64::MIN, f64::max)
+        - posted.iter().copied().fold(f64::MAX, f64::min);
+    assert!(spread >= 1.7, "POSTs spread over {spread:.2} s: {posted:?}");
+
+    // Both loops' viewers received the stream and count in the timeline.
+    assert!(report.viewers.iter().all(|v| v.packets > 0), "{table}");
+    assert_eq!(
+        report.timeline.last().map(|p| p.viewers_connected),
+        Some(viewers),
+        "{:?}",
+        report.timeline
+    );
+    assert!(report.timeline.iter().any(|p| p.rx_packets_per_s > 0.0));
+    assert!(report.steady.generator_cpu_percent.is_some(), "{table}");
+    let per_viewer = report
+        .generator_cpu_percent_per_viewer
+        .expect("generator CPU per viewer");
+    let total = report.generator_cpu_percent.expect("generator CPU");
+    assert!(
+        (per_viewer * viewers as f64 - total).abs() < 1e-6,
+        "{table}"
+    );
+    assert!(table.contains("per viewer"), "{table}");
     server.stop().await;
 }
 

@@ -31,7 +31,9 @@ async fn chat_load_times_every_viewers_receipts() {
             token: Some(server.publish_token()),
             viewers,
             ramp_per_sec: 20.0,
-            duration: Duration::from_secs(4),
+            // After the 0.2 s ramp: 4 s in all, 80 pacer slots, so each
+            // chatter stays within the rate limit's 20 messages.
+            duration: Duration::from_millis(3_800),
             publish: Some(PublishSpec {
                 whip_url: format!("{base}/whip/chatload"),
                 width: 320,

@@ -9,6 +9,7 @@ mod chat_cli;
 mod chrome;
 mod cluster;
 mod cluster_nodes;
+mod deploy;
 mod e2e;
 mod https_browser;
 mod impair;

@@ -1,6 +1,7 @@
 //! lumen's relay tree: the cluster [`Directory`] that the nodes of a cluster
 //! share, and the pure [`placement`] rules that pick a parent for a relay
-//! link or an edge for a viewer.
+//! link or an edge for a viewer; [`plan`] is the capacity model of a whole
+//! tree (`lumen simulate`).
 //!
 //! A cluster is a set of `lumen serve` processes. Each one registers itself
 //! with a heartbeat ([`spawn_heartbeat`]); a node that misses about three
@@ -50,6 +51,7 @@ mod error;
 mod heartbeat;
 mod memory;
 pub mod placement;
+pub mod plan;
 mod redis;
 pub mod relay;
 #[doc(hidden)]

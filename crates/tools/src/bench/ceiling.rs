@@ -287,6 +287,26 @@ fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// The CPU's model name from `/proc/cpuinfo` ("unknown CPU" where there is
+/// none): runs on different machines are compared through the ceiling,
+/// and the model says which machine a ceiling belongs to.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| parse_cpu_model(&info))
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+/// The first `model name` of a `/proc/cpuinfo` text (ARM kernels may have
+/// none).
+pub fn parse_cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        let value = value.trim();
+        (key.trim() == "model name" && !value.is_empty()).then(|| value.to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +322,17 @@ mod tests {
         assert!(report.send.packets_per_sec() > 0.0);
         assert!(report.ceiling_pps() > 0.0);
         assert!(report.received > 0);
+    }
+
+    #[test]
+    fn reads_the_cpu_model() {
+        let info = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu\n\nprocessor\t: 1\nmodel name\t: other\n";
+        assert_eq!(
+            parse_cpu_model(info).as_deref(),
+            Some("Intel(R) Xeon(R) Processor")
+        );
+        assert_eq!(parse_cpu_model("processor\t: 0\nmodel name\t:\n"), None);
+        assert_eq!(parse_cpu_model(""), None);
+        assert!(!cpu_model().is_empty());
     }
 }

@@ -13,7 +13,7 @@ mod serve;
 pub mod switch;
 
 pub use abuse::{AbuseOptions, AbuseReport, Attack, run_abuse};
-pub use ceiling::{CeilingOptions, CeilingReport, Rate, run_ceiling};
+pub use ceiling::{CeilingOptions, CeilingReport, Rate, cpu_model, run_ceiling};
 pub use switch::{SwitchOptions, SwitchReport, run_switch};
 
 use std::path::PathBuf;

@@ -266,6 +266,11 @@ impl Histogram {
         self.max_us = self.max_us.max(us);
     }
 
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
     /// Adds every sample of `other`.
     pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {

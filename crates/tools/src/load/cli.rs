@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{ChatLoad, LoadOptions, PublishSpec, run_with_chat};
+use super::{ChatLoad, LoadOptions, PublishSpec, run_on_threads};
 
 /// `lumen load`: open many WHEP viewers and measure what they receive.
 #[derive(clap::Args, Debug)]
@@ -14,15 +14,23 @@ pub struct LoadArgs {
     /// WHEP endpoint, e.g. http://127.0.0.1:8080/whep/bench
     #[arg(long)]
     pub whep: String,
-    /// Viewers to open.
+    /// Viewers to open. All of them start, however long the ramp takes.
     #[arg(long, default_value_t = 10)]
     pub viewers: usize,
-    /// Viewers opened per second.
+    /// Viewers opened per second: viewer k starts k/RAMP seconds after the
+    /// first, so the ramp lasts (VIEWERS - 1)/RAMP seconds.
     #[arg(long, default_value_t = 10.0)]
     pub ramp: f64,
-    /// Hard limit of the run in seconds, from the first viewer.
+    /// Seconds the run goes on after the ramp (after the last viewer
+    /// started): the whole run lasts (VIEWERS - 1)/RAMP + DURATION seconds,
+    /// and the steady window is the part after the last viewer connected.
     #[arg(long, default_value_t = 30.0)]
     pub duration: f64,
+    /// Threads driving the viewers (viewer k on thread k mod THREADS). The
+    /// report gives the generator's CPU next to the server's: near
+    /// THREADS × 100 % the generator, not the server, is the limit.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Publish the test pattern to this WHIP URL first, in this process.
     #[arg(long, value_name = "WHIP_URL")]
     pub publish: Option<String>,
@@ -104,10 +112,7 @@ impl LoadArgs {
 
 /// Runs `lumen load` and prints the table (and writes the JSON).
 pub async fn run_load_cli(a: LoadArgs) -> anyhow::Result<()> {
-    let duration = Duration::try_from_secs_f64(a.duration)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .context("--duration must be a positive number of seconds")?;
+    let duration = duration(a.duration)?;
     let opts = LoadOptions {
         whep_url: a.whep,
         token: a.token,
@@ -130,7 +135,7 @@ pub async fn run_load_cli(a: LoadArgs) -> anyhow::Result<()> {
         chatters: a.chatters.unwrap_or(a.viewers),
         tokens: a.chat_tokens.clone(),
     });
-    let report = run_with_chat(opts, chat).await?;
+    let report = run_on_threads(opts, chat, a.threads).await?;
     print!("{}", report.table());
     if let Some(path) = a.json {
         let json = serde_json::to_string_pretty(&report)?;
@@ -147,4 +152,58 @@ pub async fn run_load_cli(a: LoadArgs) -> anyhow::Result<()> {
         println!("plot: {}", path.display());
     }
     Ok(())
+}
+
+/// `--duration`, checked.
+fn duration(secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--duration must be a positive number of seconds")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::load::Plan;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn plan(args: &[&str]) -> anyhow::Result<Plan> {
+        let mut argv = vec!["lumen-load", "--whep", "http://127.0.0.1:1/whep/s"];
+        argv.extend_from_slice(args);
+        let a = Cli::try_parse_from(argv)?.load;
+        Plan::new(a.viewers, a.ramp, duration(a.duration)?, a.threads)
+    }
+
+    #[test]
+    fn the_issue_16_command_starts_every_viewer() {
+        let p = plan(&["--viewers", "800", "--ramp", "20", "--duration", "20"]).expect("valid");
+        assert_eq!(p.viewers(), 800);
+        assert_eq!(p.ramp(), Duration::from_secs_f64(39.95));
+        assert_eq!(p.deadline(), Duration::from_secs_f64(59.95));
+        assert_eq!(p.threads(), 1, "one thread unless asked");
+        let p = plan(&["--viewers", "800", "--threads", "4"]).expect("valid");
+        assert_eq!((p.threads(), p.loop_of(5)), (4, 1));
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        for (args, flag) in [
+            (&["--duration", "0"][..], "--duration"),
+            (&["--duration=-1"], "--duration"),
+            (&["--threads", "0"], "--threads"),
+            (&["--ramp", "0"], "--ramp"),
+            (&["--viewers", "0"], "--viewers"),
+        ] {
+            let e = plan(args).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+    }
 }

@@ -1,4 +1,6 @@
-//! The media loop: every viewer's str0m `Rtc` driven from one thread.
+//! The media loop: viewers' str0m `Rtc`s driven from one thread. A run has
+//! one loop per `--threads`, each with its share of the viewers (`shared`
+//! adds their counts up).
 //!
 //! Each viewer owns one UDP socket on 127.0.0.1 (a WHEP server tells its
 //! sessions apart by the remote address, so viewers cannot share a port);
@@ -12,6 +14,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -24,12 +27,17 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use super::chat::{ChatLoad, ChatSlot, ChatTotals, Pacer};
+use super::plan::Plan;
 use super::procfs::{ProcSample, process_udp_drops, udp_drops_for_ports};
 use super::report::{Percentiles, TimelinePoint};
 use super::viewer::{RtpIn, ViewerStats};
 use crate::client::micros_since_epoch;
 
 mod chat;
+mod shared;
+
+use shared::Pending;
+pub use shared::{Shared, merge};
 
 /// The waker's token; viewer `i` has token `i + 1`.
 const WAKER: Token = Token(0);
@@ -52,6 +60,19 @@ pub struct NewViewer {
     pub session_url: String,
     /// The `chat` data channel of the offer, with `--chat-rate`.
     pub chat: Option<ChannelId>,
+}
+
+/// Where a loop stands in the run.
+pub struct Place {
+    /// Its index; loop 0 samples `/proc`, draws the timeline and prints
+    /// the progress for all.
+    pub index: usize,
+    /// The run's schedule (which viewer belongs to which loop).
+    pub plan: Plan,
+    /// The run's zero: the first viewer's due time.
+    pub started: Instant,
+    /// The sums of all loops.
+    pub shared: Arc<Shared>,
 }
 
 /// What the orchestrating task tells the loop.
@@ -149,7 +170,9 @@ pub struct Driver {
     /// epoch.
     arrived_us: Option<u64>,
     latencies: Vec<LatencySample>,
-    window_latencies_us: Vec<u64>,
+    place: Place,
+    /// Counted since the last flush into `place.shared`.
+    pending: Pending,
     send_errors: u64,
     started: Instant,
     frozen_at: Option<Instant>,
@@ -163,8 +186,6 @@ pub struct Driver {
     last_tick: Instant,
     last_packets: u64,
     last_bytes: u64,
-    packets: u64,
-    bytes: u64,
     /// Total rate and chatters of `--chat-rate`.
     chat_plan: Option<(f64, usize)>,
     pacer: Option<Pacer>,
@@ -175,16 +196,19 @@ pub struct Driver {
 
 impl Driver {
     /// A loop with no viewers yet, and the waker that interrupts its poll
-    /// when a command is sent.
+    /// when a command is sent. Only loop 0 uses `server_pid` and
+    /// `progress`.
     pub fn new(
         commands: Receiver<Command>,
+        place: Place,
         server_pid: Option<u32>,
         progress: bool,
         chat: Option<&ChatLoad>,
     ) -> std::io::Result<(Self, Waker)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
-        let now = Instant::now();
+        let now = place.started;
+        let first = place.index == 0;
         Ok((
             Self {
                 poll,
@@ -195,13 +219,14 @@ impl Driver {
                 cmsg: gro::cmsg_buffer(),
                 arrived_us: None,
                 latencies: Vec::new(),
-                window_latencies_us: Vec::new(),
+                place,
+                pending: Pending::default(),
                 send_errors: 0,
                 started: now,
                 frozen_at: None,
-                server_pid,
+                server_pid: server_pid.filter(|_| first),
                 server_drops_at_start: None,
-                progress,
+                progress: progress && first,
                 timeline: Vec::new(),
                 server_samples: Vec::new(),
                 own_samples: Vec::new(),
@@ -209,8 +234,6 @@ impl Driver {
                 last_tick: now,
                 last_packets: 0,
                 last_bytes: 0,
-                packets: 0,
-                bytes: 0,
                 chat_plan: chat.map(|c| (c.rate_per_sec, c.chatters)),
                 pacer: None,
                 chatter_slots: vec![None; chat.map_or(0, |c| c.chatters)],
@@ -223,9 +246,10 @@ impl Driver {
     /// Runs until [`Command::Stop`] (or the command channel closes).
     pub fn run(mut self) -> DriverResult {
         let mut events = Events::with_capacity(1024);
-        self.started = Instant::now();
-        self.last_tick = self.started;
-        self.sample_procs(self.started);
+        self.last_tick = Instant::now();
+        if self.first() {
+            self.sample_procs(self.last_tick);
+        }
         self.server_drops_at_start = self.server_pid.and_then(process_udp_drops);
         self.pacer = self
             .chat_plan
@@ -251,13 +275,18 @@ impl Driver {
                 tracing::error!("poll failed: {e}");
                 break;
             }
-            let mut stop = false;
             for ev in events.iter() {
                 match ev.token() {
-                    WAKER => stop |= self.handle_commands(),
+                    // The waker only ends the poll early; the commands are
+                    // read below on every pass, so a wake-up coalesced or
+                    // lost under load delays one by a tick at most instead
+                    // of leaving the loop deaf to `Stop`.
+                    WAKER => {}
                     Token(t) => self.read_socket(t - 1),
                 }
             }
+            let stop = self.handle_commands();
+            self.place.shared.flush(&mut self.pending, &mut self.chat);
             if stop {
                 break;
             }
@@ -285,6 +314,11 @@ impl Driver {
             cumulative_packets: self.cumulative_packets,
             chat: self.chat,
         }
+    }
+
+    /// Loop 0 speaks for the run.
+    fn first(&self) -> bool {
+        self.place.index == 0
     }
 
     /// Returns whether to stop.
@@ -356,6 +390,7 @@ impl Driver {
             *c = Some(i);
         }
         self.viewers.push(slot);
+        self.pending.added += 1;
         if !dead {
             let now = Instant::now();
             self.input(i, Input::Timeout(now), now);
@@ -460,7 +495,10 @@ impl Driver {
                 }
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
-                        v.stats.connected_at.get_or_insert(now);
+                        if v.stats.connected_at.is_none() {
+                            v.stats.connected_at = Some(now);
+                            self.pending.connected += 1;
+                        }
                         v.stats
                             .connected_wall_us
                             .get_or_insert_with(micros_since_epoch);
@@ -486,8 +524,8 @@ impl Driver {
                                 .get_or_insert_with(|| arrived.unwrap_or_else(micros_since_epoch))
                         });
                         if info.new && v.stats.frozen_at.is_none() {
-                            self.packets += 1;
-                            self.bytes += wire as u64;
+                            self.pending.packets += 1;
+                            self.pending.bytes += wire as u64;
                             if let Some(t) = info.timing {
                                 let lat = wallclock
                                     .unwrap_or_else(micros_since_epoch)
@@ -497,7 +535,7 @@ impl Driver {
                                     latency_us: lat,
                                     at: now,
                                 });
-                                self.window_latencies_us.push(lat);
+                                self.pending.latencies_us.push(lat);
                             }
                         }
                     }
@@ -521,7 +559,8 @@ impl Driver {
     }
 
     /// Once a second: viewers that never connect, keyframe requests for
-    /// viewers still waiting for a picture, the progress line.
+    /// viewers still waiting for a picture; on loop 0 the timeline point
+    /// and the progress line, for all loops.
     fn tick(&mut self, now: Instant) {
         for i in 0..self.viewers.len() {
             let v = &mut self.viewers[i];
@@ -556,38 +595,40 @@ impl Driver {
                 self.drain(i, now);
             }
         }
-        if self.frozen_at.is_some() {
-            // After the freeze there is nothing left to report.
+        if self.frozen_at.is_some() || !self.first() {
+            // After the freeze there is nothing left to report; the other
+            // loops report through loop 0.
             self.last_tick = now;
             return;
         }
         let secs = now.duration_since(self.last_tick).as_secs_f64().max(1e-3);
         let (server, own) = self.sample_procs(now);
+        let shared = &self.place.shared;
+        shared.flush(&mut self.pending, &mut self.chat);
+        let (packets, bytes) = shared.packets_and_bytes();
+        let (connected, added) = shared.connected_and_added();
+        // Every loop's receipts of the second, this one's included.
+        self.chat.window = shared.take_chat_window();
         let point = TimelinePoint {
             t_s: now.duration_since(self.started).as_secs_f64(),
-            viewers_connected: self
-                .viewers
-                .iter()
-                .filter(|v| v.stats.connected_at.is_some())
-                .count(),
-            rx_packets_per_s: (self.packets - self.last_packets) as f64 / secs,
-            rx_mbps: (self.bytes - self.last_bytes) as f64 * 8.0 / secs / 1e6,
-            latency: Percentiles::from_micros(&mut self.window_latencies_us),
+            viewers_connected: connected,
+            rx_packets_per_s: (packets - self.last_packets) as f64 / secs,
+            rx_mbps: (bytes - self.last_bytes) as f64 * 8.0 / secs / 1e6,
+            latency: Percentiles::from_micros(&mut shared.take_latencies()),
             server_cpu_percent: server.map(|(cpu, _)| cpu),
             server_rss_mib: server.map(|(_, rss)| rss),
             generator_cpu_percent: own.map(|(cpu, _)| cpu),
             chat_latency: self.chat.tick(now),
         };
-        self.window_latencies_us.clear();
-        self.last_packets = self.packets;
-        self.last_bytes = self.bytes;
+        self.last_packets = packets;
+        self.last_bytes = bytes;
         self.last_tick = now;
-        self.cumulative_packets.push((now, self.packets));
+        self.cumulative_packets.push((now, packets));
         // The freeze may come right after a tick: rates over a few
         // milliseconds are noise, so such a point only closes the window.
         if secs >= 0.3 {
             if self.progress {
-                eprintln!("{}", progress_line(&point, self.viewers.len()));
+                eprintln!("{}", progress_line(&point, added));
             }
             self.timeline.push(point);
         }

@@ -3,11 +3,14 @@
 //!
 //! Each viewer is a str0m `Rtc` in RTP mode doing what a browser does up to
 //! decryption (ICE as the controlling side, DTLS, SRTP, receiver reports,
-//! NACK, TWCC feedback) without depacketizing or decoding; all of them are
-//! driven from one thread (`driver`). The async side only does HTTP: the
-//! optional in-process publisher, the WHEP POSTs at the ramp rate, and the
-//! DELETEs at the end. Signaling is plain non-trickle WHEP, so the same run
-//! can measure another server.
+//! NACK, TWCC feedback) without depacketizing or decoding; they are driven
+//! from one thread, or spread over `--threads` (`driver`), and the report
+//! puts the generator's CPU beside the server's so a reader sees which one
+//! ran out. The async side only does HTTP: the optional in-process
+//! publisher, the WHEP POSTs paced at the ramp rate (`plan`: viewer k at
+//! k/ramp seconds, every viewer asked for, the duration after the ramp),
+//! and the DELETEs at the end. Signaling is plain non-trickle WHEP, so the
+//! same run can measure another server.
 //!
 //! With `--chat-rate` every viewer also opens the `chat` data channel and
 //! the loop paces stamped messages over the chatters (`chat`).
@@ -19,6 +22,7 @@
 mod chat;
 mod cli;
 mod driver;
+mod plan;
 mod plot;
 mod procfs;
 mod report;
@@ -36,10 +40,11 @@ use tokio::task::JoinSet;
 
 use crate::client::{PublishOptions, Publisher};
 use crate::whip;
-use driver::{Command, Driver, DriverResult, LatencySample, NewViewer};
+use driver::{Command, Driver, DriverResult, LatencySample, NewViewer, Place, Shared};
 
 pub use chat::{ChatLoad, ChatReport};
 pub use cli::{LoadArgs, run_load_cli};
+pub use plan::Plan;
 pub use plot::timeline_svg;
 pub use procfs::ProcSample;
 pub use report::{LoadReport, Percentiles, Steady, TimelinePoint, ViewerReport};
@@ -65,9 +70,11 @@ pub struct LoadOptions {
     pub token: Option<String>,
     /// Viewers to start.
     pub viewers: usize,
-    /// Viewers started per second.
+    /// Viewers started per second: viewer k starts k / ramp seconds after
+    /// the first.
     pub ramp_per_sec: f64,
-    /// Hard limit of the run, from the first viewer.
+    /// How long the run goes on after the last viewer started (the ramp
+    /// lasts `(viewers - 1) / ramp_per_sec`).
     pub duration: Duration,
     /// Publish the test pattern first, in this process.
     pub publish: Option<PublishSpec>,
@@ -95,8 +102,8 @@ pub struct PublishSpec {
 }
 
 /// Runs the publisher (if asked), the ramp and the measurement; returns the
-/// report. Everything is bounded by `duration` plus a few seconds of setup
-/// and teardown.
+/// report. Everything is bounded by the ramp and `duration` plus a few
+/// seconds of setup and teardown.
 pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     run_with_chat(opts, None).await
 }
@@ -110,6 +117,17 @@ pub async fn run_with_chat(
     opts: LoadOptions,
     chat: Option<ChatLoad>,
 ) -> anyhow::Result<LoadReport> {
+    run_on_threads(opts, chat, 1).await
+}
+
+/// [`run_with_chat`] with the viewers spread over `threads` media loops,
+/// each on a thread of its own (at most one per viewer).
+pub async fn run_on_threads(
+    opts: LoadOptions,
+    chat: Option<ChatLoad>,
+    threads: usize,
+) -> anyhow::Result<LoadReport> {
+    let plan = Plan::new(opts.viewers, opts.ramp_per_sec, opts.duration, threads)?;
     if let Some(c) = &chat {
         if !(c.rate_per_sec.is_finite() && c.rate_per_sec > 0.0) {
             bail!("--chat-rate must be a positive number of messages per second");
@@ -118,20 +136,11 @@ pub async fn run_with_chat(
             bail!("--chatters must be from 1 to --viewers ({})", opts.viewers);
         }
     }
-    if opts.viewers == 0 {
-        bail!("--viewers must be at least 1");
-    }
-    if !(opts.ramp_per_sec.is_finite() && opts.ramp_per_sec > 0.0) {
-        bail!("--ramp must be a positive number of viewers per second");
-    }
-    if opts.duration.is_zero() {
-        bail!("--duration must be positive");
-    }
     let publisher = match &opts.publish {
         Some(spec) => Some(start_publisher(spec, opts.token.clone()).await?),
         None => None,
     };
-    let result = measure(&opts, chat.as_ref()).await;
+    let result = measure(&opts, &plan, chat.as_ref()).await;
     let frames = publisher.as_ref().map(Publisher::frames_sent);
     if let Some(p) = publisher
         && let Err(e) = p.stop().await
@@ -170,46 +179,66 @@ async fn start_publisher(spec: &PublishSpec, token: Option<String>) -> anyhow::R
     Ok(publisher)
 }
 
-async fn measure(opts: &LoadOptions, chat: Option<&ChatLoad>) -> anyhow::Result<LoadReport> {
+async fn measure(
+    opts: &LoadOptions,
+    plan: &Plan,
+    chat: Option<&ChatLoad>,
+) -> anyhow::Result<LoadReport> {
     let http = whip::http_client()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (driver, waker) = Driver::new(rx, opts.server_pid, opts.progress, chat)
-        .context("setting up the poll loop")?;
-    let waker = Arc::new(waker);
-    let thread = std::thread::Builder::new()
-        .name("lumen-load".into())
-        .spawn(move || driver.run())
-        .context("spawning the media thread")?;
-    let send = |c: Command| {
-        // A closed channel means the loop is gone; join() reports why.
-        let _ = tx.send(c);
-        let _ = waker.wake();
-    };
-
     let start = Instant::now();
-    let deadline = start + opts.duration;
+    let shared = Arc::new(Shared::default());
+    let mut loops: Vec<Loop> = Vec::with_capacity(plan.threads());
+    for index in 0..plan.threads() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let place = Place {
+            index,
+            plan: *plan,
+            started: start,
+            shared: shared.clone(),
+        };
+        let made = Driver::new(rx, place, opts.server_pid, opts.progress, chat)
+            .context("setting up the poll loop")
+            .and_then(|(driver, waker)| {
+                let thread = std::thread::Builder::new()
+                    .name(format!("lumen-load-{index}"))
+                    .spawn(move || driver.run())
+                    .context("spawning a media thread")?;
+                Ok((Arc::new(waker), thread))
+            });
+        match made {
+            Ok((waker, thread)) => loops.push((tx, waker, thread)),
+            Err(e) => {
+                // The loops already running would wait for commands forever.
+                send_all(&loops, || Command::Stop);
+                return Err(e);
+            }
+        }
+    }
+
+    let deadline = start + plan.deadline();
     // Each session with the credential that made it: only that one may
     // DELETE it.
     let mut connecting: JoinSet<anyhow::Result<Session>> = JoinSet::new();
     let mut sessions = Vec::new();
     let mut failures = Vec::new();
-    let mut started = 0usize;
-    for id in 0..opts.viewers {
-        let due = start + Duration::from_secs_f64(id as f64 / opts.ramp_per_sec);
-        if due >= deadline {
-            break;
+    for id in 0..plan.viewers() {
+        let due = start + plan.due(id);
+        // Collect finished POSTs while waiting for the next slot; with none
+        // in flight, just wait (issue 16: not waiting opened the whole ramp
+        // at once).
+        while Instant::now() < due {
+            match tokio::time::timeout_at(due.into(), connecting.join_next()).await {
+                Ok(Some(done)) => record(done, &mut sessions, &mut failures),
+                Ok(None) => tokio::time::sleep_until(due.into()).await,
+                // Due; the loop's condition checks against the clock.
+                Err(_) => {}
+            }
         }
-        // Collect finished POSTs while waiting for the next slot.
-        while let Ok(Some(done)) = tokio::time::timeout_at(due.into(), connecting.join_next()).await
-        {
-            record(done, &mut sessions, &mut failures);
-        }
-        started += 1;
         let http = http.clone();
         let url = opts.whep_url.clone();
         let token = viewer_token(opts, chat, id);
-        let tx = tx.clone();
-        let waker = waker.clone();
+        let (tx, waker, _) = &loops[plan.loop_of(id)];
+        let (tx, waker) = (tx.clone(), waker.clone());
         let with_chat = chat.is_some();
         connecting.spawn(async move {
             let v = connect_viewer(id, &http, &url, token.as_deref(), with_chat).await?;
@@ -220,6 +249,7 @@ async fn measure(opts: &LoadOptions, chat: Option<&ChatLoad>) -> anyhow::Result<
             Ok(session)
         });
     }
+    let started = plan.viewers();
     let ramp_done = Instant::now();
     while let Ok(Some(done)) =
         tokio::time::timeout_at(deadline.into(), connecting.join_next()).await
@@ -229,16 +259,23 @@ async fn measure(opts: &LoadOptions, chat: Option<&ChatLoad>) -> anyhow::Result<
     let unanswered = connecting.len();
     connecting.abort_all();
     tokio::time::sleep_until(deadline.into()).await;
-    send(Command::Freeze);
+    send_all(&loops, || Command::Freeze);
     tokio::time::sleep(REPAIR_GRACE).await;
-    send(Command::Stop);
-    let result = tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .context("joining the media thread")?
-        .map_err(|_| anyhow::anyhow!("the media thread panicked"))?;
+    send_all(&loops, || Command::Stop);
+    let threads: Vec<_> = loops.into_iter().map(|(_, _, thread)| thread).collect();
+    let results = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| t.join())
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .context("joining the media threads")?
+    .map_err(|_| anyhow::anyhow!("a media thread panicked"))?;
+    let result = driver::merge(results).context("no media loop ran")?;
 
     delete_sessions(&http, &sessions).await;
-    let mut report = report_from(opts, chat, result, ramp_done, started);
+    let mut report = report_from(opts, plan, chat, result, ramp_done, started);
     let post_failures = failures.len() + unanswered;
     report.viewers_failed += post_failures;
     if unanswered > 0 {
@@ -248,6 +285,23 @@ async fn measure(opts: &LoadOptions, chat: Option<&ChatLoad>) -> anyhow::Result<
     failures.truncate(5);
     report.failures = failures;
     Ok(report)
+}
+
+/// A media loop as the async side holds it: its commands, its waker, its
+/// thread.
+type Loop = (
+    std::sync::mpsc::Sender<Command>,
+    Arc<mio::Waker>,
+    std::thread::JoinHandle<DriverResult>,
+);
+
+/// Sends a command to every loop.
+fn send_all(loops: &[Loop], command: fn() -> Command) {
+    for (tx, waker, _) in loops {
+        // A closed channel means the loop is gone; join() reports why.
+        let _ = tx.send(command());
+        let _ = waker.wake();
+    }
 }
 
 /// A WHEP session's URL and the Bearer that made it.
@@ -340,6 +394,7 @@ async fn delete_sessions(http: &reqwest::Client, sessions: &[Session]) {
 
 fn report_from(
     opts: &LoadOptions,
+    plan: &Plan,
     chat: Option<&ChatLoad>,
     r: DriverResult,
     ramp_done: Instant,
@@ -384,6 +439,10 @@ fn report_from(
             .first_packet_at
             .map_or(0.0, |f| end.saturating_duration_since(f).as_secs_f64());
         viewers.push(ViewerReport {
+            id: v.id,
+            posted_s: s
+                .posted_at
+                .map(|p| p.saturating_duration_since(r.started).as_secs_f64()),
             connected: s.connected_at.is_some(),
             connect_ms: c.map(report::ms),
             ttff_ms: k.map(report::ms),
@@ -442,11 +501,17 @@ fn report_from(
         ((r.started, 0), last_point)
     };
     let window = b.0.saturating_duration_since(a.0).as_secs_f64();
-    let at = |t: Instant| r.server_samples.iter().find(|(s, _)| *s == t).map(|x| x.1);
-    let server_cpu_s = at(a.0)
-        .or_else(|| r.server_samples.first().map(|x| x.1))
-        .zip(at(b.0))
-        .map(|(sa, sb)| sb.cpu_secs_since(&sa));
+    // CPU seconds between the window's ends, from samples taken with the
+    // timeline points.
+    let cpu_in_window = |samples: &[(Instant, ProcSample)]| {
+        let at = |t: Instant| samples.iter().find(|(s, _)| *s == t).map(|x| x.1);
+        at(a.0)
+            .or_else(|| samples.first().map(|x| x.1))
+            .zip(at(b.0))
+            .map(|(sa, sb)| sb.cpu_secs_since(&sa))
+    };
+    let server_cpu_s = cpu_in_window(&r.server_samples);
+    let generator_cpu_s = cpu_in_window(&r.own_samples);
     let rx_pps = if window > 0.0 {
         (b.1 - a.1) as f64 / window
     } else {
@@ -471,6 +536,9 @@ fn report_from(
         packets_per_server_cpu_s: server_cpu_s
             .filter(|c| *c > 0.0)
             .map(|c| (b.1 - a.1) as f64 / c),
+        generator_cpu_percent: generator_cpu_s
+            .filter(|_| window > 0.0)
+            .map(|c| c / window * 100.0),
     };
 
     LoadReport {
@@ -511,6 +579,10 @@ fn report_from(
             .filter(|_| connected > 0)
             .map(|s| (s.2.rss_kib as f64 - s.1.rss_kib as f64) / connected as f64),
         generator_cpu_percent: own.map(|s| s.0),
+        generator_cpu_percent_per_viewer: own
+            .filter(|_| connected > 0)
+            .map(|s| s.0 / connected as f64),
+        generator_threads: plan.threads(),
         steady,
         chat: chat.map(|c| {
             r.chat

@@ -66,6 +66,10 @@ pub struct TimelinePoint {
 /// One viewer's summary in the JSON.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ViewerReport {
+    /// Index in start order: due `id / ramp` seconds into the run.
+    pub id: usize,
+    /// When its WHEP POST went out, seconds since the run started.
+    pub posted_s: Option<f64>,
     /// Whether ICE and DTLS completed.
     pub connected: bool,
     /// POST to connected.
@@ -107,6 +111,9 @@ pub struct Steady {
     /// Packets the viewers received per CPU-second of the server: the
     /// forwarding efficiency compared with the ceiling.
     pub packets_per_server_cpu_s: Option<f64>,
+    /// This process's CPU (all its threads, user + system), percent of
+    /// one core.
+    pub generator_cpu_percent: Option<f64>,
 }
 
 /// Everything a load run measured.
@@ -116,7 +123,8 @@ pub struct LoadReport {
     pub whep_url: String,
     /// Viewers asked for.
     pub viewers_requested: usize,
-    /// Viewers started (the ramp may end before all are).
+    /// Viewers started (all that were asked for: the run lasts until the
+    /// last one is due).
     pub viewers_started: usize,
     /// Viewers whose ICE and DTLS completed.
     pub viewers_connected: usize,
@@ -173,8 +181,13 @@ pub struct LoadReport {
     /// Growth of the server's RSS from before the first viewer to the end,
     /// per connected viewer, KiB.
     pub server_rss_kib_per_viewer: Option<f64>,
-    /// This process's CPU over the measurement, percent of one core.
+    /// This process's CPU over the measurement (all its threads, user +
+    /// system, from `/proc/self/stat`), percent of one core.
     pub generator_cpu_percent: Option<f64>,
+    /// `generator_cpu_percent` per connected viewer.
+    pub generator_cpu_percent_per_viewer: Option<f64>,
+    /// Media loops (threads) the viewers were spread over.
+    pub generator_threads: usize,
     /// The steady window.
     pub steady: Steady,
     /// The chat section, with `--chat-rate`.
@@ -250,17 +263,18 @@ impl LoadReport {
             "server RSS per viewer",
             opt(self.server_rss_kib_per_viewer, " KiB"),
         );
-        row("generator CPU", opt(self.generator_cpu_percent, " %"));
+        row("generator CPU (of one core)", self.generator_cpu());
         row(
             "steady window",
             format!(
-                "{:.1} s, {:.0} pkt/s received, server {} → {} pkt per server CPU-second",
+                "{:.1} s, {:.0} pkt/s received, server {} → {} pkt per server CPU-second; generator {}",
                 self.steady.window_s,
                 self.steady.rx_packets_per_s,
                 opt(self.steady.server_cpu_percent, " %"),
                 self.steady
                     .packets_per_server_cpu_s
-                    .map_or("-".to_owned(), |v| format!("{v:.0}"))
+                    .map_or("-".to_owned(), |v| format!("{v:.0}")),
+                opt(self.steady.generator_cpu_percent, " %"),
             ),
         );
         row("steady latency", pct(&self.steady.latency));
@@ -286,6 +300,42 @@ impl LoadReport {
         s
     }
 }
+
+impl LoadReport {
+    /// Whether the generator used nearly all its threads could give (over
+    /// the steady window, else the whole run): then its figures say more
+    /// about the generator than about the server.
+    pub fn generator_saturated(&self) -> bool {
+        let cpu = self
+            .steady
+            .generator_cpu_percent
+            .or(self.generator_cpu_percent);
+        cpu.is_some_and(|c| c >= GENERATOR_BUSY_PERCENT * self.generator_threads.max(1) as f64)
+    }
+
+    /// The generator's CPU row: total, per viewer, threads, and a warning
+    /// when it was the limit.
+    fn generator_cpu(&self) -> String {
+        let Some(cpu) = self.generator_cpu_percent else {
+            return "-".to_owned();
+        };
+        let mut s = format!("{cpu:.1} %");
+        if let Some(v) = self.generator_cpu_percent_per_viewer {
+            s.push_str(&format!(", {v:.2} % per viewer"));
+        }
+        s.push_str(&format!(", {} thread(s)", self.generator_threads));
+        if self.generator_saturated() {
+            s.push_str(
+                " — near its threads' capacity: the generator may be the limit (try --threads)",
+            );
+        }
+        s
+    }
+}
+
+/// Percent of one core per thread above which the generator counts as
+/// saturated: its loops are busy, so late reads and drops are its own.
+const GENERATOR_BUSY_PERCENT: f64 = 85.0;
 
 /// Formats a duration in milliseconds.
 pub fn ms(d: Duration) -> f64 {

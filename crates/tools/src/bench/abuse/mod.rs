@@ -186,7 +186,8 @@ async fn run_once(opts: &AbuseOptions, exe: &Path, attacked: bool) -> anyhow::Re
         token: Some(token),
         viewers: opts.viewers,
         ramp_per_sec: RAMP_PER_SEC,
-        duration: ramp + SETTLE + opts.duration + REAP_WAIT + END_MARGIN,
+        // From the end of the ramp.
+        duration: SETTLE + opts.duration + REAP_WAIT + END_MARGIN,
         publish: Some(PublishSpec {
             whip_url: format!("{base}/whip/{STREAM}"),
             width: WIDTH,

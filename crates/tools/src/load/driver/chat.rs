@@ -10,13 +10,16 @@ use crate::client::micros_since_epoch;
 use crate::load::chat::{CHAT_LABEL, Stamp, send_frame};
 
 impl Driver {
-    /// Sends the messages whose pacer slots are due.
+    /// Sends the messages whose pacer slots are due. Every loop runs the
+    /// whole schedule and sends for its own chatters, so the run's rate
+    /// stays the one asked for however many loops share it.
     pub(super) fn fire_chat(&mut self, now: Instant) {
         let Some(pacer) = &mut self.pacer else {
             return;
         };
         let due: Vec<usize> = std::iter::from_fn(|| pacer.poll_due(now)).collect();
-        for chatter in due {
+        let (plan, index) = (self.place.plan, self.place.index);
+        for chatter in due.into_iter().filter(|c| plan.loop_of(*c) == index) {
             match self.chatter_slots.get(chatter).copied().flatten() {
                 Some(i) => self.send_chat(i, now),
                 None => self.chat.skipped += 1,
@@ -50,7 +53,10 @@ impl Driver {
             Some(Ok(true)) => {
                 c.sent += 1;
                 self.chat.sent += 1;
-                self.chat.expected += self.chat.members;
+                // The whole room, every loop's viewers in it.
+                let shared = &self.place.shared;
+                shared.tell_members(&mut self.pending, self.chat.members);
+                self.chat.expected += shared.chat_members();
             }
             Some(Ok(false)) => self.chat.buffer_full += 1,
             Some(Err(_)) | None => self.chat.skipped += 1,
