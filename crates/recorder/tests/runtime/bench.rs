@@ -1,5 +1,5 @@
-//! What recording one 2.5 Mbit/s stream costs: the process's CPU time
-//! while a publisher sends a synthetic 720p H.264 stream (real parameter
+//! What recording one 2.5 Mbit/s stream costs: the process's CPU time and
+//! resident memory while a publisher sends a synthetic 720p H.264 stream (real parameter
 //! sets and IDR, 10.4 kB slices of filler: 30 fps × 10.4 kB = 2.5 Mbit/s)
 //! plus Opus through a node, first without the recorder, then with it; the
 //! difference is the recorder's (its sink feed in the worker included).
@@ -31,6 +31,19 @@ fn cpu_secs() -> f64 {
     let ticks: u64 =
         fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     ticks as f64 / 100.0
+}
+
+/// This process's resident set and its peak so far, in KiB, from /proc.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 async fn measure(what: &str) -> f64 {
@@ -67,6 +80,7 @@ async fn recorder_cpu() {
     let publisher = Publisher::start_with(&h, "cam", fake_opus(), canned_720p()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let base = measure("publisher + node").await;
+    let (rss_base, peak_base) = rss_kib();
     env.recorder.publisher_live("cam", "brd_bench");
     let id = env
         .recorder
@@ -75,7 +89,13 @@ async fn recorder_cpu() {
         .expect("recording");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let with = measure("publisher + node + recorder").await;
+    let (rss_with, peak_with) = rss_kib();
     let written = env.recorder.fragments_written();
+    eprintln!(
+        "recorder memory: resident {:+} KiB ({rss_base} -> {rss_with} KiB), peak {:+} KiB",
+        rss_with as i64 - rss_base as i64,
+        peak_with as i64 - peak_base as i64,
+    );
     eprintln!(
         "recorder: {:.2} % of a core for one {:.1} Mbit/s stream ({written} fragments, {} frames dropped for gaps)",
         (with - base) * 100.0,
