@@ -184,3 +184,108 @@ async fn a_stream_travels_down_the_tree_and_heals_around_a_stopped_relay() {
     edge.stop().await;
     origin.stop().await;
 }
+
+/// The nodes of a cluster share the accounts store and the signing key: a
+/// token minted on one node opens a session on another, and revoking it
+/// on either ends that session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_node_ends_its_session_on_another() {
+    let Some(pg) = lumen_signaling::auth::testing::TempPostgres::start(
+        "a_token_revoked_on_one_node_ends_its_session_on_another",
+    ) else {
+        return;
+    };
+    let url = pg.url();
+    let a = start_server_with({
+        let url = url.clone();
+        move |c| c.auth.database_url = Some(url)
+    })
+    .await;
+    let key = std::fs::read(a.data_dir().join(lumen_signaling::auth::KEY_FILE)).expect("key");
+    let b = start_server_with(move |c| {
+        c.auth.database_url = Some(url);
+        std::fs::create_dir_all(&c.data_dir).expect("data dir");
+        let path = c.data_dir.join(lumen_signaling::auth::KEY_FILE);
+        std::fs::write(&path, &key).expect("the shared key is written");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("mode");
+    })
+    .await;
+
+    let scopes = lumen_signaling::auth::Scopes::parse("publish:shared").expect("scopes");
+    let token = b
+        .auth()
+        .mint("broadcaster", &scopes, Duration::from_secs(600))
+        .expect("minted on b");
+    let publisher = Publisher::start(PublishOptions {
+        url: format!("{}/whip/shared", a.http_url()),
+        token: Some(token.clone()),
+        width: 320,
+        height: 180,
+        fps: 30,
+        bitrate_bps: 300_000,
+        ..Default::default()
+    })
+    .await
+    .expect("a token minted on b publishes on a");
+    let live = |base: String| async move {
+        reqwest::get(format!("{base}/api/streams/shared"))
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body")
+            .contains("\"live\":true")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live(a.http_url()).await {
+        assert!(Instant::now() < deadline, "the stream never went live on a");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Revoked through b: a's follower of the shared revocation feed ends
+    // the session.
+    let claims = token.split('.').nth(1).expect("payload");
+    let jti = decode_jti(claims);
+    let t = Instant::now();
+    b.auth().revoke_token(&jti).await.expect("revoked on b");
+    while live(a.http_url()).await {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the revoked token's session on a never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "revoked on b: the session on a ended {:?} later",
+        t.elapsed()
+    );
+    let _ = publisher.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The `jti` of a JWT payload (base64url JSON).
+fn decode_jti(payload: &str) -> String {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in payload.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => continue,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    let claims: serde_json::Value = serde_json::from_slice(&out).expect("claims");
+    claims["jti"].as_str().expect("jti").to_string()
+}
