@@ -66,6 +66,11 @@ fn canned_720p() -> Video {
     Video::Canned { key, delta }
 }
 
+/// Streams recorded at once: the cost per stream is the difference over
+/// this many, which averages out one stream's noise and the fixed costs
+/// (the first recording's threads and buffers) a single stream would carry.
+const STREAMS: usize = 4;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run with --release --ignored --nocapture"]
 async fn recorder_cpu() {
@@ -77,40 +82,52 @@ async fn recorder_cpu() {
     })
     .await;
     let h = env.node.handle();
-    let publisher = Publisher::start_with(&h, "cam", fake_opus(), canned_720p()).await;
+    let mut publishers = Vec::new();
+    for i in 0..STREAMS {
+        let name = format!("cam{i}");
+        publishers.push(Publisher::start_with(&h, &name, fake_opus(), canned_720p()).await);
+        env.recorder.publisher_live(&name, &format!("brd_bench{i}"));
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let base = measure("publisher + node").await;
+    let base = measure(&format!("{STREAMS} publishers + node")).await;
     let (rss_base, peak_base) = rss_kib();
-    env.recorder.publisher_live("cam", "brd_bench");
-    let id = env
-        .recorder
-        .start_recording("cam")
-        .await
-        .expect("recording");
+    let mut ids = Vec::new();
+    for i in 0..STREAMS {
+        ids.push(
+            env.recorder
+                .start_recording(&format!("cam{i}"))
+                .await
+                .expect("recording"),
+        );
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let with = measure("publisher + node + recorder").await;
+    let with = measure(&format!("{STREAMS} publishers + node + recorder")).await;
     let (rss_with, peak_with) = rss_kib();
-    let written = env.recorder.fragments_written();
+    let n = STREAMS as f64;
     eprintln!(
-        "recorder memory: resident {:+} KiB ({rss_base} -> {rss_with} KiB), peak {:+} KiB",
-        rss_with as i64 - rss_base as i64,
-        peak_with as i64 - peak_base as i64,
-    );
-    eprintln!(
-        "recorder: {:.2} % of a core for one {:.1} Mbit/s stream ({written} fragments, {} frames dropped for gaps)",
-        (with - base) * 100.0,
+        "recorder: {:.2} % of a core per recorded {:.1} Mbit/s stream ({STREAMS} streams, {} fragments, {} frames dropped for gaps)",
+        (with - base) * 100.0 / n,
         BITRATE as f64 / 1e6,
+        env.recorder.fragments_written(),
         env.recorder.frames_dropped_for_gaps(),
     );
-    let t = Instant::now();
-    env.recorder.stop_recording("cam").await.expect("stop");
-    let rec = env.ready(&id).await;
     eprintln!(
-        "finalised {} ms / {} bytes in {:.2} s",
-        rec.duration_ms,
-        rec.size,
-        t.elapsed().as_secs_f64()
+        "recorder memory: resident {:+.0} KiB per stream ({rss_base} -> {rss_with} KiB for {STREAMS}), peak {:+.0} KiB per stream",
+        (rss_with as f64 - rss_base as f64) / n,
+        (peak_with as f64 - peak_base as f64) / n,
     );
-    drop(publisher);
+    let t = Instant::now();
+    for i in 0..STREAMS {
+        env.recorder
+            .stop_recording(&format!("cam{i}"))
+            .await
+            .expect("stop");
+    }
+    for id in &ids {
+        let rec = env.ready(id).await;
+        eprintln!("finalised {} ms / {} bytes", rec.duration_ms, rec.size);
+    }
+    eprintln!("{STREAMS} finalised in {:.2} s", t.elapsed().as_secs_f64());
+    drop(publishers);
     env.stop().await;
 }
