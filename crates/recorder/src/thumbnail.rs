@@ -1,8 +1,8 @@
-//! Thumbnails: one H.264 keyframe decoded (openh264) and written as a small
-//! JPEG, for a recording's poster and the home page's live stream cards.
-//!
-//! VP8 streams get none: there is no VP8 decoder in the tree (libvpx is not
-//! a dependency), and the pages fall back to a plain card.
+//! Thumbnails: one keyframe decoded and written as a small JPEG, for a
+//! recording's poster and the home page's live stream cards. H.264 is
+//! decoded by openh264. A VP8 keyframe is exactly the bitstream a lossy
+//! WebP image holds, so it is wrapped in a WebP container and decoded by
+//! `image-webp` (pure Rust; no libvpx).
 
 use jpeg_encoder::{ColorType, Encoder};
 use openh264::decoder::{DecodedYUV, Decoder};
@@ -46,6 +46,55 @@ pub fn h264_jpeg(avcc_access_unit: &[u8], max_width: u32) -> Result<Vec<u8>, Thu
         }
     };
     let (tw, th, small) = shrink(&rgb, w, h, max_width.max(16) as usize);
+    let mut out = Vec::new();
+    let tw = u16::try_from(tw).map_err(|_| ThumbnailError::Encode("too wide".into()))?;
+    let th = u16::try_from(th).map_err(|_| ThumbnailError::Encode("too tall".into()))?;
+    Encoder::new(&mut out, 80)
+        .encode(&small, tw, th, ColorType::Rgb)
+        .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// [`h264_jpeg`] for a VP8 keyframe (the frame as depacketized, its
+/// uncompressed header first).
+pub fn vp8_jpeg(keyframe: &[u8], max_width: u32) -> Result<Vec<u8>, ThumbnailError> {
+    // RIFF, size, WEBP, then one `VP8 ` chunk (padded to even).
+    let len = u32::try_from(keyframe.len())
+        .ok()
+        .filter(|n| *n < u32::MAX - 64)
+        .ok_or_else(|| ThumbnailError::Decode("keyframe too large".into()))?;
+    let pad = len % 2;
+    let mut webp = Vec::with_capacity(keyframe.len() + 21);
+    webp.extend_from_slice(b"RIFF");
+    webp.extend_from_slice(&(4 + 8 + len + pad).to_le_bytes());
+    webp.extend_from_slice(b"WEBPVP8 ");
+    webp.extend_from_slice(&len.to_le_bytes());
+    webp.extend_from_slice(keyframe);
+    if pad == 1 {
+        webp.push(0);
+    }
+    let decode = |e: image_webp::DecodingError| ThumbnailError::Decode(e.to_string());
+    let mut decoder = image_webp::WebPDecoder::new(std::io::Cursor::new(webp)).map_err(decode)?;
+    let (w, h) = decoder.dimensions();
+    let size = decoder
+        .output_buffer_size()
+        .ok_or_else(|| ThumbnailError::Decode("picture too large".into()))?;
+    let mut pixels = vec![0u8; size];
+    decoder.read_image(&mut pixels).map_err(decode)?;
+    let rgb = if decoder.has_alpha() {
+        pixels
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect()
+    } else {
+        pixels
+    };
+    jpeg_of(&rgb, w as usize, h as usize, max_width)
+}
+
+/// The JPEG of an RGB picture, scaled down to at most `max_width` wide.
+fn jpeg_of(rgb: &[u8], w: usize, h: usize, max_width: u32) -> Result<Vec<u8>, ThumbnailError> {
+    let (tw, th, small) = shrink(rgb, w, h, max_width.max(16) as usize);
     let mut out = Vec::new();
     let tw = u16::try_from(tw).map_err(|_| ThumbnailError::Encode("too wide".into()))?;
     let th = u16::try_from(th).map_err(|_| ThumbnailError::Encode("too tall".into()))?;

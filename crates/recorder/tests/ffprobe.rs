@@ -512,3 +512,29 @@ fn video_starting_late_is_delayed_by_an_edit_list() {
     let packets = video_packets(&out.progressive);
     assert!(packets[0].1 && (packets[0].0 - 1.5).abs() < 1e-3);
 }
+
+/// A VP8 keyframe (libvpx's, through ffmpeg) becomes a JPEG thumbnail of
+/// its picture, scaled to the width asked for, which ffprobe reads.
+#[test]
+fn a_vp8_keyframe_becomes_a_jpeg_thumbnail() {
+    if !ffmpeg_available("a_vp8_keyframe_becomes_a_jpeg_thumbnail") {
+        return;
+    }
+    let dir = workdir("vp8-thumbnail");
+    let frames = vp8_frames(dir.path(), 1, 30);
+    let key = frames.first().expect("a keyframe");
+    assert_eq!(key[0] & 1, 0, "the first frame is a keyframe");
+    let jpeg = lumen_recorder::thumbnail::vp8_jpeg(key, 320).expect("decodes");
+    let path = dir.path().join("thumbnail.jpg");
+    std::fs::write(&path, &jpeg).expect("write");
+    let probe = probe_with(&path, &["-show_streams"]);
+    let stream = &probe["streams"][0];
+    assert_eq!(stream["codec_name"], "mjpeg", "{probe}");
+    assert_eq!(
+        (stream["width"].as_u64(), stream["height"].as_u64()),
+        (Some(320), Some(180))
+    );
+    // Not a picture: an error, not a panic or a garbage image.
+    assert!(lumen_recorder::thumbnail::vp8_jpeg(&key[..key.len() / 3], 320).is_err());
+    assert!(lumen_recorder::thumbnail::vp8_jpeg(b"\x00\x01\x02", 320).is_err());
+}

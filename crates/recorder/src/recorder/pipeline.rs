@@ -52,8 +52,9 @@ pub(crate) struct Out {
     pub init: Option<Vec<u8>>,
     /// Fragments closed, in order.
     pub fragments: Vec<Fragment>,
-    /// An H.264 keyframe (AVCC, parameter sets first) for a thumbnail.
-    pub thumbnail: Option<Vec<u8>>,
+    /// A keyframe for a thumbnail: H.264 as AVCC with its parameter sets
+    /// first, or a VP8 frame.
+    pub thumbnail: Option<(Codec, Vec<u8>)>,
     /// [`Out::thumbnail`] is the live thumbnail asked for.
     pub thumbnail_live: bool,
     /// [`Out::thumbnail`] is the recording's first keyframe (its poster).
@@ -115,16 +116,18 @@ impl Pipeline {
                 .map_or(0, |v| live(v.depack.as_ref(), v.skipped_seen))
     }
 
-    /// Hand out the next H.264 keyframe as [`Out::thumbnail`].
+    /// Hand out the next keyframe as [`Out::thumbnail`].
     pub fn want_thumbnail(&mut self) {
         self.want_thumbnail = true;
     }
 
-    /// Whether the bound video can give thumbnails (H.264 only).
+    /// Whether the bound video can give thumbnails (H.264 or VP8).
     pub fn thumbnails_possible(&self) -> bool {
-        self.video
-            .as_ref()
-            .is_some_and(|v| v.codecs.iter().any(|(_, c)| *c == Codec::H264))
+        self.video.as_ref().is_some_and(|v| {
+            v.codecs
+                .iter()
+                .any(|(_, c)| matches!(c, Codec::H264 | Codec::Vp8))
+        })
     }
 
     /// Whether a live thumbnail is wanted and not yet handed out.
@@ -288,10 +291,15 @@ impl Pipeline {
     fn video_frame(&mut self, f: Frame, at: Instant, out: &mut Out) {
         let Some(v) = &self.video else { return };
         let Some(d) = &v.depack else { return };
-        let h264 = d.codec() == Codec::H264;
-        if f.keyframe && h264 && self.want_thumbnail {
+        let codec = d.codec();
+        let pictures = matches!(codec, Codec::H264 | Codec::Vp8);
+        let keyframe = |data: &[u8], sps: Option<&[u8]>, pps: Option<&[u8]>| match codec {
+            Codec::H264 => (codec, with_parameter_sets(data, sps, pps)),
+            _ => (codec, data.to_vec()),
+        };
+        if f.keyframe && pictures && self.want_thumbnail {
             self.want_thumbnail = false;
-            out.thumbnail = Some(with_parameter_sets(&f.data, d.sps(), d.pps()));
+            out.thumbnail = Some(keyframe(&f.data, d.sps(), d.pps()));
             out.thumbnail_live = true;
         }
         let config = d.track_config();
@@ -310,11 +318,10 @@ impl Pipeline {
                 }
                 return;
             }
-            if f.keyframe && h264 && config.is_some() && !rec.thumbnail_done {
+            if f.keyframe && pictures && config.is_some() && !rec.thumbnail_done {
                 rec.thumbnail_done = true;
                 if out.thumbnail.is_none() {
-                    out.thumbnail =
-                        Some(with_parameter_sets(&f.data, sps.as_deref(), pps.as_deref()));
+                    out.thumbnail = Some(keyframe(&f.data, sps.as_deref(), pps.as_deref()));
                 }
                 out.thumbnail_recording = true;
             }
@@ -332,10 +339,10 @@ impl Pipeline {
             }
             return;
         }
-        if f.keyframe && h264 && !rec.thumbnail_done {
+        if f.keyframe && pictures && !rec.thumbnail_done {
             rec.thumbnail_done = true;
             if out.thumbnail.is_none() {
-                out.thumbnail = Some(with_parameter_sets(&f.data, sps.as_deref(), pps.as_deref()));
+                out.thumbnail = Some(keyframe(&f.data, sps.as_deref(), pps.as_deref()));
             }
             out.thumbnail_recording = true;
         }

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::pipeline::{Out, Pipeline};
 use super::{Inner, RecorderError, StreamShared, finalize};
 use crate::config::Policy;
+use crate::depacketize::Codec;
 use crate::paths;
 
 /// How often a live thumbnail is refreshed.
@@ -388,10 +389,13 @@ impl StreamTask {
 
     /// Writes the init segment, fragments and thumbnail of `out`.
     async fn write(&mut self, out: Out) {
-        if let Some(au) = out.thumbnail {
+        if let Some((codec, frame)) = out.thumbnail {
             let width = self.inner.config.thumbnail_width;
-            let jpeg =
-                tokio::task::spawn_blocking(move || crate::thumbnail::h264_jpeg(&au, width)).await;
+            let jpeg = tokio::task::spawn_blocking(move || match codec {
+                Codec::Vp8 => crate::thumbnail::vp8_jpeg(&frame, width),
+                _ => crate::thumbnail::h264_jpeg(&frame, width),
+            })
+            .await;
             match jpeg {
                 Ok(Ok(jpeg)) => {
                     let jpeg = Bytes::from(jpeg);

@@ -155,10 +155,11 @@ fn the_largest_simulcast_layer_is_recorded_from_its_keyframe() {
     assert_eq!(samples, 40, "every frame of the large layer");
     // The recording's poster is the large layer's first keyframe.
     assert!(out.iter().any(|o| o.thumbnail_recording));
-    let au = out
+    let (codec, au) = out
         .iter()
         .find_map(|o| o.thumbnail.clone())
         .expect("keyframe");
+    assert_eq!(codec, crate::depacketize::Codec::H264);
     let jpeg = crate::thumbnail::h264_jpeg(&au, 1000).expect("decodes");
     let mut d = jpeg_decoder::Decoder::new(&jpeg[..]);
     d.decode().expect("jpeg");
