@@ -52,7 +52,9 @@ export async function negotiate(pc, url, token, extraHeaders = {}) {
   if (res.status !== 201) throw await errorOf(res);
   const answer = await res.text();
   const loc = res.headers.get('Location');
-  const base = new URL(url, window.location.href);
+  // After a 307 (a cluster sends a viewer to another node) the session
+  // lives where the request ended up.
+  const base = new URL(res.url || url, window.location.href);
   const location = loc ? new URL(loc, base).href : null;
   const links = parseLinks(res.headers.get('Link') || '', base);
   await pc.setRemoteDescription({ type: 'answer', sdp: answer });

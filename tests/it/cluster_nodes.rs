@@ -295,6 +295,31 @@ async fn five_nodes_in_three_regions_carry_heal_and_drain() {
         res.headers().get("location").and_then(|v| v.to_str().ok()),
         Some(format!("{}/whip/show", origin.url).as_str())
     );
+    // A viewer the load balancer says is in Asia is sent to a node there.
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{}/whep/show", origin.url))
+        .header("content-type", "application/sdp")
+        .header("x-lumen-region", "ap")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .expect("WHEP POST");
+    assert_eq!(res.status(), 307);
+    let to = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        [&relay_ap.url, &edge_ap.url]
+            .iter()
+            .any(|u| to == format!("{u}/whep/show")),
+        "{to}"
+    );
 
     let dir = RedisDirectory::new(RedisConfig::new(redis.url())).expect("directory");
     let id = |n: &str| NodeId::new(n).expect("name");

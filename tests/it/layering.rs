@@ -127,14 +127,14 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "lumen-recorder",
         &["axum", "lumen-signaling", "lumen-tools", "lumen"],
     ),
-    // The cluster directory: Redis and placement, no media, no HTTP server.
+    // The relay tree: the directory (Redis), placement, and relay links,
+    // which are sinks of a stream like the recorder (so the node and the
+    // SFU's types, below it); no HTTP server, no store.
     (
         "lumen-cascade",
         &[
             "axum",
             "sqlx",
-            "lumen-sfu",
-            "lumen-node",
             "lumen-recorder",
             "lumen-signaling",
             "lumen-tools",

@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod client;
 mod directory;
 mod error;
 mod heartbeat;
@@ -57,6 +58,7 @@ pub mod relay;
 #[doc(hidden)]
 pub mod testing;
 
+pub use client::{LinkStatus, Offered, RelayClient};
 pub use directory::{Carrier, ChildLink, Claim, DirFuture, Directory, HeartbeatReport};
 pub use error::{DirectoryError, JoinError};
 pub use heartbeat::spawn_heartbeat;

@@ -54,8 +54,8 @@ pub(crate) struct Cluster {
     pub fanout_limit: u32,
     /// Where relay links bind their sockets.
     pub media_ip: IpAddr,
-    /// For the other nodes' internal endpoints.
-    pub http: reqwest::Client,
+    /// For the parents' relay endpoints.
+    pub client: lumen_cascade::RelayClient,
     pub next_link: AtomicU64,
     /// Parent side: links offered or running, by number.
     pub out: Mutex<HashMap<u64, Outbound>>,
@@ -105,10 +105,7 @@ impl Cluster {
             public_url,
             fanout_limit,
             media_ip,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
+            client: lumen_cascade::RelayClient::new(),
             next_link: AtomicU64::new(1),
             out: Mutex::new(HashMap::new()),
             carried: tokio::sync::Mutex::new(HashMap::new()),

@@ -332,6 +332,8 @@ impl Running {
     /// links it feeds so their children re-parent, and stops once every
     /// session has ended or `deadline` has passed.
     pub async fn drain(self, deadline: std::time::Duration) {
+        // No heartbeat may register the node again once it has left.
+        self.heartbeat.abort();
         cluster::drain(&self.cluster).await;
         let until = tokio::time::Instant::now() + deadline;
         while self.sessions.len() > 0 && tokio::time::Instant::now() < until {

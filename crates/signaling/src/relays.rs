@@ -37,7 +37,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use lumen_auth::{Action, Principal};
 use lumen_cascade::relay::PendingRelay;
-use lumen_cascade::{JoinError, NodeId, placement};
+use lumen_cascade::{JoinError, LinkStatus, NodeId, placement};
 use lumen_node::{NodeEvent, SessionRef};
 use lumen_sfu::Role;
 
@@ -59,6 +59,9 @@ const LINK_CHECK: Duration = Duration::from_millis(500);
 /// A parent that does not answer about a link within this is taken for
 /// dead.
 const LINK_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Bound on a best-effort call to a parent (ending a link).
+const CALL_SHORT: Duration = Duration::from_millis(500);
 
 /// How long a node token lives (one is minted per relay request).
 const NODE_TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -396,51 +399,30 @@ async fn join_parent(
         Err(e) => return Err(e.to_string()),
     }
     let token = node_token(st).map_err(|e| e.to_string())?;
-    let res = cluster
-        .http
-        .post(format!("{url}/internal/v1/relay/{stream}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if res.status() != reqwest::StatusCode::CREATED {
-        let _ = cluster.dir.leave(stream, &cluster.me).await;
-        return Err(format!("parent answered {}", res.status()));
-    }
-    let location = res
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|l| format!("{url}{l}"))
-        .ok_or("the parent's answer has no Location")?;
-    let offer = res.text().await.map_err(|e| e.to_string())?;
-    let answer = match st.node.publish(stream, offer).await {
+    let offered = match cluster.client.request(url, stream, &token).await {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = cluster.dir.leave(stream, &cluster.me).await;
+            return Err(e);
+        }
+    };
+    let location = offered.link_url;
+    let answer = match st.node.publish(stream, offered.offer).await {
         Ok(a) => a,
         Err(e) => {
-            let _ = cluster
-                .http
-                .delete(&location)
-                .bearer_auth(&token)
-                .send()
-                .await;
+            cluster.client.close(&location, &token, CALL_SHORT).await;
             let _ = cluster.dir.leave(stream, &cluster.me).await;
             return Err(format!("this node refused the parent's offer: {e}"));
         }
     };
-    let res = cluster
-        .http
-        .patch(&location)
-        .bearer_auth(&token)
-        .header(reqwest::header::CONTENT_TYPE, "application/sdp")
-        .body(answer.answer_sdp)
-        .send()
+    if let Err(e) = cluster
+        .client
+        .answer(&location, &token, answer.answer_sdp)
         .await
-        .map_err(|e| e.to_string());
-    let accepted = matches!(&res, Ok(r) if r.status() == reqwest::StatusCode::NO_CONTENT);
-    if !accepted {
+    {
         let _ = st.node.close(answer.session).await;
         let _ = cluster.dir.leave(stream, &cluster.me).await;
-        return Err(format!("the parent refused the answer: {res:?}"));
+        return Err(e);
     }
     tracing::info!(%stream, %parent, "carrying the stream from {url}");
     Ok(Attached {
@@ -489,12 +471,12 @@ async fn carry(
         // Asked of the parent, not read off the media: a stream may pause
         // upstream, and a dead parent sends nothing to tell.
         let avoid = match link_state(&st, &attached).await {
-            LinkState::Running => continue,
-            LinkState::Gone => {
+            LinkStatus::Running => continue,
+            LinkStatus::Gone => {
                 tracing::warn!(%stream, parent = %attached.parent, "the relay link ended: attaching again");
                 Vec::new()
             }
-            LinkState::ParentDown => {
+            LinkStatus::ParentDown => {
                 tracing::warn!(%stream, parent = %attached.parent, "the parent stopped: re-parenting");
                 vec![attached.parent.clone()]
             }
@@ -544,35 +526,14 @@ async fn forget(st: &AppState, stream: &str, parent: &Arc<Mutex<Option<NodeId>>>
     }
 }
 
-/// What a stalled link's parent says of it.
-enum LinkState {
-    /// The link runs: the stream is paused upstream.
-    Running,
-    /// The parent answers but the link is gone (the stream ended there,
-    /// or the parent dropped it).
-    Gone,
-    /// The parent does not answer, or drains.
-    ParentDown,
-}
-
-async fn link_state(st: &AppState, attached: &Attached) -> LinkState {
+async fn link_state(st: &AppState, attached: &Attached) -> LinkStatus {
     let Ok(token) = node_token(st) else {
-        return LinkState::ParentDown;
+        return LinkStatus::ParentDown;
     };
-    let res = st
-        .cluster
-        .http
-        .get(&attached.link_url)
-        .bearer_auth(token)
-        .timeout(LINK_CHECK_TIMEOUT)
-        .send()
-        .await;
-    match res.map(|r| r.status()) {
-        Ok(reqwest::StatusCode::OK) => LinkState::Running,
-        // A draining parent (503) is leaving too.
-        Ok(s) if s == reqwest::StatusCode::NOT_FOUND => LinkState::Gone,
-        _ => LinkState::ParentDown,
-    }
+    st.cluster
+        .client
+        .status(&attached.link_url, &token, LINK_CHECK_TIMEOUT)
+        .await
 }
 
 /// Ends one attachment: the relay session here, the link on the parent
@@ -580,13 +541,9 @@ async fn link_state(st: &AppState, attached: &Attached) -> LinkState {
 async fn detach(st: &AppState, stream: &str, attached: &Attached) {
     let _ = st.node.close(attached.session).await;
     if let Ok(token) = node_token(st) {
-        let _ = st
-            .cluster
-            .http
-            .delete(&attached.link_url)
-            .bearer_auth(token)
-            .timeout(Duration::from_millis(500))
-            .send()
+        st.cluster
+            .client
+            .close(&attached.link_url, &token, CALL_SHORT)
             .await;
     }
     let _ = st.cluster.dir.leave(stream, &st.cluster.me).await;
