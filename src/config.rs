@@ -966,15 +966,23 @@ impl Loaded {
 }
 
 /// Replaces by `"***"` the text value of every key, at any depth, whose
-/// name contains `secret`, `password`, `token`, `key` or `database_url` (any
-/// case: a database URL may carry a password); numbers and booleans stay.
+/// name contains `secret`, `password`, `token`, `key`, `database_url` or
+/// `redis_url` (any case: such a URL may carry a password); numbers and
+/// booleans stay.
 /// Under a matching key every text inside is masked, at any depth, and the
 /// tables and arrays keep their shape (`[[recording.encryption.keys]]`), so
 /// the printout loads again. Deliberately broad: a `keyframe_*` text
 /// setting would be masked too, which is harmless in a printout, whereas a
 /// missed `apikey` would leak.
 pub fn mask_secrets(value: &mut toml::Value) {
-    const WORDS: [&str; 5] = ["secret", "password", "token", "key", "database_url"];
+    const WORDS: [&str; 6] = [
+        "secret",
+        "password",
+        "token",
+        "key",
+        "database_url",
+        "redis_url",
+    ];
     match value {
         toml::Value::Table(table) => {
             for (name, v) in table.iter_mut() {

@@ -530,6 +530,7 @@ fn auth_settings_reach_the_server_and_secrets_are_masked() {
         "lumen.toml",
         "[auth]\nsignup = \"open\"\nadmin_password = \"hunter22hunter22\"\n\
          database_url = \"postgres://u:pw@db/lumen\"\n\
+         [cluster]\nredis_url = \"redis://:redispw@dir:6379/\"\n\
          [[auth.external]]\nissuer = \"https://site.example\"\njwks_file = \"/etc/site.jwks\"\n",
     );
     let loaded = with_file(&path)
@@ -549,6 +550,7 @@ fn auth_settings_reach_the_server_and_secrets_are_masked() {
     let shown = loaded.to_masked_toml().expect("toml");
     assert!(!shown.contains("hunter22"), "{shown}");
     assert!(!shown.contains("u:pw"), "{shown}");
+    assert!(!shown.contains("redispw"), "{shown}");
     // An external issuer needs exactly one JWKS source.
     let bad = dir.file("bad.toml", "[[auth.external]]\nissuer = \"x\"\n");
     let err = with_file(&bad)
