@@ -10,6 +10,7 @@ use lumen_cascade::testing::TempRedis;
 use lumen_cascade::{Directory, NodeId, RedisConfig, RedisDirectory};
 use lumen_tools::client::{PublishOptions, Publisher, WatchOptions, Watcher};
 
+use crate::revocation::{base64_url_decode, wait_live};
 use crate::support::{TestServer, start_server_with};
 
 /// A cluster node on loopback: its own data dir, the cluster's signing
@@ -21,22 +22,27 @@ async fn node(redis: &TempRedis, key: Option<&[u8]>, name: &str, region: &str) -
         c.cluster.node_id = Some(name);
         c.cluster.region = Some(region);
         if let Some(key) = key {
-            std::fs::create_dir_all(&c.data_dir).expect("data dir");
-            let path = c.data_dir.join(lumen_signaling::auth::KEY_FILE);
-            std::fs::write(&path, key).expect("the shared key is written");
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .expect("key mode");
+            install_key(&c.data_dir, key);
         }
     })
     .await
 }
 
+/// Puts the cluster's signing key in a node's data dir (mode 600), so the
+/// node tokens and stream tokens of one node verify on every node.
+pub(crate) fn install_key(data_dir: &std::path::Path, key: &[u8]) {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    let path = data_dir.join(lumen_signaling::auth::KEY_FILE);
+    std::fs::write(&path, key).expect("the shared key is written");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("key mode");
+}
+
 /// Starts a viewer of `stream` on `base`, retrying while the stream is not
 /// known there yet (the origin's claim reaches the directory a moment
 /// after the publisher connects).
-async fn watch(base: &str, stream: &str) -> Watcher {
-    let deadline = Instant::now() + Duration::from_secs(10);
+pub(crate) async fn watch(base: &str, stream: &str) -> Watcher {
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match Watcher::start(WatchOptions {
             url: format!("{base}/whep/{stream}"),
@@ -57,7 +63,7 @@ async fn watch(base: &str, stream: &str) -> Watcher {
 }
 
 /// Waits until `w` decodes pictures; panics after `limit`.
-async fn decoding(w: &Watcher, what: &str, limit: Duration) {
+pub(crate) async fn decoding(w: &Watcher, what: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     while w.stats().frames_decoded == 0 {
         assert!(
@@ -71,7 +77,7 @@ async fn decoding(w: &Watcher, what: &str, limit: Duration) {
 
 /// Samples a viewer's decoded pictures for `d`; answers the longest time
 /// in which none was decoded.
-async fn longest_freeze(w: &Watcher, d: Duration) -> Duration {
+pub(crate) async fn longest_freeze(w: &Watcher, d: Duration) -> Duration {
     let end = Instant::now() + d;
     let mut last = w.stats().frames_decoded;
     let mut last_change = Instant::now();
@@ -204,11 +210,7 @@ async fn a_token_revoked_on_one_node_ends_its_session_on_another() {
     let key = std::fs::read(a.data_dir().join(lumen_signaling::auth::KEY_FILE)).expect("key");
     let b = start_server_with(move |c| {
         c.auth.database_url = Some(url);
-        std::fs::create_dir_all(&c.data_dir).expect("data dir");
-        let path = c.data_dir.join(lumen_signaling::auth::KEY_FILE);
-        std::fs::write(&path, &key).expect("the shared key is written");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("mode");
+        install_key(&c.data_dir, &key);
     })
     .await;
 
@@ -228,64 +230,25 @@ async fn a_token_revoked_on_one_node_ends_its_session_on_another() {
     })
     .await
     .expect("a token minted on b publishes on a");
-    let live = |base: String| async move {
-        reqwest::get(format!("{base}/api/streams/shared"))
+    assert!(
+        wait_live(&a.http_url(), "shared", true, Duration::from_secs(10))
             .await
-            .expect("GET")
-            .text()
-            .await
-            .expect("body")
-            .contains("\"live\":true")
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !live(a.http_url()).await {
-        assert!(Instant::now() < deadline, "the stream never went live on a");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .is_some(),
+        "the stream never went live on a"
+    );
 
     // Revoked through b: a's follower of the shared revocation feed ends
     // the session.
-    let claims = token.split('.').nth(1).expect("payload");
-    let jti = decode_jti(claims);
-    let t = Instant::now();
-    b.auth().revoke_token(&jti).await.expect("revoked on b");
-    while live(a.http_url()).await {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the revoked token's session on a never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    eprintln!(
-        "revoked on b: the session on a ended {:?} later",
-        t.elapsed()
-    );
+    let payload = token.split('.').nth(1).expect("payload");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64_url_decode(payload).expect("base64url")).expect("json");
+    let jti = claims["jti"].as_str().expect("jti");
+    b.auth().revoke_token(jti).await.expect("revoked on b");
+    let took = wait_live(&a.http_url(), "shared", false, Duration::from_secs(10))
+        .await
+        .expect("the revoked token's session on a never ended");
+    eprintln!("revoked on b: the session on a ended {took:?} later");
     let _ = publisher.stop().await;
     a.stop().await;
     b.stop().await;
-}
-
-/// The `jti` of a JWT payload (base64url JSON).
-fn decode_jti(payload: &str) -> String {
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in payload.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => continue,
-        };
-        bits = (bits << 6) | u32::from(v);
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    let claims: serde_json::Value = serde_json::from_slice(&out).expect("claims");
-    claims["jti"].as_str().expect("jti").to_string()
 }

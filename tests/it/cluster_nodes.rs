@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use lumen_cascade::testing::TempRedis;
 use lumen_cascade::{Directory, NodeId, RedisConfig, RedisDirectory};
-use lumen_tools::client::{PublishOptions, Publisher, WatchOptions, Watcher};
+use lumen_tools::client::{PublishOptions, Publisher};
+
+use crate::cluster::{decoding, install_key, longest_freeze, watch};
 
 /// One `lumen serve` process.
 struct NodeProcess {
@@ -36,10 +38,7 @@ impl NodeProcess {
         ));
         std::fs::create_dir_all(&dir).expect("data dir");
         if let Some(key) = key {
-            let path = dir.join("jwt-ed25519.pk8");
-            std::fs::write(&path, key).expect("key");
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("mode");
+            install_key(&dir, key);
         }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -140,7 +139,7 @@ fn rand_suffix() -> u64 {
 }
 
 fn key_of(dir: &Path) -> Vec<u8> {
-    std::fs::read(dir.join("jwt-ed25519.pk8")).expect("the first node's signing key")
+    std::fs::read(dir.join(lumen_signaling::auth::KEY_FILE)).expect("the first node's signing key")
 }
 
 /// `lumen token mint` against the first node's data dir.
@@ -163,57 +162,6 @@ fn publish_token(dir: &Path) -> String {
         .find(|l| l.matches('.').count() == 2)
         .expect("a JWT on stdout")
         .to_string()
-}
-
-async fn watch(base: &str, stream: &str) -> Watcher {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match Watcher::start(WatchOptions {
-            url: format!("{base}/whep/{stream}"),
-            token: None,
-            layer: None,
-            chat: false,
-        })
-        .await
-        {
-            Ok(w) => return w,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("viewer on {base} not admitted yet: {e}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => panic!("no viewer on {base}: {e}"),
-        }
-    }
-}
-
-async fn decoding(w: &Watcher, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while w.stats().frames_decoded == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{what} decoded nothing: {:?}",
-            w.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The longest time within `d` in which `w` decoded no picture.
-async fn longest_freeze(w: &Watcher, d: Duration) -> Duration {
-    let end = Instant::now() + d;
-    let mut last = w.stats().frames_decoded;
-    let mut since = Instant::now();
-    let mut longest = Duration::ZERO;
-    while Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let n = w.stats().frames_decoded;
-        if n != last {
-            longest = longest.max(since.elapsed());
-            last = n;
-            since = Instant::now();
-        }
-    }
-    longest.max(since.elapsed())
 }
 
 /// Opens the viewer's WHEP event stream for `reconnect` and answers the
@@ -270,13 +218,13 @@ async fn five_nodes_in_three_regions_carry_heal_and_drain() {
 
     // Each region's relay first, then its edge, which feeds from it.
     let on_relay_us = watch(&relay_us.url, "show").await;
-    decoding(&on_relay_us, "relay-us's viewer").await;
+    decoding(&on_relay_us, "relay-us's viewer", Duration::from_secs(15)).await;
     let on_edge_us = watch(&edge_us.url, "show").await;
-    decoding(&on_edge_us, "edge-us's viewer").await;
+    decoding(&on_edge_us, "edge-us's viewer", Duration::from_secs(15)).await;
     let on_relay_ap = watch(&relay_ap.url, "show").await;
-    decoding(&on_relay_ap, "relay-ap's viewer").await;
+    decoding(&on_relay_ap, "relay-ap's viewer", Duration::from_secs(15)).await;
     let on_edge_ap = watch(&edge_ap.url, "show").await;
-    decoding(&on_edge_ap, "edge-ap's viewer").await;
+    decoding(&on_edge_ap, "edge-ap's viewer", Duration::from_secs(15)).await;
 
     // A publisher sent to another node is redirected to the origin (by
     // now the origin's claim is in the directory: viewers are watching).

@@ -41,7 +41,7 @@ fn last_line(out: &Output) -> String {
         .to_string()
 }
 
-async fn live(base: &str, stream: &str) -> bool {
+pub(crate) async fn live(base: &str, stream: &str) -> bool {
     reqwest::get(format!("{base}/api/streams/{stream}"))
         .await
         .expect("GET")
@@ -53,7 +53,12 @@ async fn live(base: &str, stream: &str) -> bool {
 
 /// Waits up to `limit` for the stream to be live (`want`) or not; the time
 /// it took.
-async fn wait_live(base: &str, stream: &str, want: bool, limit: Duration) -> Option<Duration> {
+pub(crate) async fn wait_live(
+    base: &str,
+    stream: &str,
+    want: bool,
+    limit: Duration,
+) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if live(base, stream).await == want {
@@ -185,7 +190,7 @@ async fn a_revoked_token_ends_its_live_publish() {
 }
 
 /// Unpadded base64url, as in JWTs.
-fn base64_url_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64_url_decode(s: &str) -> Option<Vec<u8>> {
     let val = |c: u8| -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',

@@ -45,14 +45,7 @@ pub fn h264_jpeg(avcc_access_unit: &[u8], max_width: u32) -> Result<Vec<u8>, Thu
             }
         }
     };
-    let (tw, th, small) = shrink(&rgb, w, h, max_width.max(16) as usize);
-    let mut out = Vec::new();
-    let tw = u16::try_from(tw).map_err(|_| ThumbnailError::Encode("too wide".into()))?;
-    let th = u16::try_from(th).map_err(|_| ThumbnailError::Encode("too tall".into()))?;
-    Encoder::new(&mut out, 80)
-        .encode(&small, tw, th, ColorType::Rgb)
-        .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
-    Ok(out)
+    jpeg_of(&rgb, w, h, max_width)
 }
 
 /// [`h264_jpeg`] for a VP8 keyframe (the frame as depacketized, its
