@@ -37,6 +37,22 @@ fn ffmpeg_available(test: &str) -> bool {
     ok
 }
 
+/// The test pattern at 320×180, published to `base`'s WHIP endpoint of
+/// `stream` with this Bearer token, frame rate and bitrate.
+async fn publish(base: &str, stream: &str, token: String, fps: u32, bitrate_bps: u32) -> Publisher {
+    Publisher::start(PublishOptions {
+        url: format!("{base}/whip/{stream}"),
+        token: Some(token),
+        width: 320,
+        height: 180,
+        fps,
+        bitrate_bps,
+        ..Default::default()
+    })
+    .await
+    .expect("publish")
+}
+
 async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut r = reqwest::Client::new().get(url);
     for (k, v) in headers {
@@ -65,17 +81,7 @@ async fn a_broadcast_becomes_a_playable_recording() {
         )
         .await
         .expect("a webhook endpoint");
-    let publisher = Publisher::start(PublishOptions {
-        url: format!("{base}/whip/rec"),
-        token: Some(server.publish_token()),
-        width: 320,
-        height: 180,
-        fps: 30,
-        bitrate_bps: 400_000,
-        ..Default::default()
-    })
-    .await
-    .expect("publish");
+    let publisher = publish(&base, "rec", server.publish_token(), 30, 400_000).await;
     tokio::time::sleep(Duration::from_secs_f64(SECONDS)).await;
     let sent = publisher.frames_sent();
     publisher.stop().await.expect("the publisher leaves");
@@ -300,17 +306,7 @@ async fn a_store_outage_mid_broadcast_loses_nothing() {
     let store = s3.config_via(&proxy.endpoint());
     let server = start_server_with(|c| c.recording.store = StoreConfig::S3(store)).await;
     let base = server.http_url();
-    let publisher = Publisher::start(PublishOptions {
-        url: format!("{base}/whip/outage"),
-        token: Some(server.publish_token()),
-        width: 320,
-        height: 180,
-        fps: 15,
-        bitrate_bps: 300_000,
-        ..Default::default()
-    })
-    .await
-    .expect("publish");
+    let publisher = publish(&base, "outage", server.publish_token(), 15, 300_000).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -416,17 +412,7 @@ async fn a_killed_server_finishes_its_recording_after_a_restart() {
         .unwrap_or_default()
         .trim()
         .to_string();
-    let publisher = Publisher::start(PublishOptions {
-        url: format!("{base}/whip/killed"),
-        token: Some(token),
-        width: 320,
-        height: 180,
-        fps: 15,
-        bitrate_bps: 300_000,
-        ..Default::default()
-    })
-    .await
-    .expect("publish");
+    let publisher = publish(&base, "killed", token, 15, 300_000).await;
     tokio::time::sleep(Duration::from_secs(9)).await;
     let live_for = publisher.frames_sent() as f64 / 15.0;
     first.kill().expect("SIGKILL");
@@ -607,17 +593,7 @@ async fn sealed_recordings_play_only_with_their_key() {
     })
     .await;
     let base = server.http_url();
-    let publisher = Publisher::start(PublishOptions {
-        url: format!("{base}/whip/sealed"),
-        token: Some(server.publish_token()),
-        width: 320,
-        height: 180,
-        fps: 15,
-        bitrate_bps: 300_000,
-        ..Default::default()
-    })
-    .await
-    .expect("publish");
+    let publisher = publish(&base, "sealed", server.publish_token(), 15, 300_000).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let sent = publisher.frames_sent();
     publisher.stop().await.expect("the publisher leaves");
