@@ -694,6 +694,34 @@ async fn chat_scenario(auth: &Auth) {
         13
     );
     assert!(chat.replay("nothing", 0, 100).await.unwrap().is_empty());
+
+    // A busy second: more messages in one batch than one statement takes,
+    // all stored in order with their places; a place given later for a
+    // message stored by an earlier batch is kept too.
+    let busy: Vec<_> = (100..350)
+        .map(|i| chat_message(i, "ann", &format!("busy{i}"), now + 1000 + i))
+        .collect();
+    let places: Vec<_> = busy.iter().map(|m| place(m.id, "b3", m.id * 10)).collect();
+    chat.store_batch("talk", &busy, &places, &[], &[])
+        .await
+        .unwrap();
+    let late = chat_message(350, "ann", "late", now + 2000);
+    chat.store_batch("talk", std::slice::from_ref(&late), &[], &[], &[])
+        .await
+        .unwrap();
+    chat.store_batch("talk", &[], &[place(350, "b3", 1)], &[], &[])
+        .await
+        .unwrap();
+    let replay = chat.replay("b3", 0, 1000).await.unwrap();
+    assert_eq!(replay.len(), 251);
+    assert_eq!(replay[0].message["text"], "late");
+    assert_eq!(replay[1].media_ms, 1000);
+    assert_eq!(replay[250].message["text"], "busy349");
+    assert_eq!(chat.next_message_id("talk").await.unwrap(), 351);
+    let history = chat.history("talk", 50).await.unwrap();
+    assert_eq!(history.len(), 50);
+    assert_eq!(history.last().unwrap().text, "late");
+    assert_eq!(history[0].text, "busy301");
 }
 
 async fn recordings_scenario(auth: &Auth) {

@@ -20,13 +20,15 @@
 //! message id and the bans in force) before its first member is answered,
 //! and lives in memory while it has members. After each frame the room's
 //! queues (new messages, moderation actions, reports) go to a writer task
-//! through a bounded queue, dropped and logged when full, so that a slow
-//! database never delays fan-out; the writer stores them in batches. Not
+//! without waiting, so that a slow database never delays fan-out; the
+//! writer stores everything queued in one transaction per stream, so its
+//! batches grow when the database is slow. Only past [`WRITE_HELD`] records
+//! waiting are records dropped (counted and logged). Not
 //! yet here: carrying a room over the relay tree.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use lumen_auth::chat::Placement;
 use lumen_auth::{Auth, Role as AccountRole};
@@ -50,8 +52,9 @@ pub use settings::ChatSettings;
 pub(crate) const LABEL: &str = "chat";
 /// Channel events queued for the chat task at most.
 const QUEUE: usize = 4096;
-/// Rooms' drained queues waiting for the writer at most.
-const WRITE_QUEUE: usize = 1024;
+/// Records waiting for the writer at most (a database stalled for minutes
+/// at a thousand messages a second): past it new ones are dropped.
+const WRITE_HELD: usize = 200_000;
 /// The writer stores what it holds this often, or sooner when it holds
 /// [`BATCH_ITEMS`] records.
 const BATCH_EVERY: Duration = Duration::from_millis(200);
@@ -328,9 +331,8 @@ async fn run(
         live: HashMap::new(),
         fanout,
     };
-    let (writer, write_rx) = mpsc::channel(WRITE_QUEUE);
-    let write_task = tokio::spawn(write(write_rx, auth.clone()));
-    let write_dropped = AtomicU64::new(0);
+    let (writer, write_rx) = Writer::new();
+    let write_task = tokio::spawn(write(write_rx, writer.held.clone(), auth.clone()));
     loop {
         let m = tokio::select! {
             m = rx.recv() => match m {
@@ -374,7 +376,7 @@ async fn run(
                 let outputs = room.handle(member, binary, &data, now_ms());
                 let batch = take_batch(room, r.live.get(&stream));
                 if !batch.is_empty() {
-                    queue_write(&writer, &write_dropped, stream.clone(), batch);
+                    writer.store(stream.clone(), batch);
                 }
                 r.send(&stream, outputs, false);
             }
@@ -401,7 +403,7 @@ async fn run(
                     r.rooms.remove(&stream);
                 }
                 if !batch.is_empty() {
-                    queue_write(&writer, &write_dropped, stream.clone(), batch);
+                    writer.store(stream.clone(), batch);
                 }
                 let (answer, others): (Vec<Output>, Vec<Output>) = outputs.into_iter().partition(
                     |o| matches!(o, Output::Send { to: Target::One(m), .. } if *m == member),
@@ -609,16 +611,49 @@ enum Write {
     Flush(oneshot::Sender<()>),
 }
 
-/// Hands a batch to the writer without waiting: a full queue loses it.
-fn queue_write(writer: &mpsc::Sender<Write>, dropped: &AtomicU64, stream: String, batch: Batch) {
-    let n = batch.len();
-    if writer.try_send(Write::Store { stream, batch }).is_err() {
-        let total = dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        tracing::warn!(
-            records = n,
-            dropped = total,
-            "chat writer queue full: records not stored"
-        );
+/// The chat task's side of the writer's queue.
+struct Writer {
+    tx: mpsc::UnboundedSender<Write>,
+    /// Records queued and not yet stored (the writer subtracts what it
+    /// stores).
+    held: Arc<AtomicUsize>,
+    dropped: AtomicU64,
+}
+
+impl Writer {
+    fn new() -> (Writer, mpsc::UnboundedReceiver<Write>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            tx,
+            held: Arc::new(AtomicUsize::new(0)),
+            dropped: AtomicU64::new(0),
+        };
+        (writer, rx)
+    }
+
+    /// Hands a batch to the writer without waiting. Dropped only when
+    /// [`WRITE_HELD`] records already wait (logged at the first drop and
+    /// every thousandth after).
+    fn store(&self, stream: String, batch: Batch) {
+        let n = batch.len();
+        if self.held.load(Ordering::Relaxed) + n > WRITE_HELD {
+            let before = self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            let total = before + n as u64;
+            if before == 0 || before / 1000 != total / 1000 {
+                tracing::warn!(
+                    records = n,
+                    dropped = total,
+                    held = WRITE_HELD,
+                    "chat store too slow: records not stored"
+                );
+            }
+            return;
+        }
+        self.held.fetch_add(n, Ordering::Relaxed);
+        if self.tx.send(Write::Store { stream, batch }).is_err() {
+            // The writer is gone (shutting down): nothing stores them.
+            self.held.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -626,14 +661,9 @@ fn queue_write(writer: &mpsc::Sender<Write>, dropped: &AtomicU64, stream: String
 /// stored one, and the bans in force. What an earlier incarnation of the
 /// room still has queued is stored first. A store that fails gives an
 /// empty room (logged): chat goes on without its history.
-async fn load(
-    auth: &Auth,
-    writer: &mpsc::Sender<Write>,
-    stream: &str,
-    mut config: RoomConfig,
-) -> Room {
+async fn load(auth: &Auth, writer: &Writer, stream: &str, mut config: RoomConfig) -> Room {
     let (tx, rx) = oneshot::channel();
-    if writer.send(Write::Flush(tx)).await.is_ok() {
+    if writer.tx.send(Write::Flush(tx)).is_ok() {
         let _ = tokio::time::timeout(FLUSH_WAIT, rx).await;
     }
     let chat = auth.chat();
@@ -656,36 +686,45 @@ async fn load(
 }
 
 /// The writer: collects batches per stream and stores them every
-/// [`BATCH_EVERY`] or [`BATCH_ITEMS`] records, one transaction per stream.
-async fn write(mut rx: mpsc::Receiver<Write>, auth: Auth) {
+/// [`BATCH_EVERY`], or at once when it holds [`BATCH_ITEMS`] records or a
+/// flush is asked, one transaction per stream. Whatever queued while it
+/// stored goes into the next transaction.
+async fn write(mut rx: mpsc::UnboundedReceiver<Write>, held: Arc<AtomicUsize>, auth: Auth) {
     let mut pending: HashMap<String, Batch> = HashMap::new();
-    let mut held = 0;
+    let mut count = 0;
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut closed = false;
     let mut tick = tokio::time::interval(BATCH_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            m = rx.recv() => match m {
-                Some(Write::Store { stream, batch }) => {
-                    held += batch.len();
-                    pending.entry(stream).or_default().append(batch);
-                    if held >= BATCH_ITEMS {
-                        store(&auth, &mut pending).await;
-                        held = 0;
-                    }
-                }
-                Some(Write::Flush(done)) => {
-                    store(&auth, &mut pending).await;
-                    held = 0;
-                    let _ = done.send(());
-                }
-                None => {
-                    store(&auth, &mut pending).await;
-                    return;
-                }
-            },
+    while !closed {
+        let mut due = false;
+        let first = tokio::select! {
+            m = rx.recv() => m,
             _ = tick.tick() => {
-                store(&auth, &mut pending).await;
-                held = 0;
+                due = true;
+                None
+            }
+        };
+        let mut take = |m: Option<Write>, closed: &mut bool| match m {
+            Some(Write::Store { stream, batch }) => {
+                count += batch.len();
+                pending.entry(stream).or_default().append(batch);
+            }
+            Some(Write::Flush(done)) => flushes.push(done),
+            None => *closed = true,
+        };
+        if !due {
+            take(first, &mut closed);
+        }
+        while let Ok(m) = rx.try_recv() {
+            take(Some(m), &mut closed);
+        }
+        if due || closed || count >= BATCH_ITEMS || !flushes.is_empty() {
+            store(&auth, &mut pending).await;
+            held.fetch_sub(count, Ordering::Relaxed);
+            count = 0;
+            for done in flushes.drain(..) {
+                let _ = done.send(());
             }
         }
     }
