@@ -191,6 +191,144 @@ async fn a_stream_travels_down_the_tree_and_heals_around_a_stopped_relay() {
     origin.stop().await;
 }
 
+/// Opens a viewer session's WHEP event stream for the `names` events and
+/// answers the response to read it from.
+pub(crate) async fn session_events(session_url: &str, names: &[&str]) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{session_url}/sse"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_string(names).expect("json"))
+        .send()
+        .await
+        .expect("event stream request");
+    assert_eq!(res.status(), 201, "event stream not created");
+    let loc = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_string();
+    let url = reqwest::Url::parse(session_url)
+        .and_then(|u| u.join(&loc))
+        .expect("event stream URL");
+    client.get(url).send().await.expect("event stream")
+}
+
+/// A WHEP event stream read event by event.
+pub(crate) struct Events {
+    res: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    pub(crate) async fn open(session_url: &str, names: &[&str]) -> Events {
+        Events {
+            res: session_events(session_url, names).await,
+            buf: String::new(),
+        }
+    }
+
+    /// Skips to the next `name` event and consumes it; `false` when none
+    /// came within `limit`.
+    pub(crate) async fn until(&mut self, name: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                if event.lines().any(|l| l == format!("event: {name}")) {
+                    return true;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.res.chunk()).await {
+                Ok(Ok(Some(c))) => self.buf.push_str(&String::from_utf8_lossy(&c)),
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// The origin dies with its broadcaster: viewers on an edge are told the
+/// stream went `inactive` and keep their sessions; the broadcaster
+/// publishes again to another node, which becomes the origin; the edge
+/// attaches to it and the same viewer sessions get `active` and pictures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_origin_dies_a_publish_to_another_node_reforms_the_tree_for_the_same_viewers() {
+    let Some(redis) = TempRedis::start("a_publish_to_another_node_reforms_the_tree") else {
+        return;
+    };
+    let origin = node(&redis, None, "origin", "eu").await;
+    let key = std::fs::read(origin.data_dir().join(lumen_signaling::auth::KEY_FILE))
+        .expect("the origin's signing key");
+    let edge = node(&redis, Some(&key), "edge", "us").await;
+    let backup = node(&redis, Some(&key), "backup", "eu").await;
+    let options = |base: &str, token: String| PublishOptions {
+        url: format!("{base}/whip/phoenix"),
+        token: Some(token),
+        width: 320,
+        height: 180,
+        fps: 30,
+        bitrate_bps: 400_000,
+        ..Default::default()
+    };
+    let first = Publisher::start(options(&origin.http_url(), origin.publish_token()))
+        .await
+        .expect("publish on the origin");
+    let viewer = watch(&edge.http_url(), "phoenix").await;
+    decoding(&viewer, "the edge's viewer", Duration::from_secs(10)).await;
+    let session = viewer.session_url().to_string();
+    let mut events = Events::open(&session, &["active", "inactive"]).await;
+    // A stream that is live when the event stream opens says so first.
+    assert!(events.until("active", Duration::from_secs(5)).await);
+
+    // The origin node goes, and its broadcaster with it.
+    origin.stop().await;
+    let _ = first.stop().await;
+    assert!(
+        events.until("inactive", Duration::from_secs(10)).await,
+        "the edge's viewer was not told the stream went inactive"
+    );
+    let stalled = viewer.stats();
+
+    // The broadcaster comes back on another node: it is the origin now,
+    // and the edge's viewer gets the stream from it on the same session.
+    let second = Publisher::start(options(&backup.http_url(), backup.publish_token()))
+        .await
+        .expect("publish on another node");
+    assert!(
+        events.until("active", Duration::from_secs(15)).await,
+        "the edge's viewer was not told the stream is active again"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while viewer.stats().frames_decoded < stalled.frames_decoded + 30 {
+        assert!(
+            Instant::now() < deadline,
+            "no pictures after the publish elsewhere: {:?}",
+            viewer.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(viewer.session_url(), session, "the viewer reconnected");
+    let dir = RedisDirectory::new(RedisConfig::new(redis.url())).expect("directory");
+    assert_eq!(
+        dir.origin("phoenix").await.expect("origin"),
+        Some(NodeId::new("backup").expect("name"))
+    );
+    let carriers = dir.carriers("phoenix").await.expect("carriers");
+    assert!(
+        carriers.iter().any(|c| c.node.as_str() == "edge"
+            && c.parent.as_ref().map(NodeId::as_str) == Some("backup")),
+        "the edge does not carry the stream from the new origin: {carriers:?}"
+    );
+    let (status, _) = viewer.stop().await.expect("stop the viewer");
+    // Still the session it was given at the start.
+    assert_eq!(status, 200);
+    let _ = second.stop().await;
+    edge.stop().await;
+    backup.stop().await;
+}
+
 /// The nodes of a cluster share the accounts store and the signing key: a
 /// token minted on one node opens a session on another, and revoking it
 /// on either ends that session.

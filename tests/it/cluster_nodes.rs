@@ -17,7 +17,7 @@ use lumen_cascade::testing::TempRedis;
 use lumen_cascade::{Directory, NodeId, RedisConfig, RedisDirectory};
 use lumen_tools::client::{PublishOptions, Publisher};
 
-use crate::cluster::{decoding, install_key, longest_freeze, watch};
+use crate::cluster::{Events, decoding, install_key, longest_freeze, session_events, watch};
 
 /// One `lumen serve` process.
 struct NodeProcess {
@@ -164,30 +164,6 @@ fn publish_token(dir: &Path) -> String {
         .to_string()
 }
 
-/// Opens the viewer's WHEP event stream for `reconnect` and answers the
-/// response to read it from.
-async fn reconnect_events(session_url: &str) -> reqwest::Response {
-    let client = reqwest::Client::new();
-    let res = client
-        .post(format!("{session_url}/sse"))
-        .header("content-type", "application/json")
-        .body(r#"["reconnect"]"#)
-        .send()
-        .await
-        .expect("event stream request");
-    assert_eq!(res.status(), 201, "event stream not created");
-    let loc = res
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("Location")
-        .to_string();
-    let url = reqwest::Url::parse(session_url)
-        .and_then(|u| u.join(&loc))
-        .expect("event stream URL");
-    client.get(url).send().await.expect("event stream")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_in_three_regions_carry_heal_and_drain() {
     let Some(redis) = TempRedis::start("five_nodes_in_three_regions") else {
@@ -305,7 +281,7 @@ async fn five_nodes_in_three_regions_carry_heal_and_drain() {
 
     // SIGTERM the AP edge: its viewer is told to reconnect to the other AP
     // node, and the process exits once the viewer has gone.
-    let mut events = reconnect_events(on_edge_ap.session_url()).await;
+    let mut events = session_events(on_edge_ap.session_url(), &["reconnect"]).await;
     edge_ap.signal("-TERM");
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -335,5 +311,93 @@ async fn five_nodes_in_three_regions_carry_heal_and_drain() {
     let _ = on_edge_us.stop().await;
     let _ = on_relay_ap.stop().await;
     let _ = publisher.stop().await;
+    drop(redis);
+}
+
+/// The origin is killed (SIGKILL: its directory entries stay until they
+/// expire) and the broadcaster publishes again at once to another node:
+/// that node is not redirected to the dead origin, becomes the origin
+/// once the old entries expire, and the edge's viewer, told `inactive`
+/// meanwhile, gets `active` and pictures on the session it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_origin_is_replaced_by_a_publish_elsewhere_and_the_edge_viewer_stays() {
+    let Some(redis) = TempRedis::start("a_killed_origin_is_replaced") else {
+        return;
+    };
+    let origin = NodeProcess::start(&redis, "origin", "eu", None);
+    origin.ready().await;
+    let key = key_of(&origin.dir);
+    let backup = NodeProcess::start(&redis, "backup", "eu", Some(&key));
+    let edge = NodeProcess::start(&redis, "edge", "us", Some(&key));
+    backup.ready().await;
+    edge.ready().await;
+    let token = publish_token(&origin.dir);
+    let options = |base: &str| PublishOptions {
+        url: format!("{base}/whip/relive"),
+        token: Some(token.clone()),
+        width: 320,
+        height: 180,
+        fps: 30,
+        bitrate_bps: 400_000,
+        ..Default::default()
+    };
+    let first = Publisher::start(options(&origin.url))
+        .await
+        .expect("publish on the origin");
+    let viewer = watch(&edge.url, "relive").await;
+    decoding(&viewer, "the edge's viewer", Duration::from_secs(15)).await;
+    let session = viewer.session_url().to_string();
+    let mut events = Events::open(&session, &["active", "inactive"]).await;
+    assert!(events.until("active", Duration::from_secs(5)).await);
+
+    origin.signal("-KILL");
+    let killed = Instant::now();
+    let _ = first.stop().await;
+    assert!(
+        events.until("inactive", Duration::from_secs(10)).await,
+        "the edge's viewer was not told the stream went inactive; edge log:\n{}",
+        edge.log()
+    );
+    let stalled = viewer.stats();
+
+    let second = Publisher::start(options(&backup.url))
+        .await
+        .expect("a publish to another node is taken there, not sent to the dead origin");
+    assert!(
+        events.until("active", Duration::from_secs(20)).await,
+        "the edge's viewer was not told the stream is active again; backup log:\n{}\nedge log:\n{}",
+        backup.log(),
+        edge.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while viewer.stats().frames_decoded < stalled.frames_decoded + 30 {
+        assert!(
+            Instant::now() < deadline,
+            "no pictures after the publish elsewhere: {:?}",
+            viewer.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "pictures again {:?} after the origin was killed",
+        killed.elapsed()
+    );
+    assert_eq!(viewer.session_url(), session, "the viewer reconnected");
+    let dir = RedisDirectory::new(RedisConfig::new(redis.url())).expect("directory");
+    let id = |n: &str| NodeId::new(n).expect("name");
+    assert_eq!(
+        dir.origin("relive").await.expect("origin"),
+        Some(id("backup"))
+    );
+    let carriers = dir.carriers("relive").await.expect("carriers");
+    assert!(
+        carriers
+            .iter()
+            .any(|c| c.node.as_str() == "edge" && c.parent == Some(id("backup"))),
+        "the edge does not carry the stream from the new origin: {carriers:?}"
+    );
+    let (status, _) = viewer.stop().await.expect("stop the viewer");
+    assert_eq!(status, 200, "not the session it was given at the start");
+    let _ = second.stop().await;
     drop(redis);
 }

@@ -109,6 +109,20 @@ impl RelayClient {
         }
     }
 
+    /// Whether the node at `base_url` takes sessions: its `/readyz`
+    /// answers `200` within `timeout` (a node that died or drains does
+    /// not).
+    pub async fn ready(&self, base_url: &str, timeout: Duration) -> bool {
+        let base = base_url.trim_end_matches('/');
+        let res = self
+            .http
+            .get(format!("{base}/readyz"))
+            .timeout(timeout)
+            .send()
+            .await;
+        matches!(res.map(|r| r.status()), Ok(reqwest::StatusCode::OK))
+    }
+
     /// `DELETE` the link (best effort, within `timeout`).
     pub async fn close(&self, link_url: &str, token: &str, timeout: Duration) {
         let _ = self

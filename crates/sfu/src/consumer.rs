@@ -82,9 +82,12 @@ impl Consumer {
                 });
             }
         }
-        // A new publisher: start again on a keyframe of whatever layer fits.
+        // A new publisher: start again on a keyframe. The target layer
+        // stays (the viewer's link did not change; the new publisher's
+        // layers are not measured yet, and a choice made now would put
+        // every viewer on the top layer until they are): the selector moves
+        // it once the new layers' figures are in.
         self.current = None;
-        self.target = None;
         !self.pt_map.is_empty()
     }
 

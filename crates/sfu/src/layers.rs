@@ -126,6 +126,8 @@ impl RateMeter {
 pub(crate) struct LayerView {
     pub rid: Option<Rid>,
     pub active: bool,
+    /// Whether a packet of it came from this publisher yet.
+    pub started: bool,
     pub bitrate_bps: u64,
     /// Picture size, 0 × 0 while unknown.
     pub width: u32,
@@ -270,6 +272,16 @@ impl LayerSelector {
                 LayerReason::Bandwidth
             }
         };
+        // A new publisher's layers start one by one (a relay link that
+        // re-parented replays each layer's cached pictures in turn): until
+        // any is measured, a viewer's target that has not started yet is
+        // waited for, not left for whichever layer came first.
+        if let Some(t) = current_target
+            && layers.iter().any(|l| l.rid == t && !l.active && !l.started)
+            && all_active.iter().all(|l| l.bitrate_bps == 0)
+        {
+            return Some((t, bandwidth(t)));
+        }
         // Before the first estimate, assume what str0m's BWE starts from.
         let estimate = self.effective_estimate(now);
         let budget = (estimate as f64 * USABLE) as u64;
@@ -347,6 +359,7 @@ mod tests {
         .map(|((r, b, w), a)| LayerView {
             rid: Some(Rid::from(*r)),
             active: a,
+            started: true,
             bitrate_bps: *b,
             width: *w,
             height: *w * 9 / 16,
@@ -356,6 +369,32 @@ mod tests {
 
     fn rid(s: &str) -> Option<Rid> {
         Some(Rid::from(s))
+    }
+
+    #[test]
+    fn a_new_publishers_layer_that_has_not_started_is_waited_for_until_one_is_measured() {
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new();
+        s.estimate_bps = Some(400_000);
+        // A new publisher: only h has started, nothing is measured yet.
+        let mut views = layers([true, false, false]);
+        for v in &mut views {
+            v.bitrate_bps = 0;
+            v.started = v.active;
+        }
+        let (t, _) = s
+            .choose(t0, &views, &LayerRequest::Auto, Some(rid("l")))
+            .unwrap();
+        assert_eq!(t, rid("l"), "left l for the first layer that came");
+        // A viewer without a target yet chooses among what is there.
+        let (t, _) = s.choose(t0, &views, &LayerRequest::Auto, None).unwrap();
+        assert_eq!(t, rid("h"));
+        // Once a layer is measured, one that never started counts as stopped.
+        views[0].bitrate_bps = 2_500_000;
+        let (t, _) = s
+            .choose(t0, &views, &LayerRequest::Auto, Some(rid("l")))
+            .unwrap();
+        assert_eq!(t, rid("h"));
     }
 
     #[test]
@@ -503,6 +542,7 @@ mod tests {
         let single = [LayerView {
             rid: None,
             active: true,
+            started: true,
             bitrate_bps: 1_000_000,
             width: 640,
             height: 360,

@@ -208,6 +208,7 @@ impl TrackIn {
                 LayerView {
                     rid: l.rid,
                     active: l.active,
+                    started: l.last_packet.is_some(),
                     bitrate_bps: l.meter.rate(),
                     width: l.width,
                     height: l.height,

@@ -19,10 +19,14 @@
 //!   next publisher's packets continue their sequence numbers through the
 //!   munger). A few seconds after the last viewer and child left, the node
 //!   lets the stream go.
-//! - **Redirects.** WHIP for a stream whose origin is another node, and
-//!   WHEP from a viewer of another region, get `307` to the right node.
+//! - **Redirects.** WHIP for a stream whose origin is another node (one
+//!   that answers its readiness probe), and WHEP from a viewer of another
+//!   region, get `307` to the right node.
 //! - **Origins.** A broadcaster that connects here claims its stream's
-//!   origin; one that leaves releases it.
+//!   origin; one that leaves releases it. While another node holds the
+//!   claim the node claims again every second: an origin that died holds
+//!   it until its directory entries expire, and then the broadcaster's new
+//!   node becomes the origin and the tree forms again from there.
 //! - **Readiness.** `GET /readyz`: `503` while draining.
 
 use std::collections::HashMap;
@@ -62,6 +66,15 @@ const LINK_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Bound on a best-effort call to a parent (ending a link).
 const CALL_SHORT: Duration = Duration::from_millis(500);
+
+/// How long a WHIP redirect waits for the stream's origin to say it is
+/// ready.
+const ORIGIN_PROBE: Duration = Duration::from_millis(500);
+
+/// How often a broadcaster's node claims the stream's origin again while
+/// another node holds the claim (one that died holds it until its
+/// directory entries expire).
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
 /// How long a node token lives (one is minted per relay request).
 const NODE_TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -259,6 +272,13 @@ pub(crate) async fn redirect(
         }
         let nodes = c.dir.nodes().await.ok()?;
         let url = &nodes.iter().find(|n| n.id == origin)?.public_url;
+        // An origin that died keeps its entries until they expire: a
+        // broadcaster publishing again is not sent to it (this node takes
+        // the stream, and its claim wins once those entries are gone).
+        if !c.client.ready(url, ORIGIN_PROBE).await {
+            tracing::warn!(%stream, %origin, "the stream's origin does not answer: taking the publisher here");
+            return None;
+        }
         return Some(format!("{}/whip/{stream}", url.trim_end_matches('/')));
     }
     let region = headers
@@ -583,12 +603,32 @@ impl Observer for Tap {
                 let stream = stream.clone();
                 tokio::spawn(async move {
                     let c = &st.cluster;
-                    match c.dir.claim_origin(&stream, &c.me).await {
-                        Ok(lumen_cascade::Claim::Won) => {}
-                        Ok(lumen_cascade::Claim::Held(other)) => {
-                            tracing::warn!(%stream, origin = %other, "another node is the stream's origin")
+                    let mut warned = false;
+                    loop {
+                        match c.dir.claim_origin(&stream, &c.me).await {
+                            Ok(lumen_cascade::Claim::Won) => {
+                                if warned {
+                                    tracing::info!(%stream, "this node is the stream's origin now");
+                                }
+                                return;
+                            }
+                            Ok(lumen_cascade::Claim::Held(other)) => {
+                                if !std::mem::replace(&mut warned, true) {
+                                    tracing::warn!(%stream, origin = %other, "another node is the stream's origin")
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(%stream, "claiming the origin: {e}");
+                                return;
+                            }
                         }
-                        Err(e) => tracing::warn!(%stream, "claiming the origin: {e}"),
+                        // Claimed again while the broadcaster is here: a
+                        // holder that died loses the claim when its
+                        // entries expire, and the tree forms from here.
+                        tokio::time::sleep(CLAIM_RETRY).await;
+                        if st.sessions.publisher_of(&stream).is_none() {
+                            return;
+                        }
                     }
                 });
             }

@@ -1,11 +1,20 @@
 //! lumen-cascade's integration tests, one binary: the directory contract
 //! run against both implementations (the in-process one on tokio's paused
 //! clock, the Redis one against a real `redis-server`), then Redis-only
-//! scenarios: contention and outages.
+//! scenarios: contention and outages; and the relay tree on a virtual
+//! clock (`tree`: sans-IO nodes and relay links).
 
+// lumen-sfu's scenario browser (a str0m peer that publishes numbered
+// frames or records what it receives), shared rather than copied; this
+// binary uses only part of it.
+#[path = "../../../sfu/tests/it/harness/browser.rs"]
+#[allow(dead_code)]
+mod browser;
 mod contract;
+mod harness;
 mod memory;
 mod redis;
+mod tree;
 
 use lumen_cascade::{NodeId, NodeInfo};
 

@@ -105,11 +105,19 @@ fn a_viewer_on_a_link_that_drops_to_400_kbps_moves_to_l_and_climbs_back_to_h() {
     w.run_for(Duration::from_secs(3));
     let settled = &w.browsers[v].frames[from..];
     assert!(switches(settled).len() <= 2, "{:?}", switches(settled));
-    // The decoder saw one continuous stream throughout.
+    // The decoder saw one continuous stream throughout, its sequence
+    // numbers running on across every switch (the munger's job).
     assert_eq!(
         gaps_and_reorders(&w.browsers[v].frames).1,
         0,
         "frames out of order"
+    );
+    assert!(
+        w.browsers[v]
+            .frames
+            .windows(2)
+            .all(|f| f[1].seqs.0 > f[0].seqs.1),
+        "sequence numbers went back at a switch"
     );
 }
 

@@ -36,6 +36,9 @@ pub struct Got {
     pub at: Instant,
     /// The simulcast layer the frame came from (b'-' without simulcast).
     pub layer: u8,
+    /// The RTP sequence numbers (extended) of its first and last packet,
+    /// as the viewer received them.
+    pub seqs: (u64, u64),
 }
 
 pub struct Browser {
@@ -117,6 +120,7 @@ impl Browser {
                                     keyframe: f.1,
                                     at: now,
                                     layer: f.2,
+                                    seqs: (**d.seq_range.start(), **d.seq_range.end()),
                                 });
                             }
                         } else {
