@@ -44,6 +44,9 @@ pub struct LumenConfig {
     /// `[recording]`: which streams are recorded, where to, sealed with
     /// which keys, kept how long.
     pub recording: lumen_signaling::recorder::RecorderConfig,
+    /// `[transcode]`: the ladder made for streams that send one H.264
+    /// layer (on/off, its rungs, the CPU budget).
+    pub transcode: lumen_signaling::transcoder::TranscodeConfig,
     /// `[cluster]`: the relay tree this node joins (none: a cluster of one).
     pub cluster: ClusterSection,
 }
@@ -333,6 +336,7 @@ impl From<lumen_signaling::Config> for LumenConfig {
             },
             chat: c.chat,
             recording: c.recording,
+            transcode: c.transcode,
             cluster: ClusterSection {
                 redis_url: c.cluster.redis_url,
                 node_id: c.cluster.node_id,
@@ -384,6 +388,7 @@ impl LumenConfig {
     pub fn server(self) -> anyhow::Result<lumen_signaling::Config> {
         let external = self.auth.external_issuers()?;
         self.chat.check().map_err(anyhow::Error::msg)?;
+        self.transcode.check().map_err(anyhow::Error::msg)?;
         let mut s: lumen_signaling::Config = self.into();
         s.auth.external_issuers = external;
         Ok(s)
@@ -447,6 +452,7 @@ impl From<LumenConfig> for lumen_signaling::Config {
         };
         s.chat = c.chat;
         s.recording = c.recording;
+        s.transcode = c.transcode;
         let k = c.cluster;
         let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
         s.cluster = lumen_signaling::ClusterConfig {
@@ -550,6 +556,13 @@ pub const ENV: &[(&str, &str, EnvShape)] = &[
         EnvShape::List,
     ),
     ("LUMEN_RECORDING", "recording.policy", EnvShape::Text),
+    // (`true` / `false` parse as booleans the way numbers do.)
+    ("LUMEN_TRANSCODE", "transcode.enabled", EnvShape::Number),
+    (
+        "LUMEN_TRANSCODE_MAX_STREAMS",
+        "transcode.max_streams",
+        EnvShape::Number,
+    ),
     ("LUMEN_REDIS_URL", "cluster.redis_url", EnvShape::Text),
     ("LUMEN_NODE_ID", "cluster.node_id", EnvShape::Text),
     ("LUMEN_REGION", "cluster.region", EnvShape::Text),

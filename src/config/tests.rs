@@ -204,6 +204,8 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_PUBLIC_URL", "http://n21.example:23"),
         ("LUMEN_FANOUT_LIMIT", "24"),
         ("LUMEN_DRAIN_TIMEOUT", "25"),
+        ("LUMEN_TRANSCODE", "false"),
+        ("LUMEN_TRANSCODE_MAX_STREAMS", "26"),
     ]);
     let expected = LumenConfig {
         data_dir: "123".into(),
@@ -257,6 +259,11 @@ fn every_env_variable_and_flag_reaches_its_field() {
             retention_days: 20,
             ..lumen_signaling::recorder::RecorderConfig::default()
         },
+        transcode: lumen_signaling::transcoder::TranscodeConfig {
+            enabled: false,
+            max_streams: 26,
+            ..Default::default()
+        },
         cluster: ClusterSection {
             redis_url: Some("redis://dir:6379/2".into()),
             node_id: Some("n-21".into()),
@@ -266,7 +273,7 @@ fn every_env_variable_and_flag_reaches_its_field() {
             drain_timeout_secs: 25,
         },
     };
-    assert_eq!(ENV.len(), 43, "a new variable belongs in this test");
+    assert_eq!(ENV.len(), 45, "a new variable belongs in this test");
     let from_env = ConfigArgs::default()
         .load_with(vars, no_file())
         .expect("env");
@@ -303,6 +310,8 @@ fn every_env_variable_and_flag_reaches_its_field() {
         ("LUMEN_MAX_M_LINES", "14"),
         ("LUMEN_MAX_ADDRS_PER_SESSION", "15"),
         ("LUMEN_CONNECT_TIMEOUT", "16"),
+        ("LUMEN_TRANSCODE", "false"),
+        ("LUMEN_TRANSCODE_MAX_STREAMS", "26"),
         ("LUMEN_CHAT_RATE_LIMIT_MESSAGES", "18"),
         ("LUMEN_CHAT_RATE_LIMIT_SECONDS", "19"),
         ("LUMEN_CHAT_FILTER_WORDS", "heck,darn"),
@@ -594,4 +603,39 @@ fn chat_section_sets_the_rooms_rules_and_refuses_a_zero_limit() {
         .config;
     let e = c.server().unwrap_err().to_string();
     assert!(e.contains("chat.rate_limit_messages"), "{e}");
+}
+
+#[test]
+fn transcode_section_sets_the_ladder_and_refuses_a_bad_rung() {
+    let scratch = Scratch::new("transcode");
+    let file = scratch.file(
+        "lumen.toml",
+        "[transcode]\nmax_streams = 1\n\n[[transcode.rungs]]\nrid = \"q\"\nwidth = 426\nheight = 240\nbitrate_kbps = 400\n",
+    );
+    let c = with_file(&file)
+        .load_with(env(&[]), no_file())
+        .expect("load")
+        .config;
+    let server = c.server().expect("a valid [transcode]");
+    assert!(server.transcode.enabled, "on by default");
+    assert_eq!(server.transcode.max_streams, 1);
+    let rids: Vec<&str> = server
+        .transcode
+        .rungs
+        .iter()
+        .map(|r| r.rid.as_str())
+        .collect();
+    assert_eq!(rids, ["q"]);
+    assert_eq!(server.transcode.rungs[0].bitrate_kbps, 400);
+
+    let file = scratch.file(
+        "bad.toml",
+        "[[transcode.rungs]]\nrid = \"q\"\nwidth = 426\nheight = 240\nbitrate_kbps = 0\n",
+    );
+    let c = with_file(&file)
+        .load_with(env(&[]), no_file())
+        .expect("load")
+        .config;
+    let e = c.server().unwrap_err().to_string();
+    assert!(e.contains("bitrate_kbps"), "{e}");
 }

@@ -423,14 +423,14 @@ async fn go_live(c: &Client, url: &str, token: &str) {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Playback {
-    frames: u64,
-    time: f64,
-    width: u64,
-    height: u64,
+pub(crate) struct Playback {
+    pub(crate) frames: u64,
+    pub(crate) time: f64,
+    pub(crate) width: u64,
+    pub(crate) height: u64,
 }
 
-async fn playback(c: &Client) -> Playback {
+pub(crate) async fn playback(c: &Client) -> Playback {
     let v = c
         .execute(
             "const v = document.getElementById('video');
@@ -450,7 +450,7 @@ async fn playback(c: &Client) -> Playback {
 }
 
 /// The page's `window.lumen`, or null.
-async fn lumen(c: &Client) -> Value {
+pub(crate) async fn lumen(c: &Client) -> Value {
     c.execute("return window.lumen ?? null;", vec![])
         .await
         .expect("read window.lumen")
@@ -458,7 +458,7 @@ async fn lumen(c: &Client) -> Value {
 
 /// Polls `window.lumen.state` until it is `want`. A broadcaster in `error`
 /// fails at once: it does not retry by itself.
-async fn wait_for_state(c: &Client, who: &str, want: &str, within: Duration) {
+pub(crate) async fn wait_for_state(c: &Client, who: &str, want: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let l = lumen(c).await;

@@ -2,9 +2,11 @@
 //! impairment proxy (`lumen_tools::impair`) caps the downlink of every client at
 //! 500 kbit/s with a 100 ms drop-tail buffer; the server announces the
 //! proxy's port (`public_port`), so the publisher and the viewer both reach
-//! it through the proxy. The simulcast publisher's `h` layer does not fit
-//! the link; the server must move the viewer to a layer that does, from its
-//! bandwidth estimate, and keep it there with (almost) no lost frames.
+//! it through the proxy. The simulcast publisher's `h` layer (or the one
+//! 720p layer of a publisher without simulcast, whose ladder the server
+//! makes) does not fit the link; the server must move the viewer to a layer
+//! that does, from its bandwidth estimate, and keep it there with (almost)
+//! no lost frames.
 
 use std::time::{Duration, Instant};
 
@@ -29,11 +31,23 @@ async fn get(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_automatic_viewer_behind_500_kbps_settles_on_a_layer_that_fits() {
+    settles_behind_the_bottleneck(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automatic_viewer_of_one_720p_layer_behind_500_kbps_settles_on_a_rung() {
+    settles_behind_the_bottleneck(false).await;
+}
+
+/// A publisher (three simulcast layers, or one 720p layer and the server's
+/// ladder) and an automatic viewer behind the 500 kbit/s link.
+async fn settles_behind_the_bottleneck(simulcast: bool) {
     let listen = std::net::UdpSocket::bind("127.0.0.1:0").expect("proxy socket");
     let public_port = listen.local_addr().expect("proxy address").port();
     let server = start_server_with(|c| {
         c.workers = 1;
         c.public_port = Some(public_port);
+        c.transcode.enabled = !simulcast;
     })
     .await;
     let base = server.http_url();
@@ -47,15 +61,27 @@ async fn an_automatic_viewer_behind_500_kbps_settles_on_a_layer_that_fits() {
     )
     .expect("proxy starts");
 
+    let options = if simulcast {
+        PublishOptions {
+            simulcast: true,
+            ..Default::default()
+        }
+    } else {
+        PublishOptions {
+            width: 1280,
+            height: 720,
+            bitrate_bps: 1_500_000,
+            ..Default::default()
+        }
+    };
     let publisher = Publisher::start(PublishOptions {
         url: format!("{base}/whip/narrow"),
         token: Some(server.publish_token()),
         fps: FPS,
-        simulcast: true,
-        ..Default::default()
+        ..options
     })
     .await
-    .expect("simulcast publish through the proxy");
+    .expect("publish through the proxy");
     let viewer = Watcher::start(WatchOptions {
         url: format!("{base}/whep/narrow"),
         token: None,
@@ -93,7 +119,12 @@ async fn an_automatic_viewer_behind_500_kbps_settles_on_a_layer_that_fits() {
     );
     eprintln!("behind {DOWNLINK_BPS} bit/s:{context}");
     // The link is a real bottleneck: the best layer does not fit it.
-    let h_bps = bitrate_of(&stream, "h").unwrap_or_else(|| panic!("no h layer{context}"));
+    let best = if simulcast {
+        "\"rid\":\"h\""
+    } else {
+        "\"rid\":null"
+    };
+    let h_bps = bitrate_of(&stream, best).unwrap_or_else(|| panic!("no {best} layer{context}"));
     assert!(
         h_bps > DOWNLINK_BPS,
         "h sends {h_bps} bit/s, which fits the link: the test proves nothing{context}"
@@ -127,9 +158,10 @@ fn frames_in_window(s0: &WatchStats, s1: &WatchStats) -> (u64, u64) {
     (expected, s1.frames_decoded - s0.frames_decoded)
 }
 
-/// The measured bitrate of layer `rid` in a `/api/streams/{name}` body.
+/// The measured bitrate of the layer whose JSON starts with `rid` (such as
+/// `"rid":"h"`) in a `/api/streams/{name}` body.
 fn bitrate_of(body: &str, rid: &str) -> Option<u64> {
-    let at = body.find(&format!("\"rid\":\"{rid}\""))?;
+    let at = body.find(rid)?;
     let rest = &body[at..];
     let key = "\"bitrate_bps\":";
     let from = rest.find(key)? + key.len();

@@ -1,6 +1,6 @@
 //! The workspace's one-way layering (DESIGN): `lumen (bin) -> signaling ->
 //! node -> sfu -> str0m`, `node -> udp`, `tools -> udp`, `signaling ->
-//! recorder -> node, auth`; nothing depends on a crate above it, and the
+//! recorder -> node, auth`, `signaling -> transcoder -> node, recorder`; nothing depends on a crate above it, and the
 //! server path (signaling, node, sfu, udp) carries no webrtc-rs (`webrtc`,
 //! `rtc`) at all, and no openh264, reqwest or mio of its own: openh264 comes
 //! only with the recorder (thumbnails) and reqwest only with object_store's
@@ -29,6 +29,7 @@ const REQUIRED: &[&str] = &[
     "lumen-chat",
     "lumen-recorder",
     "lumen-cascade",
+    "lumen-transcoder",
     "lumen-signaling",
 ];
 
@@ -136,6 +137,19 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "axum",
             "sqlx",
             "lumen-recorder",
+            "lumen-signaling",
+            "lumen-tools",
+            "lumen",
+        ],
+    ),
+    // The transcoder: a sink reader with codecs; no HTTP server, no
+    // clients' stack, below signaling. (It reuses the recorder's
+    // depacketizer, and so has hyper under the recorder's S3 client.)
+    (
+        "lumen-transcoder",
+        &[
+            "axum",
+            "lumen-cascade",
             "lumen-signaling",
             "lumen-tools",
             "lumen",

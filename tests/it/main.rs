@@ -20,3 +20,4 @@ mod recording;
 mod revocation;
 mod simulcast;
 mod support;
+mod transcode;

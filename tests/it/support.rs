@@ -37,6 +37,14 @@ impl TestServer {
         &self.dir
     }
 
+    /// The transcoder's counters.
+    pub fn transcoder_stats(&self) -> lumen_signaling::transcoder::TranscoderStats {
+        self.running
+            .as_ref()
+            .map(|r| r.transcoder().stats())
+            .unwrap_or_default()
+    }
+
     /// The media worker sockets.
     pub fn rtc_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.running

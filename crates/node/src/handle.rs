@@ -52,14 +52,19 @@ pub enum NodeError {
     /// The SFU refused it; see [`SessionError`].
     #[error(transparent)]
     Session(#[from] SessionError),
-    /// A layer was requested by a rid the stream's publisher never sent.
-    #[error("stream {stream:?} has no encoding {rid:?}; it sends {}", known.join(", "))]
+    /// A layer was requested by a rid the stream never had (not sent by
+    /// its publisher, nor made by a transcoder).
+    #[error("stream {stream:?} has no encoding {rid:?}; it sends {}", if known.is_empty() {
+        "one layer without a rid (no simulcast, no transcoded ladder)".to_string()
+    } else {
+        known.join(", ")
+    })]
     UnknownRid {
         /// The stream.
         stream: String,
         /// The rid asked for.
         rid: String,
-        /// The rids the publisher announced.
+        /// The rids it has (the publisher's and transcoded rungs).
         known: Vec<String>,
     },
     /// The worker is gone (the node is shutting down).

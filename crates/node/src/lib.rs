@@ -78,6 +78,10 @@ pub struct NodeConfig {
     /// A data channel clients may negotiate out of band on SCTP stream 0
     /// ([`lumen_sfu::SfuConfig::out_of_band_channel`]); default none.
     pub out_of_band_channel: Option<String>,
+    /// Estimate the bandwidth of viewers of one-layer streams too
+    /// ([`lumen_sfu::SfuConfig::estimate_single_layer`]): on when a
+    /// transcoder makes ladders; default off.
+    pub estimate_single_layer: bool,
 }
 
 /// Default of [`NodeConfig::worker_spread`]: a stream's first few dozen
@@ -99,6 +103,7 @@ impl NodeConfig {
             max_addrs_per_session: lumen_sfu::DEFAULT_MAX_ADDRS_PER_SESSION,
             connect_timeout: lumen_sfu::DEFAULT_CONNECT_TIMEOUT,
             out_of_band_channel: None,
+            estimate_single_layer: false,
         }
     }
 }
@@ -174,6 +179,7 @@ impl Node {
             sfu.max_addrs_per_session = config.max_addrs_per_session;
             sfu.connect_timeout = config.connect_timeout;
             sfu.out_of_band_channel = config.out_of_band_channel.clone();
+            sfu.estimate_single_layer = config.estimate_single_layer;
             let (handle, task) = worker::spawn(
                 i,
                 sfu,

@@ -61,6 +61,13 @@ pub enum FeedEvent {
         /// Batches dropped since the last delivery.
         batches: u64,
     },
+    /// A keyframe of video layer `rid`, which this sink makes
+    /// ([`SinkFeed::try_inject`]), is needed: a viewer joined it or lost a
+    /// picture. Throttled per layer by the Router.
+    Keyframe {
+        /// The layer.
+        rid: Option<Rid>,
+    },
 }
 
 /// A stream's packets for code outside the node; made by
@@ -112,6 +119,7 @@ impl SinkFeed {
                     });
                 }
                 SinkBody::Packets(p) => return Some(FeedEvent::Packets(p)),
+                SinkBody::Keyframe(rid) => return Some(FeedEvent::Keyframe { rid }),
                 // Sink → Router messages never come this way.
                 _ => continue,
             }
@@ -153,6 +161,24 @@ impl SinkFeed {
     pub fn try_request_keyframe(&self, rid: Option<Rid>) -> Result<(), NodeError> {
         self.worker
             .try_send(Command::FeedKeyframe { id: self.id, rid })
+            .map_err(|_| NodeError::Unavailable)
+    }
+
+    /// Hands the stream's Router packets of video layers this sink makes (a
+    /// transcoder's rungs): each with a rid the publisher does not send,
+    /// its own SSRC and sequence numbers, the video track's mid and one of
+    /// its payload types. The Router forwards them like a simulcast
+    /// publisher's layers and sends keyframe requests for them back here
+    /// ([`FeedEvent::Keyframe`]); packets that do not fit the stream are
+    /// dropped and counted (`Metrics::sink_packets_refused`). Never waits:
+    /// a worker whose command queue is full loses them
+    /// ([`NodeError::Unavailable`]), as a lossy network would.
+    pub fn try_inject(&self, packets: Vec<MediaPacket>) -> Result<(), NodeError> {
+        self.worker
+            .try_send(Command::FeedInject {
+                id: self.id,
+                packets,
+            })
             .map_err(|_| NodeError::Unavailable)
     }
 

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lumen_sfu::{
-    IceCredentials, Input, LayerRequest, Output, PeerId, Rid, SessionAnswer, SessionError, Sfu,
-    SfuConfig, SfuEvent, SinkId, SinkMessage, ViewerLayer,
+    IceCredentials, Input, LayerRequest, MediaPacket, Output, PeerId, Rid, SessionAnswer,
+    SessionError, Sfu, SfuConfig, SfuEvent, SinkId, SinkMessage, ViewerLayer,
 };
 use lumen_udp::Outbox;
 use tokio::net::UdpSocket;
@@ -88,6 +88,9 @@ pub(crate) enum Command {
     },
     /// An external sink asks for a keyframe of a layer.
     FeedKeyframe { id: u64, rid: Option<Rid> },
+    /// An external sink hands in packets of layers it makes (a
+    /// transcoder's rungs).
+    FeedInject { id: u64, packets: Vec<MediaPacket> },
     /// An external sink detaches (answered once it is, if asked).
     DetachFeed {
         id: u64,
@@ -476,6 +479,12 @@ impl Worker {
                     sfu.handle_sink_message(now, SinkId::External(id), m);
                 }
             }
+            Command::FeedInject { id, packets } => {
+                if let Some(f) = self.feeds.get(&id) {
+                    let m = SinkMessage::inject(&f.stream, packets);
+                    sfu.handle_sink_message(now, SinkId::External(id), m);
+                }
+            }
             Command::DetachFeed { id, reply } => {
                 self.detach_feed(id);
                 if let Some(reply) = reply {
@@ -514,14 +523,16 @@ fn set_layer(
     render_size: Option<(u32, u32)>,
 ) -> Result<Option<ViewerLayer>, NodeError> {
     if let LayerRequest::Rid(rid) = &request {
-        // Only a rid the publisher has never announced is refused: one that
-        // merely paused (a browser drops `h` when short of uplink) stays a
-        // valid wish, served by the best layer below it meanwhile.
-        let known: Vec<String> = sfu
-            .stream(stream)
-            .map(|s| s.layers.into_iter().filter_map(|l| l.rid).collect())
-            .unwrap_or_default();
-        if !known.is_empty() && !known.contains(rid) {
+        // Only a rid the stream has never had is refused: one that merely
+        // paused (a browser drops `h` when short of uplink) stays a valid
+        // wish, served by the best layer below it meanwhile. A stream whose
+        // layers are known (it is live) and has no layer of that name (one
+        // layer without a rid, and no transcoded rungs) refuses it too:
+        // pinning a layer that does not exist would only disturb the
+        // viewer's picture.
+        let layers = sfu.stream(stream).map(|s| s.layers).unwrap_or_default();
+        let known: Vec<String> = layers.iter().filter_map(|l| l.rid.clone()).collect();
+        if !layers.is_empty() && !known.contains(rid) {
             return Err(NodeError::UnknownRid {
                 stream: stream.to_string(),
                 rid: rid.clone(),

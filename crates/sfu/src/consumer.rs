@@ -29,6 +29,9 @@ pub(crate) struct Consumer {
     /// layer at once rather than keep a congested link full until the
     /// target's keyframe arrives (it gets through sooner on a drained link).
     pub abandon_current: bool,
+    /// RTP timestamp (as the publisher or sink sent it) of the last video
+    /// packet forwarded, to tell a sink's late keyframe from a new one.
+    pub last_ts: Option<u32>,
     pub selector: LayerSelector,
     /// What the last `ViewerLayerChanged` said.
     pub reported: Option<Reported>,
@@ -65,6 +68,7 @@ impl Consumer {
             target: None,
             reason: LayerReason::Starting,
             abandon_current: false,
+            last_ts: None,
             selector: LayerSelector::new(),
             reported: None,
         }
@@ -88,17 +92,31 @@ impl Consumer {
         // every viewer on the top layer until they are): the selector moves
         // it once the new layers' figures are in.
         self.current = None;
+        self.last_ts = None;
         !self.pt_map.is_empty()
     }
 
     /// Whether a packet of layer `rid` goes to this viewer; a keyframe of
-    /// the target layer completes a pending switch.
-    pub fn accepts(&mut self, rid: Option<Rid>, is_key: bool) -> bool {
+    /// the target layer completes a pending switch. `made`: the layer is
+    /// made by a sink from the publisher's (a transcoder's rung), sharing
+    /// their timestamps but coming later, so a keyframe of it that is not
+    /// newer than what the viewer already has would go back in time: the
+    /// switch waits for a later one, and the layer being left stops.
+    pub fn accepts(&mut self, rid: Option<Rid>, is_key: bool, ts: u32, made: bool) -> bool {
         if self.kind != MediaKind::Video {
             self.current = Some(rid);
             return true;
         }
         if self.target == Some(rid) && self.current != Some(rid) {
+            let stale = made
+                && self.current.is_some()
+                && self
+                    .last_ts
+                    .is_some_and(|last| ts.wrapping_sub(last) as i32 <= 0);
+            if is_key && stale {
+                self.abandon_current = true;
+                return false;
+            }
             if is_key {
                 self.current = Some(rid);
                 self.abandon_current = false;
@@ -133,4 +151,47 @@ pub(crate) fn codec_names(params: &[PayloadParams]) -> String {
         .collect();
     names.dedup();
     names.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn switching_to_l() -> Consumer {
+        let mut c = Consumer::new(MediaKind::Video, Mid::from("1"), Ssrc::from(1), Vec::new());
+        c.current = Some(None);
+        c.target = Some(Some(Rid::from("l")));
+        c.last_ts = Some(9000);
+        c
+    }
+
+    #[test]
+    fn a_sinks_keyframe_older_than_what_was_sent_does_not_switch() {
+        let l = Some(Rid::from("l"));
+        let mut c = switching_to_l();
+        // The rung's keyframe of a frame the viewer already had from the
+        // source: no switch, and the source stops.
+        assert!(!c.accepts(l, true, 6000, true));
+        assert!(!c.accepts(l, true, 9000, true));
+        assert_eq!(c.current, Some(None));
+        assert!(c.abandon_current);
+        assert!(!c.accepts(None, false, 12_000, false), "the source stopped");
+        // The next one, newer: the switch.
+        assert!(c.accepts(l, true, 12_000, true));
+        assert_eq!(c.current, Some(l));
+        assert!(!c.abandon_current);
+        // Across the 32-bit wrap, newer is newer.
+        let mut c = switching_to_l();
+        c.last_ts = Some(u32::MAX - 1000);
+        assert!(c.accepts(l, true, 2000, true));
+    }
+
+    #[test]
+    fn a_publishers_own_layers_switch_on_any_keyframe() {
+        // Simulcast layers need not share a timestamp base: no guard.
+        let l = Some(Rid::from("l"));
+        let mut c = switching_to_l();
+        assert!(c.accepts(l, true, 6000, false));
+        assert_eq!(c.current, Some(l));
+    }
 }

@@ -27,6 +27,9 @@ pub(crate) struct Layer {
     pub height: u32,
     /// Its packets since the last keyframe, for viewers that join.
     pub gop: GopCache,
+    /// The sink that makes this layer (a transcoder's rung), `None` for
+    /// the publisher's own: keyframe requests go to whoever makes it.
+    pub made_by: Option<crate::SinkId>,
     /// The rank it had when last active.
     ranked: (u64, u64),
 }
@@ -43,6 +46,7 @@ impl Layer {
             width: 0,
             height: 0,
             gop: GopCache::default(),
+            made_by: None,
             ranked: (0, 0),
         }
     }
@@ -132,6 +136,10 @@ pub(crate) struct LayerView {
     /// Picture size, 0 × 0 while unknown.
     pub width: u32,
     pub height: u32,
+    /// Made from another layer by a sink (a transcoder's rung): its
+    /// frames come some milliseconds after the same frames of the
+    /// publisher's layers.
+    pub made: bool,
 }
 
 /// Per-viewer layer choice.
@@ -363,6 +371,7 @@ mod tests {
             bitrate_bps: *b,
             width: *w,
             height: *w * 9 / 16,
+            made: false,
         })
         .collect()
     }
@@ -546,6 +555,7 @@ mod tests {
             bitrate_bps: 1_000_000,
             width: 640,
             height: 360,
+            made: false,
         }];
         let (t, r) = s
             .choose(t0, &single, &LayerRequest::Rid("l".into()), None)

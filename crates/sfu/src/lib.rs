@@ -156,6 +156,13 @@ pub struct SfuConfig {
     /// then picks AES-CM + HMAC-SHA1 SRTP instead of AES-GCM, which costs
     /// lumen more per packet. Hence off by default.
     pub out_of_band_channel: Option<String>,
+    /// Estimate the bandwidth of every viewer of a stream with video (TWCC
+    /// feedback and str0m's BWE), not only of one whose stream has several
+    /// layers when it joins. On when a transcoder may add layers to a
+    /// one-layer stream after its first viewers joined (a viewer's BWE
+    /// cannot be turned on later); default off: an estimate costs feedback
+    /// processing per viewer and serves no choice without layers.
+    pub estimate_single_layer: bool,
 }
 
 /// Default of [`SfuConfig::max_remote_candidates`]: a browser gives one
@@ -188,6 +195,7 @@ impl SfuConfig {
             max_addrs_per_session: DEFAULT_MAX_ADDRS_PER_SESSION,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             out_of_band_channel: None,
+            estimate_single_layer: false,
         }
     }
 }

@@ -54,6 +54,13 @@ pub struct Metrics {
     ///
     /// [`SinkId::External`]: crate::SinkId::External
     pub rtp_to_sinks: u64,
+    /// RTP packets of layers made by a sink (a transcoder's rungs,
+    /// [`SinkBody::Inject`](crate::SinkBody::Inject)) taken into a Router.
+    pub sink_packets_injected: u64,
+    /// Packets a sink injected that did not fit the stream (no such track,
+    /// a payload type it did not negotiate, a rid the publisher sends, no
+    /// room for another layer, too big), dropped.
+    pub sink_packets_refused: u64,
     /// Per copy of a packet forwarded to a viewer: from the packet's arrival
     /// (at the stream's origin worker) to the moment the shell reported the
     /// copy handed to the socket ([`Sfu::sent`](crate::Sfu::sent)),
@@ -102,6 +109,8 @@ impl Default for Metrics {
             rtp_forwarded: 0,
             rtp_mirrored: 0,
             rtp_to_sinks: 0,
+            sink_packets_injected: 0,
+            sink_packets_refused: 0,
             datagrams_out: 0,
             bytes_out: 0,
             keyframe_requests_sent: 0,

@@ -205,6 +205,11 @@ impl TrackIn {
             .iter()
             .map(|&i| {
                 let l = &self.layers[i];
+                // Made by a sink here; on a mirror, which cannot know, a
+                // rid the publisher never announced past its first layer
+                // (only a sink adds those).
+                let made = l.made_by.is_some()
+                    || (i > 0 && l.rid.is_some_and(|r| !self.rids.contains(&r)));
                 LayerView {
                     rid: l.rid,
                     active: l.active,
@@ -212,6 +217,7 @@ impl TrackIn {
                     bitrate_bps: l.meter.rate(),
                     width: l.width,
                     height: l.height,
+                    made,
                 }
             })
             .collect()

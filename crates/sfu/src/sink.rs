@@ -23,8 +23,16 @@
 //! sends a `Source` without tracks and keeps the sink attached for its next
 //! publisher (`fresh`). A sink talks back with [`SinkBody::Keyframe`] (made
 //! by [`SinkMessage::keyframe`]; throttled per layer like a viewer's
-//! request) and [`SinkBody::Detach`] ([`SinkMessage::detach`]); from an
-//! external sink nothing else is taken.
+//! request) and [`SinkBody::Detach`] ([`SinkMessage::detach`]).
+//!
+//! An external sink may also *make* layers of the stream's video: a
+//! transcoder's rungs. It sends their packets with [`SinkBody::Inject`]
+//! ([`SinkMessage::inject`]), under rids the publisher does not send; the
+//! origin's Router forwards them exactly like a simulcast publisher's
+//! layers (viewers choose and pin them, mirrors and other sinks get them),
+//! and keyframe requests for those layers go back to the sink as
+//! [`SinkBody::Keyframe`] instead of to the publisher. From an external
+//! sink nothing else is taken.
 //!
 //! Messages come out of [`Sfu::poll_output`](crate::Sfu::poll_output) as
 //! [`Output::Sink`](crate::Output::Sink) and go in through
@@ -139,6 +147,18 @@ impl SinkMessage {
         }
     }
 
+    /// Sink → Router: packets of video layers this sink makes (a
+    /// transcoder's rungs), each with its own `rid` (one the publisher
+    /// does not send), SSRC and sequence numbers, the track's `mid` and one
+    /// of its payload types. `at` is ignored: the Router stamps them when
+    /// it takes them.
+    pub fn inject(stream: &str, packets: Vec<MediaPacket>) -> Self {
+        SinkMessage {
+            stream: stream.to_string(),
+            body: SinkBody::Inject(packets),
+        }
+    }
+
     /// Sink → Router: the attachment `generation` (as its
     /// [`SinkBody::Source`] said, or [`Sfu::attach_sink`](crate::Sfu::attach_sink)
     /// answered) has no more use for the stream.
@@ -174,8 +194,18 @@ pub enum SinkBody {
     /// Router → sink: packets, in the order the Router forwarded them.
     Packets(Vec<MediaPacket>),
     /// Sink → Router: a keyframe of this layer is needed (`None` on a
-    /// simulcast track: of every layer).
+    /// simulcast track: of every layer the publisher sends).
+    ///
+    /// Router → sink: a keyframe of this layer, which the sink makes
+    /// ([`SinkBody::Inject`]), is needed (a viewer joined or lost a
+    /// picture); throttled per layer like a request to a publisher.
     Keyframe(Option<Rid>),
+    /// Sink → Router: packets of layers the sink makes (see
+    /// [`SinkMessage::inject`]). Packets that do not fit the stream (no
+    /// such track, a payload type it did not negotiate, a rid the
+    /// publisher sends, no room for another layer) are dropped and counted
+    /// ([`Metrics::sink_packets_refused`](crate::Metrics)).
+    Inject(Vec<MediaPacket>),
     /// Sink → Router: no more use for the stream; stop sending.
     Detach {
         /// The attachment being ended (from [`SinkBody::Source`]).

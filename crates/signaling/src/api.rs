@@ -134,6 +134,9 @@ pub(crate) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let snaps = st.node.snapshot().await;
     let mut body = prom::render(&snaps);
     prom::render_http(&mut body, &st);
+    if let Some(t) = &st.transcoder {
+        prom::render_transcoder(&mut body, &t.stats());
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -31,6 +31,7 @@ mod sync;
 #[cfg(test)]
 mod test_app;
 mod tls;
+mod transcoding;
 mod v1;
 mod vod;
 mod web;
@@ -55,6 +56,7 @@ pub use lumen_auth as auth;
 pub use lumen_cascade::DEFAULT_FANOUT_LIMIT;
 pub use lumen_node::DEFAULT_WORKER_SPREAD;
 pub use lumen_recorder as recorder;
+pub use lumen_transcoder as transcoder;
 pub use proxy::{Cidr, CidrError};
 pub use tls::TlsFiles;
 
@@ -120,6 +122,8 @@ pub struct Config {
     /// Recording: the policy, the object store, sealing, the spool,
     /// retention.
     pub recording: lumen_recorder::RecorderConfig,
+    /// The ladder made for streams that send one H.264 layer.
+    pub transcode: lumen_transcoder::TranscodeConfig,
     /// The cluster this node joins (none: a cluster of one).
     pub cluster: ClusterConfig,
     /// Delete `data_dir` at shutdown (servers made by [`Config::ephemeral`]).
@@ -160,6 +164,7 @@ impl Config {
             auth: lumen_auth::AuthConfig::new("lumen-data"),
             chat: ChatSettings::default(),
             recording: lumen_recorder::RecorderConfig::default(),
+            transcode: lumen_transcoder::TranscodeConfig::default(),
             cluster: ClusterConfig::default(),
             remove_data_dir: false,
         }
@@ -186,13 +191,16 @@ impl Config {
             max_addrs_per_session: self.max_addrs_per_session,
             connect_timeout: self.connect_timeout,
             out_of_band_channel: self.chat.out_of_band.then(|| chat::LABEL.to_string()),
+            // Rungs come after a stream's first viewers joined.
+            estimate_single_layer: self.transcode.enabled,
         }
     }
 
     /// Loopback on free ports with a fresh data directory (deleted at
     /// shutdown), for tests and local tools: every client is on one
-    /// address there, so the per-client limits are off. Credentials are
-    /// checked as always: create them through [`Running::auth`].
+    /// address there, so the per-client limits are off, and transcoding is
+    /// off (turn it on with `transcode.enabled`). Credentials are checked
+    /// as always: create them through [`Running::auth`].
     pub fn ephemeral() -> Self {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -207,6 +215,13 @@ impl Config {
                 std::process::id()
             )),
             remove_data_dir: true,
+            // No ladder unless a test asks for one: a 720p ladder costs a
+            // third of a core, and it changes which layer an automatic
+            // viewer of a single-layer stream starts on.
+            transcode: lumen_transcoder::TranscodeConfig {
+                enabled: false,
+                ..Default::default()
+            },
             ..Config::new()
         }
     }
@@ -278,6 +293,7 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     auth: lumen_auth::Auth,
     recorder: lumen_recorder::Recorder,
+    transcoder: lumen_transcoder::Transcoder,
     remove_data_dir: Option<PathBuf>,
 }
 
@@ -307,6 +323,11 @@ impl Running {
     /// The recorder.
     pub fn recorder(&self) -> &lumen_recorder::Recorder {
         &self.recorder
+    }
+
+    /// The transcoder.
+    pub fn transcoder(&self) -> &lumen_transcoder::Transcoder {
+        &self.transcoder
     }
 
     /// When no admin exists yet: the one-time setup URL (a fresh code,
@@ -366,6 +387,7 @@ impl Running {
         // Recordings end (their last fragments written, then finalised,
         // within bounds) while the node still feeds them.
         self.recorder.shutdown().await;
+        self.transcoder.shutdown().await;
         self.node.shutdown().await;
         // The event follower ends with the node's event stream.
         for t in self.tasks {
@@ -407,6 +429,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         node.handle(),
     )
     .await?;
+    let transcoder = lumen_transcoder::Transcoder::start(config.transcode.clone(), node.handle());
     let rtc_addrs = node.handle().local_addrs();
     let (stop, stop_rx) = watch::channel(false);
     let sessions = Arc::new(sessions::Sessions::default());
@@ -422,6 +445,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     state.body_timeout = config.body_timeout;
     state.recorder = Some(recorder.clone());
+    state.transcoder = Some(transcoder.clone());
     let chat_queue = chat::Queue::new();
     state.chat = chat_queue.handle();
     state.limits = config.limits.clone();
@@ -481,7 +505,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             hub,
             (
                 tap,
-                (chat, (recording::Tap::new(recorder.clone()), cluster_tap)),
+                (
+                    chat,
+                    (
+                        recording::Tap::new(recorder.clone()),
+                        (transcoding::Tap::new(transcoder.clone()), cluster_tap),
+                    ),
+                ),
             ),
         )));
     }
@@ -497,6 +527,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks,
         auth,
         recorder,
+        transcoder,
         remove_data_dir: config.remove_data_dir.then(|| config.data_dir.clone()),
     })
 }

@@ -58,6 +58,16 @@ pub(crate) fn render(snaps: &[WorkerSnapshot]) -> String {
             sum(|m| m.rtp_to_sinks),
         ),
         (
+            "lumen_sink_packets_injected_total",
+            "RTP packets of layers made by a sink (the transcoder's rungs) taken into a stream",
+            sum(|m| m.sink_packets_injected),
+        ),
+        (
+            "lumen_sink_packets_refused_total",
+            "RTP packets a sink injected that did not fit the stream, dropped",
+            sum(|m| m.sink_packets_refused),
+        ),
+        (
             "lumen_sink_batches_dropped_total",
             "batches of packets for a sink outside the node dropped because its feed was full",
             snaps.iter().map(|s| s.sink_dropped).sum(),
@@ -206,6 +216,65 @@ pub(crate) fn render(snaps: &[WorkerSnapshot]) -> String {
         );
     }
     out
+}
+
+/// The transcoder's figures: ladders running and refused, frames in and
+/// out, the source frames that did not decode.
+pub(crate) fn render_transcoder(out: &mut String, t: &lumen_transcoder::TranscoderStats) {
+    let _ = writeln!(
+        out,
+        "# HELP lumen_transcoder_streams streams being transcoded
+         # TYPE lumen_transcoder_streams gauge
+lumen_transcoder_streams {}",
+        t.active
+    );
+    for (name, help, v) in [
+        (
+            "lumen_transcoder_started_total",
+            "ladders started",
+            t.started,
+        ),
+        (
+            "lumen_transcoder_refused_total",
+            "streams not transcoded because transcode.max_streams were",
+            t.refused_over_budget,
+        ),
+        (
+            "lumen_transcoder_frames_in_total",
+            "source frames read by the transcoder",
+            t.frames_in,
+        ),
+        (
+            "lumen_transcoder_frames_out_total",
+            "rung frames made",
+            t.frames_out,
+        ),
+        (
+            "lumen_transcoder_keyframes_out_total",
+            "rung frames made as IDR (where the source had one, or a viewer asked)",
+            t.keyframes_out,
+        ),
+        (
+            "lumen_transcoder_decode_errors_total",
+            "source frames the transcoder could not read or decode (the source is forwarded as it is)",
+            t.decode_errors,
+        ),
+        (
+            "lumen_transcoder_batches_dropped_total",
+            "batches of rung packets dropped because the origin worker's queue was full",
+            t.batches_dropped,
+        ),
+        (
+            "lumen_transcoder_faults_total",
+            "ladders stopped by a fault of the codec library",
+            t.faults,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
 }
 
 /// The HTTP side's own figures: sessions and event-stream readers held,

@@ -34,6 +34,8 @@ pub(crate) struct AppState {
     pub chat: ChatHandle,
     /// The recorder (none in unit tests' apps).
     pub recorder: Option<lumen_recorder::Recorder>,
+    /// The transcoder (none in unit tests' apps), for its figures.
+    pub transcoder: Option<lumen_transcoder::Transcoder>,
     /// This node in its cluster (a cluster of one by default).
     pub cluster: Arc<crate::cluster::Cluster>,
 }
@@ -65,6 +67,7 @@ impl AppState {
             refusals: Refusals::default(),
             chat: ChatHandle::default(),
             recorder: None,
+            transcoder: None,
             cluster: Arc::new(crate::cluster::Cluster::alone()),
         }
     }

@@ -33,13 +33,19 @@ const UPDATE_EVERY: Duration = Duration::from_secs(2);
 /// by `fuzz/`, reproducer in `fuzz/regressions/datagrams/`). Browsers
 /// packetize to about 1200 bytes; a 1500-byte payload would not cross an
 /// Ethernet path unfragmented anyway.
-const MAX_FORWARDED_PAYLOAD: usize = 1500;
+pub(super) const MAX_FORWARDED_PAYLOAD: usize = 1500;
 
 /// What measuring a packet's layer found.
 struct Measured {
     kind: MediaKind,
     /// The packet's layer, as an index into its track's `layers`.
     layer: usize,
+    /// The sink that makes the layer, if a sink does.
+    made_by: Option<crate::SinkId>,
+    /// A sink makes the layer here, or (on a mirror) it is a rid its
+    /// publisher never announced, past its first layer: what only a sink
+    /// adds.
+    made: bool,
     /// It starts a keyframe (or carries the parameter sets before one).
     is_key: bool,
     /// A layer started or stopped, or the order of the layers changed.
@@ -74,7 +80,7 @@ impl Sfu {
                 Some(Pending::Local(pub_id, router_id, pkt)) => {
                     self.forward(pub_id, router_id, pkt)
                 }
-                Some(Pending::Mirrored(router_id, pkt)) => {
+                Some(Pending::Mirrored(router_id, pkt) | Pending::Injected(router_id, pkt)) => {
                     self.forward_packet(router_id, pkt, false)
                 }
                 None => break,
@@ -134,7 +140,7 @@ impl Sfu {
             self.reselect_viewers(router_id, now);
         }
         self.report_stream(router_id, now, m.layers_changed, m.window_closed);
-        let needs_keyframe = self.fan_out_to_viewers(router_id, &pkt, m.kind, m.is_key);
+        let needs_keyframe = self.fan_out_to_viewers(router_id, &pkt, &m);
         self.cache_and_copy_to_sinks(router_id, &m, pkt);
         for r in needs_keyframe {
             self.request_layer_keyframe(router_id, r, now);
@@ -191,11 +197,16 @@ impl Sfu {
             layer.width = w;
             layer.height = h;
         }
+        let made_by = layer.made_by;
+        let made =
+            made_by.is_some() || (li > 0 && layer.rid.is_some_and(|r| !track.rids.contains(&r)));
         let slept = track.sleep_quiet_layers(now);
         let reordered = (window_closed || woke || slept) && track.reorder();
         Some(Measured {
             kind,
             layer: li,
+            made_by,
+            made,
             is_key,
             layers_changed: woke || slept || reordered,
             window_closed,
@@ -248,9 +259,9 @@ impl Sfu {
         &mut self,
         router_id: RouterId,
         pkt: &MediaPacket,
-        kind: MediaKind,
-        is_key: bool,
+        m: &Measured,
     ) -> Vec<Option<Rid>> {
+        let (kind, is_key) = (m.kind, m.is_key);
         let now = pkt.at;
         let mut needs_keyframe: Vec<Option<Rid>> = Vec::new();
         let Some(router) = self.routers.get(&router_id) else {
@@ -271,7 +282,7 @@ impl Sfu {
                 continue;
             };
             let before = c.current;
-            if !c.accepts(pkt.rid, is_key) {
+            if !c.accepts(pkt.rid, is_key, pkt.timestamp, m.made) {
                 if let Some(t) = c.target
                     && c.waits_for(t)
                     && !needs_keyframe.contains(&t)
@@ -282,6 +293,9 @@ impl Sfu {
             }
             if before.is_some() && before != c.current {
                 self.metrics.layer_switches += 1;
+            }
+            if kind == MediaKind::Video {
+                c.last_ts = Some(pkt.timestamp);
             }
             let munged = c.munger.munge(now, pkt.ssrc, pkt.seq, pkt.timestamp);
             let tx_ssrc = c.tx_ssrc;
@@ -336,6 +350,10 @@ impl Sfu {
             layer.gop.push(pkt.at, m.is_key, pkt.clone());
         }
         for s in &router.sinks {
+            if m.made_by == Some(s.id) {
+                // Its own packets do not go back to it.
+                continue;
+            }
             copy_to_sink(
                 &mut self.sink_batches,
                 &mut self.metrics,
@@ -428,6 +446,21 @@ impl Sfu {
             return;
         };
         let mid = track.mid;
+        if let Some(maker) = track
+            .layers
+            .iter()
+            .find(|l| l.rid == rid)
+            .and_then(|l| l.made_by)
+        {
+            // A sink makes this layer: it answers, not the publisher.
+            if router.sinks.iter().any(|s| s.id == maker) {
+                let message = SinkMessage::keyframe(&router.name, rid);
+                self.out
+                    .push_back(crate::Output::Sink { to: maker, message });
+                self.metrics.keyframe_requests_sent += 1;
+            }
+            return;
+        }
         let Some(pub_id) = router.publisher else {
             // A mirror asks its origin, which asks the publisher.
             if let Some(o) = router.origin.filter(|o| o.publishing) {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use str0m::media::Rid;
+use str0m::media::{MediaKind, Rid};
 
 use super::{Pending, Sfu};
 use crate::mirror::{Origin, UNUSED_MIRROR_TTL};
@@ -101,8 +101,9 @@ impl Sfu {
     /// Both directions come in here: a stream's description and packets
     /// from its origin (this worker mirrors the stream), keyframe requests
     /// and detaches from a sink (this worker is the origin). From a
-    /// [`SinkId::External`] sink only the latter two are taken: nothing
-    /// outside the SFU feeds a Router this way.
+    /// [`SinkId::External`] sink only the latter two are taken, and the
+    /// packets of layers it makes ([`SinkBody::Inject`]): nothing outside
+    /// the SFU replaces a stream's publisher.
     pub fn handle_sink_message(&mut self, now: Instant, from: SinkId, message: SinkMessage) {
         self.advance(now);
         // A busy mirror may never see a timeout: sweep here too.
@@ -113,7 +114,10 @@ impl Sfu {
         {
             return;
         }
-        if !matches!(body, SinkBody::Packets(_)) {
+        if matches!(from, SinkId::Worker(_)) && matches!(body, SinkBody::Inject(_)) {
+            return;
+        }
+        if !matches!(body, SinkBody::Packets(_) | SinkBody::Inject(_)) {
             // Packets that came before this message go out under the
             // stream as it was.
             self.fan_out_all();
@@ -140,6 +144,7 @@ impl Sfu {
                 self.pending_rtp
                     .extend(packets.into_iter().map(|p| Pending::Mirrored(router_id, p)));
             }
+            SinkBody::Inject(packets) => self.inject(now, from, &stream, packets),
             SinkBody::Keyframe(rid) => {
                 let Some(&router_id) = self.router_names.get(&stream) else {
                     return;
@@ -172,8 +177,8 @@ impl Sfu {
     }
 
     /// A sink asked for a keyframe of `rid`; `None` on a simulcast track
-    /// (a sink that does not follow layers, after a gap) means every layer.
-    /// Each request goes through its layer's throttle.
+    /// (a sink that does not follow layers, after a gap) means every layer
+    /// the publisher sends. Each request goes through its layer's throttle.
     fn sink_wants_keyframe(&mut self, router_id: RouterId, rid: Option<Rid>) {
         let layers: Vec<Option<Rid>> = match rid {
             Some(_) => vec![rid],
@@ -181,11 +186,61 @@ impl Sfu {
                 .routers
                 .get(&router_id)
                 .and_then(|r| r.video())
-                .map(|t| t.layers.iter().map(|l| l.rid).collect())
+                .map(|t| {
+                    t.layers
+                        .iter()
+                        .filter(|l| l.made_by.is_none())
+                        .map(|l| l.rid)
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         for r in layers {
             self.request_layer_keyframe(router_id, r, self.last_now);
+        }
+    }
+
+    /// Origin side: packets of layers an attached external sink makes (a
+    /// transcoder's rungs), queued for the fan-out like the publisher's.
+    /// A packet that does not fit the stream's video is refused and
+    /// counted; the first packet of a new rid makes its layer.
+    fn inject(&mut self, now: Instant, from: SinkId, stream: &str, packets: Vec<MediaPacket>) {
+        let n = packets.len() as u64;
+        let Some(&router_id) = self.router_names.get(stream) else {
+            self.metrics.sink_packets_refused += n;
+            return;
+        };
+        let Some(router) = self.routers.get_mut(&router_id) else {
+            self.metrics.sink_packets_refused += n;
+            return;
+        };
+        let attached = router.sinks.iter().any(|s| s.id == from);
+        if !attached || !router.publisher_connected {
+            self.metrics.sink_packets_refused += n;
+            return;
+        }
+        let sinks: Vec<SinkId> = router.sinks.iter().map(|s| s.id).collect();
+        for mut p in packets {
+            let fits = router
+                .tracks
+                .iter_mut()
+                .find(|t| t.mid == p.mid)
+                .is_some_and(|t| {
+                    t.kind == MediaKind::Video
+                        && p.payload.len() <= super::forward::MAX_FORWARDED_PAYLOAD
+                        && t.params.iter().any(|x| x.pt() == p.pt)
+                        && p.rid.is_some_and(|r| !t.rids.contains(&r))
+                        && make_layer(t, p.rid, from, &sinks)
+                });
+            if !fits {
+                self.metrics.sink_packets_refused += 1;
+                continue;
+            }
+            // Its arrival here, as for a publisher's packet: the rate, the
+            // cache and the forwarding delay count from now.
+            p.at = now;
+            self.metrics.sink_packets_injected += 1;
+            self.pending_rtp.push_back(Pending::Injected(router_id, p));
         }
     }
 
@@ -385,6 +440,35 @@ pub(super) fn copy_to_sink(
     {
         Some((_, _, batch)) => batch.push(pkt),
         None => batches.push((sink, stream.to_string(), vec![pkt])),
+    }
+}
+
+/// Whether layer `rid` of the track is made by `sink`: it already is, or
+/// it is new and there is room for it, or the sink that made it detached
+/// (then it is this one's). A layer the publisher sends, or another
+/// attached sink makes, is not taken over.
+fn make_layer(track: &mut TrackIn, rid: Option<Rid>, sink: SinkId, attached: &[SinkId]) -> bool {
+    if let Some(l) = track.layers.iter_mut().find(|l| l.rid == rid) {
+        return match l.made_by {
+            Some(m) if m == sink => true,
+            Some(m) if !attached.contains(&m) => {
+                l.made_by = Some(sink);
+                true
+            }
+            _ => false,
+        };
+    }
+    // The publisher's own layer, before its first packet, would take the
+    // first rid it sees: never let that be a sink's.
+    if track.layers.iter().all(|l| l.ssrc.is_none()) {
+        return false;
+    }
+    match track.layer_index(rid) {
+        Some(i) => {
+            track.layers[i].made_by = Some(sink);
+            true
+        }
+        None => false,
     }
 }
 

@@ -77,6 +77,8 @@ pub(crate) enum Pending {
     /// From the stream's origin worker, for the viewers of this worker's
     /// mirror.
     Mirrored(RouterId, MediaPacket),
+    /// Of a layer a sink makes (a transcoder's rung), on the origin.
+    Injected(RouterId, MediaPacket),
 }
 
 /// Ticks a drain gives a peer whose str0m wants the time again at once.

@@ -51,10 +51,17 @@ impl Sfu {
         if changed {
             // Only for a step below the layer being sent, taken for bandwidth.
             let rank = |r: Option<Rid>| views.iter().position(|l| l.rid == r);
-            c.abandon_current = reason == LayerReason::Bandwidth
+            let made = |r: Option<Rid>| views.iter().any(|l| l.rid == r && l.made);
+            c.abandon_current = (reason == LayerReason::Bandwidth
                 && c.current.is_some_and(
                     |cur| matches!((rank(target), rank(cur)), (Some(t), Some(k)) if t > k),
-                );
+                ))
+                // Towards a sink's layer from the publisher's: the sink's
+                // keyframe is of a frame the viewer may already have had
+                // from the layer it leaves (a repeat: out of order), so
+                // that layer stops at once, and the keyframe asked for
+                // comes after the last frame sent.
+                || (made(target) && c.current.is_some_and(|cur| !made(cur)));
         }
         c.target = Some(target);
         c.reason = reason;
@@ -147,6 +154,7 @@ impl Sfu {
                 let Some(m) = c.munger.munge(now, p.ssrc, p.seq, p.timestamp) else {
                     continue;
                 };
+                c.last_ts = Some(p.timestamp);
                 tx.write_rtp(
                     RtpWrite::new(map.to, m.seq.into(), m.timestamp, now, p.payload)
                         .marker(p.marker)

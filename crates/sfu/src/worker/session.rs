@@ -167,8 +167,11 @@ impl Sfu {
         if !router.has_publisher() {
             return Err(SessionError::NotLive(stream.to_string()));
         }
-        // A bandwidth estimate only matters when there are layers to choose from.
-        let simulcast = router.video().is_some_and(|t| t.layers.len() > 1);
+        // A bandwidth estimate only matters when there are layers to choose
+        // from (or may be soon: a transcoder's rungs).
+        let simulcast = router.video().is_some_and(|t| {
+            t.layers.len() > 1 || (self.config.estimate_single_layer && !t.params.is_empty())
+        });
         let candidates = offer.candidates;
         let Accepted {
             mut rtc,

@@ -16,7 +16,7 @@ use str0m_netem::{Netem, NetemConfig};
 mod browser;
 mod flood;
 
-pub use browser::{Browser, Got, Packet, gaps_and_reorders};
+pub use browser::{Browser, Got, Packet, gaps_and_reorders, make_frame};
 pub use flood::{assert_undisturbed, bystander_and_attacker};
 
 /// Another worker of the node.

@@ -10,6 +10,7 @@ mod fuzz_corpus;
 mod half_open;
 mod harness;
 mod ice_credentials;
+mod inject;
 mod live;
 mod loss;
 mod malformed_offers;

@@ -1,0 +1,439 @@
+//! The transcoder on a node: one thread per transcoded stream, reading the
+//! stream's sink feed, running its [`Ladder`] and handing the rungs back
+//! to the stream's Router. Started when a publisher connects (signaling's
+//! event follower calls [`Transcoder::publisher_live`]) and stopped when
+//! it leaves; at most [`TranscodeConfig::max_streams`] at a time. A ladder
+//! whose stream nobody has watched for [`TranscodeConfig::idle_secs`]
+//! pauses until a viewer connects (signaling tells it:
+//! [`Transcoder::viewers`]), and then asks the publisher for a keyframe to
+//! start from.
+//!
+//! A ladder's thread never holds up the media path: the feed drops batches
+//! when the thread falls behind (the depacketizer then waits for the next
+//! keyframe), and the rungs go back with `try_inject`, which drops rather
+//! than waits when the worker's queue is full.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lumen_node::{FeedEvent, NodeHandle, SinkFeed};
+use tokio::sync::oneshot;
+
+use crate::config::TranscodeConfig;
+use crate::ladder::{Ladder, LadderStats, Transcodable};
+
+/// The transcoder of a node. Cheap to clone.
+#[derive(Clone)]
+pub struct Transcoder {
+    inner: Arc<Inner>,
+}
+
+/// Counters of a node's transcoder.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TranscoderStats {
+    /// Streams being transcoded now (paused ones included).
+    pub active: usize,
+    /// Of those, the ones paused because nobody watches.
+    pub paused: usize,
+    /// Ladders started so far.
+    pub started: u64,
+    /// Streams not transcoded because `max_streams` were.
+    pub refused_over_budget: u64,
+    /// Source frames read.
+    pub frames_in: u64,
+    /// Rung frames made.
+    pub frames_out: u64,
+    /// Of those, IDRs (where the source had one, or a viewer asked).
+    pub keyframes_out: u64,
+    /// Source frames that did not decode (corrupt or unsupported
+    /// bitstream, malformed payloads).
+    pub decode_errors: u64,
+    /// Batches of rung packets the worker's full queue refused.
+    pub batches_dropped: u64,
+    /// Ladders stopped by a fault of the codec library (a panic caught).
+    pub faults: u64,
+}
+
+struct Inner {
+    config: TranscodeConfig,
+    node: NodeHandle,
+    runtime: Option<tokio::runtime::Handle>,
+    jobs: Mutex<HashMap<String, Job>>,
+    /// Connected viewers per stream, as signaling counts them (kept for
+    /// streams without a ladder too, for when one starts).
+    viewers: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    paused: AtomicUsize,
+    closing: AtomicBool,
+    started: AtomicU64,
+    refused: AtomicU64,
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    keyframes_out: AtomicU64,
+    decode_errors: AtomicU64,
+    batches_dropped: AtomicU64,
+    faults: AtomicU64,
+    seed: AtomicU64,
+}
+
+struct Job {
+    stop: Option<oneshot::Sender<()>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Transcoder {
+    /// A transcoder of `node`'s streams. Call it inside the tokio runtime
+    /// the node runs on: the ladders' threads drive their feeds with it.
+    pub fn start(config: TranscodeConfig, node: NodeHandle) -> Transcoder {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Transcoder {
+            inner: Arc::new(Inner {
+                config,
+                node,
+                runtime: tokio::runtime::Handle::try_current().ok(),
+                jobs: Mutex::new(HashMap::new()),
+                viewers: Mutex::new(HashMap::new()),
+                paused: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
+                started: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                frames_in: AtomicU64::new(0),
+                frames_out: AtomicU64::new(0),
+                keyframes_out: AtomicU64::new(0),
+                decode_errors: AtomicU64::new(0),
+                batches_dropped: AtomicU64::new(0),
+                faults: AtomicU64::new(0),
+                seed: AtomicU64::new(seed),
+            }),
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &TranscodeConfig {
+        &self.inner.config
+    }
+
+    /// A stream's publisher connected: transcode it if it sends one H.264
+    /// layer, transcoding is on and the budget allows. Returns at once.
+    pub fn publisher_live(&self, stream: &str) {
+        let inner = &self.inner;
+        if !inner.config.enabled
+            || inner.config.rungs.is_empty()
+            || inner.closing.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let Some(runtime) = inner.runtime.clone() else {
+            return;
+        };
+        let mut jobs = lock(&inner.jobs);
+        jobs.retain(|_, j| !j.thread.is_finished());
+        if jobs.contains_key(stream) {
+            // The same ladder follows the new publisher (a fresh source).
+            return;
+        }
+        if jobs.len() >= inner.config.max_streams {
+            inner.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                stream,
+                max_streams = inner.config.max_streams,
+                "transcoder: budget reached, the stream is forwarded without a ladder"
+            );
+            return;
+        }
+        let (stop, stopped) = oneshot::channel();
+        let this = self.clone();
+        let name = stream.to_string();
+        let seed = inner.seed.fetch_add(0x9e37_79b9, Ordering::Relaxed) as u32;
+        let spawned = std::thread::Builder::new()
+            .name("lumen-transcode".into())
+            .spawn(move || runtime.block_on(this.run(name, seed, stopped)));
+        match spawned {
+            Ok(thread) => {
+                inner.started.fetch_add(1, Ordering::Relaxed);
+                jobs.insert(
+                    stream.to_string(),
+                    Job {
+                        stop: Some(stop),
+                        thread,
+                    },
+                );
+            }
+            Err(e) => tracing::warn!(stream, error = %e, "transcoder: no thread"),
+        }
+    }
+
+    /// A stream has `count` connected viewers now. A paused ladder starts
+    /// again when it gets one; one without any for `idle_secs` pauses.
+    pub fn viewers(&self, stream: &str, count: usize) {
+        // (The entry stays while the stream is published: its ladder holds
+        // it; `publisher_gone` forgets an unwatched one.)
+        lock(&self.inner.viewers)
+            .entry(stream.to_string())
+            .or_default()
+            .store(count, Ordering::Relaxed);
+    }
+
+    /// The viewer counter of a stream, shared with its ladder.
+    fn viewer_count(&self, stream: &str) -> Arc<AtomicUsize> {
+        lock(&self.inner.viewers)
+            .entry(stream.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// A stream's publisher left: its ladder stops.
+    pub fn publisher_gone(&self, stream: &str) {
+        {
+            let mut v = lock(&self.inner.viewers);
+            if v.get(stream)
+                .is_some_and(|c| c.load(Ordering::Relaxed) == 0)
+            {
+                v.remove(stream);
+            }
+        }
+        if let Some(mut job) = lock(&self.inner.jobs).remove(stream)
+            && let Some(stop) = job.stop.take()
+        {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> TranscoderStats {
+        let i = &self.inner;
+        let active = lock(&i.jobs)
+            .values()
+            .filter(|j| !j.thread.is_finished())
+            .count();
+        TranscoderStats {
+            active,
+            paused: i.paused.load(Ordering::Relaxed),
+            started: i.started.load(Ordering::Relaxed),
+            refused_over_budget: i.refused.load(Ordering::Relaxed),
+            frames_in: i.frames_in.load(Ordering::Relaxed),
+            frames_out: i.frames_out.load(Ordering::Relaxed),
+            keyframes_out: i.keyframes_out.load(Ordering::Relaxed),
+            decode_errors: i.decode_errors.load(Ordering::Relaxed),
+            batches_dropped: i.batches_dropped.load(Ordering::Relaxed),
+            faults: i.faults.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops every ladder and waits for their threads.
+    pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+        let jobs: Vec<Job> = lock(&self.inner.jobs).drain().map(|(_, j)| j).collect();
+        let mut threads = Vec::new();
+        for mut j in jobs {
+            if let Some(stop) = j.stop.take() {
+                let _ = stop.send(());
+            }
+            threads.push(j.thread);
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+
+    /// One stream's ladder, on its own thread, until the publisher leaves,
+    /// the stream turns out not to be transcodable, or the node stops.
+    async fn run(self, stream: String, seed: u32, mut stopped: oneshot::Receiver<()>) {
+        let inner = &self.inner;
+        let feed = tokio::select! {
+            f = inner.node.attach_sink(&stream) => f,
+            _ = &mut stopped => return,
+        };
+        let mut feed = match feed {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(%stream, error = %e, "transcoder: cannot attach");
+                return;
+            }
+        };
+        let mut ladder = Ladder::new(&inner.config.rungs, seed);
+        let mut counted = LadderStats::default();
+        let mut idle = Idle::new(self.viewer_count(&stream), inner.config.idle_secs);
+        loop {
+            let event = tokio::select! {
+                e = feed.recv() => e,
+                _ = &mut stopped => break,
+            };
+            let Some(event) = event else { break };
+            match idle.check(Instant::now()) {
+                Some(true) => {
+                    inner.paused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%stream, "transcoder: nobody watches; paused");
+                }
+                Some(false) => {
+                    inner.paused.fetch_sub(1, Ordering::Relaxed);
+                    tracing::debug!(%stream, "transcoder: a viewer came; resumed");
+                    ladder.restart();
+                    let _ = feed.try_request_keyframe(ladder.source_rid());
+                }
+                None => {}
+            }
+            if idle.paused && matches!(event, FeedEvent::Packets(_) | FeedEvent::Keyframe { .. }) {
+                continue;
+            }
+            let go_on = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.on_event(&stream, &feed, &mut ladder, event)
+            }));
+            let stats = ladder.stats();
+            self.count(&mut counted, stats);
+            match go_on {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => {
+                    inner.faults.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%stream, "transcoder: the codec failed; the stream goes on without a ladder");
+                    break;
+                }
+            }
+        }
+        if idle.paused {
+            inner.paused.fetch_sub(1, Ordering::Relaxed);
+        }
+        feed.detach().await;
+    }
+
+    /// Returns whether the ladder goes on.
+    fn on_event(
+        &self,
+        stream: &str,
+        feed: &SinkFeed,
+        ladder: &mut Ladder,
+        event: FeedEvent,
+    ) -> bool {
+        match event {
+            FeedEvent::Source { tracks, fresh, .. } => {
+                if tracks.is_empty() {
+                    // Offline; a new publisher starts its own ladder.
+                    return false;
+                }
+                match ladder.set_source(&tracks, fresh) {
+                    Transcodable::Yes => true,
+                    why => {
+                        tracing::debug!(stream, ?why, "transcoder: not transcoded");
+                        false
+                    }
+                }
+            }
+            FeedEvent::Packets(packets) => {
+                let mut made = Vec::new();
+                let mut keyframe_needed = false;
+                for p in &packets {
+                    let pushed = ladder.push(p);
+                    keyframe_needed |= pushed.keyframe_needed;
+                    made.extend(pushed.packets);
+                }
+                if keyframe_needed {
+                    let _ = feed.try_request_keyframe(ladder.source_rid());
+                }
+                if !made.is_empty() && feed.try_inject(made).is_err() {
+                    self.inner.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            }
+            FeedEvent::Keyframe { rid } => {
+                ladder.request_keyframe(rid);
+                true
+            }
+            // A gap shows in the sequence numbers: the depacketizer waits
+            // for the next keyframe and asks for it.
+            _ => true,
+        }
+    }
+
+    /// Adds what a ladder did since the last call to the node's counters.
+    fn count(&self, counted: &mut LadderStats, now: LadderStats) {
+        let i = &self.inner;
+        i.frames_in
+            .fetch_add(now.frames_in - counted.frames_in, Ordering::Relaxed);
+        i.frames_out
+            .fetch_add(now.frames_out - counted.frames_out, Ordering::Relaxed);
+        i.keyframes_out
+            .fetch_add(now.keyframes_out - counted.keyframes_out, Ordering::Relaxed);
+        let bad = (now.decode_errors + now.malformed) - (counted.decode_errors + counted.malformed);
+        i.decode_errors.fetch_add(bad, Ordering::Relaxed);
+        *counted = now;
+    }
+}
+
+/// Whether a ladder's stream is watched: a ladder runs from its start (so
+/// its rungs are known layers a viewer may pin), pauses after `after`
+/// without a viewer, and runs again as soon as one connects.
+struct Idle {
+    viewers: Arc<AtomicUsize>,
+    after: Option<Duration>,
+    unwatched_since: Option<Instant>,
+    paused: bool,
+}
+
+impl Idle {
+    fn new(viewers: Arc<AtomicUsize>, secs: u64) -> Idle {
+        Idle {
+            viewers,
+            after: (secs > 0).then(|| Duration::from_secs(secs)),
+            unwatched_since: None,
+            paused: false,
+        }
+    }
+
+    /// `Some(true)`: pause now; `Some(false)`: run again now.
+    fn check(&mut self, now: Instant) -> Option<bool> {
+        let after = self.after?;
+        if self.viewers.load(Ordering::Relaxed) > 0 {
+            self.unwatched_since = None;
+            if self.paused {
+                self.paused = false;
+                return Some(false);
+            }
+            return None;
+        }
+        let since = *self.unwatched_since.get_or_insert(now);
+        if !self.paused && now.saturating_duration_since(since) >= after {
+            self.paused = true;
+            return Some(true);
+        }
+        None
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ladder_pauses_after_the_idle_time_without_viewers_and_resumes_with_one() {
+        let viewers = Arc::new(AtomicUsize::new(0));
+        let mut idle = Idle::new(viewers.clone(), 10);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(idle.check(at(0)), None, "runs from its start");
+        assert_eq!(idle.check(at(9)), None);
+        assert_eq!(idle.check(at(10)), Some(true));
+        assert_eq!(idle.check(at(11)), None, "said once");
+        viewers.store(1, Ordering::Relaxed);
+        assert_eq!(idle.check(at(12)), Some(false));
+        assert_eq!(idle.check(at(40)), None, "watched: runs");
+        viewers.store(0, Ordering::Relaxed);
+        assert_eq!(idle.check(at(41)), None, "the idle time counts again");
+        assert_eq!(idle.check(at(51)), Some(true));
+
+        let mut never = Idle::new(Arc::new(AtomicUsize::new(0)), 0);
+        assert_eq!(never.check(at(1000)), None, "idle_secs 0: never pauses");
+    }
+}

@@ -1,0 +1,275 @@
+//! The transcoder end to end over real UDP and HTTP: `lumen publish`'s
+//! client sends one 1280×720 H.264 layer; the server's ladder makes `m`
+//! (640×360) and `l` (320×180), which appear as the stream's layers, and
+//! pauses while nobody watches. A viewer pinned to `l` wakes it and decodes
+//! 320×180 pictures whose frame numbers (the publisher's timing SEI,
+//! carried over by the ladder) follow each other without a gap; a pin on a
+//! layer the stream does not have is refused by the layer endpoint, with
+//! and without a ladder.
+
+use std::time::{Duration, Instant};
+
+use lumen_tools::client::{PublishOptions, Publisher, WatchOptions, WatchStats, Watcher};
+
+use crate::support::{TestServer, start_server_with};
+
+/// Light enough for a decoder, two encoders and the viewers' decoders on a
+/// shared 2-core machine.
+const FPS: u32 = 15;
+/// How long the ladder and the pinned viewer may take to get going.
+const SETTLE: Duration = Duration::from_secs(20);
+/// How long the pinned viewer is watched once it shows the rung.
+const WATCH: Duration = Duration::from_secs(4);
+
+async fn stream_json(base: &str, stream: &str) -> String {
+    match reqwest::get(format!("{base}/api/streams/{stream}")).await {
+        Ok(resp) => resp.text().await.unwrap_or_default(),
+        Err(e) => format!("GET /api/streams/{stream}: {e}"),
+    }
+}
+
+fn watch(base: &str, stream: &str, layer: &str) -> WatchOptions {
+    WatchOptions {
+        url: format!("{base}/whep/{stream}"),
+        token: None,
+        layer: Some(layer.to_owned()),
+        chat: false,
+    }
+}
+
+async fn publish_720p(server: &TestServer, stream: &str) -> Publisher {
+    let base = server.http_url();
+    Publisher::start(PublishOptions {
+        url: format!("{base}/whip/{stream}"),
+        token: Some(server.publish_token()),
+        width: 1280,
+        height: 720,
+        fps: FPS,
+        bitrate_bps: 1_500_000,
+        ..Default::default()
+    })
+    .await
+    .expect("publish one 720p layer")
+}
+
+/// Waits until the stream's JSON satisfies `ok`; the last JSON either way.
+async fn wait_for(base: &str, stream: &str, ok: impl Fn(&str) -> bool) -> (bool, String) {
+    let started = Instant::now();
+    loop {
+        let json = stream_json(base, stream).await;
+        if ok(&json) {
+            return (true, json);
+        }
+        if started.elapsed() > SETTLE {
+            return (false, json);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn shows(s: &WatchStats, size: (u32, u32)) -> bool {
+    s.frames_decoded > 0 && (s.width, s.height) == size
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_pinned_to_l_wakes_the_idle_ladder_and_gets_its_rung_continuously() {
+    let server = start_server_with(|c| {
+        c.transcode.enabled = true;
+        c.transcode.idle_secs = 2;
+    })
+    .await;
+    let base = server.http_url();
+    let publisher = publish_720p(&server, "ladder").await;
+
+    // The rungs appear among the stream's layers once the ladder runs.
+    let (ready, json) = wait_for(&base, "ladder", |j| {
+        j.contains("\"live\":true") && j.contains("\"rid\":\"m\"") && j.contains("\"rid\":\"l\"")
+    })
+    .await;
+    assert!(ready, "the ladder's layers never appeared: {json}");
+    // Nobody watches: the ladder pauses, its rungs go quiet (and stay
+    // known layers).
+    let started = Instant::now();
+    while started.elapsed() < SETTLE && server.transcoder_stats().paused == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        server.transcoder_stats().paused,
+        1,
+        "{:?}",
+        server.transcoder_stats()
+    );
+    let (quiet, json) = wait_for(&base, "ladder", |j| {
+        j.matches("\"active\":false").count() == 2
+    })
+    .await;
+    assert!(quiet, "the paused rungs still send: {json}");
+    let paused_out = server.transcoder_stats().frames_out;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        server.transcoder_stats().frames_out,
+        paused_out,
+        "a paused ladder encodes nothing"
+    );
+
+    let low = Watcher::start(watch(&base, "ladder", "l"))
+        .await
+        .expect("a viewer pinned to l");
+    let started = Instant::now();
+    let mut first = None;
+    while started.elapsed() < SETTLE && first.is_none() {
+        let s = low.stats();
+        if shows(&s, (320, 180)) {
+            first = Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first =
+        first.unwrap_or_else(|| panic!("the l viewer never decoded 320x180: {:?}", low.stats()));
+    tokio::time::sleep(WATCH).await;
+
+    // A pin on a layer the stream does not have is refused, and the
+    // stream goes on.
+    let bogus = Watcher::start(watch(&base, "ladder", "x")).await;
+    let refused = match bogus {
+        Ok(w) => {
+            let _ = w.stop().await;
+            String::new()
+        }
+        Err(e) => format!("{e:#}"),
+    };
+
+    let stats = server.transcoder_stats();
+    let (_, last) = low.stop().await.expect("stop the l viewer");
+    publisher.stop().await.expect("stop the publisher");
+    server.stop().await;
+
+    assert!(refused.contains("422"), "a pin on x: {refused:?}");
+    assert_eq!((last.width, last.height), (320, 180), "{last:?}");
+    let decoded = last.frames_decoded - first.frames_decoded;
+    // 4 s at 15 fps is 60 pictures; a loaded machine may stretch it.
+    assert!(
+        decoded >= 40,
+        "decoded {decoded} rung pictures in {WATCH:?}: {last:?}"
+    );
+    assert_eq!(
+        last.decode_errors, first.decode_errors,
+        "the rung did not decode: {first:?} -> {last:?}"
+    );
+    assert_eq!(
+        last.frame_number_gaps, first.frame_number_gaps,
+        "the rung skipped source frames: {first:?} -> {last:?}"
+    );
+    assert_eq!(
+        last.out_of_order, first.out_of_order,
+        "{first:?} -> {last:?}"
+    );
+    assert!(
+        last.timed_frames > 0,
+        "the rung carries the source's timing SEI: {last:?}"
+    );
+    assert!(
+        stats.frames_out > 0 && stats.decode_errors == 0,
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_ladder_a_pin_on_l_is_refused_and_the_stream_goes_on() {
+    // (Transcoding is off on test servers unless asked for.)
+    let server = start_server_with(|_| {}).await;
+    let base = server.http_url();
+    let publisher = publish_720p(&server, "single").await;
+    let (live, json) = wait_for(&base, "single", |j| {
+        j.contains("\"live\":true") && j.contains("\"width\":1280")
+    })
+    .await;
+    assert!(live, "the stream never went live: {json}");
+
+    let refused = match Watcher::start(watch(&base, "single", "l")).await {
+        Ok(w) => {
+            let _ = w.stop().await;
+            String::new()
+        }
+        Err(e) => format!("{e:#}"),
+    };
+    // A viewer that leaves the choice to the server still gets the source.
+    let auto = Watcher::start(WatchOptions {
+        url: format!("{base}/whep/single"),
+        ..Default::default()
+    })
+    .await
+    .expect("an automatic viewer");
+    let started = Instant::now();
+    while started.elapsed() < SETTLE && !shows(&auto.stats(), (1280, 720)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, s) = auto.stop().await.expect("stop the viewer");
+    publisher.stop().await.expect("stop the publisher");
+    server.stop().await;
+
+    assert!(
+        refused.contains("422"),
+        "a pin on l without a ladder: {refused:?}"
+    );
+    assert!(refused.contains("no encoding"), "{refused:?}");
+    assert!(shows(&s, (1280, 720)), "{s:?}");
+}
+
+/// Headless Chromium plays the `l` rung of a one-layer stream: the watch
+/// page's quality menu pins it, and the video element shows 180 lines of
+/// H.264 that keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_a_transcoded_rung() {
+    use crate::browser::{lumen, playback, wait_for_state};
+
+    let Some(chrome) = crate::chrome::ChromeDriver::start().await else {
+        return;
+    };
+    let server = start_server_with(|c| c.transcode.enabled = true).await;
+    let base = server.http_url();
+    let publisher = publish_720p(&server, "rung").await;
+    let (ready, json) = wait_for(&base, "rung", |j| j.contains("\"rid\":\"l\"")).await;
+    assert!(ready, "the ladder's layers never appeared: {json}");
+
+    let viewer = chrome.new_session().await;
+    viewer
+        .goto(&format!("{base}/watch/rung"))
+        .await
+        .expect("open the watch page");
+    wait_for_state(&viewer, "viewer", "live", SETTLE).await;
+    viewer
+        .execute(
+            "const q = document.getElementById('quality');
+             q.value = 'l'; q.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .expect("choose 180p");
+    let deadline = Instant::now() + SETTLE;
+    let first = loop {
+        let p = playback(&viewer).await;
+        let l = lumen(&viewer).await;
+        let codec = l["stats"]["videoCodec"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if codec.eq_ignore_ascii_case("h264") && l["layer"]["current"] == "l" && p.height == 180 {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the l rung never played: {p:?}; {l}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = playback(&viewer).await;
+    publisher.stop().await.expect("stop the publisher");
+    drop(server);
+    assert_eq!((later.width, later.height), (320, 180), "{later:?}");
+    assert!(
+        later.frames > first.frames + 10 && later.time > first.time,
+        "the rung stalled: {first:?} -> {later:?}"
+    );
+}
