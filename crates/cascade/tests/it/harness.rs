@@ -22,7 +22,6 @@ use lumen_sfu::{Input, Output, PeerId, Sfu, SfuConfig, SfuEvent, SinkBody, SinkI
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, RtcConfig};
 use str0m_netem::{Netem, NetemConfig};
 
 pub use crate::browser::{Browser, Got, Packet};
@@ -276,42 +275,9 @@ impl Tree {
     fn new_browser(&mut self, up: NetemConfig, down: NetemConfig) -> usize {
         let i = self.browsers.len();
         let addr = SocketAddr::from((Ipv4Addr::new(10, 1, 0, (i + 1) as u8), 5000));
-        let mut rtc = RtcConfig::new()
-            .clear_codecs()
-            .enable_h264(true)
-            .enable_opus(true, false)
-            .build(self.now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
         let seed = self.seed.wrapping_mul(1000).wrapping_add(i as u64);
-        self.browsers.push(Browser {
-            rtc,
-            addr,
-            session: None,
-            video_mid: None,
-            audio_mid: None,
-            connected_at: None,
-            frames: Vec::new(),
-            audio_frames: 0,
-            keyframe_requests: Vec::new(),
-            publishing: false,
-            frame_no: 0,
-            force_keyframe: true,
-            layers: Vec::new(),
-            paused: Vec::new(),
-            force_layer_keyframe: Vec::new(),
-            keyframe_requests_by_rid: Vec::new(),
-            keyframe_every: None,
-            frame_size: 1800,
-            answer_sdp: String::new(),
-            channel: None,
-            channels_open: Vec::new(),
-            channel_data: Vec::new(),
-            channels_closed: Vec::new(),
-            next_frame_at: self.now,
-            next_timeout: self.now,
-            up: Netem::new(up.seed(seed * 2 + 1)),
-            down: Netem::new(down.seed(seed * 2 + 2)),
-        });
+        self.browsers
+            .push(Browser::new(self.now, addr, seed, up, down));
         i
     }
 

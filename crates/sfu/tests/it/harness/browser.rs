@@ -9,8 +9,8 @@ use lumen_sfu::PeerId;
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Frequency, MediaTime, Mid, Rid};
-use str0m::{Event, Rtc};
-use str0m_netem::Netem;
+use str0m::{Candidate, Event, Rtc, RtcConfig};
+use str0m_netem::{Netem, NetemConfig};
 
 /// Frames per second a publisher sends.
 pub const FPS: u64 = 30;
@@ -84,6 +84,53 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// A browser (H.264 and Opus) at `addr`, its host candidate, made at
+    /// `now` on the virtual clock; its two links impaired by `up` and
+    /// `down`, seeded from `seed`.
+    pub(super) fn new(
+        now: Instant,
+        addr: SocketAddr,
+        seed: u64,
+        up: NetemConfig,
+        down: NetemConfig,
+    ) -> Browser {
+        let mut rtc = RtcConfig::new()
+            .clear_codecs()
+            .enable_h264(true)
+            .enable_opus(true, false)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        Browser {
+            rtc,
+            addr,
+            session: None,
+            video_mid: None,
+            audio_mid: None,
+            connected_at: None,
+            frames: Vec::new(),
+            audio_frames: 0,
+            keyframe_requests: Vec::new(),
+            publishing: false,
+            frame_no: 0,
+            force_keyframe: true,
+            layers: Vec::new(),
+            paused: Vec::new(),
+            force_layer_keyframe: Vec::new(),
+            keyframe_requests_by_rid: Vec::new(),
+            keyframe_every: None,
+            frame_size: 1800,
+            answer_sdp: String::new(),
+            channel: None,
+            channels_open: Vec::new(),
+            channel_data: Vec::new(),
+            channels_closed: Vec::new(),
+            next_frame_at: now,
+            next_timeout: now,
+            up: Netem::new(up.seed(seed * 2 + 1)),
+            down: Netem::new(down.seed(seed * 2 + 2)),
+        }
+    }
+
     pub(super) fn drain(&mut self, now: Instant) {
         loop {
             match self.rtc.poll_output() {
