@@ -126,7 +126,9 @@ async fn a_viewer_pinned_to_l_wakes_the_idle_ladder_and_gets_its_rung_continuous
     }
     let first =
         first.unwrap_or_else(|| panic!("the l viewer never decoded 320x180: {:?}", low.stats()));
+    let sent_before = publisher.frames_sent();
     tokio::time::sleep(WATCH).await;
+    let sent = publisher.frames_sent() - sent_before;
 
     // A pin on a layer the stream does not have is refused, and the
     // stream goes on.
@@ -147,10 +149,12 @@ async fn a_viewer_pinned_to_l_wakes_the_idle_ladder_and_gets_its_rung_continuous
     assert!(refused.contains("422"), "a pin on x: {refused:?}");
     assert_eq!((last.width, last.height), (320, 180), "{last:?}");
     let decoded = last.frames_decoded - first.frames_decoded;
-    // 4 s at 15 fps is 60 pictures; a loaded machine may stretch it.
+    // A rung picture for each source picture of the window, whatever
+    // rate a loaded machine lets the publisher reach (a few may still be
+    // on their way when the viewer stops).
     assert!(
-        decoded >= 40,
-        "decoded {decoded} rung pictures in {WATCH:?}: {last:?}"
+        sent >= 10 && decoded * 10 >= sent * 8,
+        "decoded {decoded} rung pictures while the publisher sent {sent}: {last:?}"
     );
     assert_eq!(
         last.decode_errors, first.decode_errors,
