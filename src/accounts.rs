@@ -85,6 +85,9 @@ pub enum TokenCmd {
     },
     /// Revoke a token by its `jti`: refused from now on, its sessions end.
     Revoke {
+        /// The token's `jti`. Base64url, so it may start with `-`: taken
+        /// as the value, not as an option.
+        #[arg(allow_hyphen_values = true)]
         jti: String,
         #[command(flatten)]
         config: ConfigArgs,
@@ -227,6 +230,30 @@ pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        token: super::TokenCmd,
+    }
+
+    /// One `jti` in 64 starts with `-` (base64url): `lumen token revoke`
+    /// takes it as the value, with the options before or after it.
+    #[test]
+    fn a_jti_may_start_with_a_hyphen() {
+        for args in [
+            ["t", "revoke", "-1FR-Xj4o_g", "--data-dir", "d"],
+            ["t", "revoke", "--data-dir", "d", "-1FR-Xj4o_g"],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            match cli.token {
+                super::TokenCmd::Revoke { jti, .. } => assert_eq!(jti, "-1FR-Xj4o_g"),
+                _ => panic!("not revoke"),
+            }
+        }
+    }
+
     #[test]
     fn ttls_parse() {
         assert_eq!(super::parse_ttl("90").unwrap().as_secs(), 90);
