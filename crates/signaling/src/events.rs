@@ -13,7 +13,10 @@
 //!   "height"}], "layers": [{"encodingId", "simulcastIdx", "bitrate", "width",
 //!   "height", "fps"}]}}`. `id`/`encodingId` is the rid; `simulcastIdx` counts
 //!   from the lowest layer (0); `fps` is lumen's addition. Sent when the
-//!   layers change, which includes their bitrates every few seconds.
+//!   layers change, which includes their bitrates every few seconds. A
+//!   stream of one layer that the transcoder left without a ladder because
+//!   its budget (`transcode.max_streams`) was spent also has
+//!   `"transcode": "over_budget"` beside `active` (lumen's addition).
 //! - `viewercount`: `{"viewercount": N}`.
 //! - `reconnect`, `{}`: the server is shutting down; POST the offer again
 //!   (after a short wait) to get a new session. A node of a cluster that
@@ -106,14 +109,23 @@ pub(crate) struct Message {
 pub(crate) struct Diff {
     live: Option<bool>,
     layers: Vec<LayerInfo>,
+    /// The `transcode` note the last `layers` event carried.
+    note: Option<&'static str>,
     viewers: Option<usize>,
     layer: Option<ViewerLayer>,
 }
 
 impl Diff {
     /// Messages for a new stream state (`None`: the worker has no such
-    /// stream, which is the same as offline and unwatched).
-    pub fn stream(&mut self, info: Option<&StreamInfo>, media_id: &str) -> Vec<Message> {
+    /// stream, which is the same as offline and unwatched);
+    /// `over_budget`: the transcoder left the stream without a ladder for
+    /// its budget (said only while the stream has one layer).
+    pub fn stream(
+        &mut self,
+        info: Option<&StreamInfo>,
+        media_id: &str,
+        over_budget: bool,
+    ) -> Vec<Message> {
         let mut out = Vec::new();
         let live = info.is_some_and(|i| i.live);
         match (self.live, live) {
@@ -129,12 +141,14 @@ impl Diff {
         }
         self.live = Some(live);
         let layers = info.map(|i| i.layers.clone()).unwrap_or_default();
-        if layers != self.layers {
+        let note = (over_budget && layers.len() == 1).then_some("over_budget");
+        if layers != self.layers || note != self.note {
             out.push(Message {
                 event: "layers",
-                data: layers_json(&layers, media_id),
+                data: layers_json(&layers, media_id, note),
             });
             self.layers = layers;
+            self.note = note;
         }
         let viewers = info.map_or(0, |i| i.viewers);
         if self.viewers != Some(viewers) {
@@ -162,7 +176,7 @@ impl Diff {
 }
 
 /// The `layers` event data (draft-ietf-wish-whep's shape; see the module doc).
-pub(crate) fn layers_json(layers: &[LayerInfo], media_id: &str) -> Value {
+pub(crate) fn layers_json(layers: &[LayerInfo], media_id: &str, note: Option<&str>) -> Value {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Active<'a> {
@@ -231,11 +245,12 @@ pub(crate) fn layers_json(layers: &[LayerInfo], media_id: &str) -> Value {
             });
         }
     }
+    let mut media = json!({ "active": active, "inactive": inactive, "layers": selectable });
+    if let Some(note) = note {
+        media["transcode"] = json!(note);
+    }
     let mut map = Map::new();
-    map.insert(
-        media_id.to_string(),
-        json!({ "active": active, "inactive": inactive, "layers": selectable }),
-    );
+    map.insert(media_id.to_string(), media);
     Value::Object(map)
 }
 
@@ -282,6 +297,9 @@ pub(crate) struct Feed {
     /// Whether the event stream (and its session) still exists: a DELETE of
     /// either ends the feed.
     pub still_exists: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Whether the transcoder left the stream without a ladder for its
+    /// budget.
+    pub over_budget: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl Feed {
@@ -300,9 +318,10 @@ impl Feed {
             stream_open: true,
             ended: false,
         };
+        let over = (state.feed.over_budget)();
         let msgs = state
             .diff
-            .stream(initial.stream.as_ref(), &state.feed.media_id);
+            .stream(initial.stream.as_ref(), &state.feed.media_id, over);
         state.enqueue(msgs);
         let msg = state
             .diff
@@ -397,7 +416,8 @@ impl FeedState {
                 self.enqueue(msg);
             }
             Woke::Stream(info) => {
-                let msgs = self.diff.stream(info.as_ref(), &self.feed.media_id);
+                let over = (self.feed.over_budget)();
+                let msgs = self.diff.stream(info.as_ref(), &self.feed.media_id, over);
                 self.enqueue(msgs);
             }
             Woke::StreamGone => self.stream_open = false,
@@ -449,17 +469,20 @@ mod tests {
     fn no_initial_inactive_then_transitions() {
         let mut d = Diff::default();
         assert_eq!(
-            names(&d.stream(Some(&info(false, 1, vec![])), "0")),
+            names(&d.stream(Some(&info(false, 1, vec![])), "0", false)),
             ["viewercount"]
         );
         let layers = vec![layer("h", true, 720), layer("l", true, 180)];
         assert_eq!(
-            names(&d.stream(Some(&info(true, 1, layers.clone())), "0")),
+            names(&d.stream(Some(&info(true, 1, layers.clone())), "0", false)),
             ["active", "layers"]
         );
-        assert!(d.stream(Some(&info(true, 1, layers)), "0").is_empty());
+        assert!(
+            d.stream(Some(&info(true, 1, layers)), "0", false)
+                .is_empty()
+        );
         assert_eq!(
-            names(&d.stream(Some(&info(false, 2, vec![])), "0")),
+            names(&d.stream(Some(&info(false, 2, vec![])), "0", false)),
             ["inactive", "layers", "viewercount"]
         );
     }
@@ -473,6 +496,7 @@ mod tests {
                 layer("l", true, 180),
             ],
             "1",
+            None,
         );
         let m = &v["1"];
         assert_eq!(m["active"][0]["id"], "m");
@@ -491,9 +515,34 @@ mod tests {
     fn a_single_layer_has_no_selectable_encoding() {
         let mut l = layer("x", true, 480);
         l.rid = None;
-        let v = layers_json(&[l], "0");
+        let v = layers_json(&[l], "0", None);
         assert!(v["0"]["active"][0].get("id").is_none());
         assert_eq!(v["0"]["layers"], json!([]));
+        assert!(v["0"].get("transcode").is_none());
+    }
+
+    #[test]
+    fn a_single_layer_left_without_a_ladder_for_the_budget_says_so() {
+        let mut one = layer("x", true, 720);
+        one.rid = None;
+        let mut d = Diff::default();
+        let first = d.stream(Some(&info(true, 1, vec![one.clone()])), "0", true);
+        let layers = first.iter().find(|m| m.event == "layers").expect("layers");
+        assert_eq!(layers.data["0"]["transcode"], "over_budget");
+        // Said once; and again, without the note, when it no longer holds.
+        assert!(
+            d.stream(Some(&info(true, 1, vec![one.clone()])), "0", true)
+                .is_empty()
+        );
+        let lifted = d.stream(Some(&info(true, 1, vec![one])), "0", false);
+        assert_eq!(names(&lifted), ["layers"]);
+        assert!(lifted[0].data["0"].get("transcode").is_none());
+        // A stream with simulcast layers needs no ladder: no note.
+        let mut d = Diff::default();
+        let simulcast = vec![layer("h", true, 720), layer("l", true, 180)];
+        let msgs = d.stream(Some(&info(true, 1, simulcast)), "0", true);
+        let layers = msgs.iter().find(|m| m.event == "layers").expect("layers");
+        assert!(layers.data["0"].get("transcode").is_none());
     }
 
     #[test]

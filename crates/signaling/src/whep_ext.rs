@@ -156,6 +156,11 @@ async fn sse_get(
                     .is_some_and(|e| e.event_streams.iter().any(|s| s.id == es))
             })
         },
+        over_budget: {
+            let transcoder = st.transcoder.clone();
+            let stream = stream.clone();
+            Box::new(move || transcoder.as_ref().is_some_and(|t| t.over_budget(&stream)))
+        },
     };
     let mut res = Sse::new(feed.into_stream(initial))
         .keep_alive(KeepAlive::default())

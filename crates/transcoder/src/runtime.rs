@@ -13,7 +13,7 @@
 //! keyframe), and the rungs go back with `try_inject`, which drops rather
 //! than waits when the worker's queue is full.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,6 +70,9 @@ struct Inner {
     closing: AtomicBool,
     started: AtomicU64,
     refused: AtomicU64,
+    /// Streams whose publisher is live without a ladder because
+    /// `max_streams` were transcoded when it came.
+    over_budget: Mutex<HashSet<String>>,
     frames_in: AtomicU64,
     frames_out: AtomicU64,
     keyframes_out: AtomicU64,
@@ -102,6 +105,7 @@ impl Transcoder {
                 closing: AtomicBool::new(false),
                 started: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
+                over_budget: Mutex::new(HashSet::new()),
                 frames_in: AtomicU64::new(0),
                 frames_out: AtomicU64::new(0),
                 keyframes_out: AtomicU64::new(0),
@@ -139,6 +143,7 @@ impl Transcoder {
         }
         if jobs.len() >= inner.config.max_streams {
             inner.refused.fetch_add(1, Ordering::Relaxed);
+            lock(&inner.over_budget).insert(stream.to_string());
             tracing::info!(
                 stream,
                 max_streams = inner.config.max_streams,
@@ -156,6 +161,7 @@ impl Transcoder {
         match spawned {
             Ok(thread) => {
                 inner.started.fetch_add(1, Ordering::Relaxed);
+                lock(&inner.over_budget).remove(stream);
                 jobs.insert(
                     stream.to_string(),
                     Job {
@@ -187,8 +193,16 @@ impl Transcoder {
             .clone()
     }
 
+    /// Whether `stream`'s publisher went live without a ladder because
+    /// `max_streams` streams were transcoded then (until it leaves): the
+    /// WHEP `layers` event says so.
+    pub fn over_budget(&self, stream: &str) -> bool {
+        lock(&self.inner.over_budget).contains(stream)
+    }
+
     /// A stream's publisher left: its ladder stops.
     pub fn publisher_gone(&self, stream: &str) {
+        lock(&self.inner.over_budget).remove(stream);
         {
             let mut v = lock(&self.inner.viewers);
             if v.get(stream)
@@ -435,5 +449,31 @@ mod tests {
 
         let mut never = Idle::new(Arc::new(AtomicUsize::new(0)), 0);
         assert_eq!(never.check(at(1000)), None, "idle_secs 0: never pauses");
+    }
+
+    /// Past the budget a stream goes without a ladder and is known to,
+    /// until its publisher leaves.
+    #[tokio::test]
+    async fn a_stream_past_the_budget_is_known_to_be_over_it_until_its_publisher_leaves() {
+        let node = lumen_node::Node::start(&lumen_node::NodeConfig {
+            rtc_addr: "127.0.0.1:0".parse().expect("addr"),
+            workers: 1,
+            ..lumen_node::NodeConfig::new()
+        })
+        .expect("node starts");
+        let t = Transcoder::start(
+            TranscodeConfig {
+                max_streams: 0,
+                ..TranscodeConfig::default()
+            },
+            node.handle(),
+        );
+        assert!(!t.over_budget("a"));
+        t.publisher_live("a");
+        assert!(t.over_budget("a"));
+        assert!(!t.over_budget("b"), "only the refused stream");
+        assert_eq!(t.stats().refused_over_budget, 1);
+        t.publisher_gone("a");
+        assert!(!t.over_budget("a"), "a new publisher is judged again");
     }
 }
