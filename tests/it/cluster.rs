@@ -232,18 +232,25 @@ impl Events {
     /// Skips to the next `name` event and consumes it; `false` when none
     /// came within `limit`.
     pub(crate) async fn until(&mut self, name: &str, limit: Duration) -> bool {
+        self.next(name, limit).await.is_some()
+    }
+
+    /// Skips to the next `name` event and gives its `data`; `None` when
+    /// none came within `limit`.
+    pub(crate) async fn next(&mut self, name: &str, limit: Duration) -> Option<String> {
         let deadline = Instant::now() + limit;
         loop {
             while let Some(end) = self.buf.find("\n\n") {
                 let event: String = self.buf.drain(..end + 2).collect();
                 if event.lines().any(|l| l == format!("event: {name}")) {
-                    return true;
+                    let data = event.lines().filter_map(|l| l.strip_prefix("data:"));
+                    return Some(data.map(str::trim).collect::<Vec<_>>().join("\n"));
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.res.chunk()).await {
                 Ok(Ok(Some(c))) => self.buf.push_str(&String::from_utf8_lossy(&c)),
-                _ => return false,
+                _ => return None,
             }
         }
     }

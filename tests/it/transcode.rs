@@ -5,12 +5,14 @@
 //! 320×180 pictures whose frame numbers (the publisher's timing SEI,
 //! carried over by the ladder) follow each other without a gap; a pin on a
 //! layer the stream does not have is refused by the layer endpoint, with
-//! and without a ladder.
+//! and without a ladder. A stream past the budget goes without a ladder and
+//! its `layers` event says so.
 
 use std::time::{Duration, Instant};
 
 use lumen_tools::client::{PublishOptions, Publisher, WatchOptions, WatchStats, Watcher};
 
+use crate::cluster::Events;
 use crate::support::{TestServer, start_server_with};
 
 /// Light enough for a decoder, two encoders and the viewers' decoders on a
@@ -276,4 +278,53 @@ async fn chromium_plays_a_transcoded_rung() {
         later.frames > first.frames + 10 && later.time > first.time,
         "the rung stalled: {first:?} -> {later:?}"
     );
+}
+
+#[tokio::test]
+async fn a_stream_past_the_transcoding_budget_says_so_in_its_layers_event() {
+    let server = start_server_with(|c| {
+        c.transcode.enabled = true;
+        c.transcode.max_streams = 1;
+        c.transcode.idle_secs = 1;
+    })
+    .await;
+    let base = server.http_url();
+    let first = publish_720p(&server, "first").await;
+    let (ready, json) = wait_for(&base, "first", |j| {
+        j.contains("\"live\":true") && j.contains("\"rid\":\"l\"")
+    })
+    .await;
+    assert!(ready, "the first stream's ladder never appeared: {json}");
+    let second = publish_720p(&server, "second").await;
+    let (live, json) = wait_for(&base, "second", |j| j.contains("\"live\":true")).await;
+    assert!(live, "the second stream never went live: {json}");
+
+    let mut notes = Vec::new();
+    for stream in ["second", "first"] {
+        let viewer = Watcher::start(WatchOptions {
+            layer: None,
+            ..watch(&base, stream, "")
+        })
+        .await
+        .expect("a viewer");
+        let mut events = Events::open(viewer.session_url(), &["layers"]).await;
+        let layers = events.next("layers", SETTLE).await;
+        notes.push((stream, layers));
+        let _ = viewer.stop().await;
+    }
+    let stats = server.transcoder_stats();
+    second.stop().await.expect("stop the second publisher");
+    first.stop().await.expect("stop the first publisher");
+    server.stop().await;
+
+    let (_, second_layers) = &notes[0];
+    let second_layers = second_layers.as_deref().expect("a layers event");
+    assert!(
+        second_layers.contains("\"transcode\":\"over_budget\""),
+        "{second_layers}"
+    );
+    let (_, first_layers) = &notes[1];
+    let first_layers = first_layers.as_deref().expect("a layers event");
+    assert!(!first_layers.contains("transcode"), "{first_layers}");
+    assert_eq!(stats.refused_over_budget, 1, "{stats:?}");
 }
