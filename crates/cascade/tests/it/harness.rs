@@ -21,9 +21,9 @@ use lumen_cascade::relay::{LinkEnd, LinkOffer, LinkOutput, LinkSender};
 use lumen_sfu::{Input, Output, PeerId, Sfu, SfuConfig, SfuEvent, SinkBody, SinkId, SinkMessage};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind, Rid, Simulcast, SimulcastLayer};
-use str0m::net::{Protocol, Receive};
 use str0m_netem::{Netem, NetemConfig};
 
+use crate::browser::released;
 pub use crate::browser::{Browser, Got, Packet};
 
 /// One lumen node of the tree (one worker).
@@ -311,13 +311,7 @@ impl Tree {
             next = next.min(l.down.poll_timeout()).min(l.up.poll_timeout());
         }
         for b in &self.browsers {
-            next = next
-                .min(b.next_timeout)
-                .min(b.up.poll_timeout())
-                .min(b.down.poll_timeout());
-            if b.publishing {
-                next = next.min(b.next_frame_at);
-            }
+            next = next.min(b.next_wake());
         }
         if next > self.now {
             self.now = next;
@@ -335,21 +329,11 @@ impl Tree {
 
         // What the network links release.
         for i in 0..self.browsers.len() {
-            let (to_node, to_browser) = {
-                let b = &mut self.browsers[i];
-                (released(&mut b.up, now), released(&mut b.down, now))
-            };
+            let (to_node, to_browser) = self.browsers[i].released(now);
             for p in to_node {
                 self.deliver_to_node(now, &p);
             }
-            let b = &mut self.browsers[i];
-            for p in to_browser {
-                if let Ok(r) = Receive::new(Protocol::Udp, p.from, p.to, &p.data) {
-                    let _ = b.rtc.handle_input(str0m::Input::Receive(now, r));
-                }
-                // Polled after every datagram, as a str0m application must.
-                b.drain(now);
-            }
+            self.browsers[i].receive(now, to_browser);
         }
         for l in 0..self.links.len() {
             let (to_child, to_parent) = {
@@ -379,12 +363,7 @@ impl Tree {
             }
         }
         for b in &mut self.browsers {
-            if now >= b.next_timeout {
-                let _ = b.rtc.handle_input(str0m::Input::Timeout(now));
-            }
-            if b.publishing && now >= b.next_frame_at {
-                b.write_frame(now, self.start);
-            }
+            b.tick(now, self.start);
         }
         self.drain();
     }
@@ -525,15 +504,4 @@ fn feed(sender: &mut LinkSender, message: SinkMessage) {
         SinkBody::Packets(p) => sender.handle_packets(p),
         _ => {}
     }
-}
-
-fn released(net: &mut Netem<Packet>, now: Instant) -> Vec<Packet> {
-    net.handle_input(str0m_netem::Input::Timeout(now));
-    let mut out = Vec::new();
-    while let Some(o) = net.poll_output() {
-        if let str0m_netem::Output::Packet(p) = o {
-            out.push(p);
-        }
-    }
-    out
 }

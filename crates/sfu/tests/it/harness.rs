@@ -9,7 +9,6 @@ use lumen_sfu::{
 };
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Rid, Simulcast, SimulcastLayer};
-use str0m::net::{Protocol, Receive};
 use str0m_netem::NetemConfig;
 
 mod browser;
@@ -307,13 +306,7 @@ impl World {
             next = next.min(w.timeout);
         }
         for b in &self.browsers {
-            next = next
-                .min(b.next_timeout)
-                .min(b.up.poll_timeout())
-                .min(b.down.poll_timeout());
-            if b.publishing {
-                next = next.min(b.next_frame_at);
-            }
+            next = next.min(b.next_wake());
         }
         if next > self.now {
             self.now = next;
@@ -331,23 +324,7 @@ impl World {
 
         // Deliver what the links release.
         for i in 0..self.browsers.len() {
-            let mut to_sfu = Vec::new();
-            let mut to_browser = Vec::new();
-            {
-                let b = &mut self.browsers[i];
-                b.up.handle_input(str0m_netem::Input::Timeout(now));
-                while let Some(o) = b.up.poll_output() {
-                    if let str0m_netem::Output::Packet(p) = o {
-                        to_sfu.push(p);
-                    }
-                }
-                b.down.handle_input(str0m_netem::Input::Timeout(now));
-                while let Some(o) = b.down.poll_output() {
-                    if let str0m_netem::Output::Packet(p) = o {
-                        to_browser.push(p);
-                    }
-                }
-            }
+            let (to_sfu, to_browser) = self.browsers[i].released(now);
             for p in to_sfu {
                 let input = Input::Receive {
                     now,
@@ -360,17 +337,7 @@ impl World {
                     None => self.sfu.handle_input(input),
                 }
             }
-            let b = &mut self.browsers[i];
-            for p in to_browser {
-                if let Ok(r) = Receive::new(Protocol::Udp, p.from, p.to, &p.data) {
-                    let _ = b.rtc.handle_input(str0m::Input::Receive(now, r));
-                }
-                // Poll after every datagram, as a str0m application must: the
-                // SRTP keys of a finished handshake are installed while
-                // polling, so media right behind the last DTLS flight would
-                // otherwise be dropped.
-                b.drain(now);
-            }
+            self.browsers[i].receive(now, to_browser);
         }
 
         // Timers.
@@ -383,12 +350,7 @@ impl World {
             }
         }
         for b in &mut self.browsers {
-            if now >= b.next_timeout {
-                let _ = b.rtc.handle_input(str0m::Input::Timeout(now));
-            }
-            if b.publishing && now >= b.next_frame_at {
-                b.write_frame(now, self.start);
-            }
+            b.tick(now, self.start);
         }
 
         self.drain();

@@ -9,6 +9,7 @@ use lumen_sfu::PeerId;
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Frequency, MediaTime, Mid, Rid};
+use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Rtc, RtcConfig};
 use str0m_netem::{Netem, NetemConfig};
 
@@ -128,6 +129,50 @@ impl Browser {
             next_timeout: now,
             up: Netem::new(up.seed(seed * 2 + 1)),
             down: Netem::new(down.seed(seed * 2 + 2)),
+        }
+    }
+
+    /// The next time something is due here: its own timeout, its links'
+    /// releases, its next frame when publishing.
+    pub(super) fn next_wake(&self) -> Instant {
+        let next = self
+            .next_timeout
+            .min(self.up.poll_timeout())
+            .min(self.down.poll_timeout());
+        if self.publishing {
+            next.min(self.next_frame_at)
+        } else {
+            next
+        }
+    }
+
+    /// What its two links release at `now`: (towards the server, towards
+    /// the browser).
+    pub(super) fn released(&mut self, now: Instant) -> (Vec<Packet>, Vec<Packet>) {
+        (released(&mut self.up, now), released(&mut self.down, now))
+    }
+
+    /// Takes datagrams its down link released, polling after each, as a
+    /// str0m application must: the SRTP keys of a finished handshake are
+    /// installed while polling, so media right behind the last DTLS flight
+    /// would otherwise be dropped.
+    pub(super) fn receive(&mut self, now: Instant, packets: Vec<Packet>) {
+        for p in packets {
+            if let Ok(r) = Receive::new(Protocol::Udp, p.from, p.to, &p.data) {
+                let _ = self.rtc.handle_input(str0m::Input::Receive(now, r));
+            }
+            self.drain(now);
+        }
+    }
+
+    /// Its timers: str0m's timeout, and the next frame when publishing
+    /// (frame times count from `start`).
+    pub(super) fn tick(&mut self, now: Instant, start: Instant) {
+        if now >= self.next_timeout {
+            let _ = self.rtc.handle_input(str0m::Input::Timeout(now));
+        }
+        if self.publishing && now >= self.next_frame_at {
+            self.write_frame(now, start);
         }
     }
 
@@ -301,4 +346,16 @@ pub fn gaps_and_reorders(frames: &[Got]) -> (u64, u64) {
         }
     }
     (gaps, reorders)
+}
+
+/// What a link releases at `now`.
+pub(super) fn released(net: &mut Netem<Packet>, now: Instant) -> Vec<Packet> {
+    net.handle_input(str0m_netem::Input::Timeout(now));
+    let mut out = Vec::new();
+    while let Some(o) = net.poll_output() {
+        if let str0m_netem::Output::Packet(p) = o {
+            out.push(p);
+        }
+    }
+    out
 }
