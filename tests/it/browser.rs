@@ -179,14 +179,7 @@ async fn browser_simulcast_and_the_quality_menu() {
     };
 
     // Pick 180p: the lowest layer, whatever size the fake camera gives.
-    viewer
-        .execute(
-            "const q = document.getElementById('quality');
-             q.value = 'l'; q.dispatchEvent(new Event('change'));",
-            vec![],
-        )
-        .await
-        .expect("choose 180p");
+    choose_quality(&viewer, "l").await;
     let deadline = Instant::now() + LIVE_WITHIN;
     let low = loop {
         let p = playback(&viewer).await;
@@ -350,14 +343,7 @@ async fn browser_vp8_simulcast_pinned_low() {
         .await
         .expect("open the watch page");
     wait_for_state(&viewer, "viewer", "live", LIVE_WITHIN).await;
-    viewer
-        .execute(
-            "const q = document.getElementById('quality');
-             q.value = 'l'; q.dispatchEvent(new Event('change'));",
-            vec![],
-        )
-        .await
-        .expect("choose 180p");
+    choose_quality(&viewer, "l").await;
     let deadline = Instant::now() + LIVE_WITHIN;
     loop {
         let p = playback(&viewer).await;
@@ -454,6 +440,17 @@ pub(crate) async fn lumen(c: &Client) -> Value {
     c.execute("return window.lumen ?? null;", vec![])
         .await
         .expect("read window.lumen")
+}
+
+/// Picks `rid` in the watch page's quality menu, as a viewer does.
+pub(crate) async fn choose_quality(c: &Client, rid: &str) {
+    c.execute(
+        "const q = document.getElementById('quality');
+         q.value = arguments[0]; q.dispatchEvent(new Event('change'));",
+        vec![Value::from(rid)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("choose {rid} in the quality menu: {e}"));
 }
 
 /// Polls `window.lumen.state` until it is `want`. A broadcaster in `error`

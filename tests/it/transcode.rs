@@ -227,7 +227,7 @@ async fn without_a_ladder_a_pin_on_l_is_refused_and_the_stream_goes_on() {
 /// H.264 that keep coming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_a_transcoded_rung() {
-    use crate::browser::{lumen, playback, wait_for_state};
+    use crate::browser::{choose_quality, lumen, playback, wait_for_state};
 
     let Some(chrome) = crate::chrome::ChromeDriver::start().await else {
         return;
@@ -244,14 +244,7 @@ async fn chromium_plays_a_transcoded_rung() {
         .await
         .expect("open the watch page");
     wait_for_state(&viewer, "viewer", "live", SETTLE).await;
-    viewer
-        .execute(
-            "const q = document.getElementById('quality');
-             q.value = 'l'; q.dispatchEvent(new Event('change'));",
-            vec![],
-        )
-        .await
-        .expect("choose 180p");
+    choose_quality(&viewer, "l").await;
     let deadline = Instant::now() + SETTLE;
     let first = loop {
         let p = playback(&viewer).await;
