@@ -109,15 +109,11 @@ async fn a_stream_travels_down_the_tree_and_heals_around_a_stopped_relay() {
     let relay = node(&redis, Some(&key), "relay", "us").await;
     let edge = node(&redis, Some(&key), "edge", "us").await;
 
-    let publisher = Publisher::start(PublishOptions {
-        url: format!("{}/whip/tree", origin.http_url()),
-        token: Some(origin.publish_token()),
-        width: 320,
-        height: 180,
-        fps: 30,
-        bitrate_bps: 500_000,
-        ..Default::default()
-    })
+    let publisher = Publisher::start(small(
+        format!("{}/whip/tree", origin.http_url()),
+        origin.publish_token(),
+        500_000,
+    ))
     .await
     .expect("publish on the origin");
 
@@ -189,6 +185,20 @@ async fn a_stream_travels_down_the_tree_and_heals_around_a_stopped_relay() {
     let _ = publisher.stop().await;
     edge.stop().await;
     origin.stop().await;
+}
+
+/// A 320×180, 30 fps test-pattern publisher of `url` at `bitrate_bps`:
+/// light enough for several nodes on one machine.
+pub(crate) fn small(url: String, token: String, bitrate_bps: u32) -> PublishOptions {
+    PublishOptions {
+        url,
+        token: Some(token),
+        width: 320,
+        height: 180,
+        fps: 30,
+        bitrate_bps,
+        ..Default::default()
+    }
 }
 
 /// Opens a viewer session's WHEP event stream for the `names` events and
@@ -270,15 +280,7 @@ async fn after_the_origin_dies_a_publish_to_another_node_reforms_the_tree_for_th
         .expect("the origin's signing key");
     let edge = node(&redis, Some(&key), "edge", "us").await;
     let backup = node(&redis, Some(&key), "backup", "eu").await;
-    let options = |base: &str, token: String| PublishOptions {
-        url: format!("{base}/whip/phoenix"),
-        token: Some(token),
-        width: 320,
-        height: 180,
-        fps: 30,
-        bitrate_bps: 400_000,
-        ..Default::default()
-    };
+    let options = |base: &str, token: String| small(format!("{base}/whip/phoenix"), token, 400_000);
     let first = Publisher::start(options(&origin.http_url(), origin.publish_token()))
         .await
         .expect("publish on the origin");
@@ -364,15 +366,11 @@ async fn a_token_revoked_on_one_node_ends_its_session_on_another() {
         .auth()
         .mint("broadcaster", &scopes, Duration::from_secs(600))
         .expect("minted on b");
-    let publisher = Publisher::start(PublishOptions {
-        url: format!("{}/whip/shared", a.http_url()),
-        token: Some(token.clone()),
-        width: 320,
-        height: 180,
-        fps: 30,
-        bitrate_bps: 300_000,
-        ..Default::default()
-    })
+    let publisher = Publisher::start(small(
+        format!("{}/whip/shared", a.http_url()),
+        token.clone(),
+        300_000,
+    ))
     .await
     .expect("a token minted on b publishes on a");
     assert!(

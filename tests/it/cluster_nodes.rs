@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use lumen_cascade::testing::TempRedis;
 use lumen_cascade::{Directory, NodeId, RedisConfig, RedisDirectory};
-use lumen_tools::client::{PublishOptions, Publisher};
+use lumen_tools::client::Publisher;
 
-use crate::cluster::{Events, decoding, install_key, longest_freeze, session_events, watch};
+use crate::cluster::{Events, decoding, install_key, longest_freeze, session_events, small, watch};
 
 /// One `lumen serve` process.
 struct NodeProcess {
@@ -180,15 +180,11 @@ async fn five_nodes_in_three_regions_carry_heal_and_drain() {
         n.ready().await;
     }
 
-    let publisher = Publisher::start(PublishOptions {
-        url: format!("{}/whip/show", origin.url),
-        token: Some(publish_token(&origin.dir)),
-        width: 320,
-        height: 180,
-        fps: 30,
-        bitrate_bps: 400_000,
-        ..Default::default()
-    })
+    let publisher = Publisher::start(small(
+        format!("{}/whip/show", origin.url),
+        publish_token(&origin.dir),
+        400_000,
+    ))
     .await
     .expect("publish on the origin");
 
@@ -332,15 +328,7 @@ async fn a_killed_origin_is_replaced_by_a_publish_elsewhere_and_the_edge_viewer_
     backup.ready().await;
     edge.ready().await;
     let token = publish_token(&origin.dir);
-    let options = |base: &str| PublishOptions {
-        url: format!("{base}/whip/relive"),
-        token: Some(token.clone()),
-        width: 320,
-        height: 180,
-        fps: 30,
-        bitrate_bps: 400_000,
-        ..Default::default()
-    };
+    let options = |base: &str| small(format!("{base}/whip/relive"), token.clone(), 400_000);
     let first = Publisher::start(options(&origin.url))
         .await
         .expect("publish on the origin");
