@@ -77,7 +77,9 @@ fn shows(s: &WatchStats, size: (u32, u32)) -> bool {
 async fn a_viewer_pinned_to_l_wakes_the_idle_ladder_and_gets_its_rung_continuously() {
     let server = start_server_with(|c| {
         c.transcode.enabled = true;
-        c.transcode.idle_secs = 2;
+        // Longer than the test waits: a ladder nobody has watched yet
+        // pauses as soon as its rungs are known, not after this.
+        c.transcode.idle_secs = 60;
     })
     .await;
     let base = server.http_url();
@@ -89,8 +91,8 @@ async fn a_viewer_pinned_to_l_wakes_the_idle_ladder_and_gets_its_rung_continuous
     })
     .await;
     assert!(ready, "the ladder's layers never appeared: {json}");
-    // Nobody watches: the ladder pauses, its rungs go quiet (and stay
-    // known layers).
+    // Nobody watches yet: the ladder pauses at once, its rungs go quiet
+    // (and stay known layers).
     let started = Instant::now();
     while started.elapsed() < SETTLE && server.transcoder_stats().paused == 0 {
         tokio::time::sleep(Duration::from_millis(100)).await;

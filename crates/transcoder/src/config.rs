@@ -5,7 +5,7 @@
 //! [transcode]
 //! enabled = true        # default
 //! max_streams = 2       # CPU budget: streams transcoded at once
-//! idle_secs = 10        # pause a ladder nobody has watched for this long
+//! idle_secs = 10        # pause a ladder this long after its last viewer left
 //!
 //! [[transcode.rungs]]   # default: m 640x360 800 kbit/s, l 320x180 200 kbit/s
 //! rid = "m"
@@ -26,10 +26,11 @@ pub struct TranscodeConfig {
     /// a third of a core for a 720p30 source); past it, new streams are
     /// forwarded without a ladder and the refusal is logged and counted.
     pub max_streams: usize,
-    /// A ladder whose stream has had no viewer for this many seconds
-    /// pauses (decodes and encodes nothing; its rungs go quiet) until a
-    /// viewer connects; 0: never pauses. It counts against `max_streams`
-    /// while paused.
+    /// A ladder whose viewers have all left pauses after this many seconds
+    /// (decodes and encodes nothing; its rungs go quiet) until a viewer
+    /// connects; one whose stream has had no viewer yet pauses as soon as
+    /// its rungs have made a picture. 0: never pauses. It counts against
+    /// `max_streams` while paused.
     pub idle_secs: u64,
     /// The rungs, best first. A rung whose box is not smaller than the
     /// source is left out.

@@ -2,11 +2,15 @@
 //! stream's sink feed, running its [`Ladder`] and handing the rungs back
 //! to the stream's Router. Started when a publisher connects (signaling's
 //! event follower calls [`Transcoder::publisher_live`]) and stopped when
-//! it leaves; at most [`TranscodeConfig::max_streams`] at a time. A ladder
-//! whose stream nobody has watched for [`TranscodeConfig::idle_secs`]
-//! pauses until a viewer connects (signaling tells it:
-//! [`Transcoder::viewers`]), and then asks the publisher for a keyframe to
-//! start from.
+//! it leaves; at most [`TranscodeConfig::max_streams`] at a time.
+//!
+//! Rungs cost CPU only while someone may receive them: a ladder makes its
+//! first picture on each rung (so the rungs are known layers, which a
+//! viewer may pin from its first request) and pauses at once if the
+//! stream has no viewer yet; one whose viewers have all left pauses after
+//! [`TranscodeConfig::idle_secs`]. A viewer connecting (signaling tells it:
+//! [`Transcoder::viewers`]) wakes it, and it asks the publisher for a
+//! keyframe to start from.
 //!
 //! A ladder's thread never holds up the media path: the feed drops batches
 //! when the thread falls behind (the depacketizer then waits for the next
@@ -276,13 +280,15 @@ impl Transcoder {
         let mut ladder = Ladder::new(&inner.config.rungs, seed);
         let mut counted = LadderStats::default();
         let mut idle = Idle::new(self.viewer_count(&stream), inner.config.idle_secs);
+        // Whether the rungs have made a picture (and so are known layers).
+        let mut made = false;
         loop {
             let event = tokio::select! {
                 e = feed.recv() => e,
                 _ = &mut stopped => break,
             };
             let Some(event) = event else { break };
-            match idle.check(Instant::now()) {
+            match idle.check(Instant::now(), made) {
                 Some(true) => {
                     inner.paused.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%stream, "transcoder: nobody watches; paused");
@@ -302,6 +308,7 @@ impl Transcoder {
                 self.on_event(&stream, &feed, &mut ladder, event)
             }));
             let stats = ladder.stats();
+            made |= stats.frames_out > 0;
             self.count(&mut counted, stats);
             match go_on {
                 Ok(true) => {}
@@ -382,13 +389,17 @@ impl Transcoder {
     }
 }
 
-/// Whether a ladder's stream is watched: a ladder runs from its start (so
-/// its rungs are known layers a viewer may pin), pauses after `after`
-/// without a viewer, and runs again as soon as one connects.
+/// Whether a ladder's stream is watched: a ladder runs until its rungs
+/// have made a picture (so they are known layers a viewer may pin) and
+/// pauses then if nobody has watched the stream yet; once watched, it
+/// pauses after `after` without a viewer. It runs again as soon as one
+/// connects. Without `after` (`idle_secs = 0`) it never pauses.
 struct Idle {
     viewers: Arc<AtomicUsize>,
     after: Option<Duration>,
     unwatched_since: Option<Instant>,
+    /// Whether the stream has had a viewer since the ladder started.
+    watched: bool,
     paused: bool,
 }
 
@@ -398,14 +409,17 @@ impl Idle {
             viewers,
             after: (secs > 0).then(|| Duration::from_secs(secs)),
             unwatched_since: None,
+            watched: false,
             paused: false,
         }
     }
 
-    /// `Some(true)`: pause now; `Some(false)`: run again now.
-    fn check(&mut self, now: Instant) -> Option<bool> {
+    /// `Some(true)`: pause now; `Some(false)`: run again now. `made`: the
+    /// rungs have made a picture.
+    fn check(&mut self, now: Instant, made: bool) -> Option<bool> {
         let after = self.after?;
         if self.viewers.load(Ordering::Relaxed) > 0 {
+            self.watched = true;
             self.unwatched_since = None;
             if self.paused {
                 self.paused = false;
@@ -413,8 +427,11 @@ impl Idle {
             }
             return None;
         }
+        if self.paused {
+            return None;
+        }
         let since = *self.unwatched_since.get_or_insert(now);
-        if !self.paused && now.saturating_duration_since(since) >= after {
+        if (!self.watched && made) || now.saturating_duration_since(since) >= after {
             self.paused = true;
             return Some(true);
         }
@@ -431,24 +448,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_ladder_pauses_after_the_idle_time_without_viewers_and_resumes_with_one() {
+    fn an_unwatched_ladder_pauses_once_its_rungs_are_known_and_a_watched_one_after_the_idle_time() {
         let viewers = Arc::new(AtomicUsize::new(0));
         let mut idle = Idle::new(viewers.clone(), 10);
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        assert_eq!(idle.check(at(0)), None, "runs from its start");
-        assert_eq!(idle.check(at(9)), None);
-        assert_eq!(idle.check(at(10)), Some(true));
-        assert_eq!(idle.check(at(11)), None, "said once");
+        assert_eq!(
+            idle.check(at(0), false),
+            None,
+            "runs until its rungs are known"
+        );
+        assert_eq!(idle.check(at(0), true), Some(true), "then nobody watches");
+        assert_eq!(idle.check(at(1), true), None, "said once");
         viewers.store(1, Ordering::Relaxed);
-        assert_eq!(idle.check(at(12)), Some(false));
-        assert_eq!(idle.check(at(40)), None, "watched: runs");
+        assert_eq!(
+            idle.check(at(2), true),
+            Some(false),
+            "the first viewer wakes it"
+        );
+        assert_eq!(idle.check(at(40), true), None, "watched: runs");
         viewers.store(0, Ordering::Relaxed);
-        assert_eq!(idle.check(at(41)), None, "the idle time counts again");
-        assert_eq!(idle.check(at(51)), Some(true));
+        assert_eq!(idle.check(at(41), true), None, "the idle time counts");
+        assert_eq!(idle.check(at(50), true), None);
+        assert_eq!(idle.check(at(51), true), Some(true));
+        assert_eq!(idle.check(at(60), true), None, "said once");
+        viewers.store(2, Ordering::Relaxed);
+        assert_eq!(idle.check(at(61), true), Some(false));
 
         let mut never = Idle::new(Arc::new(AtomicUsize::new(0)), 0);
-        assert_eq!(never.check(at(1000)), None, "idle_secs 0: never pauses");
+        assert_eq!(never.check(at(0), true), None, "idle_secs 0: never pauses");
+        assert_eq!(never.check(at(1000), true), None);
     }
 
     /// Past the budget a stream goes without a ladder and is known to,
