@@ -23,6 +23,21 @@ pub const MAX_TIMEOUT_SECS: u64 = 14 * 24 * 3600;
 /// The longest slow-mode interval: one hour.
 pub const MAX_SLOW_SECS: u64 = 3600;
 
+/// The data-channel subprotocol with which a client asks for compressed
+/// server messages: `createDataChannel("chat", {protocol: "deflate-raw"})`.
+/// The server then may send any message as a *binary* one holding the
+/// message's JSON text as raw DEFLATE (RFC 1951; what the browser's
+/// `DecompressionStream("deflate-raw")` reads); text messages stay plain
+/// JSON. Clients always send plain text frames.
+pub const DEFLATE_PROTOCOL: &str = "deflate-raw";
+/// A server message shorter than this goes uncompressed even to a client
+/// that asked (a single chat message barely shrinks).
+pub const DEFLATE_FROM: usize = 512;
+/// The most a compressed server message inflates to (a batch of frames
+/// stays within [`MAX_FRAME_BYTES`]; a single frame may be up to twice
+/// that with its escapes).
+pub const MAX_INFLATED_BYTES: usize = 4 * MAX_FRAME_BYTES;
+
 /// A frame from a client (or carried up a relay link on a client's behalf).
 ///
 /// `Serialize` is for clients written in Rust (the CLI); the server parses
@@ -403,6 +418,28 @@ pub fn batch_len(lens: impl IntoIterator<Item = usize>) -> usize {
     }
 }
 
+/// A server message for a client that asked for [`DEFLATE_PROTOCOL`]: its
+/// text as raw DEFLATE, or `None` when it goes as text (shorter than
+/// [`DEFLATE_FROM`], or not smaller compressed).
+pub fn deflate(text: &str) -> Option<Vec<u8>> {
+    if text.len() < DEFLATE_FROM {
+        return None;
+    }
+    // Level 1: chat's JSON repeats its keys and names, which the fastest
+    // level already finds; higher levels cost several times the CPU for a
+    // few percent.
+    let packed = miniz_oxide::deflate::compress_to_vec(text.as_bytes(), 1);
+    (packed.len() < text.len()).then_some(packed)
+}
+
+/// A binary server message from a [`DEFLATE_PROTOCOL`] channel as its JSON
+/// text; `None` when it is not raw DEFLATE of UTF-8 text within
+/// [`MAX_INFLATED_BYTES`].
+pub fn inflate(data: &[u8]) -> Option<String> {
+    let text = miniz_oxide::inflate::decompress_to_vec_with_limit(data, MAX_INFLATED_BYTES).ok()?;
+    String::from_utf8(text).ok()
+}
+
 impl ServerFrame {
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
@@ -512,6 +549,32 @@ impl Fields<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn large_messages_deflate_to_what_inflates_back_and_small_ones_stay_text() {
+        let one = ServerFrame::Deleted { id: 1 }.to_json();
+        assert_eq!(deflate(&one), None, "a short frame goes as text");
+        let frames: Vec<String> = (0..30)
+            .map(|i| {
+                format!(
+                    r#"{{"type":"message","id":{i},"user":"u{i}","display_name":"Viewer {i}","role":"viewer","text":"hello number {i}","ts":17000000{i:05}}}"#
+                )
+            })
+            .collect();
+        let text = batch(&frames);
+        let packed = deflate(&text).expect("a batch of messages compresses");
+        assert!(
+            packed.len() * 3 < text.len(),
+            "{} -> {} bytes",
+            text.len(),
+            packed.len()
+        );
+        assert_eq!(inflate(&packed).as_deref(), Some(text.as_str()));
+        assert_eq!(inflate(b"not deflate at all \xff"), None);
+        // Past the bound: refused, not inflated without limit.
+        let huge = miniz_oxide::deflate::compress_to_vec(&vec![b'a'; MAX_INFLATED_BYTES + 1], 1);
+        assert_eq!(inflate(&huge), None);
+    }
+
     #[test]
     fn batches_carry_frames_unchanged_and_one_frame_goes_alone() {
         let a = ServerFrame::Deleted { id: 1 }.to_json();

@@ -46,6 +46,8 @@ pub enum NodeEvent {
         channel: ChannelId,
         /// Its label (`chat`).
         label: String,
+        /// The subprotocol the client named for it (empty when none).
+        protocol: String,
     },
     /// A message arrived on a session's data channel.
     ChannelData {

@@ -351,10 +351,12 @@ impl Worker {
                 peer,
                 channel,
                 label,
+                protocol,
             } => NodeEvent::ChannelOpen {
                 session: session(peer),
                 channel,
                 label,
+                protocol,
             },
             SfuEvent::ChannelData {
                 peer,

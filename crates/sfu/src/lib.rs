@@ -298,6 +298,10 @@ pub enum SfuEvent {
         channel: ChannelId,
         /// The label the peer gave it.
         label: String,
+        /// The subprotocol the peer named for it (`protocol` in the
+        /// browser's `createDataChannel`), empty when none was named or
+        /// the channel was negotiated out of band.
+        protocol: String,
     },
     /// A message arrived on a data channel.
     ChannelData {

@@ -70,6 +70,8 @@ enum ChatIn {
         stream: String,
         publisher: bool,
         rights: ChatRights,
+        /// The client asked for compressed messages.
+        deflate: bool,
     },
     Data {
         at: (SessionRef, ChannelId),
@@ -210,6 +212,7 @@ impl Observer for Tap {
                 session,
                 channel,
                 label,
+                protocol,
             } if label == LABEL => {
                 let Some(entry) = sessions.id_of(*session).and_then(|id| sessions.get(&id)) else {
                     return;
@@ -220,6 +223,7 @@ impl Observer for Tap {
                     stream: entry.stream,
                     publisher: entry.kind == Kind::Whip,
                     rights: entry.chat,
+                    deflate: protocol == lumen_chat::protocol::DEFLATE_PROTOCOL,
                 });
             }
             NodeEvent::ChannelData {
@@ -350,7 +354,12 @@ async fn run(
                 stream,
                 publisher,
                 rights,
+                deflate,
             } => {
+                if deflate {
+                    // Before the room's first frames to it.
+                    r.fanout.deflate(at);
+                }
                 let info = member_info(&auth, &stream, publisher, rights).await;
                 if !r.rooms.contains_key(&stream) {
                     let room = load(&auth, &writer, &stream, settings.room_config()).await;

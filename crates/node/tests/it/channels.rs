@@ -98,7 +98,7 @@ async fn a_chat_channel_carries_messages_both_ways() {
                 }
             }
             Some(e) = events.recv() => match e {
-                NodeEvent::ChannelOpen { session, channel, label } => {
+                NodeEvent::ChannelOpen { session, channel, label, .. } => {
                     assert_eq!(label, "chat");
                     node_side = Some((session, channel));
                 }

@@ -451,6 +451,8 @@ impl Sfu {
                                 peer: id,
                                 channel,
                                 label,
+                                // Out of band: no DCEP, no subprotocol.
+                                protocol: String::new(),
                             }));
                         }
                         self.out.push_back(Output::Event(SfuEvent::ChannelData {
@@ -466,10 +468,16 @@ impl Sfu {
                         p.quiet_channel = None;
                     }
                     Event::ChannelOpen(channel, label) => {
+                        let protocol = p
+                            .rtc
+                            .channel(channel)
+                            .and_then(|c| c.config().map(|c| c.protocol.clone()))
+                            .unwrap_or_default();
                         self.out.push_back(Output::Event(SfuEvent::ChannelOpen {
                             peer: id,
                             channel,
                             label,
+                            protocol,
                         }));
                     }
                     Event::ChannelData(d) => {

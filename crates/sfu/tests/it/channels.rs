@@ -16,6 +16,7 @@ fn opened(w: &World, peer: PeerId) -> Option<(ChannelId, String)> {
             peer: p,
             channel,
             label,
+            ..
         } if *p == peer => Some((*channel, label.clone())),
         _ => None,
     })

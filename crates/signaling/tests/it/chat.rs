@@ -4,9 +4,13 @@
 //! member; a late viewer gets it as history; an anonymous viewer reads but
 //! is refused when it sends; a viewer whose token names a user sends under
 //! that user's name. A room whose members all left restarts from the store
-//! with its history, and moderators read its audit log over the API.
+//! with its history, and moderators read its audit log over the API. A
+//! client that opens its channel with the `deflate-raw` subprotocol gets
+//! large messages compressed, the same frames as everyone else.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lumen_signaling::auth::{Role, Scopes};
@@ -34,21 +38,32 @@ struct Peer {
     task: tokio::task::JoinHandle<()>,
     /// The session URL (`Location` of the WHIP or WHEP answer).
     location: String,
+    /// Compressed (binary) messages received.
+    compressed: Arc<AtomicUsize>,
+}
+
+/// How a peer opens its `chat` channel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// In band (DCEP), no subprotocol.
+    Plain,
+    /// Negotiated itself on SCTP stream 0 (`negotiated: true, id: 0`).
+    OutOfBand,
+    /// In band, asking for compressed messages (`protocol: "deflate-raw"`).
+    Deflate,
 }
 
 impl Peer {
     async fn start(s: &Server, c: &Client, path: &str, token: Option<&str>) -> Peer {
-        Peer::start_with(s, c, path, token, false).await
+        Peer::start_with(s, c, path, token, Open::Plain).await
     }
 
-    /// `out_of_band`: the peer negotiates `chat` itself on SCTP stream 0
-    /// (`negotiated: true, id: 0`) instead of opening it in band.
     async fn start_with(
         s: &Server,
         c: &Client,
         path: &str,
         token: Option<&str>,
-        out_of_band: bool,
+        open: Open,
     ) -> Peer {
         let publisher = path.starts_with("/whip/");
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
@@ -65,7 +80,11 @@ impl Peer {
         sdp.add_media(MediaKind::Video, dir, None, None, None);
         let channel = sdp.add_channel_with_config(ChannelConfig {
             label: "chat".to_string(),
-            negotiated: out_of_band.then_some(0),
+            negotiated: (open == Open::OutOfBand).then_some(0),
+            protocol: match open {
+                Open::Deflate => "deflate-raw".to_string(),
+                _ => String::new(),
+            },
             ..ChannelConfig::default()
         });
         let (offer, pending) = sdp.apply().expect("an offer");
@@ -81,6 +100,7 @@ impl Peer {
             .expect("answer accepted");
         let (tx, out_rx) = mpsc::unbounded_channel();
         let (in_tx, rx) = mpsc::unbounded_channel();
+        let compressed = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(drive(
             rtc,
             socket,
@@ -88,13 +108,14 @@ impl Peer {
             publisher.then_some(audio),
             channel,
             out_rx,
-            in_tx,
+            (in_tx, compressed.clone()),
         ));
         Peer {
             tx,
             rx,
             task,
             location,
+            compressed,
         }
     }
 
@@ -130,7 +151,7 @@ async fn drive(
     audio: Option<Mid>,
     channel: ChannelId,
     mut out: mpsc::UnboundedReceiver<String>,
-    received: mpsc::UnboundedSender<Value>,
+    (received, compressed): (mpsc::UnboundedSender<Value>, Arc<AtomicUsize>),
 ) {
     let start = Instant::now();
     let mut next_packet = start;
@@ -146,7 +167,17 @@ async fn drive(
                 }
                 Ok(Output::Event(Event::ChannelOpen(id, _))) if id == channel => open = true,
                 Ok(Output::Event(Event::ChannelData(d))) => {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&d.data) {
+                    // A binary message is a compressed one (only sent to a
+                    // peer that asked).
+                    let text = if d.binary {
+                        compressed.fetch_add(1, Ordering::Relaxed);
+                        lumen_chat::protocol::inflate(&d.data)
+                            .expect("a binary message is raw DEFLATE of JSON")
+                            .into_bytes()
+                    } else {
+                        d.data
+                    };
+                    if let Ok(v) = serde_json::from_slice::<Value>(&text) {
                         // A batch's frames one by one, as a client must.
                         let frames = match v["frames"].as_array() {
                             Some(fs) if v["type"] == "batch" => fs.clone(),
@@ -309,6 +340,51 @@ async fn broadcaster_and_viewers_chat_over_their_sessions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_asks_gets_large_messages_compressed_and_the_same_frames() {
+    let s = Server::start().await;
+    let c = Client::new();
+    let token = s.publish_token();
+    let mut publisher = Peer::start(&s, &c, "/whip/zip", Some(&token)).await;
+    publisher.next("state").await;
+    live(&s, &c, "zip").await;
+    let sent: Vec<String> = (0..20)
+        .map(|i| format!("message number {i} of the broadcast, long enough to matter"))
+        .collect();
+    for text in &sent {
+        publisher.send(&serde_json::json!({"type": "send", "text": text}).to_string());
+    }
+    for _ in &sent {
+        publisher.next("message").await;
+    }
+    // Late joiners: their history (twenty messages) is one large frame.
+    let mut zipped = Peer::start_with(&s, &c, "/whep/zip", None, Open::Deflate).await;
+    let mut plain = Peer::start(&s, &c, "/whep/zip", None).await;
+    let zh = zipped.next("history").await;
+    let ph = plain.next("history").await;
+    assert_eq!(zh, ph, "the same history either way");
+    let texts: Vec<&str> = zh["messages"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, sent);
+    zipped.next("state").await;
+    plain.next("state").await;
+    assert!(
+        zipped.compressed.load(Ordering::Relaxed) >= 1,
+        "the history came uncompressed to the client that asked"
+    );
+    assert_eq!(plain.compressed.load(Ordering::Relaxed), 0);
+    // And a short live message still arrives (as text).
+    publisher.send(r#"{"type":"send","text":"one more"}"#);
+    assert_eq!(zipped.next("message").await["text"], "one more");
+    assert_eq!(plain.next("message").await["text"], "one more");
+    drop((publisher, zipped, plain));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_may_negotiate_chat_out_of_band_on_stream_zero() {
     let s = Server::start_with(|c| c.chat.out_of_band = true).await;
     let c = Client::new();
@@ -332,7 +408,7 @@ async fn a_client_may_negotiate_chat_out_of_band_on_stream_zero() {
             Duration::from_secs(600),
         )
         .expect("token");
-    let mut olga = Peer::start_with(&s, &c, "/whep/oob", Some(&vt), true).await;
+    let mut olga = Peer::start_with(&s, &c, "/whep/oob", Some(&vt), Open::OutOfBand).await;
     // Joined when the server first hears from the channel.
     olga.send(r#"{"type":"join"}"#);
     let history = olga.next("history").await;
