@@ -309,7 +309,9 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
             sends: Vec::new(),
             frames: Vec::new(),
         };
-        let mut made: HashMap<(Vec<usize>, bool), (Arc<[u8]>, bool)> = HashMap::new();
+        // By the frames it carries and whether compressed: the message.
+        type Made = HashMap<(Vec<usize>, bool), (Arc<[u8]>, bool)>;
+        let mut made = Made::new();
         for (key, c) in &self.channels {
             // As many frames from the front as fit in one message; the
             // first goes whatever its size (the room keeps every frame
