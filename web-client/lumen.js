@@ -549,6 +549,8 @@ export function createChat(state, options = {}) {
   const moreButton = $('chat-more');
   state.chat = [];
   state.chatOpen = false;
+  // Messages that came compressed (for the curious, and the tests).
+  state.chatCompressed = 0;
 
   let opts = { canSend: false, moderator: false, me: null, loginHref: '/login', ...options };
   let channel = null;
@@ -728,13 +730,27 @@ export function createChat(state, options = {}) {
     }
   }
 
+  /** A compressed message (raw DEFLATE of the frame's JSON) as text. */
+  function inflate(buffer) {
+    state.chatCompressed += 1;
+    const stream = new Blob([buffer]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
+    return new Response(stream).text();
+  }
+
   syncControls();
   return {
     /** Creates the channel on `pc`; call before the offer. */
     attach(pc) {
       this.detach();
-      const dc = pc.createDataChannel(CHAT_LABEL);
+      // Large server messages come compressed (raw DEFLATE in a binary
+      // message) when the browser can inflate them: docs/chat.md.
+      const deflate = typeof DecompressionStream === 'function';
+      const dc = pc.createDataChannel(CHAT_LABEL, deflate ? { protocol: 'deflate-raw' } : {});
+      dc.binaryType = 'arraybuffer';
       channel = dc;
+      // Inflating is asynchronous: messages are handled one after another,
+      // in the order they came.
+      let inOrder = Promise.resolve();
       dc.addEventListener('open', () => {
         if (channel !== dc) return;
         state.chatOpen = true;
@@ -746,12 +762,16 @@ export function createChat(state, options = {}) {
         syncControls();
       });
       dc.addEventListener('message', (e) => {
-        if (channel !== dc || typeof e.data !== 'string') return;
-        try {
-          onFrame(JSON.parse(e.data));
-        } catch (_) {
-          // Not a frame of ours: ignored.
-        }
+        if (channel !== dc) return;
+        const data = e.data;
+        inOrder = inOrder
+          .then(() => (typeof data === 'string' ? data : inflate(data)))
+          .then((text) => {
+            if (channel === dc) onFrame(JSON.parse(text));
+          })
+          .catch(() => {
+            // Not a frame of ours: ignored.
+          });
       });
       syncControls();
       return dc;

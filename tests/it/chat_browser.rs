@@ -158,6 +158,22 @@ async fn chat_between_broadcaster_and_viewer_while_video_plays() {
     )
     .await;
 
+    // A long message goes compressed to the pages (they ask for it), and
+    // reads the same.
+    let long = format!("a long one: {}", "la ".repeat(160));
+    let long = long.trim_end();
+    say(&broadcaster, long).await;
+    wait_message(&viewer, "the viewer", long).await;
+    wait_message(&anon, "the anonymous viewer", long).await;
+    let compressed = viewer
+        .execute("return window.lumen.chatCompressed;", vec![])
+        .await
+        .expect("read the compressed count");
+    assert!(
+        compressed.as_u64().unwrap_or(0) >= 1,
+        "the long message did not come compressed: {compressed}"
+    );
+
     // Ann answers; the broadcaster's page shows her name.
     say(&viewer, "hi, ann here").await;
     let m = wait_message(&broadcaster, "the broadcaster", "hi, ann here").await;

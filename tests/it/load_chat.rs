@@ -49,6 +49,7 @@ async fn chat_load_times_every_viewers_receipts() {
             rate_per_sec: 20.0,
             chatters,
             tokens,
+            deflate: true,
         }),
     )
     .await

@@ -3,7 +3,8 @@
 //! rest in.
 //!
 //! [`ChatChannel::open`] creates the channel on a peer connection before its
-//! offer and runs two tasks: one turns received frames into
+//! offer, asking for compressed messages (the `deflate-raw` subprotocol, as
+//! the web client does; binary messages are inflated), and runs two tasks: one turns received frames into
 //! [`ChatFrames`], the other sends what [`ChatSender`] is given once the
 //! channel is open (frames given earlier wait for it).
 
@@ -82,7 +83,13 @@ impl ChatChannel {
     /// starts its tasks.
     pub(super) async fn open(pc: &dyn PeerConnection) -> anyhow::Result<ChatChannel> {
         let dc = pc
-            .create_data_channel(CHAT_LABEL, None)
+            .create_data_channel(
+                CHAT_LABEL,
+                Some(webrtc::data_channel::RTCDataChannelInit {
+                    protocol: lumen_chat::protocol::DEFLATE_PROTOCOL.to_owned(),
+                    ..Default::default()
+                }),
+            )
             .await
             .context("creating the chat data channel")?;
         let (open_tx, open_rx) = watch::channel(false);
@@ -115,6 +122,16 @@ impl Drop for ChatChannel {
     }
 }
 
+/// A received message's JSON: binary ones are compressed (docs/chat.md).
+fn text_of(is_string: bool, data: &[u8]) -> anyhow::Result<Value> {
+    if is_string {
+        return Ok(serde_json::from_slice(data)?);
+    }
+    let text =
+        lumen_chat::protocol::inflate(data).context("a binary message that does not inflate")?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 async fn read(
     dc: Arc<dyn DataChannel>,
     open: watch::Sender<bool>,
@@ -125,7 +142,7 @@ async fn read(
             DataChannelEvent::OnOpen => {
                 open.send_replace(true);
             }
-            DataChannelEvent::OnMessage(msg) => match serde_json::from_slice::<Value>(&msg.data) {
+            DataChannelEvent::OnMessage(msg) => match text_of(msg.is_string, &msg.data) {
                 Ok(v) => {
                     for f in unbatch(v) {
                         // Nobody listening is fine: the frames are dropped.

@@ -38,6 +38,9 @@ pub struct ChatLoad {
     /// `tokens[i % len]`, so each needs `chat:{stream}` and an identity of
     /// its own (the rate limit is per user). Empty: the run's token.
     pub tokens: Vec<String>,
+    /// Open the channels with the `deflate-raw` subprotocol, as the web
+    /// client does: large server messages come compressed.
+    pub deflate: bool,
 }
 
 /// The chat section of the report.
@@ -74,8 +77,16 @@ pub struct ChatReport {
     pub errors: BTreeMap<String, u64>,
     /// Chat channels closed by the server during the run.
     pub channels_closed: u64,
-    /// Frames that were not JSON objects with a `type`.
+    /// Frames that were not JSON objects with a `type` (or compressed
+    /// messages that did not inflate).
     pub unparsed: u64,
+    /// Whether the channels asked for compressed messages.
+    pub deflate: bool,
+    /// Messages that came compressed, all viewers.
+    pub compressed: u64,
+    /// Bytes of the messages received on the channels, as sent
+    /// (compressed or not), all viewers.
+    pub bytes: u64,
 }
 
 impl ChatReport {
@@ -93,6 +104,15 @@ impl ChatReport {
             format!(
                 "{} sent, {} slots skipped, {} refused by the SCTP buffer",
                 self.sent, self.skipped, self.buffer_full
+            ),
+        );
+        row(
+            "  channel messages",
+            format!(
+                "{} bytes received, {} messages compressed{}",
+                self.bytes,
+                self.compressed,
+                if self.deflate { "" } else { " (not asked for)" }
             ),
         );
         row(
@@ -408,6 +428,10 @@ pub struct ChatTotals {
     pub closed: u64,
     /// Frames not understood.
     pub unparsed: u64,
+    /// Messages that came compressed.
+    pub compressed: u64,
+    /// Bytes of the messages received, as sent.
+    pub bytes: u64,
     /// All receipts.
     pub latency: Histogram,
     /// Receipts since the last timeline point.
@@ -420,7 +444,25 @@ pub struct ChatTotals {
 impl ChatTotals {
     /// Takes one received frame of a viewer; `arrived_us` is its receive
     /// time, µs since the epoch.
-    pub fn on_frame(&mut self, slot: &mut ChatSlot, data: &[u8], arrived_us: u64) {
+    pub fn on_frame(&mut self, slot: &mut ChatSlot, binary: bool, data: &[u8], arrived_us: u64) {
+        self.bytes += data.len() as u64;
+        let inflated;
+        let data = if binary {
+            // Only a compressed message is binary (docs/chat.md).
+            self.compressed += 1;
+            match lumen_chat::protocol::inflate(data) {
+                Some(text) => {
+                    inflated = text;
+                    inflated.as_bytes()
+                }
+                None => {
+                    self.unparsed += 1;
+                    return;
+                }
+            }
+        } else {
+            data
+        };
         parse_frames(data, |f| match f {
             Incoming::Message(Some(stamp)) => {
                 let lat = arrived_us.saturating_sub(stamp.sent_us);
@@ -495,6 +537,9 @@ impl ChatTotals {
             errors: self.errors.clone(),
             channels_closed: self.closed,
             unparsed: self.unparsed,
+            deflate: load.deflate,
+            compressed: self.compressed,
+            bytes: self.bytes,
         }
     }
 }
@@ -588,7 +633,7 @@ mod tests {
         );
         let mut slot = ChatSlot::default();
         let mut totals = ChatTotals::default();
-        totals.on_frame(&mut slot, batch.as_bytes(), 20);
+        totals.on_frame(&mut slot, false, batch.as_bytes(), 20);
         assert!(slot.joined);
         assert_eq!((totals.received, totals.joined), (1, 1));
         assert_eq!(totals.latency.percentiles().map(|p| p.max_ms), Some(0.011));

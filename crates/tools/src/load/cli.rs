@@ -81,6 +81,10 @@ pub struct LoadArgs {
     /// scopes `subscribe:STREAM chat:STREAM`).
     #[arg(long = "chat-token", value_name = "TOKEN", requires = "chat_rate")]
     pub chat_tokens: Vec<String>,
+    /// Open the chat channels without asking for compressed messages
+    /// (the `deflate-raw` subprotocol the web client asks for).
+    #[arg(long, requires = "chat_rate")]
+    pub chat_plain: bool,
     /// The server's configuration file, to find its key for minting the
     /// chatters' tokens (as `lumen token mint --config`).
     #[arg(long, env = "LUMEN_CONFIG", value_name = "FILE")]
@@ -134,6 +138,7 @@ pub async fn run_load_cli(a: LoadArgs) -> anyhow::Result<()> {
         rate_per_sec,
         chatters: a.chatters.unwrap_or(a.viewers),
         tokens: a.chat_tokens.clone(),
+        deflate: !a.chat_plain,
     });
     let report = run_on_threads(opts, chat, a.threads).await?;
     print!("{}", report.table());

@@ -239,9 +239,9 @@ async fn measure(
         let token = viewer_token(opts, chat, id);
         let (tx, waker, _) = &loops[plan.loop_of(id)];
         let (tx, waker) = (tx.clone(), waker.clone());
-        let with_chat = chat.is_some();
+        let chat_deflate = chat.map(|c| c.deflate);
         connecting.spawn(async move {
-            let v = connect_viewer(id, &http, &url, token.as_deref(), with_chat).await?;
+            let v = connect_viewer(id, &http, &url, token.as_deref(), chat_deflate).await?;
             let session = (v.session_url.clone(), token);
             tx.send(Command::Add(Box::new(v)))
                 .map_err(|_| anyhow::anyhow!("the media loop is gone"))?;
@@ -336,7 +336,8 @@ async fn connect_viewer(
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,
-    with_chat: bool,
+    // With a chat channel: whether it asks for compressed messages.
+    chat: Option<bool>,
 ) -> anyhow::Result<NewViewer> {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("binding a viewer socket")?;
     socket.set_nonblocking(true)?;
@@ -351,7 +352,17 @@ async fn connect_viewer(
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-    let chat = with_chat.then(|| api.add_channel(chat::CHAT_LABEL.to_owned()));
+    let chat = chat.map(|deflate| {
+        api.add_channel_with_config(str0m::channel::ChannelConfig {
+            label: chat::CHAT_LABEL.to_owned(),
+            protocol: if deflate {
+                lumen_chat::protocol::DEFLATE_PROTOCOL.to_owned()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        })
+    });
     let (offer, pending) = api.apply().context("the offer has no changes")?;
 
     let answer = whip::post_offer(http, url, token, offer.to_sdp_string()).await?;

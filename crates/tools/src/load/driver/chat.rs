@@ -75,7 +75,7 @@ impl Driver {
             }
             Event::ChannelData(d) if c.channel == Some(d.id) => {
                 let arrived = self.arrived_us.unwrap_or_else(micros_since_epoch);
-                self.chat.on_frame(c, &d.data, arrived);
+                self.chat.on_frame(c, d.binary, &d.data, arrived);
             }
             Event::ChannelClose(id) if c.channel == Some(id) => {
                 self.chat.closed += 1;

@@ -157,6 +157,8 @@ fn absorb_chat(all: &mut ChatTotals, other: ChatTotals) {
     all.joined += other.joined;
     all.closed += other.closed;
     all.unparsed += other.unparsed;
+    all.compressed += other.compressed;
+    all.bytes += other.bytes;
     for (code, n) in other.errors {
         *all.errors.entry(code).or_default() += n;
     }
