@@ -2,19 +2,26 @@
 //! packets one drain produces for the same viewer, of one size (the last may
 //! be shorter), go to the kernel as one `sendmsg` with `UDP_SEGMENT`, so the
 //! route lookup, IP output and socket accounting happen once per train
-//! instead of once per packet.
+//! instead of once per packet. Datagrams that go alone (a viewer's one
+//! audio or data-channel packet, or every datagram where the kernel has no
+//! GSO) go together in `sendmmsg` calls instead of one `sendto` each, in
+//! the order they were queued among the trains.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg, sendmsg,
+};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Most segments the kernel takes in one GSO send.
 const MAX_SEGMENTS: usize = 64;
+/// Most datagrams in one `sendmmsg`.
+const MMSG_BATCH: usize = 64;
 /// Most bytes in one GSO send (an IP datagram's limit, with headroom).
 const MAX_BYTES: usize = 60_000;
 /// Most datagrams held before sending (about 300 KB): a big fan-out sends
@@ -84,6 +91,9 @@ impl Outbox {
         // Group by destination, keeping each destination's order.
         let mut order: Vec<usize> = (0..queued.len()).collect();
         order.sort_by_key(|&i| queued[i].destination);
+        // Datagrams that go alone, gathered for one `sendmmsg`; sent before
+        // the next train, so each destination's order holds.
+        let mut singles: Vec<(SocketAddr, &[u8])> = Vec::new();
         let mut i = 0;
         while i < order.len() {
             let dest = queued[order[i]].destination;
@@ -110,58 +120,91 @@ impl Outbox {
                 .iter()
                 .map(|&k| &queued[k].contents[..])
                 .collect();
-            self.send_train(socket, dest, seg, &train).await;
             i = j;
+            if train.len() > 1 && seg > 0 && self.gso {
+                self.send_singles(socket, &singles).await;
+                singles.clear();
+                if self.send_train(socket, dest, seg, &train).await {
+                    continue;
+                }
+            }
+            singles.extend(train.into_iter().map(|d| (dest, d)));
         }
+        self.send_singles(socket, &singles).await;
         // Keep the allocation for the next drain.
         self.queued = queued;
         self.queued.clear();
     }
 
+    /// Sends a train with GSO; whether it went (else its datagrams go
+    /// alone, and GSO is off from now on when the kernel lacks it).
     async fn send_train(
         &mut self,
         socket: &UdpSocket,
         dest: SocketAddr,
         seg: usize,
         train: &[&[u8]],
-    ) {
-        if train.len() > 1 && seg > 0 && self.gso {
-            match send_gso(socket, dest, seg, train).await {
-                Ok(()) => return,
+    ) -> bool {
+        match send_gso(socket, dest, seg, train).await {
+            Ok(()) => true,
+            Err(e) => {
+                let unsupported = [
+                    Errno::EIO,
+                    Errno::EINVAL,
+                    Errno::EOPNOTSUPP,
+                    Errno::ENOPROTOOPT,
+                ]
+                .iter()
+                .any(|&n| e.raw_os_error() == Some(n as i32));
+                if unsupported {
+                    // No segmentation offload here: one by one from now on.
+                    tracing::info!(error = %e, "UDP GSO unavailable, sending datagrams one by one");
+                    self.gso = false;
+                }
+                false
+            }
+        }
+    }
+
+    /// Sends datagrams that go alone, [`MMSG_BATCH`] per `sendmmsg`. One the
+    /// kernel refuses (an unreachable peer) is counted and skipped.
+    async fn send_singles(&mut self, socket: &UdpSocket, singles: &[(SocketAddr, &[u8])]) {
+        let mut i = 0;
+        while i < singles.len() {
+            let chunk = &singles[i..(i + MMSG_BATCH).min(singles.len())];
+            match socket.try_io(Interest::WRITABLE, || send_many(socket.as_raw_fd(), chunk)) {
+                Ok(sent) => i += sent.max(1),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = socket.writable().await {
+                        tracing::debug!(error = %e, "send: socket gone");
+                        self.failed += (singles.len() - i) as u64;
+                        return;
+                    }
+                }
                 Err(e) => {
-                    let unsupported = [
-                        Errno::EIO,
-                        Errno::EINVAL,
-                        Errno::EOPNOTSUPP,
-                        Errno::ENOPROTOOPT,
-                    ]
-                    .iter()
-                    .any(|&n| e.raw_os_error() == Some(n as i32));
-                    if unsupported {
-                        // No segmentation offload here: one by one from now on.
-                        tracing::info!(error = %e, "UDP GSO unavailable, sending datagrams one by one");
-                        self.gso = false;
-                    }
-                    // Either way, try the datagrams one by one.
+                    // The first of the chunk failed (sendmmsg reports an
+                    // error only for the first message).
+                    tracing::debug!(error = %e, to = %chunk[0].0, "sendmmsg");
+                    self.failed += 1;
+                    i += 1;
                 }
             }
         }
-        for d in train {
-            let r = loop {
-                match socket.try_send_to(d, dest) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if let Err(e) = socket.writable().await {
-                            break Err(e);
-                        }
-                    }
-                    other => break other.map(|_| ()),
-                }
-            };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, to = %dest, "send_to");
-                self.failed += 1;
-            }
-        }
+    }
+}
+
+/// One `sendmmsg` of `chunk` (non-blocking); how many the kernel took.
+fn send_many(fd: RawFd, chunk: &[(SocketAddr, &[u8])]) -> std::io::Result<usize> {
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
+    let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = chunk
+        .iter()
+        .map(|(a, _)| Some(SockaddrStorage::from(*a)))
+        .collect();
+    match sendmmsg(fd, &mut headers, &slices, addrs, [], MsgFlags::MSG_DONTWAIT) {
+        Ok(sent) => Ok(sent.count()),
+        Err(Errno::EAGAIN) => Err(std::io::ErrorKind::WouldBlock.into()),
+        Err(e) => Err(std::io::Error::from(e)),
     }
 }
 
@@ -234,5 +277,37 @@ mod tests {
         }
         assert_eq!(out.failed, 0);
         assert!(out.gso, "the kernel refused UDP_SEGMENT");
+    }
+
+    /// More destinations than one `sendmmsg` takes, each with a datagram
+    /// alone before a train and after it: every one arrives, each
+    /// destination's in order.
+    #[tokio::test]
+    async fn datagrams_that_go_alone_arrive_in_order_among_the_trains() {
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut rxs = Vec::new();
+        for _ in 0..MMSG_BATCH + 6 {
+            rxs.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        }
+        let sizes = [90, 1200, 1200, 1200, 40];
+        let mut out = Outbox::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            for (r, rx) in rxs.iter().enumerate() {
+                out.push(rx.local_addr().unwrap(), vec![(r + i) as u8; len]);
+            }
+        }
+        out.flush(&tx).await;
+        let mut buf = [0u8; 2000];
+        for (r, rx) in rxs.iter().enumerate() {
+            for (i, &len) in sizes.iter().enumerate() {
+                let (n, _) = tokio::time::timeout(Duration::from_secs(2), rx.recv_from(&mut buf))
+                    .await
+                    .expect("datagram in time")
+                    .unwrap();
+                assert_eq!(n, len, "receiver {r}, datagram {i}");
+                assert!(buf[..n].iter().all(|&x| x == (r + i) as u8));
+            }
+        }
+        assert_eq!(out.failed, 0);
     }
 }
