@@ -4,7 +4,9 @@
 //! `fuzzing` module of its own; this file uses only its public API.
 //!
 //! Input: the whole input is one frame for `ClientFrame::parse` (text and
-//! binary). Then it is split at [`SEP`] into records for a `Room`: a record's
+//! binary), and one relay envelope for `relay::Up::parse` and
+//! `relay::Down::parse` (what another node of the tree sends), which, when
+//! it parses, goes into an origin's `relay::Remotes` and a `relay::Proxy`. Then it is split at [`SEP`] into records for a `Room`: a record's
 //! first byte is `[advance: 5 bits][op: 3 bits]`, the rest is a frame.
 //! `op` 0..=4 picks who sends it (anonymous, guest, registered viewer,
 //! moderator, broadcaster); 5 is the same viewer on a second session; 6
@@ -16,6 +18,7 @@
 
 #![allow(dead_code)]
 
+use lumen_chat::relay::{Down, Hop, Proxy, Remotes, Up};
 use lumen_chat::{
     ClientFrame, FilterMode, MemberId, MemberInfo, Output, Role, Room, RoomConfig, ServerFrame,
     Target, WordFilter,
@@ -67,7 +70,61 @@ const STEPS_MS: [u64; 32] = [
 /// Runs one input.
 pub fn run(data: &[u8]) {
     parse(data);
+    envelope(data);
     room(data);
+}
+
+/// One envelope from another node: refused with an error, or read, written
+/// back the same, and applied on both sides of a link.
+fn envelope(data: &[u8]) {
+    for binary in [false, true] {
+        if let Ok(up) = Up::parse(binary, data) {
+            assert!(!binary, "a binary envelope parsed: {up:?}");
+            assert_eq!(Up::parse(false, up.to_json().as_bytes()).as_ref(), Ok(&up));
+            let mut room = Room::new(RoomConfig::default());
+            let (_, _) = room.join(MemberInfo::registered("m1", "Mod", Role::Moderator), 0);
+            let mut remotes: Remotes<u8> = Remotes::new();
+            // As a join first (numbered 1), then itself.
+            let join = Up::join(1, &MemberInfo::registered("u1", "Ann", Role::Viewer));
+            for (now, up) in [(0, join), (1, up.clone())] {
+                let (outputs, resync) = remotes.handle(&mut room, 1, up, now);
+                let (local, down) = remotes.route(outputs, resync);
+                for o in local {
+                    if let Output::Send { frame, .. } = o {
+                        check(&frame);
+                    }
+                }
+                for (_, d) in down {
+                    if let Down::All { frame } | Down::To { frame, .. } = d {
+                        check(&frame);
+                    }
+                }
+            }
+            let mut proxy: Proxy<u8, u8> = Proxy::new();
+            proxy.link_up();
+            let _ = proxy.from_child(1, up);
+        }
+        if let Ok(down) = Down::parse(binary, data) {
+            assert!(!binary, "a binary envelope parsed: {down:?}");
+            assert_eq!(
+                Down::parse(false, down.to_json().as_bytes()).as_ref(),
+                Ok(&down)
+            );
+            let mut proxy: Proxy<u8, u8> = Proxy::new();
+            proxy.link_up();
+            let _ = proxy.join_local(0, MemberInfo::anonymous());
+            let _ = proxy.from_child(1, Up::join(1, &MemberInfo::anonymous()));
+            for hop in proxy.from_parent(down) {
+                // Only to those it carries.
+                match hop {
+                    Hop::Local { to, .. } => assert!(matches!(to, None | Some(0))),
+                    Hop::Down(link, _) => assert_eq!(link, 1),
+                    Hop::Close(k) => assert_eq!(k, 0),
+                    Hop::Up(up) => panic!("a frame from the parent went up: {up:?}"),
+                }
+            }
+        }
+    }
 }
 
 fn parse(data: &[u8]) {

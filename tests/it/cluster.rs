@@ -15,7 +15,12 @@ use crate::support::{TestServer, start_server_with};
 
 /// A cluster node on loopback: its own data dir, the cluster's signing
 /// key (so node tokens verify on every node), this region and name.
-async fn node(redis: &TempRedis, key: Option<&[u8]>, name: &str, region: &str) -> TestServer {
+pub(crate) async fn node(
+    redis: &TempRedis,
+    key: Option<&[u8]>,
+    name: &str,
+    region: &str,
+) -> TestServer {
     let (url, name, region) = (redis.url(), name.to_string(), region.to_string());
     start_server_with(move |c| {
         c.cluster.redis_url = Some(url);

@@ -8,6 +8,7 @@ mod chat_browser;
 mod chat_cli;
 mod chrome;
 mod cluster;
+mod cluster_chat;
 mod cluster_nodes;
 mod deploy;
 mod e2e;

@@ -23,6 +23,11 @@
 //! timestamps are the publisher's. The parent's str0m keeps what it sent
 //! for retransmission, so a lossy link between regions is repaired by NACK.
 //!
+//! The link also carries the stream's chat: a data channel
+//! ([`CHAT_LABEL`]) whose messages [`RelayLink::take_chat`] hands to the
+//! node's chat (lumen-signaling), which reads and writes lumen-chat's
+//! relay envelopes; this crate only carries them.
+//!
 //! The link ends when the child goes away (ICE fails, or it has sent
 //! nothing for [`CHILD_SILENCE`]), when
 //! [`RelayLink::close`] is called, when the stream goes offline or its new
@@ -36,7 +41,10 @@
 
 mod link;
 
-pub use link::{CHILD_SILENCE, HELD_PACKETS, LinkEnd, LinkOffer, LinkOutput, LinkSender};
+pub use link::{
+    CHAT_HELD_BYTES, CHAT_LABEL, CHILD_SILENCE, HELD_PACKETS, LinkChat, LinkEnd, LinkOffer,
+    LinkOutput, LinkSender,
+};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -46,7 +54,22 @@ use std::time::{Duration, Instant};
 use lumen_node::{FeedEvent, NodeError, NodeHandle, SinkFeed};
 use lumen_sfu::Rid;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+/// Chat events from the child queued for the node's chat at most (a
+/// full queue drops them, logged).
+const CHAT_UP_QUEUE: usize = 1024;
+/// Chat messages for the child queued at most before the link's task
+/// takes them.
+const CHAT_DOWN_QUEUE: usize = 4096;
+
+/// The node's end of a link's chat channel.
+pub struct RelayChat {
+    /// Messages for the child (envelopes); a full queue refuses them.
+    pub down: mpsc::Sender<String>,
+    /// What the child does on the channel; `None` once the link ended.
+    pub up: mpsc::Receiver<LinkChat>,
+}
 
 /// How long a parent waits for the stream's description after attaching.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -141,15 +164,24 @@ impl PendingRelay {
         let link = self.offer.accept(answer)?;
         let stats = Arc::new(RelayStats::default());
         let (stop, stopped) = watch::channel(false);
+        let (up_tx, up) = mpsc::channel(CHAT_UP_QUEUE);
+        let (down, down_rx) = mpsc::channel(CHAT_DOWN_QUEUE);
         let sender = Sender {
             stream: self.stream,
             link,
             socket: self.socket,
             feed: self.feed,
             stats: stats.clone(),
+            chat_up: up_tx,
+            chat_down: down_rx,
         };
         let task = tokio::spawn(sender.run(stopped));
-        Ok(RelayLink { stats, stop, task })
+        Ok(RelayLink {
+            stats,
+            stop,
+            task,
+            chat: Some(RelayChat { down, up }),
+        })
     }
 
     /// Gives up on the offer: the sink detaches.
@@ -164,12 +196,19 @@ pub struct RelayLink {
     stats: Arc<RelayStats>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    chat: Option<RelayChat>,
 }
 
 impl RelayLink {
     /// What it has done so far.
     pub fn stats(&self) -> &Arc<RelayStats> {
         &self.stats
+    }
+
+    /// The node's end of the link's chat channel; `None` after the first
+    /// call.
+    pub fn take_chat(&mut self) -> Option<RelayChat> {
+        self.chat.take()
     }
 
     /// Whether its task ended (the child went away, the stream ended).
@@ -192,6 +231,8 @@ struct Sender {
     socket: UdpSocket,
     feed: SinkFeed,
     stats: Arc<RelayStats>,
+    chat_up: mpsc::Sender<LinkChat>,
+    chat_down: mpsc::Receiver<String>,
 }
 
 /// Why a link's loop ended.
@@ -225,6 +266,13 @@ impl Sender {
                     Some(FeedEvent::Gap { .. }) => self.link.handle_gap(),
                     Some(_) => {}
                 },
+                Some(text) = self.chat_down.recv() => {
+                    self.link.send_chat(text);
+                    // What else is queued goes in the same drain.
+                    while let Ok(text) = self.chat_down.try_recv() {
+                        self.link.send_chat(text);
+                    }
+                }
                 _ = sleep => self.link.handle_timeout(Instant::now()),
             }
         };
@@ -253,6 +301,11 @@ impl Sender {
                     let _ = self.socket.try_send_to(&t.contents, t.destination);
                 }
                 LinkOutput::KeyframeRequest(rid) => self.ask_keyframe(rid),
+                LinkOutput::Chat(c) => {
+                    if self.chat_up.try_send(c).is_err() {
+                        tracing::warn!(stream = %self.stream, "relay link: chat from the child dropped (the node's chat is behind)");
+                    }
+                }
                 LinkOutput::End(end) => break Err(end),
             }
         };

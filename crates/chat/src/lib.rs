@@ -9,7 +9,10 @@
 //!
 //! The origin node's room is the single authority for order and moderation.
 //! A relay link carries client frames up to it and its server frames down,
-//! unchanged, so the wire format in [`protocol`] is the only contract.
+//! unchanged, inside the envelopes of [`relay`] (which also holds the
+//! origin's mapping of remote members and the proxy every other node
+//! runs), so the wire format in [`protocol`] is the only contract with
+//! clients.
 //! docs/chat.md describes every frame and error code.
 //!
 //! ```
@@ -35,6 +38,7 @@
 
 mod filter;
 pub mod protocol;
+pub mod relay;
 mod room;
 
 pub use filter::{FilterMode, WordFilter};

@@ -231,6 +231,10 @@ pub enum ErrorCode {
     LinksBlocked,
     /// No such message (or user, for unban).
     NotFound,
+    /// The room cannot be reached right now: on a node of the relay tree
+    /// whose link to its parent is down (being made again). See
+    /// `retry_after`.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -257,6 +261,7 @@ impl ErrorCode {
             ErrorCode::Filtered => "filtered",
             ErrorCode::LinksBlocked => "links_blocked",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -273,7 +278,9 @@ pub struct FrameError {
 }
 
 impl FrameError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    /// An error with this code and message (a relay node carries a
+    /// refusal's code and message up to the origin's room this way).
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         FrameError {
             code,
             message: message.into(),
@@ -281,32 +288,41 @@ impl FrameError {
     }
 }
 
+/// The checks of a client frame that look at its bytes only (size, the
+/// binary flag, UTF-8), in the order [`ClientFrame::parse`] makes them:
+/// the frame's text, or the error its sender gets. A node of the relay tree
+/// that is not the stream's origin makes only these before it carries the
+/// text up (the rest needs the room).
+pub fn frame_text(binary: bool, data: &[u8]) -> Result<&str, FrameError> {
+    // The size is checked first so that an oversized frame costs nothing.
+    if data.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "frame is {} bytes, the limit is {MAX_FRAME_BYTES}",
+                data.len()
+            ),
+        ));
+    }
+    if binary {
+        return Err(FrameError::new(
+            ErrorCode::Binary,
+            "chat frames are text, not binary",
+        ));
+    }
+    std::str::from_utf8(data).map_err(|e| {
+        FrameError::new(
+            ErrorCode::NotUtf8,
+            format!("frame is not UTF-8 (invalid byte at {})", e.valid_up_to()),
+        )
+    })
+}
+
 impl ClientFrame {
     /// Parses one data-channel message. `binary` is the message's binary
     /// flag (the SCTP payload protocol id); chat accepts text only.
     pub fn parse(binary: bool, data: &[u8]) -> Result<ClientFrame, FrameError> {
-        // The size is checked first so that an oversized frame costs nothing.
-        if data.len() > MAX_FRAME_BYTES {
-            return Err(FrameError::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "frame is {} bytes, the limit is {MAX_FRAME_BYTES}",
-                    data.len()
-                ),
-            ));
-        }
-        if binary {
-            return Err(FrameError::new(
-                ErrorCode::Binary,
-                "chat frames are text, not binary",
-            ));
-        }
-        let text = std::str::from_utf8(data).map_err(|e| {
-            FrameError::new(
-                ErrorCode::NotUtf8,
-                format!("frame is not UTF-8 (invalid byte at {})", e.valid_up_to()),
-            )
-        })?;
+        let text = frame_text(binary, data)?;
         let value: Value = serde_json::from_str(text)
             .map_err(|e| FrameError::new(ErrorCode::NotJson, format!("frame is not JSON: {e}")))?;
         let Value::Object(object) = value else {

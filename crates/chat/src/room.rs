@@ -13,7 +13,9 @@ mod moderation;
 pub use moderation::{AuditAction, AuditEntry, Report};
 
 use crate::filter::{self, WordFilter};
-use crate::protocol::{ChatMessage, ClientFrame, ErrorCode, MAX_FRAME_BYTES, Role, ServerFrame};
+use crate::protocol::{
+    ChatMessage, ClientFrame, ErrorCode, FrameError, MAX_FRAME_BYTES, Role, ServerFrame,
+};
 
 /// A member of one room: one data channel. `Copy`, used as a handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -324,6 +326,23 @@ impl Room {
         };
         if let Err(refusal) = result {
             self.refuse(member, refusal, now, &mut out);
+        }
+        out
+    }
+
+    /// Refuses a frame of `member` that failed the byte checks
+    /// ([`crate::protocol::frame_text`]) on a relay node, which carried
+    /// only the error up: answered and counted against the abuse bound as
+    /// if [`Room::handle`] had refused it here.
+    pub fn refuse_frame(&mut self, member: MemberId, error: FrameError, now: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.members.contains_key(&member) {
+            self.refuse(
+                member,
+                Refusal::new(error.code, error.message),
+                now,
+                &mut out,
+            );
         }
         out
     }

@@ -22,46 +22,42 @@
 //! queues (new messages, moderation actions, reports) go to a writer task
 //! without waiting, so that a slow database never delays fan-out; the
 //! writer stores everything queued in one transaction per stream, so its
-//! batches grow when the database is slow. Only past [`WRITE_HELD`] records
-//! waiting are records dropped (counted and logged). Not
-//! yet here: carrying a room over the relay tree.
+//! batches grow when the database is slow. Only past `store::WRITE_HELD`
+//! records waiting are records dropped (counted and logged). That is
+//! `store`.
+//!
+//! Across the relay tree (`relay`): a stream this node carries from a
+//! parent has no room here but a proxy, which carries its members up the
+//! relay link's `lumen-relay` channel to the origin's room and what comes
+//! down to them; on the origin the members behind each child link are
+//! members of the room. Only the origin stores.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use lumen_auth::chat::Placement;
 use lumen_auth::{Auth, Role as AccountRole};
-use lumen_chat::{AuditEntry, ChatMessage, Report};
-use lumen_chat::{MemberId, MemberInfo, Output, Role, Room, RoomConfig, Target};
+use lumen_chat::{MemberId, MemberInfo, Output, Role, Room, Target};
 use lumen_node::{NodeEvent, NodeHandle, SessionRef};
 use lumen_sfu::{ChannelId, PeerId, Role as MediaRole};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{Duration, MissedTickBehavior};
 
 use crate::hub::{Liveness, Observer};
 
 mod fanout;
+mod relay;
 mod settings;
+mod store;
 use crate::sessions::{ChatRights, Kind, Sessions};
 use fanout::{At, Fanout, Targets};
 pub use settings::ChatSettings;
+use store::{FLUSH_WAIT, Writer, load, take_batch, write};
 
 /// The data channel label chat travels on.
 pub(crate) const LABEL: &str = "chat";
 /// Channel events queued for the chat task at most.
 const QUEUE: usize = 4096;
-/// Records waiting for the writer at most (a database stalled for minutes
-/// at a thousand messages a second): past it new ones are dropped.
-const WRITE_HELD: usize = 200_000;
-/// The writer stores what it holds this often, or sooner when it holds
-/// [`BATCH_ITEMS`] records.
-const BATCH_EVERY: Duration = Duration::from_millis(200);
-const BATCH_ITEMS: usize = 100;
-/// How long a room being created waits for the writer to store what an
-/// earlier incarnation of the room left queued.
-const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// A channel event, with what the session table knew of its session.
 enum ChatIn {
@@ -95,6 +91,42 @@ enum ChatIn {
     Offline {
         stream: String,
         publisher: SessionRef,
+    },
+    /// This node carries `stream` from a parent through the relay session
+    /// `session` (`None`: no longer).
+    Carry {
+        stream: String,
+        session: Option<SessionRef>,
+    },
+    /// A `lumen-relay` channel on a session that is not a client's (a
+    /// relay link's, when `Carry` named that session).
+    RelayOpen {
+        at: (SessionRef, ChannelId),
+    },
+    RelayData {
+        at: (SessionRef, ChannelId),
+        binary: bool,
+        data: Vec<u8>,
+    },
+    RelayClose {
+        at: (SessionRef, ChannelId),
+    },
+    /// Parent side: a relay link this node feeds has chat; `down` takes
+    /// envelopes for the child.
+    ChildOpen {
+        link: relay::LinkId,
+        stream: String,
+        down: mpsc::Sender<String>,
+    },
+    /// An envelope from that child.
+    ChildData {
+        link: relay::LinkId,
+        binary: bool,
+        data: Vec<u8>,
+    },
+    /// That link ended.
+    ChildGone {
+        link: relay::LinkId,
     },
     /// A moderation command from the API, as `info`: the frames the room
     /// answers that member come back.
@@ -140,8 +172,9 @@ impl ChatHandle {
 /// The follower's side: sorts the node's channel events into the queue.
 pub(crate) struct Tap {
     tx: mpsc::Sender<ChatIn>,
-    /// `chat` channels open, so that other channels' data is not queued.
-    open: HashMap<(SessionRef, ChannelId), ()>,
+    /// `chat` channels open (`false`) and relay links' `lumen-relay`
+    /// channels (`true`), so that other channels' data is not queued.
+    open: HashMap<(SessionRef, ChannelId), bool>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -217,7 +250,7 @@ impl Observer for Tap {
                 let Some(entry) = sessions.id_of(*session).and_then(|id| sessions.get(&id)) else {
                     return;
                 };
-                self.open.insert((*session, *channel), ());
+                self.open.insert((*session, *channel), false);
                 self.push(ChatIn::Open {
                     at: (*session, *channel),
                     stream: entry.stream,
@@ -226,24 +259,48 @@ impl Observer for Tap {
                     deflate: protocol == lumen_chat::protocol::DEFLATE_PROTOCOL,
                 });
             }
+            // A relay link's session is the node's own, never a client's
+            // (which the session table knows).
+            NodeEvent::ChannelOpen {
+                session,
+                channel,
+                label,
+                ..
+            } if label == lumen_chat::relay::LABEL && sessions.id_of(*session).is_none() => {
+                self.open.insert((*session, *channel), true);
+                self.push(ChatIn::RelayOpen {
+                    at: (*session, *channel),
+                });
+            }
             NodeEvent::ChannelData {
                 session,
                 channel,
                 binary,
                 data,
-            } if self.open.contains_key(&(*session, *channel)) => {
-                self.push(ChatIn::Data {
-                    at: (*session, *channel),
-                    binary: *binary,
-                    data: data.clone(),
-                });
+            } => {
+                let at = (*session, *channel);
+                let binary = *binary;
+                match self.open.get(&at) {
+                    Some(false) => self.push(ChatIn::Data {
+                        at,
+                        binary,
+                        data: data.clone(),
+                    }),
+                    Some(true) => self.push(ChatIn::RelayData {
+                        at,
+                        binary,
+                        data: data.clone(),
+                    }),
+                    None => {}
+                }
             }
-            NodeEvent::ChannelClose { session, channel }
-                if self.open.remove(&(*session, *channel)).is_some() =>
-            {
-                self.push(ChatIn::Close {
-                    at: (*session, *channel),
-                });
+            NodeEvent::ChannelClose { session, channel } => {
+                let at = (*session, *channel);
+                match self.open.remove(&at) {
+                    Some(false) => self.push(ChatIn::Close { at }),
+                    Some(true) => self.push(ChatIn::RelayClose { at }),
+                    None => {}
+                }
             }
             NodeEvent::Connected {
                 session,
@@ -303,6 +360,10 @@ struct Rooms {
     /// id (the publisher's session id) and when it went live (ms).
     live: HashMap<String, (SessionRef, String, u64)>,
     fanout: Fanout,
+    /// The streams whose room is up the tree, and the relay links' chat.
+    relay: relay::Relay,
+    node: NodeHandle,
+    writer: Writer,
 }
 
 #[derive(Default)]
@@ -328,15 +389,18 @@ async fn run(
 ) {
     let (lag_tx, mut lagging) = mpsc::unbounded_channel();
     let (fanout, fan_tasks) = Fanout::start(&node, lag_tx);
+    let (writer, write_rx) = Writer::new();
+    let write_task = tokio::spawn(write(write_rx, writer.held.clone(), auth.clone()));
     let mut r = Rooms {
         rooms: HashMap::new(),
         members: HashMap::new(),
         channels: HashMap::new(),
         live: HashMap::new(),
         fanout,
+        relay: relay::Relay::default(),
+        node,
+        writer,
     };
-    let (writer, write_rx) = Writer::new();
-    let write_task = tokio::spawn(write(write_rx, writer.held.clone(), auth.clone()));
     loop {
         let m = tokio::select! {
             m = rx.recv() => match m {
@@ -361,8 +425,12 @@ async fn run(
                     r.fanout.deflate(at);
                 }
                 let info = member_info(&auth, &stream, publisher, rights).await;
+                if r.relay.proxies(&stream) {
+                    r.proxy_join(at, stream, info);
+                    continue;
+                }
                 if !r.rooms.contains_key(&stream) {
-                    let room = load(&auth, &writer, &stream, settings.room_config()).await;
+                    let room = load(&auth, &r.writer, &stream, settings.room_config()).await;
                     r.rooms.insert(stream.clone(), room);
                 }
                 let Some(room) = r.rooms.get_mut(&stream) else {
@@ -377,6 +445,7 @@ async fn run(
             }
             ChatIn::Data { at, binary, data } => {
                 let Some((stream, member)) = r.members.get(&at).cloned() else {
+                    r.proxy_data(at, binary, &data);
                     continue;
                 };
                 let Some(room) = r.rooms.get_mut(&stream) else {
@@ -385,18 +454,38 @@ async fn run(
                 let outputs = room.handle(member, binary, &data, now_ms());
                 let batch = take_batch(room, r.live.get(&stream));
                 if !batch.is_empty() {
-                    writer.store(stream.clone(), batch);
+                    r.writer.store(stream.clone(), batch);
                 }
                 r.send(&stream, outputs, false);
             }
+            ChatIn::Carry { stream, session } => r.carry(stream, session),
+            ChatIn::RelayOpen { at } => r.upstream_open(at),
+            ChatIn::RelayData { at, binary, data } => r.upstream_data(at, binary, &data),
+            ChatIn::RelayClose { at } => r.upstream_closed(at),
+            ChatIn::ChildOpen { link, stream, down } => r.child_open(link, stream, down),
+            ChatIn::ChildData { link, binary, data } => {
+                // The origin's room is made (from the store) by the first
+                // remote join, as by a local one.
+                if let Some((stream, up)) = r.child_data(link, binary, &data, now_ms()) {
+                    let room = load(&auth, &r.writer, &stream, settings.room_config()).await;
+                    r.rooms.insert(stream.clone(), room);
+                    r.remote_up(&stream, link, up, now_ms());
+                }
+            }
+            ChatIn::ChildGone { link } => r.child_gone(link),
             ChatIn::Moderate {
                 stream,
                 info,
                 frame,
                 reply,
             } => {
+                if r.relay.proxies(&stream) {
+                    // The room is on the origin: moderate there (the
+                    // reply dropped answers the API `503`).
+                    continue;
+                }
                 if !r.rooms.contains_key(&stream) {
-                    let room = load(&auth, &writer, &stream, settings.room_config()).await;
+                    let room = load(&auth, &r.writer, &stream, settings.room_config()).await;
                     r.rooms.insert(stream.clone(), room);
                 }
                 let Some(room) = r.rooms.get_mut(&stream) else {
@@ -412,7 +501,7 @@ async fn run(
                     r.rooms.remove(&stream);
                 }
                 if !batch.is_empty() {
-                    writer.store(stream.clone(), batch);
+                    r.writer.store(stream.clone(), batch);
                 }
                 let (answer, others): (Vec<Output>, Vec<Output>) = outputs.into_iter().partition(
                     |o| matches!(o, Output::Send { to: Target::One(m), .. } if *m == member),
@@ -427,7 +516,10 @@ async fn run(
                     .collect();
                 let _ = reply.send(answer);
             }
-            ChatIn::Close { at } => r.leave(at),
+            ChatIn::Close { at } => {
+                r.leave(at);
+                r.proxy_leave(at);
+            }
             ChatIn::Live {
                 stream,
                 publisher,
@@ -451,12 +543,24 @@ async fn run(
                 for at in gone {
                     r.leave(at);
                 }
+                let gone: Vec<_> = r
+                    .relay
+                    .members
+                    .keys()
+                    .filter(|(s, _)| *s == session)
+                    .copied()
+                    .collect();
+                for at in gone {
+                    r.proxy_leave(at);
+                }
+                if r.relay.is_carrier(&session) {
+                    r.carrier_gone(session);
+                }
             }
         }
     }
     // The writer stores what it holds once its queue closes; the fan-out
     // tasks end with their queues.
-    drop(writer);
     drop(r);
     let _ = write_task.await;
     for t in fan_tasks {
@@ -472,10 +576,7 @@ impl Rooms {
         self.forget(&stream, member);
         if let Some(room) = self.rooms.get_mut(&stream) {
             room.leave(member);
-            if room.member_count() == 0 {
-                // The next member restarts it from the store.
-                self.rooms.remove(&stream);
-            }
+            self.drop_idle_room(&stream);
         }
     }
 
@@ -497,6 +598,7 @@ impl Rooms {
     /// fan-out dropped.
     fn resync(&mut self, at: At) {
         let Some((stream, member)) = self.members.get(&at).cloned() else {
+            self.proxy_resync(at);
             return;
         };
         if let Some(room) = self.rooms.get(&stream) {
@@ -505,8 +607,10 @@ impl Rooms {
         }
     }
 
-    /// Hands `outputs` to the fan-out; never waits.
+    /// Hands `outputs` to the fan-out, and what is for members behind
+    /// child links to those links; never waits.
     fn send(&mut self, stream: &str, outputs: Vec<Output>, resync: bool) {
+        let outputs = self.route_remote(stream, outputs, resync);
         for o in outputs {
             match o {
                 Output::Send { to, frame } => {
@@ -551,7 +655,7 @@ impl Rooms {
 }
 
 /// A room's channels, split by worker.
-fn per_worker(members: &HashMap<MemberId, At>, workers: usize) -> Vec<Targets> {
+fn per_worker<K>(members: &HashMap<K, At>, workers: usize) -> Vec<Targets> {
     let mut split: Vec<Vec<(PeerId, ChannelId)>> = vec![Vec::new(); workers];
     for (session, channel) in members.values() {
         if let Some(w) = split.get_mut(session.worker) {
@@ -559,196 +663,6 @@ fn per_worker(members: &HashMap<MemberId, At>, workers: usize) -> Vec<Targets> {
         }
     }
     split.into_iter().map(Targets::from).collect()
-}
-
-/// What `room`'s queues hold now, its messages placed in the stream's
-/// broadcast when it is live.
-fn take_batch(room: &mut Room, live: Option<&(SessionRef, String, u64)>) -> Batch {
-    let messages = room.take_persist();
-    let placements = match live {
-        Some((_, broadcast, since)) => messages
-            .iter()
-            .map(|m| Placement {
-                message: m.id,
-                broadcast: broadcast.clone(),
-                media_ms: m.ts.saturating_sub(*since),
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    Batch {
-        messages,
-        placements,
-        audit: room.take_audit(),
-        reports: room.take_reports(),
-    }
-}
-
-/// What one room's queues held after a frame.
-#[derive(Default)]
-struct Batch {
-    messages: Vec<ChatMessage>,
-    placements: Vec<Placement>,
-    audit: Vec<AuditEntry>,
-    reports: Vec<Report>,
-}
-
-impl Batch {
-    fn len(&self) -> usize {
-        self.messages.len() + self.audit.len() + self.reports.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn append(&mut self, mut other: Batch) {
-        self.messages.append(&mut other.messages);
-        self.placements.append(&mut other.placements);
-        self.audit.append(&mut other.audit);
-        self.reports.append(&mut other.reports);
-    }
-}
-
-/// What the chat task asks of the writer.
-enum Write {
-    Store {
-        stream: String,
-        batch: Batch,
-    },
-    /// Store everything queued so far, then answer.
-    Flush(oneshot::Sender<()>),
-}
-
-/// The chat task's side of the writer's queue.
-struct Writer {
-    tx: mpsc::UnboundedSender<Write>,
-    /// Records queued and not yet stored (the writer subtracts what it
-    /// stores).
-    held: Arc<AtomicUsize>,
-    dropped: AtomicU64,
-}
-
-impl Writer {
-    fn new() -> (Writer, mpsc::UnboundedReceiver<Write>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = Writer {
-            tx,
-            held: Arc::new(AtomicUsize::new(0)),
-            dropped: AtomicU64::new(0),
-        };
-        (writer, rx)
-    }
-
-    /// Hands a batch to the writer without waiting. Dropped only when
-    /// [`WRITE_HELD`] records already wait (logged at the first drop and
-    /// every thousandth after).
-    fn store(&self, stream: String, batch: Batch) {
-        let n = batch.len();
-        if self.held.load(Ordering::Relaxed) + n > WRITE_HELD {
-            let before = self.dropped.fetch_add(n as u64, Ordering::Relaxed);
-            let total = before + n as u64;
-            if before == 0 || before / 1000 != total / 1000 {
-                tracing::warn!(
-                    records = n,
-                    dropped = total,
-                    held = WRITE_HELD,
-                    "chat store too slow: records not stored"
-                );
-            }
-            return;
-        }
-        self.held.fetch_add(n, Ordering::Relaxed);
-        if self.tx.send(Write::Store { stream, batch }).is_err() {
-            // The writer is gone (shutting down): nothing stores them.
-            self.held.fetch_sub(n, Ordering::Relaxed);
-        }
-    }
-}
-
-/// A room as the store left it: its recent history, the id after the last
-/// stored one, and the bans in force. What an earlier incarnation of the
-/// room still has queued is stored first. A store that fails gives an
-/// empty room (logged): chat goes on without its history.
-async fn load(auth: &Auth, writer: &Writer, stream: &str, mut config: RoomConfig) -> Room {
-    let (tx, rx) = oneshot::channel();
-    if writer.tx.send(Write::Flush(tx)).is_ok() {
-        let _ = tokio::time::timeout(FLUSH_WAIT, rx).await;
-    }
-    let chat = auth.chat();
-    let stored = async {
-        let history = chat.history(stream, config.history_len).await?;
-        let next = chat.next_message_id(stream).await?;
-        let bans = chat.bans(stream).await?;
-        Ok::<_, lumen_auth::AuthError>((history, next, bans))
-    };
-    match stored.await {
-        Ok((history, next, bans)) => {
-            config.first_message_id = next;
-            Room::restore(config, history, bans)
-        }
-        Err(e) => {
-            tracing::warn!(%stream, error = %e, "chat room not restored: starting empty");
-            Room::new(config)
-        }
-    }
-}
-
-/// The writer: collects batches per stream and stores them every
-/// [`BATCH_EVERY`], or at once when it holds [`BATCH_ITEMS`] records or a
-/// flush is asked, one transaction per stream. Whatever queued while it
-/// stored goes into the next transaction.
-async fn write(mut rx: mpsc::UnboundedReceiver<Write>, held: Arc<AtomicUsize>, auth: Auth) {
-    let mut pending: HashMap<String, Batch> = HashMap::new();
-    let mut count = 0;
-    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut closed = false;
-    let mut tick = tokio::time::interval(BATCH_EVERY);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    while !closed {
-        let mut due = false;
-        let first = tokio::select! {
-            m = rx.recv() => m,
-            _ = tick.tick() => {
-                due = true;
-                None
-            }
-        };
-        let mut take = |m: Option<Write>, closed: &mut bool| match m {
-            Some(Write::Store { stream, batch }) => {
-                count += batch.len();
-                pending.entry(stream).or_default().append(batch);
-            }
-            Some(Write::Flush(done)) => flushes.push(done),
-            None => *closed = true,
-        };
-        if !due {
-            take(first, &mut closed);
-        }
-        while let Ok(m) = rx.try_recv() {
-            take(Some(m), &mut closed);
-        }
-        if due || closed || count >= BATCH_ITEMS || !flushes.is_empty() {
-            store(&auth, &mut pending).await;
-            held.fetch_sub(count, Ordering::Relaxed);
-            count = 0;
-            for done in flushes.drain(..) {
-                let _ = done.send(());
-            }
-        }
-    }
-}
-
-async fn store(auth: &Auth, pending: &mut HashMap<String, Batch>) {
-    for (stream, b) in pending.drain() {
-        if let Err(e) = auth
-            .chat()
-            .store_batch(&stream, &b.messages, &b.placements, &b.audit, &b.reports)
-            .await
-        {
-            tracing::warn!(%stream, records = b.len(), error = %e, "chat records not stored");
-        }
-    }
 }
 
 /// Who a chat member is, from its session's rights: the publisher is the

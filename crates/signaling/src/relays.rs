@@ -199,9 +199,12 @@ async fn accept_link(
             None => return Err(ApiError::NotFound("no such relay link".to_string())),
         }
     };
-    let link = relay
+    let mut link = relay
         .accept(&answer)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(chat) = link.take_chat() {
+        st.chat.child_link(id, &stream, chat);
+    }
     tracing::info!(%stream, link = id, "relay link started");
     lock(&st.cluster.out).insert(id, Outbound::Running { stream, link });
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -444,6 +447,8 @@ async fn join_parent(
         let _ = cluster.dir.leave(stream, &cluster.me).await;
         return Err(e);
     }
+    // The stream's chat goes up this link from now on.
+    st.chat.carry(stream, Some(answer.session)).await;
     tracing::info!(%stream, %parent, "carrying the stream from {url}");
     Ok(Attached {
         parent: parent.clone(),
@@ -543,6 +548,7 @@ async fn forget(st: &AppState, stream: &str, parent: &Arc<Mutex<Option<NodeId>>>
         .is_some_and(|c| Arc::ptr_eq(&c.parent, parent))
     {
         carried.remove(stream);
+        st.chat.carry(stream, None).await;
     }
 }
 

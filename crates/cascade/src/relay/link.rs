@@ -6,6 +6,11 @@
 //! with a UDP socket and a node's `SinkFeed`, and the scenario tests drive
 //! it on a virtual clock with `Sfu`s on both ends.
 //!
+//! Beside the media, the link has one data channel, [`CHAT_LABEL`], that
+//! carries the stream's chat between the nodes (lumen-chat's `relay`
+//! envelopes, opaque here): [`LinkSender::send_chat`] down,
+//! [`LinkOutput::Chat`] up.
+//!
 //! The rule is str0m's: after every input, drain [`LinkSender::poll_output`]
 //! until it returns [`LinkOutput::Timeout`] (or [`LinkOutput::End`]).
 
@@ -15,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use lumen_sfu::{MediaPacket, Rid, TrackDescription};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::channel::ChannelId;
 use str0m::format::CodecConfig;
 use str0m::media::{Direction, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive, Transmit};
@@ -33,6 +39,16 @@ pub const HELD_PACKETS: usize = 4096;
 /// to give up, sending the stream to the dead address all along.
 pub const CHILD_SILENCE: Duration = Duration::from_secs(5);
 
+/// The label of the link's chat channel: lumen-chat's `relay::LABEL`
+/// (never `chat`, so that the child, which takes the link as the stream's
+/// publisher, never gives it the broadcaster's chat rights).
+pub const CHAT_LABEL: &str = "lumen-relay";
+
+/// Chat bytes held for the child while its channel is not open or its
+/// send buffer is full; past it new messages are dropped (counted): the
+/// child's members then miss them, as a lagging member does.
+pub const CHAT_HELD_BYTES: usize = 1024 * 1024;
+
 /// A link offered to a child, waiting for its answer.
 pub struct LinkOffer {
     rtc: Rtc,
@@ -42,6 +58,7 @@ pub struct LinkOffer {
     tracks: Vec<TrackDescription>,
     /// The link's m-line for each of the publisher's, by position.
     mids: Vec<(Mid, Mid)>,
+    chat: ChannelId,
 }
 
 impl LinkOffer {
@@ -89,6 +106,7 @@ impl LinkOffer {
             let mid = api.add_media(t.kind, Direction::SendOnly, None, None, simulcast);
             mids.push((t.mid, mid));
         }
+        let chat = api.add_channel(CHAT_LABEL.to_string());
         let (offer, pending) = api
             .apply()
             .ok_or_else(|| RelayError::Io("str0m made no offer".to_string()))?;
@@ -99,6 +117,7 @@ impl LinkOffer {
             local,
             tracks,
             mids,
+            chat,
         })
     }
 
@@ -129,6 +148,12 @@ impl LinkOffer {
             upstream: VecDeque::new(),
             ended: None,
             last_heard: None,
+            chat: self.chat,
+            chat_open: false,
+            chat_out: VecDeque::new(),
+            chat_out_bytes: 0,
+            chat_dropped: 0,
+            chat_in: VecDeque::new(),
         })
     }
 }
@@ -143,8 +168,26 @@ pub enum LinkOutput {
     KeyframeRequest(Option<Rid>),
     /// The link is over; detach the sink. Returned again on every poll.
     End(LinkEnd),
+    /// Something happened on the link's chat channel.
+    Chat(LinkChat),
     /// Nothing more until this time or the next input.
     Timeout(Instant),
+}
+
+/// What the child did on the link's chat channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkChat {
+    /// The channel is open: the child's envelopes may come.
+    Open,
+    /// A message from the child, as it came (the caller parses it).
+    Message {
+        /// The message's binary flag.
+        binary: bool,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// The channel closed: the child's chat members are gone.
+    Closed,
 }
 
 /// Why a link ended by itself.
@@ -175,6 +218,14 @@ pub struct LinkSender {
     ended: Option<LinkEnd>,
     /// When the child last sent a datagram.
     last_heard: Option<Instant>,
+    chat: ChannelId,
+    chat_open: bool,
+    /// Chat messages for the child not yet taken by its channel.
+    chat_out: VecDeque<String>,
+    chat_out_bytes: usize,
+    chat_dropped: u64,
+    /// Chat events not yet polled.
+    chat_in: VecDeque<LinkChat>,
 }
 
 impl LinkSender {
@@ -191,6 +242,29 @@ impl LinkSender {
     /// Keyframe requests that came from the child so far.
     pub fn keyframe_requests(&self) -> u64 {
         self.keyframe_requests
+    }
+
+    /// Chat messages dropped because [`CHAT_HELD_BYTES`] were held.
+    pub fn chat_dropped(&self) -> u64 {
+        self.chat_dropped
+    }
+
+    /// Sends a chat message (an envelope) to the child on the link's chat
+    /// channel, in order; held while the channel is not open or full.
+    pub fn send_chat(&mut self, text: String) {
+        if self.chat_out_bytes + text.len() > CHAT_HELD_BYTES {
+            self.chat_dropped += 1;
+            if self.chat_dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.chat_dropped,
+                    "relay link: chat for the child dropped (its channel does not keep up)"
+                );
+            }
+            return;
+        }
+        self.chat_out_bytes += text.len();
+        self.chat_out.push_back(text);
+        self.flush_chat();
     }
 
     /// The link's own address (its ICE candidate).
@@ -211,6 +285,7 @@ impl LinkSender {
     /// The time of the last [`LinkOutput::Timeout`] came.
     pub fn handle_timeout(&mut self, now: Instant) {
         let _ = self.rtc.handle_input(Input::Timeout(now));
+        self.flush_chat();
         if self.connected
             && self
                 .last_heard
@@ -272,6 +347,9 @@ impl LinkSender {
             if let Some(rid) = self.upstream.pop_front() {
                 return LinkOutput::KeyframeRequest(rid);
             }
+            if let Some(c) = self.chat_in.pop_front() {
+                return LinkOutput::Chat(c);
+            }
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return LinkOutput::Timeout(t),
                 Ok(Output::Transmit(t)) => return LinkOutput::Transmit(t),
@@ -304,7 +382,46 @@ impl LinkSender {
                 self.keyframe_requests += 1;
                 self.upstream.push_back(r.rid);
             }
+            Event::ChannelOpen(id, _) if id == self.chat => {
+                self.chat_open = true;
+                self.chat_in.push_back(LinkChat::Open);
+                self.flush_chat();
+            }
+            Event::ChannelData(d) if d.id == self.chat => {
+                self.chat_in.push_back(LinkChat::Message {
+                    binary: d.binary,
+                    data: d.data,
+                });
+            }
+            Event::ChannelBufferedAmountLow(id) if id == self.chat => self.flush_chat(),
+            Event::ChannelClose(id) if id == self.chat => {
+                self.chat_open = false;
+                self.chat_in.push_back(LinkChat::Closed);
+            }
             _ => {}
+        }
+    }
+
+    /// Hands held chat messages to the channel while it takes them.
+    fn flush_chat(&mut self) {
+        if !self.chat_open {
+            return;
+        }
+        while let Some(text) = self.chat_out.front() {
+            let Some(mut ch) = self.rtc.channel(self.chat) else {
+                return;
+            };
+            match ch.write(false, text.as_bytes()) {
+                Ok(true) => {}
+                // Full: tried again when it drains (and on every poll).
+                Ok(false) => {
+                    ch.set_buffered_amount_low_threshold(CHAT_HELD_BYTES / 4);
+                    return;
+                }
+                Err(e) => tracing::debug!("relay link: a chat message not sent: {e}"),
+            }
+            self.chat_out_bytes -= text.len();
+            self.chat_out.pop_front();
         }
     }
 

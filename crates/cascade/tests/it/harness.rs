@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lumen_cascade::relay::{LinkEnd, LinkOffer, LinkOutput, LinkSender};
+use lumen_cascade::relay::{LinkChat, LinkEnd, LinkOffer, LinkOutput, LinkSender};
 use lumen_sfu::{Input, Output, PeerId, Sfu, SfuConfig, SfuEvent, SinkBody, SinkId, SinkMessage};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind, Rid, Simulcast, SimulcastLayer};
@@ -53,6 +53,8 @@ pub struct Link {
     pub ended_at: Option<Instant>,
     /// Its parent died with it, or the test closed it: nothing runs.
     pub gone: bool,
+    /// What the child did on the link's chat channel, in order.
+    pub chat: Vec<LinkChat>,
     addr: SocketAddr,
     timeout: Instant,
     /// Parent to child.
@@ -214,6 +216,7 @@ impl Tree {
             ended: None,
             ended_at: None,
             gone: false,
+            chat: Vec::new(),
             addr,
             timeout: now,
             down: Netem::new(net.seed(seed * 2 + 1)),
@@ -476,6 +479,7 @@ impl Tree {
                     );
                     told = true;
                 }
+                LinkOutput::Chat(c) => link.chat.push(c),
                 LinkOutput::End(end) => {
                     // As the shell does: the sink detaches.
                     link.ended = Some(end);

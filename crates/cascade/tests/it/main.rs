@@ -12,6 +12,7 @@
 mod browser;
 mod contract;
 mod harness;
+mod link_chat;
 mod memory;
 mod redis;
 mod tree;
