@@ -34,6 +34,7 @@ fn a_relay_link_carries_chat_both_ways_on_its_own_channel() {
                 peer: p,
                 channel,
                 label,
+                ..
             } if *p == peer => Some((*channel, label.clone())),
             _ => None,
         })
