@@ -5,8 +5,12 @@
 //! SIGTERM drains, sending its viewers to a sibling through the WHEP
 //! `reconnect` event.
 //!
-//! Not done here: latency between the regions (the nodes share loopback;
-//! placement by region is what is tested, not the delay of a hop).
+//! The regions are apart: the kernel here has no `netem`, so each node
+//! outside the origin's region sits behind lumen's UDP impairment proxy
+//! (`lumen_tools::impair`) with a one-way delay (30 ms in `us`, 60 ms in
+//! `ap`), announced as its media address (`--public-port`). Every packet
+//! to or from such a node's media socket, relay links and its viewers'
+//! sessions alike, takes that much longer each way.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 use lumen_cascade::testing::TempRedis;
 use lumen_cascade::{Directory, NodeId, RedisConfig, RedisDirectory};
 use lumen_tools::client::Publisher;
+use lumen_tools::impair::{ImpairConfig, ImpairProxy};
 
 use crate::cluster::{Events, decoding, install_key, longest_freeze, session_events, small, watch};
 
@@ -25,12 +30,41 @@ struct NodeProcess {
     url: String,
     dir: PathBuf,
     child: Option<Child>,
+    /// In front of its media socket, when its region is far away.
+    _far: Option<ImpairProxy>,
+}
+
+/// A free loopback port (of the given kind) at the moment of asking.
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+            .port()
+    } else {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
 }
 
 impl NodeProcess {
     /// Starts `lumen serve` as node `name` in `region`; with `key`, the
     /// cluster's signing key is put in its data dir first.
     fn start(redis: &TempRedis, name: &str, region: &str, key: Option<&[u8]>) -> NodeProcess {
+        NodeProcess::start_far(redis, name, region, key, None)
+    }
+
+    /// [`NodeProcess::start`] with `delay` added each way to every packet
+    /// of its media socket (by an impairment proxy it announces).
+    fn start_far(
+        redis: &TempRedis,
+        name: &str,
+        region: &str,
+        key: Option<&[u8]>,
+        delay: Option<Duration>,
+    ) -> NodeProcess {
         let dir = std::env::temp_dir().join(format!(
             "lumen-cluster-{}-{name}-{:x}",
             std::process::id(),
@@ -40,15 +74,39 @@ impl NodeProcess {
         if let Some(key) = key {
             install_key(&dir, key);
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port(false);
         let url = format!("http://127.0.0.1:{port}");
+        let mut far = None;
+        let mut media = vec!["--rtc-addr".to_string(), "127.0.0.1:0".to_string()];
+        if let Some(delay) = delay {
+            let rtc = free_port(true);
+            let listen = std::net::UdpSocket::bind("127.0.0.1:0").expect("the proxy's socket");
+            let public = listen.local_addr().expect("addr").port();
+            let proxy = ImpairProxy::start(
+                listen,
+                format!("127.0.0.1:{rtc}").parse().expect("addr"),
+                ImpairConfig {
+                    delay,
+                    ..ImpairConfig::default()
+                },
+            )
+            .expect("the proxy starts");
+            media = [
+                "--rtc-addr",
+                &format!("127.0.0.1:{rtc}"),
+                "--public-ip",
+                "127.0.0.1",
+                "--public-port",
+                &public.to_string(),
+            ]
+            .map(String::from)
+            .to_vec();
+            far = Some(proxy);
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_lumen"))
             .arg("serve")
             .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .args(["--rtc-addr", "127.0.0.1:0"])
+            .args(&media)
             .args(["--workers", "1"])
             .args(["--redis-url", &redis.url()])
             .args(["--node-id", name, "--region", region])
@@ -71,6 +129,7 @@ impl NodeProcess {
             url,
             dir,
             child: Some(child),
+            _far: far,
         }
     }
 
@@ -172,10 +231,14 @@ async fn five_nodes_in_three_regions_carry_heal_and_drain() {
     let origin = NodeProcess::start(&redis, "origin", "eu", None);
     origin.ready().await;
     let key = key_of(&origin.dir);
-    let relay_us = NodeProcess::start(&redis, "relay-us", "us", Some(&key));
-    let edge_us = NodeProcess::start(&redis, "edge-us", "us", Some(&key));
-    let relay_ap = NodeProcess::start(&redis, "relay-ap", "ap", Some(&key));
-    let mut edge_ap = NodeProcess::start(&redis, "edge-ap", "ap", Some(&key));
+    let (us, ap) = (Duration::from_millis(30), Duration::from_millis(60));
+    let far = |name: &str, region: &str, delay: Duration| {
+        NodeProcess::start_far(&redis, name, region, Some(&key), Some(delay))
+    };
+    let relay_us = far("relay-us", "us", us);
+    let edge_us = far("edge-us", "us", us);
+    let relay_ap = far("relay-ap", "ap", ap);
+    let mut edge_ap = far("edge-ap", "ap", ap);
     for n in [&relay_us, &edge_us, &relay_ap, &edge_ap] {
         n.ready().await;
     }
@@ -197,6 +260,20 @@ async fn five_nodes_in_three_regions_carry_heal_and_drain() {
     decoding(&on_relay_ap, "relay-ap's viewer", Duration::from_secs(15)).await;
     let on_edge_ap = watch(&edge_ap.url, "show").await;
     decoding(&on_edge_ap, "edge-ap's viewer", Duration::from_secs(15)).await;
+    // The regions' distance shows in each viewer's latency (publisher's
+    // stamp to picture, same host): relay-us's viewer is one delayed hop
+    // and its own delayed path from the origin, edge-ap's two hops and
+    // its path. A lower bound only; a loaded machine adds more.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let latency = |w: &lumen_tools::client::Watcher| w.stats().latency_avg.unwrap_or_default();
+    let (near, farthest) = (latency(&on_relay_us), latency(&on_edge_ap));
+    eprintln!(
+        "latency from the origin: relay-us's viewer {near:?}, edge-us's {:?}, relay-ap's {:?}, edge-ap's {farthest:?}",
+        latency(&on_edge_us),
+        latency(&on_relay_ap)
+    );
+    assert!(near >= 2 * us, "relay-us's viewer: {near:?}");
+    assert!(farthest >= 3 * ap, "edge-ap's viewer: {farthest:?}");
 
     // A publisher sent to another node is redirected to the origin (by
     // now the origin's claim is in the directory: viewers are watching).

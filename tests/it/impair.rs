@@ -57,6 +57,7 @@ async fn settles_behind_the_bottleneck(simulcast: bool) {
         ImpairConfig {
             down_bps: Some(DOWNLINK_BPS),
             queue: Duration::from_millis(100),
+            ..ImpairConfig::default()
         },
     )
     .expect("proxy starts");

@@ -7,7 +7,10 @@
 //! passes untouched. Traffic towards each client goes through its own
 //! bottleneck: a link of `down_bps` with a drop-tail buffer that holds at most
 //! `queue` of sending time, like a home connection's downlink. The rate can
-//! change while running, to emulate a drop in bandwidth.
+//! change while running, to emulate a drop in bandwidth. A `delay` adds a
+//! fixed one-way latency in each direction (a path between regions: put a
+//! proxy with 40 ms in front of a node and every packet to or from it
+//! takes 40 ms longer each way).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -28,6 +31,8 @@ pub struct ImpairConfig {
     pub down_bps: Option<u64>,
     /// The most sending time the downlink buffer holds; later packets drop.
     pub queue: Duration,
+    /// One-way latency added in each direction.
+    pub delay: Duration,
 }
 
 impl Default for ImpairConfig {
@@ -35,6 +40,7 @@ impl Default for ImpairConfig {
         ImpairConfig {
             down_bps: None,
             queue: Duration::from_millis(100),
+            delay: Duration::ZERO,
         }
     }
 }
@@ -61,6 +67,7 @@ struct Shared {
     down_packets: AtomicU64,
     down_bytes: AtomicU64,
     down_dropped: AtomicU64,
+    delay_us: AtomicU64,
 }
 
 /// A running proxy; stops when dropped.
@@ -87,6 +94,9 @@ impl ImpairProxy {
         shared
             .queue_us
             .store(config.queue.as_micros() as u64, Ordering::Relaxed);
+        shared
+            .delay_us
+            .store(config.delay.as_micros() as u64, Ordering::Relaxed);
         let task = tokio::spawn(relay(socket, upstream, shared.clone()));
         Ok(ImpairProxy { addr, shared, task })
     }
@@ -121,10 +131,11 @@ impl Drop for ImpairProxy {
     }
 }
 
-/// One client's path: its upstream socket and the tasks serving it.
+/// One client's path: the way up (datagrams with the time they are due at
+/// the server) and the tasks serving it.
 struct Flow {
-    upstream: Arc<UdpSocket>,
-    tasks: [JoinHandle<()>; 2],
+    up: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
+    tasks: [JoinHandle<()>; 3],
 }
 
 impl Drop for Flow {
@@ -150,9 +161,8 @@ async fn relay(listen: Arc<UdpSocket>, server: SocketAddr, shared: Arc<Shared>) 
                 Err(_) => continue,
             },
         };
-        if flow.upstream.send(&buf[..n]).await.is_ok() {
-            shared.up_packets.fetch_add(1, Ordering::Relaxed);
-        }
+        let due = Instant::now() + delay(&shared);
+        let _ = flow.up.send((due, buf[..n].to_vec()));
     }
 }
 
@@ -168,10 +178,25 @@ async fn open_flow(
     let (tx, rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let shaper = tokio::spawn(shape(upstream.clone(), tx, shared.clone()));
     let sender = tokio::spawn(deliver(listen.clone(), client, rx, shared.clone()));
+    // The way up: constant delay, so due times only grow too.
+    let (up, mut up_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let shared_up = shared.clone();
+    let uploader = tokio::spawn(async move {
+        while let Some((at, data)) = up_rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if upstream.send(&data).await.is_ok() {
+                shared_up.up_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
     Ok(Flow {
-        upstream,
-        tasks: [shaper, sender],
+        up,
+        tasks: [shaper, sender, uploader],
     })
+}
+
+fn delay(shared: &Shared) -> Duration {
+    Duration::from_micros(shared.delay_us.load(Ordering::Relaxed))
 }
 
 /// Reads what the server sends this client and gives each datagram its
@@ -204,7 +229,10 @@ async fn shape(
                 link_free
             }
         };
-        if tx.send((depart, buf[..n].to_vec())).is_err() {
+        if tx
+            .send((depart + delay(&shared), buf[..n].to_vec()))
+            .is_err()
+        {
             return;
         }
     }
@@ -256,6 +284,7 @@ mod tests {
             ImpairConfig {
                 down_bps: Some(1_000_000),
                 queue: Duration::from_millis(50),
+                ..ImpairConfig::default()
             },
         )
         .unwrap();
@@ -297,5 +326,38 @@ mod tests {
         let after = proxy.stats();
         assert_eq!(after.down_packets - before.down_packets, 200);
         assert_eq!(after.down_dropped, before.down_dropped);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delay_is_added_each_way() {
+        let (server, _echo) = echo_server().await;
+        let delay = Duration::from_millis(60);
+        let proxy = ImpairProxy::start(
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            server,
+            ImpairConfig {
+                delay,
+                ..ImpairConfig::default()
+            },
+        )
+        .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(proxy.local_addr()).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let sent = Instant::now();
+        client.send(&[9u8; 100]).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(&buf[..n], &[9u8; 100][..]);
+        // A lower bound only: a round trip can take longer on a loaded
+        // machine, never less than the two delays.
+        let rtt = sent.elapsed();
+        assert!(
+            rtt >= 2 * delay,
+            "round trip {rtt:?} with {delay:?} each way"
+        );
+        assert_eq!(proxy.stats().up_packets, 1);
     }
 }
