@@ -1,7 +1,10 @@
 //! The node's events as webhooks: a stream going live or not live (merged
 //! over the workers by the hub) becomes `stream.started` / `stream.ended`,
 //! and a viewer connecting or leaving `viewer.joined` / `viewer.left`
-//! when some endpoint subscribed to those.
+//! when some endpoint subscribed to those. In a cluster the nodes share
+//! the store, so only the stream's origin says it started or ended: a
+//! node whose publisher is a relay link (a session the node made for its
+//! parent, never in the HTTP session table) says nothing of its liveness.
 //!
 //! The event follower (`hub::follow_observed`) never waits for the
 //! database: the [`Tap`] hands events to a bounded queue that one task
@@ -10,7 +13,7 @@
 //! counted rather than slowing the follower, which also keeps the session
 //! table current.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,6 +41,9 @@ pub(crate) struct Tap {
     /// `viewer.left` (the HTTP session may be gone by the time the node
     /// says the viewer left).
     viewers: HashMap<SessionRef, (String, Option<String>)>,
+    /// Streams this node carries from a parent node (their publisher here
+    /// is a relay link): their liveness is the origin's to announce.
+    relayed: HashSet<String>,
 }
 
 /// A tap, and the task that emits what it queues; the task ends once the
@@ -50,6 +56,7 @@ pub(crate) fn tap(auth: Auth) -> (Tap, JoinHandle<()>) {
         tx,
         dropped: Arc::default(),
         viewers: HashMap::new(),
+        relayed: HashSet::new(),
     };
     (tap, task)
 }
@@ -58,6 +65,13 @@ impl Observer for Tap {
     /// Viewer events: O(1), and no lookup unless an endpoint wants them.
     fn event(&mut self, sessions: &Sessions, e: &NodeEvent) {
         match e {
+            NodeEvent::Connected {
+                session,
+                role: Role::Publisher,
+                stream,
+            } if sessions.id_of(*session).is_none() => {
+                self.relayed.insert(stream.clone());
+            }
             NodeEvent::Connected {
                 session,
                 role: Role::Viewer,
@@ -94,6 +108,12 @@ impl Observer for Tap {
     }
 
     fn liveness(&mut self, change: Liveness) {
+        if self.relayed.contains(&change.stream) {
+            if !change.live {
+                self.relayed.remove(&change.stream);
+            }
+            return;
+        }
         let event = if change.live {
             EventType::StreamStarted
         } else {
@@ -185,6 +205,7 @@ mod tests {
             tx,
             dropped: Arc::default(),
             viewers: HashMap::new(),
+            relayed: HashSet::new(),
         };
         let (hub, sessions) = (Hub::default(), Sessions::default());
         for e in events {
@@ -217,6 +238,27 @@ mod tests {
         assert_eq!(got, ["stream.started cam", "stream.ended cam"]);
     }
 
+    /// A node carrying the stream from a parent (its publisher is a relay
+    /// link, unknown to the HTTP session table) leaves the stream's
+    /// liveness to the origin: the shared store gets it once.
+    #[tokio::test]
+    async fn a_relayed_stream_is_announced_by_its_origin_only() {
+        let link = NodeEvent::Connected {
+            session: SessionRef {
+                worker: 0,
+                peer: PeerId(7),
+            },
+            role: Role::Publisher,
+            stream: "cam".into(),
+        };
+        let got = queued(
+            &[EventType::StreamStarted, EventType::StreamEnded],
+            vec![link, live(0, true), viewer(1, true), live(0, false)],
+        )
+        .await;
+        assert!(got.is_empty(), "{got:?}");
+    }
+
     #[tokio::test]
     async fn viewer_events_only_when_subscribed() {
         let events = || vec![viewer(1, false), viewer(2, true), viewer(2, false)];
@@ -244,6 +286,7 @@ mod tests {
             tx,
             dropped: Arc::default(),
             viewers: HashMap::new(),
+            relayed: HashSet::new(),
         };
         for _ in 0..3 {
             tap.queue(EventType::StreamStarted, json!({}));
