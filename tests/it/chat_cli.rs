@@ -6,27 +6,10 @@
 use std::time::{Duration, Instant};
 
 use lumen_signaling::auth::{Role, Scopes};
-use lumen_tools::client::{ChatFrames, PublishOptions, Publisher, WatchOptions, Watcher};
-use serde_json::Value;
+use lumen_tools::client::{PublishOptions, Publisher, WatchOptions, Watcher};
 
 /// Generous: a condition that holds at all holds long before this.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The next `message` frame with this text (others, like one's own earlier
-/// messages, are skipped).
-async fn message(frames: &mut ChatFrames, text: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let m = frames
-            .next_of("message", left)
-            .await
-            .unwrap_or_else(|e| panic!("no message {text:?}: {e:#}"));
-        if m["text"] == text {
-            return m;
-        }
-    }
-}
 
 /// Waits (bounded) until the viewer has decoded more than `after` frames.
 async fn decodes(viewer: &Watcher, after: u64) -> u64 {
@@ -99,18 +82,27 @@ async fn cli_clients_chat_through_the_server_while_video_flows() {
     to_vera
         .send_text("hello from \"vera\"")
         .expect("the channel is up");
-    let m = message(&mut from_server, "hello from \"vera\"").await;
+    let m = from_server
+        .next_message("hello from \"vera\"", WAIT)
+        .await
+        .expect("the message");
     assert_eq!(m["display_name"], "vera", "{m}");
     assert_eq!(m["user"], user.id.as_str(), "{m}");
     assert_eq!(m["role"], "viewer", "{m}");
-    let own = message(&mut at_vera, "hello from \"vera\"").await;
+    let own = at_vera
+        .next_message("hello from \"vera\"", WAIT)
+        .await
+        .expect("the message");
     assert_eq!(own["id"], m["id"], "everyone sees the same message");
 
     // Broadcaster to viewer.
     broadcaster
         .send_text("welcome, vera")
         .expect("the channel is up");
-    let m = message(&mut at_vera, "welcome, vera").await;
+    let m = at_vera
+        .next_message("welcome, vera", WAIT)
+        .await
+        .expect("the message");
     assert_eq!(m["role"], "broadcaster", "{m}");
     assert!(m["ts"].as_u64().is_some_and(|ts| ts > 0), "{m}");
 

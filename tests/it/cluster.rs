@@ -33,6 +33,18 @@ pub(crate) async fn node(
     .await
 }
 
+/// Three nodes sharing the origin's signing key: `origin` in eu, `relay`
+/// and `edge` in us (so the edge feeds from the relay once the relay
+/// carries the stream).
+pub(crate) async fn tree(redis: &TempRedis) -> (TestServer, TestServer, TestServer) {
+    let origin = node(redis, None, "origin", "eu").await;
+    let key = std::fs::read(origin.data_dir().join(lumen_signaling::auth::KEY_FILE))
+        .expect("the origin's signing key");
+    let relay = node(redis, Some(&key), "relay", "us").await;
+    let edge = node(redis, Some(&key), "edge", "us").await;
+    (origin, relay, edge)
+}
+
 /// Puts the cluster's signing key in a node's data dir (mode 600), so the
 /// node tokens and stream tokens of one node verify on every node.
 pub(crate) fn install_key(data_dir: &std::path::Path, key: &[u8]) {
@@ -108,11 +120,7 @@ async fn a_stream_travels_down_the_tree_and_heals_around_a_stopped_relay() {
     let Some(redis) = TempRedis::start("a_stream_travels_down_the_tree") else {
         return;
     };
-    let origin = node(&redis, None, "origin", "eu").await;
-    let key = std::fs::read(origin.data_dir().join(lumen_signaling::auth::KEY_FILE))
-        .expect("the origin's signing key");
-    let relay = node(&redis, Some(&key), "relay", "us").await;
-    let edge = node(&redis, Some(&key), "edge", "us").await;
+    let (origin, relay, edge) = tree(&redis).await;
 
     let publisher = Publisher::start(small(
         format!("{}/whip/tree", origin.http_url()),

@@ -14,7 +14,7 @@ use lumen_signaling::auth::Scopes;
 use lumen_tools::client::{ChatFrames, ChatSender, Publisher, WatchOptions, Watcher};
 use serde_json::Value;
 
-use crate::cluster::{node, small};
+use crate::cluster::{small, tree};
 
 /// Generous: a condition that holds at all holds long before this.
 const WAIT: Duration = Duration::from_secs(30);
@@ -49,21 +49,6 @@ async fn chatter(
     (w, sender, frames)
 }
 
-/// The next `message` frame with this text (others skipped).
-async fn message(frames: &mut ChatFrames, text: &str, who: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let m = frames
-            .next_of("message", left)
-            .await
-            .unwrap_or_else(|e| panic!("{who}: no message {text:?}: {e:#}"));
-        if m["text"] == text {
-            return m;
-        }
-    }
-}
-
 /// The texts of a `history` frame, oldest first.
 fn texts(history: &Value) -> Vec<String> {
     history["messages"]
@@ -90,11 +75,7 @@ async fn chat_crosses_the_relay_tree_with_the_origin_as_its_authority() {
     let Some(redis) = TempRedis::start("chat_crosses_the_relay_tree") else {
         return;
     };
-    let origin = node(&redis, None, "origin", "eu").await;
-    let key = std::fs::read(origin.data_dir().join(lumen_signaling::auth::KEY_FILE))
-        .expect("the origin's signing key");
-    let relay = node(&redis, Some(&key), "relay", "us").await;
-    let edge = node(&redis, Some(&key), "edge", "us").await;
+    let (origin, relay, edge) = tree(&redis).await;
     let publisher = Publisher::start(small(
         format!("{}/whip/talk", origin.http_url()),
         origin.publish_token(),
@@ -136,14 +117,26 @@ async fn chat_crosses_the_relay_tree_with_the_origin_as_its_authority() {
 
     // Edge to origin, and back: one message, one id, everywhere.
     eve.send_text("hello from the edge").expect("eve's channel");
-    let m1 = message(&mut at_mo, "hello from the edge", "mo").await;
+    let m1 = at_mo
+        .next_message("hello from the edge", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("mo: {e:#}"));
     assert_eq!(m1["user"], "token:eve", "{m1}");
-    let own = message(&mut at_eve, "hello from the edge", "eve").await;
+    let own = at_eve
+        .next_message("hello from the edge", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("eve: {e:#}"));
     assert_eq!(own, m1, "the edge sees the origin's frame unchanged");
     mo.send_text("hello from the origin").expect("mo's channel");
-    let m2 = message(&mut at_eve, "hello from the origin", "eve").await;
+    let m2 = at_eve
+        .next_message("hello from the origin", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("eve: {e:#}"));
     assert_eq!(m2["role"], "moderator", "{m2}");
-    let at_origin = message(&mut at_mo, "hello from the origin", "mo").await;
+    let at_origin = at_mo
+        .next_message("hello from the origin", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("mo: {e:#}"));
     assert_eq!(at_origin["id"], m2["id"]);
     assert!(
         m1["id"].as_u64() < m2["id"].as_u64(),
@@ -151,7 +144,13 @@ async fn chat_crosses_the_relay_tree_with_the_origin_as_its_authority() {
     );
     for m in [&m1, &m2] {
         let text = m["text"].as_str().expect("text");
-        assert_eq!(&message(&mut at_rita, text, "rita").await, m);
+        assert_eq!(
+            &at_rita
+                .next_message(text, WAIT)
+                .await
+                .unwrap_or_else(|e| panic!("rita: {e:#}")),
+            m
+        );
     }
 
     // A late joiner on the edge gets the origin's history.
@@ -199,8 +198,14 @@ async fn chat_crosses_the_relay_tree_with_the_origin_as_its_authority() {
         ["hello from the edge", "hello from the origin"]
     );
     mo.send_text("after the relay left").expect("mo's channel");
-    let m3 = message(&mut at_eve, "after the relay left", "eve").await;
-    let late_m3 = message(&mut at_late, "after the relay left", "late").await;
+    let m3 = at_eve
+        .next_message("after the relay left", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("eve: {e:#}"));
+    let late_m3 = at_late
+        .next_message("after the relay left", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("late: {e:#}"));
     assert_eq!(m3, late_m3);
     assert!(m3["id"].as_u64() > m2["id"].as_u64(), "{m3}");
     eve.send_text("and now?").expect("eve's channel");

@@ -69,6 +69,22 @@ impl ChatFrames {
             }
         }
     }
+
+    /// The next `message` frame whose text is `text`, skipping others
+    /// (one's own earlier messages, say), waiting at most `timeout`.
+    pub async fn next_message(&mut self, text: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = self
+                .next_of("message", left)
+                .await
+                .with_context(|| format!("no message {text:?}"))?;
+            if m["text"] == text {
+                return Ok(m);
+            }
+        }
+    }
 }
 
 /// The chat channel of one session and its tasks.
