@@ -639,3 +639,38 @@ fn transcode_section_sets_the_ladder_and_refuses_a_bad_rung() {
     let e = c.server().unwrap_err().to_string();
     assert!(e.contains("bitrate_kbps"), "{e}");
 }
+
+#[test]
+fn a_rung_may_be_av1_and_an_unknown_codec_is_refused() {
+    use lumen_signaling::transcoder::RungCodec;
+    let scratch = Scratch::new("transcode-av1");
+    let rung = |rid: &str, codec: &str| {
+        format!(
+            "[[transcode.rungs]]\nrid = \"{rid}\"\nwidth = 320\nheight = 180\nbitrate_kbps = 200\n{codec}\n"
+        )
+    };
+    let file = scratch.file(
+        "lumen.toml",
+        &(rung("l", "") + &rung("a", "codec = \"av1\"")),
+    );
+    let c = with_file(&file)
+        .load_with(env(&[]), no_file())
+        .expect("load")
+        .config;
+    let server = c.server().expect("a valid [transcode]");
+    let codecs: Vec<RungCodec> = server.transcode.rungs.iter().map(|r| r.codec).collect();
+    assert_eq!(codecs, [RungCodec::H264, RungCodec::Av1], "h264 by default");
+    assert!(server.transcode.has_av1());
+
+    let file = scratch.file("bad.toml", &rung("v", "codec = \"vp9\""));
+    let err = match with_file(&file).load_with(env(&[]), no_file()) {
+        Err(e) => format!("{e:#}"),
+        Ok(l) => l
+            .config
+            .server()
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default(),
+    };
+    assert!(err.contains("vp9"), "{err:?}");
+}

@@ -6,7 +6,8 @@
 //! carried over by the ladder) follow each other without a gap; a pin on a
 //! layer the stream does not have is refused by the layer endpoint, with
 //! and without a ladder. A stream past the budget goes without a ladder and
-//! its `layers` event says so.
+//! its `layers` event says so. Chromium plays an H.264 rung, and an AV1
+//! rung when the ladder has one.
 
 use std::time::{Duration, Instant};
 
@@ -275,6 +276,102 @@ async fn chromium_plays_a_transcoded_rung() {
     );
 }
 
+/// Headless Chromium, whose WHEP offer has AV1, plays an AV1 rung: the
+/// quality menu pins `a` (rav1e), and the inbound video is AV1
+/// (`getStats()`: the codec's mimeType `video/AV1`) at the rung's size
+/// with decoded frames that keep coming. rav1e without assembly is slow in
+/// a debug server (AV1 rungs are off by default for that reason): the
+/// source is 640×360 and the rung 160×90, so that the rung's thread does
+/// not take the CPU the tests beside this one need; the test asks for
+/// decoding, not for a rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_an_av1_rung() {
+    use crate::browser::{choose_quality, lumen, playback, wait_for_state};
+    use lumen_signaling::transcoder::{RungCodec, RungConfig};
+
+    let Some(chrome) = crate::chrome::ChromeDriver::start().await else {
+        return;
+    };
+    let server = start_server_with(|c| {
+        c.transcode.enabled = true;
+        c.transcode.rungs = vec![RungConfig {
+            rid: "a".into(),
+            width: 160,
+            height: 90,
+            bitrate_kbps: 100,
+            codec: RungCodec::Av1,
+        }];
+    })
+    .await;
+    let base = server.http_url();
+    let publisher = Publisher::start(PublishOptions {
+        url: format!("{base}/whip/av1"),
+        token: Some(server.publish_token()),
+        width: 640,
+        height: 360,
+        fps: FPS,
+        bitrate_bps: 600_000,
+        ..Default::default()
+    })
+    .await
+    .expect("publish one 360p layer");
+    let (ready, json) = wait_for(&base, "av1", |j| j.contains("\"rid\":\"a\"")).await;
+    assert!(ready, "the AV1 rung never appeared: {json}");
+
+    let viewer = chrome.new_session().await;
+    viewer
+        .goto(&format!("{base}/watch/av1"))
+        .await
+        .expect("open the watch page");
+    wait_for_state(&viewer, "viewer", "live", SETTLE).await;
+    // The page's quality menu lists h, m and l only: give it an `a` to
+    // choose, which pins through the page's own layer request.
+    viewer
+        .execute(
+            "const o = document.createElement('option'); o.value = 'a'; o.text = 'AV1';
+             document.getElementById('quality').add(o);",
+            vec![],
+        )
+        .await
+        .expect("add a to the quality menu");
+    choose_quality(&viewer, "a").await;
+    let deadline = Instant::now() + SETTLE * 2;
+    let (first, decoded) = loop {
+        let p = playback(&viewer).await;
+        let l = lumen(&viewer).await;
+        let codec = l["stats"]["videoCodec"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let decoded = l["stats"]["framesDecoded"].as_u64().unwrap_or(0);
+        if codec.eq_ignore_ascii_case("av1") && l["layer"]["current"] == "a" && p.height == 90 {
+            break (p, decoded);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the AV1 rung never played: {p:?}; {l}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = playback(&viewer).await;
+    let l = lumen(&viewer).await;
+    publisher.stop().await.expect("stop the publisher");
+    drop(server);
+    assert!(
+        l["stats"]["videoCodec"]
+            .as_str()
+            .is_some_and(|c| c.eq_ignore_ascii_case("av1")),
+        "{l}"
+    );
+    assert_eq!((later.width, later.height), (160, 90), "{later:?}");
+    let decoded_later = l["stats"]["framesDecoded"].as_u64().unwrap_or(0);
+    assert!(
+        decoded_later > decoded + 4 && later.time > first.time,
+        "the AV1 rung stalled: {decoded} -> {decoded_later} decoded, {first:?} -> {later:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_stream_past_the_transcoding_budget_says_so_in_its_layers_event() {
     let server = start_server_with(|c| {
@@ -322,4 +419,80 @@ async fn a_stream_past_the_transcoding_budget_says_so_in_its_layers_event() {
     let first_layers = first_layers.as_deref().expect("a layers event");
     assert!(!first_layers.contains("transcode"), "{first_layers}");
     assert_eq!(stats.refused_over_budget, 1, "{stats:?}");
+}
+
+/// Relay links carry the publisher's layer; a node that carries a one-layer
+/// stream for its viewers makes the ladder itself (its own `[transcode]`
+/// budget, paused while nobody watches there), so a viewer on an edge pins
+/// `l` as on the origin. Here only the edge transcodes: the rungs its
+/// viewer decodes cannot have come from the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_node_makes_the_ladder_of_a_one_layer_stream_it_carries() {
+    let Some(redis) = lumen_cascade::testing::TempRedis::start("an_edge_makes_the_ladder") else {
+        return;
+    };
+    let node = |name: &'static str, key: Option<Vec<u8>>, transcode: bool| {
+        let url = redis.url();
+        start_server_with(move |c| {
+            c.cluster.redis_url = Some(url);
+            c.cluster.node_id = Some(name.to_string());
+            c.cluster.region = Some("eu".to_string());
+            c.transcode.enabled = transcode;
+            if let Some(key) = &key {
+                crate::cluster::install_key(&c.data_dir, key);
+            }
+        })
+    };
+    let origin = node("origin", None, false).await;
+    let key = std::fs::read(origin.data_dir().join(lumen_signaling::auth::KEY_FILE))
+        .expect("the origin's signing key");
+    let edge = node("edge", Some(key), true).await;
+    let publisher = publish_720p(&origin, "far").await;
+    let (base, edge_base) = (origin.http_url(), edge.http_url());
+
+    // A first viewer on the edge brings the stream there; the edge's
+    // ladder adds the rungs to its layers.
+    let auto = crate::cluster::watch(&edge_base, "far").await;
+    let (ready, json) = wait_for(&edge_base, "far", |j| {
+        j.contains("\"rid\":\"m\"") && j.contains("\"rid\":\"l\"")
+    })
+    .await;
+    assert!(ready, "the edge made no ladder: {json}");
+    let low = Watcher::start(watch(&edge_base, "far", "l"))
+        .await
+        .expect("a viewer on the edge pinned to l");
+    let started = Instant::now();
+    let mut first = None;
+    while started.elapsed() < SETTLE && first.is_none() {
+        let s = low.stats();
+        if shows(&s, (320, 180)) {
+            first = Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(WATCH).await;
+    let last = low.stats();
+    let at_origin = stream_json(&base, "far").await;
+    let _ = low.stop().await;
+    let _ = auto.stop().await;
+    let _ = publisher.stop().await;
+    edge.stop().await;
+    origin.stop().await;
+    let first =
+        first.unwrap_or_else(|| panic!("the edge's l viewer never decoded 320x180: {last:?}"));
+    // From its first picture on (as the single-node test counts), the rung
+    // decodes cleanly and goes on.
+    assert_eq!((last.width, last.height), (320, 180), "{last:?}");
+    assert!(
+        last.frames_decoded >= first.frames_decoded + u64::from(FPS),
+        "the rung stalled: {first:?} -> {last:?}"
+    );
+    assert_eq!(
+        last.decode_errors, first.decode_errors,
+        "{first:?} -> {last:?}"
+    );
+    assert!(
+        !at_origin.contains("\"rid\":\"l\""),
+        "the origin (transcoding off) has rungs: {at_origin}"
+    );
 }

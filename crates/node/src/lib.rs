@@ -82,6 +82,10 @@ pub struct NodeConfig {
     /// ([`lumen_sfu::SfuConfig::estimate_single_layer`]): on when a
     /// transcoder makes ladders; default off.
     pub estimate_single_layer: bool,
+    /// Carry AV1 layers a sink makes and let viewers negotiate AV1
+    /// ([`lumen_sfu::SfuConfig::sink_av1`]): on when a transcoder rung is
+    /// AV1; default off.
+    pub sink_av1: bool,
 }
 
 /// Default of [`NodeConfig::worker_spread`]: a stream's first few dozen
@@ -104,6 +108,7 @@ impl NodeConfig {
             connect_timeout: lumen_sfu::DEFAULT_CONNECT_TIMEOUT,
             out_of_band_channel: None,
             estimate_single_layer: false,
+            sink_av1: false,
         }
     }
 }
@@ -180,6 +185,7 @@ impl Node {
             sfu.connect_timeout = config.connect_timeout;
             sfu.out_of_band_channel = config.out_of_band_channel.clone();
             sfu.estimate_single_layer = config.estimate_single_layer;
+            sfu.sink_av1 = config.sink_av1;
             let (handle, task) = worker::spawn(
                 i,
                 sfu,

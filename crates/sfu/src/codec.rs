@@ -12,6 +12,8 @@ pub enum VideoCodec {
     Vp8,
     /// VP9, draft-ietf-payload-vp9 packetization.
     Vp9,
+    /// AV1, the AOMedia RTP payload format (aggregation header `Z|Y|W|N`).
+    Av1,
 }
 
 /// Whether this RTP payload starts a keyframe (or carries the parameter sets
@@ -21,7 +23,112 @@ pub fn is_keyframe_start(codec: VideoCodec, payload: &[u8]) -> bool {
         VideoCodec::H264 => h264_is_keyframe_start(payload),
         VideoCodec::Vp8 => vp8_is_keyframe_start(payload),
         VideoCodec::Vp9 => vp9_is_keyframe_start(payload),
+        VideoCodec::Av1 => av1_is_keyframe_start(payload),
     }
+}
+
+/// AV1 aggregation header: `Z|Y|W W|N|0 0 0`.
+const AV1_Z: u8 = 0x80;
+const AV1_N: u8 = 0x08;
+const AV1_OBU_SEQUENCE_HEADER: u8 = 1;
+
+fn av1_is_keyframe_start(payload: &[u8]) -> bool {
+    // N: the first packet of a coded video sequence (a key frame with its
+    // sequence header); it starts an OBU (Z clear).
+    payload
+        .first()
+        .is_some_and(|&h| h & AV1_N != 0 && h & AV1_Z == 0)
+}
+
+/// The first OBU element of an AV1 payload, if it is whole and the packet
+/// starts a coded video sequence.
+fn av1_first_obu(payload: &[u8]) -> Option<&[u8]> {
+    if !av1_is_keyframe_start(payload) {
+        return None;
+    }
+    let w = (payload[0] >> 4) & 0x03;
+    let rest = payload.get(1..)?;
+    if w == 1 {
+        // One element, without a length, running to the end.
+        return Some(rest);
+    }
+    let (len, n) = leb128(rest)?;
+    rest.get(n..n.checked_add(len)?)
+}
+
+fn leb128(data: &[u8]) -> Option<(usize, usize)> {
+    let mut value: u64 = 0;
+    for (i, b) in data.iter().take(8).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((usize::try_from(value).ok()?, i + 1));
+        }
+    }
+    None
+}
+
+/// The largest picture an AV1 sequence header allows (max_frame_width and
+/// max_frame_height; AV1 spec 5.5), from a sequence header OBU without
+/// size field (as RTP carries it).
+fn av1_sequence_size(obu: &[u8]) -> Option<(u32, u32)> {
+    let header = *obu.first()?;
+    if (header >> 3) & 0x0f != AV1_OBU_SEQUENCE_HEADER {
+        return None;
+    }
+    let mut at = 1 + usize::from(header & 0x04 != 0);
+    if header & 0x02 != 0 {
+        // A size field after all: skip it.
+        at += leb128(obu.get(at..)?)?.1;
+    }
+    let mut r = BitReader {
+        data: obu.get(at..)?,
+        pos: 0,
+    };
+    r.bits(3)?; // seq_profile
+    r.bits(1)?; // still_picture
+    let reduced = r.bits(1)? == 1;
+    if reduced {
+        r.bits(5)?; // seq_level_idx[0]
+    } else {
+        let timing_info = r.bits(1)? == 1;
+        let mut decoder_model = false;
+        let mut buffer_delay_len = 0;
+        if timing_info {
+            r.bits(32)?; // num_units_in_display_tick
+            r.bits(32)?; // time_scale
+            if r.bits(1)? == 1 {
+                r.uvlc()?; // num_ticks_per_picture_minus_1
+            }
+            decoder_model = r.bits(1)? == 1;
+            if decoder_model {
+                buffer_delay_len = r.bits(5)? as u32 + 1;
+                r.bits(32)?; // num_units_in_decoding_tick
+                r.bits(5)?; // buffer_removal_time_length_minus_1
+                r.bits(5)?; // frame_presentation_time_length_minus_1
+            }
+        }
+        let initial_display_delay = r.bits(1)? == 1;
+        let points = r.bits(5)? + 1;
+        for _ in 0..points {
+            r.bits(12)?; // operating_point_idc
+            if r.bits(5)? > 7 {
+                r.bits(1)?; // seq_tier
+            }
+            if decoder_model && r.bits(1)? == 1 {
+                r.bits(buffer_delay_len)?; // decoder_buffer_delay
+                r.bits(buffer_delay_len)?; // encoder_buffer_delay
+                r.bits(1)?; // low_delay_mode_flag
+            }
+            if initial_display_delay && r.bits(1)? == 1 {
+                r.bits(4)?;
+            }
+        }
+    }
+    let w_bits = r.bits(4)? as u32 + 1;
+    let h_bits = r.bits(4)? as u32 + 1;
+    let w = r.bits(w_bits)? + 1;
+    let h = r.bits(h_bits)? + 1;
+    Some((w as u32, h as u32))
 }
 
 const H264_IDR: u8 = 5;
@@ -111,7 +218,8 @@ fn vp9_is_keyframe_start(payload: &[u8]) -> bool {
 
 /// The picture size (width, height in pixels) a keyframe packet announces,
 /// if this packet carries it: the SPS for H.264 (alone, or inside a STAP-A),
-/// the keyframe header for VP8; never for VP9. Any bytes at all may be
+/// the keyframe header for VP8, the sequence header (its largest picture)
+/// for AV1; never for VP9. Any bytes at all may be
 /// passed: a payload it cannot read is `None`.
 pub fn picture_size(codec: VideoCodec, payload: &[u8]) -> Option<(u32, u32)> {
     match codec {
@@ -136,6 +244,7 @@ pub fn picture_size(codec: VideoCodec, payload: &[u8]) -> Option<(u32, u32)> {
         }
         VideoCodec::Vp8 => vp8_size(payload),
         VideoCodec::Vp9 => None,
+        VideoCodec::Av1 => av1_first_obu(payload).and_then(av1_sequence_size),
     }
 }
 
@@ -288,6 +397,18 @@ impl BitReader<'_> {
         Some((1u64 << zeros) - 1 + self.bits(zeros)?)
     }
 
+    /// AV1's uvlc(): leading zeros, then as many bits.
+    fn uvlc(&mut self) -> Option<u64> {
+        let mut zeros = 0;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros >= 32 {
+                return None;
+            }
+        }
+        Some((1u64 << zeros) - 1 + self.bits(zeros)?)
+    }
+
     fn se(&mut self) -> Option<i64> {
         let v = self.ue()? as i64;
         Some(if v % 2 == 1 { (v + 1) / 2 } else { -(v / 2) })
@@ -394,6 +515,40 @@ mod tests {
         // Truncated SPS: no size, no panic.
         assert_eq!(picture_size(VideoCodec::H264, &sps_640x480[..5]), None);
         assert_eq!(picture_size(VideoCodec::H264, &[0x65, 0x00]), None);
+    }
+
+    #[test]
+    fn av1_keyframes_by_the_n_bit_and_size_from_the_sequence_header() {
+        // rav1e's sequence header for 320x180 (no size field), as the first
+        // of two elements (W=2) of a packet that starts a sequence (N).
+        let seq = [
+            0x08, 0x00, 0x00, 0x00, 0xfa, 0x1e, 0x7f, 0x66, 0x21, 0x0a, 0x80, 0xa0,
+        ];
+        let mut key = vec![0x28, seq.len() as u8];
+        key.extend_from_slice(&seq);
+        key.extend_from_slice(&[0x30, 1, 2, 3]);
+        assert!(is_keyframe_start(VideoCodec::Av1, &key));
+        assert_eq!(picture_size(VideoCodec::Av1, &key), Some((320, 180)));
+        // W=1: the one element runs to the end.
+        let mut one = vec![0x18];
+        one.extend_from_slice(&seq);
+        assert_eq!(picture_size(VideoCodec::Av1, &one), Some((320, 180)));
+        // W=0: every element has a length.
+        key[0] = 0x08;
+        assert_eq!(picture_size(VideoCodec::Av1, &key), Some((320, 180)));
+        // No N, or a continuation (Z): not a start, no size.
+        assert!(!is_keyframe_start(VideoCodec::Av1, &[0x10, 0x30, 0]));
+        assert!(!is_keyframe_start(VideoCodec::Av1, &[0x88, 0x30, 0]));
+        assert_eq!(picture_size(VideoCodec::Av1, &[0x10, 0x30, 0]), None);
+        // Truncated headers and lengths past the end: none, never a panic.
+        for n in 0..key.len() {
+            let _ = picture_size(VideoCodec::Av1, &key[..n]);
+        }
+        assert_eq!(picture_size(VideoCodec::Av1, &key[..8]), None);
+        assert_eq!(picture_size(VideoCodec::Av1, &[0x08, 0xff]), None);
+        assert!(!is_keyframe_start(VideoCodec::Av1, &[]));
+        // A first element that is not a sequence header: no size.
+        assert_eq!(picture_size(VideoCodec::Av1, &[0x18, 0x30, 0, 0]), None);
     }
 
     #[test]

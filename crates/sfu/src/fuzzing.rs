@@ -113,15 +113,16 @@ fn play(data: &[u8], capture: bool) -> Option<World> {
 }
 
 /// An RTP payload as the forwarder sees it: byte 0 picks the codec (H.264,
-/// VP8, VP9), the rest is the payload.
+/// VP8, VP9, AV1), the rest is the payload.
 pub fn codec_payloads(data: &[u8]) {
     let Some((&pick, payload)) = data.split_first() else {
         return;
     };
-    let codec = match pick % 3 {
+    let codec = match pick % 4 {
         0 => VideoCodec::H264,
         1 => VideoCodec::Vp8,
-        _ => VideoCodec::Vp9,
+        2 => VideoCodec::Vp9,
+        _ => VideoCodec::Av1,
     };
     let key = is_keyframe_start(codec, payload);
     let size = picture_size(codec, payload);

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use str0m::media::Rid;
+use str0m::media::{Pt, Rid};
 use str0m::rtp::Ssrc;
 
 use crate::gop::GopCache;
@@ -30,6 +30,9 @@ pub(crate) struct Layer {
     /// The sink that makes this layer (a transcoder's rung), `None` for
     /// the publisher's own: keyframe requests go to whoever makes it.
     pub made_by: Option<crate::SinkId>,
+    /// The payload type of its latest packet: a viewer that cannot decode
+    /// it (an AV1 rung, a viewer without AV1) never chooses the layer.
+    pub pt: Option<Pt>,
     /// The rank it had when last active.
     ranked: (u64, u64),
 }
@@ -47,6 +50,7 @@ impl Layer {
             height: 0,
             gop: GopCache::default(),
             made_by: None,
+            pt: None,
             ranked: (0, 0),
         }
     }

@@ -163,6 +163,15 @@ pub struct SfuConfig {
     /// cannot be turned on later); default off: an estimate costs feedback
     /// processing per viewer and serves no choice without layers.
     pub estimate_single_layer: bool,
+    /// Carry AV1 layers made by a sink (a transcoder's AV1 rung): the
+    /// video track of every stream lists an AV1 payload type the publisher
+    /// never sends ([`TrackDescription::params`] has it; a sink injects
+    /// its AV1 layer with it), and viewers may negotiate AV1, so a viewer
+    /// whose offer has AV1 gets a payload type for it and may be sent the
+    /// AV1 layer; a viewer without AV1 never chooses it. Publishers are
+    /// still answered with H.264 or VP8 only. Default off: lumen turns it
+    /// on when a transcoder rung is AV1.
+    pub sink_av1: bool,
 }
 
 /// Default of [`SfuConfig::max_remote_candidates`]: a browser gives one
@@ -196,6 +205,7 @@ impl SfuConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             out_of_band_channel: None,
             estimate_single_layer: false,
+            sink_av1: false,
         }
     }
 }

@@ -236,6 +236,7 @@ pub(crate) fn video_codec(p: &PayloadParams) -> Option<VideoCodec> {
         Codec::H264 => Some(VideoCodec::H264),
         Codec::Vp8 => Some(VideoCodec::Vp8),
         Codec::Vp9 => Some(VideoCodec::Vp9),
+        Codec::Av1 => Some(VideoCodec::Av1),
         _ => None,
     }
 }

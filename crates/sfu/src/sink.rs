@@ -97,7 +97,10 @@ pub struct TrackDescription {
     pub mid: Mid,
     /// Audio or video.
     pub kind: MediaKind,
-    /// The negotiated primary payload types (no RTX).
+    /// The negotiated primary payload types (no RTX). With
+    /// [`SfuConfig::sink_av1`](crate::SfuConfig::sink_av1), a video track
+    /// also lists an AV1 entry the publisher never sends: the payload type
+    /// a sink injects an AV1 layer with.
     pub params: Vec<PayloadParams>,
     /// The simulcast rids the publisher announced (empty without simulcast).
     pub rids: Vec<Rid>,

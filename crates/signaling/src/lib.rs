@@ -193,6 +193,8 @@ impl Config {
             out_of_band_channel: self.chat.out_of_band.then(|| chat::LABEL.to_string()),
             // Rungs come after a stream's first viewers joined.
             estimate_single_layer: self.transcode.enabled,
+            // An AV1 rung needs the SFU to carry AV1 layers.
+            sink_av1: self.transcode.has_av1(),
         }
     }
 

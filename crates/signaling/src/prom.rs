@@ -269,6 +269,11 @@ lumen_transcoder_streams {}",
             "ladders stopped by a fault of the codec library",
             t.faults,
         ),
+        (
+            "lumen_transcoder_av1_skipped_total",
+            "pictures an AV1 rung skipped because its encoder was still busy with the one before",
+            t.av1_skipped,
+        ),
     ] {
         let _ = writeln!(
             out,

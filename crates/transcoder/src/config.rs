@@ -12,6 +12,8 @@
 //! width = 640
 //! height = 360
 //! bitrate_kbps = 800
+//! codec = "h264"       # default; "av1": encoded with rav1e, sent only to
+//!                      # viewers whose offer has AV1
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,26 @@ pub struct RungConfig {
     pub height: u32,
     /// Target bitrate, kbit/s.
     pub bitrate_kbps: u32,
+    /// The rung's codec: `h264` (openh264, constrained baseline, every
+    /// viewer decodes it) or `av1` (rav1e, low-latency, speed 10; only
+    /// viewers whose offer has AV1 get it, the others never see the
+    /// layer). An AV1 rung needs the SFU to carry AV1 layers
+    /// (`lumen_sfu::SfuConfig::sink_av1`), which lumen turns on when a
+    /// rung is AV1.
+    #[serde(default)]
+    pub codec: RungCodec,
+}
+
+/// The codec of a rung.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum RungCodec {
+    /// H.264 (openh264), constrained baseline.
+    #[default]
+    H264,
+    /// AV1 (rav1e), for viewers that negotiated it.
+    Av1,
 }
 
 impl Default for TranscodeConfig {
@@ -63,12 +85,14 @@ impl Default for TranscodeConfig {
                     width: 640,
                     height: 360,
                     bitrate_kbps: 800,
+                    codec: RungCodec::H264,
                 },
                 RungConfig {
                     rid: "l".into(),
                     width: 320,
                     height: 180,
                     bitrate_kbps: 200,
+                    codec: RungCodec::H264,
                 },
             ],
         }
@@ -76,6 +100,11 @@ impl Default for TranscodeConfig {
 }
 
 impl TranscodeConfig {
+    /// Whether a rung is AV1 (the SFU must then carry AV1 layers).
+    pub fn has_av1(&self) -> bool {
+        self.enabled && self.rungs.iter().any(|r| r.codec == RungCodec::Av1)
+    }
+
     /// Checks what a file or environment could get wrong: rids must be
     /// non-empty, distinct, at most 16 characters of letters, digits, `-`
     /// and `_` (RFC 8851), sizes at least 16×16, bitrates above zero.

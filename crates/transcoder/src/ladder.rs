@@ -1,9 +1,14 @@
 //! `Ladder`: the sans-IO core of one transcoded stream. Packets of the
 //! publisher's single H.264 layer go in ([`Ladder::push`]); packets of the
 //! rungs come out, ready for the Router, each rung with its own rid, SSRC
-//! and sequence numbers and the source's payload type and timestamps.
+//! and sequence numbers and the source's timestamps; an H.264 rung with the
+//! source's payload type, an AV1 rung with the AV1 payload type the
+//! stream's description lists for layers a sink makes.
 //!
 //! No clock and no I/O: a test feeds it packets and reads what it makes.
+//! AV1 rungs are encoded inline too, unless the runtime took them
+//! ([`Ladder::detach_av1`]) to run on a thread of their own: then their
+//! pictures come out as jobs ([`Pushed::av1_jobs`]).
 
 use std::sync::Arc;
 
@@ -18,7 +23,8 @@ use openh264::formats::YUVSource;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt};
 
-use crate::config::RungConfig;
+use crate::av1::{Av1Job, Av1Rung};
+use crate::config::{RungCodec, RungConfig};
 use crate::packetize::{Packetizer, annex_b, nal_type, split_annex_b, split_avcc};
 use crate::scale::{Picture, Planes, fit, scale_i420};
 
@@ -75,6 +81,8 @@ pub struct Pushed {
     /// The source lost data and the ladder waits for its next keyframe:
     /// ask the publisher for one (through the Router's throttle).
     pub keyframe_needed: bool,
+    /// Pictures for the AV1 rungs the runtime runs ([`Ladder::detach_av1`]).
+    pub(crate) av1_jobs: Vec<Av1Job>,
 }
 
 /// The ladder of one stream.
@@ -90,6 +98,8 @@ pub struct Ladder {
     stats: LadderStats,
     /// A bad bitstream has been logged (once per ladder).
     warned: bool,
+    /// An AV1 rung without an AV1 payload type has been logged.
+    warned_av1: bool,
 }
 
 /// The frame rate of a stream, from the RTP timestamps of its frames (a
@@ -132,10 +142,16 @@ struct Source {
     rid: Option<Rid>,
     /// Its H.264 payload types.
     pts: [Option<Pt>; 4],
+    /// The AV1 payload type of layers a sink makes, when the SFU carries
+    /// them (see `lumen_sfu::SfuConfig::sink_av1`).
+    av1_pt: Option<Pt>,
 }
 
 struct Rung {
     rid: Rid,
+    codec: RungCodec,
+    /// An AV1 rung's encoder, unless the runtime runs it.
+    av1: Option<Av1Rung>,
     box_size: (usize, usize),
     bitrate_bps: u32,
     ssrc: u32,
@@ -161,6 +177,15 @@ impl Ladder {
             .enumerate()
             .map(|(i, r)| Rung {
                 rid: Rid::from(r.rid.as_str()),
+                codec: r.codec,
+                av1: (r.codec == RungCodec::Av1).then(|| {
+                    Av1Rung::new(
+                        Rid::from(r.rid.as_str()),
+                        mix(seed, i as u32),
+                        u64::from(mix(seed, 100 + i as u32) & 0x7fff),
+                        r.bitrate_kbps.saturating_mul(1000),
+                    )
+                }),
                 box_size: (r.width as usize, r.height as usize),
                 bitrate_bps: r.bitrate_kbps.saturating_mul(1000),
                 ssrc: mix(seed, i as u32),
@@ -179,6 +204,7 @@ impl Ladder {
             rate: FrameRateMeter::default(),
             stats: LadderStats::default(),
             warned: false,
+            warned_av1: false,
         }
     }
 
@@ -204,6 +230,11 @@ impl Ladder {
                     mid: t.mid,
                     rid: t.rids.first().copied(),
                     pts,
+                    av1_pt: t
+                        .params
+                        .iter()
+                        .find(|p| p.spec().codec == Codec::Av1)
+                        .map(|p| p.pt()),
                 }
             });
         if fresh || source.is_none() {
@@ -216,6 +247,13 @@ impl Ladder {
     /// The rids of the rungs, best first.
     pub fn rids(&self) -> Vec<Rid> {
         self.rungs.iter().map(|r| r.rid).collect()
+    }
+
+    /// Takes the AV1 rungs' encoders out, for a thread of their own: from
+    /// now on their pictures come out of [`Ladder::push`] as
+    /// [`Pushed::av1_jobs`].
+    pub(crate) fn detach_av1(&mut self) -> Vec<Av1Rung> {
+        self.rungs.iter_mut().filter_map(|r| r.av1.take()).collect()
     }
 
     /// The source's layer (`None`: the stream has no rids), for keyframe
@@ -272,7 +310,7 @@ impl Ladder {
             // The 32-bit timestamp the frame was sent with.
             let ts = frame.rtp_ts as u32;
             self.rate.frame(ts);
-            self.transcode(&frame.data, frame.keyframe, ts, pkt, &mut out.packets);
+            self.transcode(&frame.data, frame.keyframe, ts, pkt, &mut out);
         }
         out
     }
@@ -284,8 +322,9 @@ impl Ladder {
         keyframe: bool,
         ts: u32,
         pkt: &MediaPacket,
-        out: &mut Vec<MediaPacket>,
+        pushed: &mut Pushed,
     ) {
+        let out = &mut pushed.packets;
         let Some(nals) = split_avcc(avcc) else {
             self.bad_input("malformed access unit");
             return;
@@ -326,6 +365,7 @@ impl Ladder {
         self.stats.frames_decoded += 1;
         let (w, h) = decoded.dimensions();
         let fps = self.rate.fps();
+        let av1_pt = self.source.and_then(|s| s.av1_pt);
         let planes = Planes {
             width: w,
             height: h,
@@ -338,10 +378,48 @@ impl Ladder {
             let Some(size) = fit(w, h, rung.box_size.0, rung.box_size.1) else {
                 continue;
             };
+            let av1_pt = match (rung.codec, av1_pt) {
+                (RungCodec::H264, _) => None,
+                (_, Some(pt)) => Some(pt),
+                (_, None) => {
+                    // The SFU does not carry AV1 layers: no viewer could
+                    // get this rung.
+                    if !self.warned_av1 {
+                        self.warned_av1 = true;
+                        tracing::warn!(rid = %rung.rid, "transcoder: an AV1 rung, but the SFU does not carry AV1 layers (sink_av1); the rung is left out");
+                    }
+                    continue;
+                }
+            };
             rung.picture.width = size.0;
             rung.picture.height = size.1;
             if scale_i420(&planes, &mut rung.picture).is_err() {
                 self.stats.decode_errors += 1;
+                continue;
+            }
+            if let Some(pt) = av1_pt {
+                let asked = std::mem::take(&mut rung.want_keyframe);
+                let job = Av1Job {
+                    rid: rung.rid,
+                    picture: rung.picture.clone(),
+                    keyframe: keyframe || asked,
+                    ts,
+                    fps,
+                    mid: pkt.mid,
+                    pt,
+                    at: pkt.at,
+                };
+                match rung.av1.as_mut() {
+                    Some(av1) => {
+                        let made = av1.encode(&job);
+                        self.stats.frames_out += made.frames;
+                        self.stats.keyframes_out += made.keyframes;
+                        self.stats.encode_errors += made.errors;
+                        self.stats.packets_out += made.packets.len() as u64;
+                        out.extend(made.packets);
+                    }
+                    None => pushed.av1_jobs.push(job),
+                }
                 continue;
             }
             match rung.encode(size, fps, keyframe, ts, &sei) {
@@ -500,6 +578,8 @@ fn mix(seed: u32, i: u32) -> u32 {
     (z ^ (z >> 31)) as u32
 }
 
+#[cfg(test)]
+mod av1_bench;
 #[cfg(test)]
 mod bench;
 #[cfg(test)]

@@ -28,18 +28,32 @@
 //! the source forwarding as it is: the ladder counts it
 //! ([`LadderStats::decode_errors`]), logs it once and never panics.
 //!
+//! A rung may be AV1 instead ([`RungCodec::Av1`], `codec = "av1"`):
+//! encoded with rav1e (low-latency, speed 10, `asm` off unless the
+//! `av1-asm` feature asks for it, which needs nasm; in `av1`) and
+//! packetized per the AV1 RTP payload format ([`av1_packetize`]), with the
+//! AV1 payload type the SFU lists for layers a sink makes
+//! (`lumen_sfu::SfuConfig::sink_av1`): only viewers whose offer has AV1 get
+//! it. Its frames keep the source's timestamps, not its SEI (AV1 has no
+//! H.264 SEI; lumen's timing SEI is not carried over), come a few frames
+//! later than an H.264 rung's (rav1e's look-ahead), and are encoded on a
+//! thread of their own. AV1 rungs are off by default: see BENCHMARKS.md
+//! for why.
+//!
 //! The depacketizer is `lumen_recorder::depacketize` (reorder window,
 //! loss, waiting for a keyframe). It belongs in a small media crate that
 //! both use; it stays in the recorder until that crate exists.
 
 #![deny(missing_docs)]
 
+mod av1;
+pub mod av1_packetize;
 pub mod config;
 mod ladder;
 pub mod packetize;
 mod runtime;
 pub mod scale;
 
-pub use config::{RungConfig, TranscodeConfig};
+pub use config::{RungCodec, RungConfig, TranscodeConfig};
 pub use ladder::{Ladder, LadderStats, Transcodable};
 pub use runtime::{Transcoder, TranscoderStats};

@@ -16,6 +16,14 @@
 //! when the thread falls behind (the depacketizer then waits for the next
 //! keyframe), and the rungs go back with `try_inject`, which drops rather
 //! than waits when the worker's queue is full.
+//!
+//! AV1 rungs (rav1e, several times slower per frame than openh264) run on
+//! a second thread of the ladder ([`Av1Worker`]): the ladder hands it each
+//! scaled picture without waiting, drops the picture when the AV1 thread
+//! is still busy with the last one (counted in
+//! [`TranscoderStats::av1_skipped`]; the rung's next picture is then a
+//! key frame if the dropped one was), and injects what it made when it
+//! comes back.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -26,6 +34,7 @@ use std::time::{Duration, Instant};
 use lumen_node::{FeedEvent, NodeHandle, SinkFeed};
 use tokio::sync::oneshot;
 
+use crate::av1::{Av1Job, Av1Made, Av1Rung};
 use crate::config::TranscodeConfig;
 use crate::ladder::{Ladder, LadderStats, Transcodable};
 
@@ -60,6 +69,9 @@ pub struct TranscoderStats {
     pub batches_dropped: u64,
     /// Ladders stopped by a fault of the codec library (a panic caught).
     pub faults: u64,
+    /// Pictures an AV1 rung skipped because its encoder was still busy
+    /// with the one before (the machine cannot hold the rung's rate).
+    pub av1_skipped: u64,
 }
 
 struct Inner {
@@ -83,6 +95,7 @@ struct Inner {
     decode_errors: AtomicU64,
     batches_dropped: AtomicU64,
     faults: AtomicU64,
+    av1_skipped: AtomicU64,
     seed: AtomicU64,
 }
 
@@ -116,6 +129,7 @@ impl Transcoder {
                 decode_errors: AtomicU64::new(0),
                 batches_dropped: AtomicU64::new(0),
                 faults: AtomicU64::new(0),
+                av1_skipped: AtomicU64::new(0),
                 seed: AtomicU64::new(seed),
             }),
         }
@@ -240,6 +254,7 @@ impl Transcoder {
             decode_errors: i.decode_errors.load(Ordering::Relaxed),
             batches_dropped: i.batches_dropped.load(Ordering::Relaxed),
             faults: i.faults.load(Ordering::Relaxed),
+            av1_skipped: i.av1_skipped.load(Ordering::Relaxed),
         }
     }
 
@@ -278,6 +293,7 @@ impl Transcoder {
             }
         };
         let mut ladder = Ladder::new(&inner.config.rungs, seed);
+        let mut av1 = Av1Worker::spawn(ladder.detach_av1());
         let mut counted = LadderStats::default();
         let mut idle = Idle::new(self.viewer_count(&stream), inner.config.idle_secs);
         // Whether the rungs have made a picture (and so are known layers).
@@ -285,6 +301,13 @@ impl Transcoder {
         loop {
             let event = tokio::select! {
                 e = feed.recv() => e,
+                Some(made) = Av1Worker::made(&mut av1) => {
+                    self.count_av1(&made);
+                    if !made.packets.is_empty() && feed.try_inject(made.packets).is_err() {
+                        inner.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 _ = &mut stopped => break,
             };
             let Some(event) = event else { break };
@@ -305,7 +328,7 @@ impl Transcoder {
                 continue;
             }
             let go_on = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                self.on_event(&stream, &feed, &mut ladder, event)
+                self.on_event(&stream, &feed, &mut ladder, av1.as_ref(), event)
             }));
             let stats = ladder.stats();
             made |= stats.frames_out > 0;
@@ -332,6 +355,7 @@ impl Transcoder {
         stream: &str,
         feed: &SinkFeed,
         ladder: &mut Ladder,
+        av1: Option<&Av1Worker>,
         event: FeedEvent,
     ) -> bool {
         match event {
@@ -355,6 +379,15 @@ impl Transcoder {
                     let pushed = ladder.push(p);
                     keyframe_needed |= pushed.keyframe_needed;
                     made.extend(pushed.packets);
+                    for job in pushed.av1_jobs {
+                        let (rid, keyframe) = (job.rid, job.keyframe);
+                        if av1.is_none_or(|w| !w.try_send(job)) {
+                            self.inner.av1_skipped.fetch_add(1, Ordering::Relaxed);
+                            if keyframe {
+                                ladder.request_keyframe(Some(rid));
+                            }
+                        }
+                    }
                 }
                 if keyframe_needed {
                     let _ = feed.try_request_keyframe(ladder.source_rid());
@@ -374,6 +407,13 @@ impl Transcoder {
         }
     }
 
+    /// Adds what the AV1 thread made to the node's counters.
+    fn count_av1(&self, made: &Av1Made) {
+        let i = &self.inner;
+        i.frames_out.fetch_add(made.frames, Ordering::Relaxed);
+        i.keyframes_out.fetch_add(made.keyframes, Ordering::Relaxed);
+    }
+
     /// Adds what a ladder did since the last call to the node's counters.
     fn count(&self, counted: &mut LadderStats, now: LadderStats) {
         let i = &self.inner;
@@ -386,6 +426,66 @@ impl Transcoder {
         let bad = (now.decode_errors + now.malformed) - (counted.decode_errors + counted.malformed);
         i.decode_errors.fetch_add(bad, Ordering::Relaxed);
         *counted = now;
+    }
+}
+
+/// The AV1 rungs of one ladder on a thread of their own: pictures in
+/// (never waited for: one at a time per rung, the rest dropped), packets
+/// back to the ladder's thread, which injects them.
+struct Av1Worker {
+    jobs: std::sync::mpsc::SyncSender<Av1Job>,
+    made: tokio::sync::mpsc::Receiver<Av1Made>,
+}
+
+impl Av1Worker {
+    /// `None` without AV1 rungs. The thread ends when the ladder drops
+    /// its worker, or when an encoder panics (the AV1 rungs stop; the
+    /// H.264 ones go on).
+    fn spawn(rungs: Vec<Av1Rung>) -> Option<Av1Worker> {
+        if rungs.is_empty() {
+            return None;
+        }
+        let (jobs, jobs_rx) = std::sync::mpsc::sync_channel::<Av1Job>(rungs.len());
+        let (made_tx, made) = tokio::sync::mpsc::channel(8);
+        let mut rungs = rungs;
+        let spawned = std::thread::Builder::new()
+            .name("lumen-av1".into())
+            .spawn(move || {
+                while let Ok(job) = jobs_rx.recv() {
+                    let Some(rung) = rungs.iter_mut().find(|r| r.rid == job.rid) else {
+                        continue;
+                    };
+                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| rung.encode(&job)));
+                    let Ok(made) = made else {
+                        tracing::error!("transcoder: the AV1 encoder failed; the AV1 rungs stop");
+                        return;
+                    };
+                    if made_tx.blocking_send(made).is_err() {
+                        return;
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Av1Worker { jobs, made }),
+            Err(e) => {
+                tracing::warn!(error = %e, "transcoder: no thread for the AV1 rungs");
+                None
+            }
+        }
+    }
+
+    /// Hands a picture over; `false` when the thread is still busy (or
+    /// gone) and the picture is dropped.
+    fn try_send(&self, job: Av1Job) -> bool {
+        self.jobs.try_send(job).is_ok()
+    }
+
+    /// What the thread made next; never ready without a worker.
+    async fn made(worker: &mut Option<Av1Worker>) -> Option<Av1Made> {
+        match worker {
+            Some(w) => w.made.recv().await,
+            None => std::future::pending().await,
+        }
     }
 }
 

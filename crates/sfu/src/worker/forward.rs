@@ -182,6 +182,7 @@ impl Sfu {
 
         let layer = &mut track.layers[li];
         layer.ssrc = Some(pkt.ssrc.into());
+        layer.pt = Some(pkt.pt);
         layer.last_packet = Some(now);
         let woke = !layer.active;
         layer.active = true;

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use str0m::bwe::Bitrate;
-use str0m::media::{MediaKind, Rid};
+use str0m::media::{MediaKind, Pt, Rid};
 use str0m::rtp::RtpWrite;
 
 use super::Sfu;
@@ -29,7 +29,9 @@ impl Sfu {
         let Some(track) = router.video() else {
             return;
         };
-        let views = track.views();
+        let mut views = track.views();
+        let pts: Vec<(Option<Rid>, Option<Pt>)> =
+            track.layers.iter().map(|l| (l.rid, l.pt)).collect();
         let Some(v) = self.peers.get_mut(&viewer) else {
             return;
         };
@@ -37,6 +39,14 @@ impl Sfu {
         let Some(c) = v.bound_video_mut() else {
             return;
         };
+        // A layer in a codec the viewer did not negotiate (an AV1 rung, a
+        // viewer without AV1) is not one it can choose or pin.
+        views.retain(|l| {
+            pts.iter()
+                .find(|(rid, _)| *rid == l.rid)
+                .and_then(|(_, pt)| *pt)
+                .is_none_or(|pt| c.map_pt(pt).is_some())
+        });
         let was_stopped = c
             .target
             .is_some_and(|t| views.iter().any(|l| l.rid == t && !l.active));

@@ -86,7 +86,7 @@ impl Sfu {
             answer_sdp,
             media,
             quiet_channel,
-        } = self.accept(now, offer.sdp, offer.stream_zero_free, false, true)?;
+        } = self.accept(now, offer.sdp, offer.stream_zero_free, false, true, false)?;
 
         let mut tracks: Vec<TrackIn> = Vec::new();
         for (kind, mid) in media {
@@ -107,6 +107,10 @@ impl Sfu {
                 Rids::Specific(r) => r.clone(),
                 _ => Vec::new(),
             };
+            let mut params = params;
+            if kind == MediaKind::Video && self.config.sink_av1 {
+                params.push(sink_av1_params(&params));
+            }
             tracks.push(TrackIn::new(
                 mid,
                 kind,
@@ -179,7 +183,14 @@ impl Sfu {
             answer_sdp,
             media,
             quiet_channel,
-        } = self.accept(now, offer.sdp, offer.stream_zero_free, simulcast, simulcast)?;
+        } = self.accept(
+            now,
+            offer.sdp,
+            offer.stream_zero_free,
+            simulcast,
+            simulcast,
+            self.config.sink_av1,
+        )?;
 
         let mut consumers = Vec::new();
         let mut any_bound = false;
@@ -399,8 +410,9 @@ impl Sfu {
         stream_zero_free: bool,
         bwe: bool,
         twcc: bool,
+        av1: bool,
     ) -> Result<Accepted, SessionError> {
-        let (mut rtc, ufrag) = self.new_rtc(now, bwe, twcc);
+        let (mut rtc, ufrag) = self.new_rtc(now, bwe, twcc, av1);
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| match e {
             RtcError::RemoteSdp(msg) => SessionError::MalformedSdp(msg),
             RtcError::Sdp(e) => SessionError::MalformedSdp(e.to_string()),
@@ -441,8 +453,9 @@ impl Sfu {
     /// bandwidth the SFU estimates. `twcc`: negotiate transport-wide
     /// congestion control feedback (a publisher's browser estimates its
     /// uplink from ours; a viewer needs it for `bwe`, and without it str0m
-    /// keeps no record of each packet sent).
-    fn new_rtc(&self, now: Instant, bwe: bool, twcc: bool) -> (Rtc, String) {
+    /// keeps no record of each packet sent). `av1`: a viewer may
+    /// negotiate AV1 (see [`crate::SfuConfig::sink_av1`]).
+    fn new_rtc(&self, now: Instant, bwe: bool, twcc: bool, av1: bool) -> (Rtc, String) {
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let mut config = RtcConfig::new();
@@ -478,6 +491,7 @@ impl Sfu {
             .enable_opus(true, false)
             .enable_h264(true)
             .enable_vp8(true)
+            .enable_av1(av1)
             .build(now);
         for addr in &self.config.candidate_addrs {
             if let Ok(c) = Candidate::host(*addr, "udp") {
@@ -486,6 +500,31 @@ impl Sfu {
         }
         (rtc, ufrag)
     }
+}
+
+/// The AV1 entry a stream's video track gets for layers a sink makes
+/// ([`crate::SfuConfig::sink_av1`]): str0m's usual AV1 payload type, or
+/// the first dynamic one the publisher's params leave free.
+fn sink_av1_params(publisher: &[PayloadParams]) -> PayloadParams {
+    let taken = |pt: u8| {
+        publisher
+            .iter()
+            .any(|p| *p.pt() == pt || p.resend().is_some_and(|r| *r == pt))
+    };
+    let pt = std::iter::once(45)
+        .chain(96..=127)
+        .find(|&pt| !taken(pt))
+        .unwrap_or(45);
+    let mut config = str0m::format::CodecConfig::empty();
+    config.add_config(
+        pt.into(),
+        None,
+        str0m::format::Codec::Av1,
+        str0m::media::Frequency::NINETY_KHZ,
+        None,
+        str0m::format::FormatParams::default(),
+    );
+    config.params()[0]
 }
 
 /// The primary payload types negotiated on one m-line.

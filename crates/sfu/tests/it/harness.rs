@@ -50,12 +50,19 @@ pub struct World {
 
 impl World {
     pub fn new(seed: u64) -> Self {
+        World::with_config(seed, |_| {})
+    }
+
+    /// A world whose SFU (worker 0) has this configuration.
+    pub fn with_config(seed: u64, config: impl FnOnce(&mut SfuConfig)) -> Self {
         let start = Instant::now();
         let sfu_addr = SocketAddr::from((Ipv4Addr::new(10, 0, 0, 1), 8000));
+        let mut sfu_config = SfuConfig::new(vec![sfu_addr]);
+        config(&mut sfu_config);
         World {
             start,
             now: start,
-            sfu: Sfu::new(SfuConfig::new(vec![sfu_addr]), start),
+            sfu: Sfu::new(sfu_config, start),
             sfu_addr,
             browsers: Vec::new(),
             sfu_events: Vec::new(),
@@ -111,6 +118,23 @@ impl World {
         down: NetemConfig,
         channel: Option<&str>,
     ) -> Result<usize, SessionError> {
+        self.viewer_full(k, stream, down, channel, false)
+    }
+
+    /// A viewer on worker 0 whose browser decodes AV1 as well as H.264
+    /// (and offers both).
+    pub fn viewer_av1(&mut self, stream: &str, down: NetemConfig) -> Result<usize, SessionError> {
+        self.viewer_full(0, stream, down, None, true)
+    }
+
+    fn viewer_full(
+        &mut self,
+        k: usize,
+        stream: &str,
+        down: NetemConfig,
+        channel: Option<&str>,
+        av1: bool,
+    ) -> Result<usize, SessionError> {
         if k != 0 {
             let now = self.now;
             self.sfu.attach_sink(now, stream, SinkId::Worker(k))?;
@@ -118,6 +142,16 @@ impl World {
         }
         let i = self.new_browser(NetemConfig::new(), down);
         let b = &mut self.browsers[i];
+        if av1 {
+            b.rtc = str0m::RtcConfig::new()
+                .clear_codecs()
+                .enable_h264(true)
+                .enable_av1(true)
+                .enable_opus(true, false)
+                .build(self.now);
+            b.rtc
+                .add_local_candidate(str0m::Candidate::host(b.addr, "udp").expect("host"));
+        }
         let mut api = b.rtc.sdp_api();
         let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);

@@ -3,6 +3,7 @@
 //! time jumps to the next event, so a 10 s scenario runs in well under that
 //! and the same seed always gives the same run.
 
+mod av1;
 mod bad_input;
 mod big_offer;
 mod channels;

@@ -22,7 +22,7 @@ const FPS: u32 = 30;
 const FRAMES: usize = 300;
 
 /// CPU time this thread has used (Linux: `/proc/thread-self/schedstat`).
-fn thread_cpu() -> Duration {
+pub(super) fn thread_cpu() -> Duration {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
     let ns = s
         .split_whitespace()
@@ -34,7 +34,7 @@ fn thread_cpu() -> Duration {
 
 /// Camera-like content: a fine texture that pans, and a bright block
 /// that moves across it (harder to encode than lumen's test pattern).
-fn camera(n: usize) -> Picture {
+pub(super) fn camera(n: usize) -> Picture {
     let mut p = Picture::new(W, H);
     for (i, y) in p.y.iter_mut().enumerate() {
         let (x, row) = (i % W + n * 3, i / W + n);
@@ -55,10 +55,9 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-#[test]
-#[ignore = "a measurement: run with --ignored --nocapture"]
-fn bench_a_720p30_source_into_the_default_ladder() {
-    // The source: 10 s at 2.5 Mbit/s, an IDR every 2 s, as packets.
+/// The source: `FRAMES` frames of [`camera`] at 2.5 Mbit/s, an IDR every
+/// 2 s, packetized as a publisher would; and its size in bytes.
+pub(super) fn source_packets() -> (Vec<Vec<MediaPacket>>, usize) {
     let config = EncoderConfig::new()
         .bitrate(BitRate::from_bps(2_500_000))
         .max_frame_rate(FrameRate::from_hz(FPS as f32))
@@ -93,6 +92,13 @@ fn bench_a_720p30_source_into_the_default_ladder() {
                 .collect()
         })
         .collect();
+    (frames, source_bytes)
+}
+
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn bench_a_720p30_source_into_the_default_ladder() {
+    let (frames, source_bytes) = source_packets();
     let media = Duration::from_secs_f64(FRAMES as f64 / f64::from(FPS));
 
     // Decoding alone: the part no ladder can avoid.

@@ -195,6 +195,7 @@ fn small_ladder(seed: u32) -> Ladder {
         width: w,
         height: h,
         bitrate_kbps: 100,
+        codec: crate::RungCodec::H264,
     };
     let mut l = Ladder::new(&[rung("m", 160, 120), rung("l", 80, 60)], seed);
     assert_eq!(
@@ -357,6 +358,7 @@ fn rung_bitrates_hold_at_15_and_30_fps() {
         width: w,
         height: h,
         bitrate_kbps: kbps,
+        codec: crate::RungCodec::H264,
     };
     let targets = [100.0, 30.0];
     for fps in [15u32, 30] {
@@ -396,4 +398,134 @@ fn rung_bitrates_hold_at_15_and_30_fps() {
             );
         }
     }
+}
+
+/// A ladder of one H.264 rung `l` and one AV1 rung `a`, 80x60 each, over
+/// a description whose video lists AV1 (PT 45) for layers a sink makes
+/// when `av1` is set.
+fn av1_ladder(av1: bool) -> Ladder {
+    let rung = |rid: &str, codec| RungConfig {
+        rid: rid.into(),
+        width: 80,
+        height: 60,
+        bitrate_kbps: 100,
+        codec,
+    };
+    let mut l = Ladder::new(
+        &[
+            rung("l", crate::RungCodec::H264),
+            rung("a", crate::RungCodec::Av1),
+        ],
+        7,
+    );
+    let mut track = video_track(&[], SdpCodec::H264);
+    if av1 {
+        let spec = CodecSpec {
+            codec: SdpCodec::Av1,
+            clock_rate: Frequency::NINETY_KHZ,
+            channels: None,
+            format: FormatParams::default(),
+        };
+        track.params.push(PayloadParams::new(45.into(), None, spec));
+    }
+    assert_eq!(l.set_source(&[track], true), Transcodable::Yes);
+    l
+}
+
+#[test]
+fn an_av1_rung_is_packetized_with_the_av1_payload_type_and_the_source_timestamps() {
+    let mut ladder = av1_ladder(true);
+    let frames = source(320, 240, 20, &[0, 10]);
+    let mut av1: Vec<MediaPacket> = Vec::new();
+    let mut h264 = 0;
+    for p in frames.iter().flatten() {
+        let pushed = ladder.push(p);
+        assert!(pushed.av1_jobs.is_empty(), "inline: no jobs");
+        for out in pushed.packets {
+            assert!(out.payload.len() <= crate::packetize::MAX_PAYLOAD);
+            match out.rid.map(|r| r.to_string()).as_deref() {
+                Some("a") => av1.push(out),
+                Some("l") => {
+                    assert_eq!(out.pt, Pt::from(PT));
+                    h264 += 1;
+                }
+                other => panic!("a packet of {other:?}"),
+            }
+        }
+    }
+    assert!(h264 > 0);
+    // rav1e holds a few frames back; the rest came, in order, each with
+    // the timestamp of its own source frame.
+    assert!(av1.iter().all(|p| p.pt == Pt::from(45)));
+    let frames_ts: Vec<u32> = av1
+        .iter()
+        .filter(|p| p.marker)
+        .map(|p| p.timestamp)
+        .collect();
+    assert!(frames_ts.len() >= 14, "{} AV1 frames", frames_ts.len());
+    let expected: Vec<u32> = (0..frames_ts.len() as u32)
+        .map(|i| 90_000 + 3000 * i)
+        .collect();
+    assert_eq!(frames_ts, expected);
+    // Key frames (N bit on a frame's first packet) where the source had
+    // its IDRs.
+    let mut keys = Vec::new();
+    let mut first = true;
+    for p in &av1 {
+        if first && lumen_sfu::is_keyframe_start(lumen_sfu::VideoCodec::Av1, &p.payload) {
+            keys.push((p.timestamp - 90_000) / 3000);
+        }
+        first = p.marker;
+    }
+    assert_eq!(keys, [0, 10]);
+    // The payloads reassemble into OBUs (no temporal delimiter).
+    let frame0: Vec<&[u8]> = av1
+        .iter()
+        .take_while(|p| p.timestamp == 90_000)
+        .map(|p| &p.payload[..])
+        .collect();
+    let obus = crate::av1_packetize::tests::depacketize(&frame0);
+    assert_eq!(
+        crate::av1_packetize::obu_type(&obus[0]),
+        crate::av1_packetize::OBU_SEQUENCE_HEADER
+    );
+    let s = ladder.stats();
+    assert_eq!(s.frames_out, 20 + frames_ts.len() as u64);
+}
+
+#[test]
+fn an_av1_rung_is_left_out_when_the_sfu_carries_no_av1_and_detached_it_makes_jobs() {
+    let mut ladder = av1_ladder(false);
+    let frames = source(320, 240, 3, &[0]);
+    for p in frames.iter().flatten() {
+        let pushed = ladder.push(p);
+        assert!(pushed.av1_jobs.is_empty());
+        assert!(pushed.packets.iter().all(|p| p.rid == Some(Rid::from("l"))));
+    }
+
+    // Taken by the runtime: pictures come out as jobs, with the keyframe
+    // flag of the source's IDR and of a viewer's request.
+    let mut ladder = av1_ladder(true);
+    let rungs = ladder.detach_av1();
+    assert_eq!(rungs.len(), 1);
+    let mut jobs = Vec::new();
+    for (i, f) in source(320, 240, 4, &[0]).iter().enumerate() {
+        if i == 2 {
+            ladder.request_keyframe(Some(Rid::from("a")));
+        }
+        for p in f {
+            let pushed = ladder.push(p);
+            assert!(pushed.packets.iter().all(|p| p.rid == Some(Rid::from("l"))));
+            jobs.extend(pushed.av1_jobs);
+        }
+    }
+    assert_eq!(
+        jobs.iter().map(|j| j.keyframe).collect::<Vec<_>>(),
+        [true, false, true, false]
+    );
+    assert!(
+        jobs.iter()
+            .all(|j| (j.picture.width, j.picture.height) == (80, 60))
+    );
+    assert!(jobs.iter().all(|j| j.pt == Pt::from(45)));
 }

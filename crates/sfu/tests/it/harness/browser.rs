@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lumen_sfu::PeerId;
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{Frequency, MediaTime, Mid, Rid};
+use str0m::media::{Frequency, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Rtc, RtcConfig};
 use str0m_netem::{Netem, NetemConfig};
@@ -40,6 +40,8 @@ pub struct Got {
     /// The RTP sequence numbers (extended) of its first and last packet,
     /// as the viewer received them.
     pub seqs: (u64, u64),
+    /// Its payload type, as the viewer negotiated it.
+    pub pt: Pt,
 }
 
 pub struct Browser {
@@ -213,6 +215,7 @@ impl Browser {
                                     at: now,
                                     layer: f.2,
                                     seqs: (**d.seq_range.start(), **d.seq_range.end()),
+                                    pt: d.pt,
                                 });
                             }
                         } else {
