@@ -3,7 +3,8 @@
 //! (640×360) and `l` (320×180), which appear as the stream's layers, and
 //! pauses while nobody watches. A viewer pinned to `l` wakes it and decodes
 //! 320×180 pictures whose frame numbers (the publisher's timing SEI,
-//! carried over by the ladder) follow each other without a gap; a pin on a
+//! carried over by the ladder) follow each other without a gap, and that
+//! goes to the source and back to the rung without a decoding error; a pin on a
 //! layer the stream does not have is refused by the layer endpoint, with
 //! and without a ladder. A stream past the budget goes without a ladder and
 //! its `layers` event says so. Chromium plays an H.264 rung, and an AV1
@@ -74,6 +75,20 @@ fn shows(s: &WatchStats, size: (u32, u32)) -> bool {
     s.frames_decoded > 0 && (s.width, s.height) == size
 }
 
+/// Waits (at most [`SETTLE`]) until `w` shows pictures of `size`; its
+/// stats then.
+async fn until_shows(w: &Watcher, size: (u32, u32)) -> Option<WatchStats> {
+    let started = Instant::now();
+    while started.elapsed() < SETTLE {
+        let s = w.stats();
+        if shows(&s, size) {
+            return Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_pinned_to_l_wakes_the_idle_ladder_and_gets_its_rung_continuously() {
     let server = start_server_with(|c| {
@@ -120,20 +135,23 @@ async fn a_viewer_pinned_to_l_wakes_the_idle_ladder_and_gets_its_rung_continuous
     let low = Watcher::start(watch(&base, "ladder", "l"))
         .await
         .expect("a viewer pinned to l");
-    let started = Instant::now();
-    let mut first = None;
-    while started.elapsed() < SETTLE && first.is_none() {
-        let s = low.stats();
-        if shows(&s, (320, 180)) {
-            first = Some(s);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let first =
-        first.unwrap_or_else(|| panic!("the l viewer never decoded 320x180: {:?}", low.stats()));
+    let first = until_shows(&low, (320, 180))
+        .await
+        .unwrap_or_else(|| panic!("the l viewer never decoded 320x180: {:?}", low.stats()));
     let sent_before = publisher.frames_sent();
     tokio::time::sleep(WATCH).await;
     let sent = publisher.frames_sent() - sent_before;
+    let window = low.stats();
+
+    // From the rung to the source and back: automatic choice takes the
+    // source (nothing limits this viewer), a pin on l the rung again, and
+    // no picture fails to decode on the way.
+    low.select_automatic()
+        .await
+        .expect("back to automatic choice");
+    let source = until_shows(&low, (1280, 720)).await;
+    low.select_layer("l").await.expect("a pin on l again");
+    let again = until_shows(&low, (320, 180)).await;
 
     // A pin on a layer the stream does not have is refused, and the
     // stream goes on.
@@ -152,30 +170,39 @@ async fn a_viewer_pinned_to_l_wakes_the_idle_ladder_and_gets_its_rung_continuous
     server.stop().await;
 
     assert!(refused.contains("422"), "a pin on x: {refused:?}");
-    assert_eq!((last.width, last.height), (320, 180), "{last:?}");
-    let decoded = last.frames_decoded - first.frames_decoded;
+    assert_eq!((window.width, window.height), (320, 180), "{window:?}");
+    let decoded = window.frames_decoded - first.frames_decoded;
     // A rung picture for each source picture of the window, whatever
     // rate a loaded machine lets the publisher reach (a few may still be
-    // on their way when the viewer stops).
+    // on their way at its end).
     assert!(
         sent >= 10 && decoded * 10 >= sent * 8,
-        "decoded {decoded} rung pictures while the publisher sent {sent}: {last:?}"
+        "decoded {decoded} rung pictures while the publisher sent {sent}: {window:?}"
     );
     assert_eq!(
-        last.decode_errors, first.decode_errors,
-        "the rung did not decode: {first:?} -> {last:?}"
+        window.frame_number_gaps, first.frame_number_gaps,
+        "the rung skipped source frames: {first:?} -> {window:?}"
     );
     assert_eq!(
-        last.frame_number_gaps, first.frame_number_gaps,
-        "the rung skipped source frames: {first:?} -> {last:?}"
-    );
-    assert_eq!(
-        last.out_of_order, first.out_of_order,
-        "{first:?} -> {last:?}"
+        window.out_of_order, first.out_of_order,
+        "{first:?} -> {window:?}"
     );
     assert!(
-        last.timed_frames > 0,
-        "the rung carries the source's timing SEI: {last:?}"
+        window.timed_frames > 0,
+        "the rung carries the source's timing SEI: {window:?}"
+    );
+    assert!(
+        source.is_some(),
+        "automatic choice never showed the 1280x720 source: {last:?}"
+    );
+    assert!(
+        again.is_some(),
+        "the pin on l never showed the rung again: {last:?}"
+    );
+    assert_eq!((last.width, last.height), (320, 180), "{last:?}");
+    assert_eq!(
+        last.decode_errors, first.decode_errors,
+        "a picture did not decode, on the rung or switching to the source and back: {first:?} -> {last:?}"
     );
     assert!(
         stats.frames_out > 0 && stats.decode_errors == 0,
@@ -461,15 +488,7 @@ async fn an_edge_node_makes_the_ladder_of_a_one_layer_stream_it_carries() {
     let low = Watcher::start(watch(&edge_base, "far", "l"))
         .await
         .expect("a viewer on the edge pinned to l");
-    let started = Instant::now();
-    let mut first = None;
-    while started.elapsed() < SETTLE && first.is_none() {
-        let s = low.stats();
-        if shows(&s, (320, 180)) {
-            first = Some(s);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let first = until_shows(&low, (320, 180)).await;
     tokio::time::sleep(WATCH).await;
     let last = low.stats();
     let at_origin = stream_json(&base, "far").await;

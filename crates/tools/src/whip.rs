@@ -121,9 +121,13 @@ pub(crate) async fn post_layer(
     http: &reqwest::Client,
     url: &reqwest::Url,
     token: Option<&str>,
-    rid: &str,
+    rid: Option<&str>,
 ) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "encodingId": rid }).to_string();
+    // No rid: back to automatic choice (`{}`).
+    let body = match rid {
+        Some(rid) => serde_json::json!({ "encodingId": rid }).to_string(),
+        None => "{}".to_owned(),
+    };
     let mut req = http
         .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -136,7 +140,8 @@ pub(crate) async fn post_layer(
     if !status.is_success() {
         let body = resp.text().await.unwrap_or_default();
         bail!(
-            "selecting layer {rid:?}: POST {url} answered {status}: {}",
+            "selecting layer {}: POST {url} answered {status}: {}",
+            rid.map_or_else(|| "automatic".to_owned(), |r| format!("{r:?}")),
             clip(&body)
         );
     }
@@ -351,7 +356,7 @@ mod tests {
     async fn layer_request_is_json_with_the_encoding_id() {
         let (url, server) = one_shot_server("/whep/s/layer", "HTTP/1.1 204 No Content", "").await;
         let http = http_client().expect("client");
-        post_layer(&http, &url, Some("secret"), "l")
+        post_layer(&http, &url, Some("secret"), Some("l"))
             .await
             .expect("layer selected");
         let request = server.await.expect("server");
@@ -370,7 +375,7 @@ mod tests {
         let (url, server) =
             one_shot_server("/whep/s/layer", "HTTP/1.1 400 Bad Request", "nope").await;
         let http = http_client().expect("client");
-        let err = post_layer(&http, &url, None, "x")
+        let err = post_layer(&http, &url, None, Some("x"))
             .await
             .expect_err("400 is an error");
         let _ = server.await;

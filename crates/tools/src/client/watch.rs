@@ -134,6 +134,16 @@ impl Watcher {
     /// POST `{"encodingId": rid}`). Fails if the server advertised no layer
     /// endpoint or does not answer 2xx.
     pub async fn select_layer(&self, rid: &str) -> anyhow::Result<()> {
+        self.post_layer(Some(rid)).await
+    }
+
+    /// Returns the video to the server's automatic layer choice (WHEP
+    /// layer extension: POST `{}`).
+    pub async fn select_automatic(&self) -> anyhow::Result<()> {
+        self.post_layer(None).await
+    }
+
+    async fn post_layer(&self, rid: Option<&str>) -> anyhow::Result<()> {
         let url = self.layer_url.as_ref().with_context(|| {
             format!(
                 "the server offers no layer selection for {} (no Link header with \
@@ -143,7 +153,7 @@ impl Watcher {
         })?;
         let (http, token) = self.session.http();
         whip::post_layer(http, url, token, rid).await?;
-        lock(&self.receiver.shared().state).stats.requested_layer = Some(rid.to_owned());
+        lock(&self.receiver.shared().state).stats.requested_layer = rid.map(str::to_owned);
         Ok(())
     }
 
