@@ -211,7 +211,12 @@ impl Sfu {
             };
             let mut c = Consumer::new(kind, mid, tx_ssrc, negotiated_params(&rtc, mid));
             if let Some(t) = router.tracks.iter().find(|t| t.kind == kind) {
-                any_bound |= c.bind(&t.params);
+                c.bind(&t.params);
+                // What the publisher itself sends: an AV1 entry is only
+                // ever a sink's layer (`sink_av1`), which a stream may
+                // never get, so a viewer that can take nothing else has
+                // nothing to watch.
+                any_bound |= publisher_sent(&t.params).any(|p| c.map_pt(p.pt()).is_some());
             }
             consumers.push(c);
         }
@@ -219,7 +224,7 @@ impl Sfu {
             let sent: Vec<PayloadParams> = router
                 .tracks
                 .iter()
-                .flat_map(|t| t.params.iter().copied())
+                .flat_map(|t| publisher_sent(&t.params).copied())
                 .collect();
             return Err(SessionError::Unsupported(format!(
                 "the offer receives no codec the stream sends ({})",
@@ -500,6 +505,14 @@ impl Sfu {
         }
         (rtc, ufrag)
     }
+}
+
+/// The entries of a track's params the publisher sends (publishers are
+/// never offered AV1: an AV1 entry is the one [`sink_av1_params`] added).
+fn publisher_sent(params: &[PayloadParams]) -> impl Iterator<Item = &PayloadParams> {
+    params
+        .iter()
+        .filter(|p| p.spec().codec != str0m::format::Codec::Av1)
 }
 
 /// The AV1 entry a stream's video track gets for layers a sink makes

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lumen_sfu::{LayerRequest, MediaPacket, Rid, SinkBody, SinkId, SinkMessage};
+use lumen_sfu::{LayerRequest, MediaPacket, Rid, SessionError, SinkBody, SinkId, SinkMessage};
 use str0m::format::Codec;
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m_netem::NetemConfig;
 
 use crate::harness::World;
@@ -219,4 +219,32 @@ fn without_sink_av1_the_stream_has_no_av1_and_an_av1_layer_is_refused() {
     w.sink_says(1, SinkMessage::inject("cam", vec![pkt]));
     w.run_for(Duration::from_millis(50));
     assert_eq!(w.sfu.metrics().sink_packets_refused, 1);
+}
+
+/// A viewer that can receive nothing but AV1 video, on a stream whose
+/// publisher sends H.264 (AV1 would only ever be a sink's layer, which the
+/// stream may never get), is refused with the reason, not left waiting.
+#[test]
+fn a_viewer_that_takes_only_av1_is_refused_with_the_reason() {
+    let mut w = World::with_config(85, |c| c.sink_av1 = true);
+    w.publisher("cam", link()).expect("publish");
+    w.run_for(Duration::from_millis(500));
+    let mut rtc = str0m::RtcConfig::new()
+        .clear_codecs()
+        .enable_av1(true)
+        .build(w.now);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    let now = w.now;
+    match w.sfu.subscribe(now, "cam", &offer.to_sdp_string()) {
+        Err(SessionError::Unsupported(why)) => {
+            assert!(why.contains("H264"), "{why}");
+            assert!(
+                !why.contains("Av1"),
+                "AV1 is not what the stream sends: {why}"
+            );
+        }
+        other => panic!("an AV1-only viewer: {:?}", other.map(|a| a.peer)),
+    }
 }
