@@ -730,6 +730,16 @@ export function createChat(state, options = {}) {
     }
   }
 
+  /** Whether this browser inflates raw DEFLATE. */
+  function canInflate() {
+    try {
+      new DecompressionStream('deflate-raw');
+      return true;
+    } catch (_) {
+      return false;
+    }
+  }
+
   /** A compressed message (raw DEFLATE of the frame's JSON) as text. */
   function inflate(buffer) {
     state.chatCompressed += 1;
@@ -743,8 +753,9 @@ export function createChat(state, options = {}) {
     attach(pc) {
       this.detach();
       // Large server messages come compressed (raw DEFLATE in a binary
-      // message) when the browser can inflate them: docs/chat.md.
-      const deflate = typeof DecompressionStream === 'function';
+      // message) when the browser can inflate them: docs/chat.md. (Some
+      // browsers have DecompressionStream without the deflate-raw format.)
+      const deflate = canInflate();
       const dc = pc.createDataChannel(CHAT_LABEL, deflate ? { protocol: 'deflate-raw' } : {});
       dc.binaryType = 'arraybuffer';
       channel = dc;
