@@ -52,11 +52,13 @@ fn av1_first_obu(payload: &[u8]) -> Option<&[u8]> {
         // One element, without a length, running to the end.
         return Some(rest);
     }
-    let (len, n) = leb128(rest)?;
+    let (len, n) = read_leb128(rest)?;
     rest.get(n..n.checked_add(len)?)
 }
 
-fn leb128(data: &[u8]) -> Option<(usize, usize)> {
+/// Reads an AV1 LEB128 value (OBU sizes, RTP element lengths): (value,
+/// bytes read); `None` if it does not end within 8 bytes or the data.
+pub fn read_leb128(data: &[u8]) -> Option<(usize, usize)> {
     let mut value: u64 = 0;
     for (i, b) in data.iter().take(8).enumerate() {
         value |= u64::from(b & 0x7f) << (7 * i);
@@ -78,7 +80,7 @@ fn av1_sequence_size(obu: &[u8]) -> Option<(u32, u32)> {
     let mut at = 1 + usize::from(header & 0x04 != 0);
     if header & 0x02 != 0 {
         // A size field after all: skip it.
-        at += leb128(obu.get(at..)?)?.1;
+        at += read_leb128(obu.get(at..)?)?.1;
     }
     let mut r = BitReader {
         data: obu.get(at..)?,

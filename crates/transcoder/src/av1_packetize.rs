@@ -166,18 +166,8 @@ pub fn obu_type(obu: &[u8]) -> u8 {
     obu.first().map_or(0, |h| (h >> 3) & 0x0f)
 }
 
-/// Reads a LEB128 value: (value, bytes read); `None` if it does not end
-/// within 8 bytes or the data.
-pub fn read_leb128(data: &[u8]) -> Option<(usize, usize)> {
-    let mut value: u64 = 0;
-    for (i, b) in data.iter().take(8).enumerate() {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((usize::try_from(value).ok()?, i + 1));
-        }
-    }
-    None
-}
+/// Reads a LEB128 value: the SFU's reader, which finds AV1 keyframes.
+pub use lumen_sfu::read_leb128;
 
 fn leb128_len(mut v: usize) -> usize {
     let mut n = 1;
