@@ -54,6 +54,23 @@ fn last_source_ts(w: &World, mid: Mid) -> Option<u32> {
     })
 }
 
+/// Attaches sink 1 (the transcoder's place) to `cam`; the stream's video
+/// track as its description says.
+fn attach_sink(w: &mut World) -> lumen_sfu::TrackDescription {
+    w.on_worker(|sfu, now| sfu.attach_sink(now, "cam", SinkId::External(1)))
+        .expect("attach");
+    w.run_for(Duration::from_millis(100));
+    w.sink_log
+        .iter()
+        .find_map(|(_, m)| match m.body() {
+            SinkBody::Source { tracks, .. } => {
+                tracks.iter().find(|t| t.kind == MediaKind::Video).cloned()
+            }
+            _ => None,
+        })
+        .expect("the description")
+}
+
 #[test]
 fn an_av1_viewer_gets_the_av1_rung_and_a_viewer_without_av1_never_does() {
     let mut w = World::with_config(83, |c| c.sink_av1 = true);
@@ -69,19 +86,7 @@ fn an_av1_viewer_gets_the_av1_rung_and_a_viewer_without_av1_never_does() {
     );
     w.run_for(Duration::from_secs(1));
 
-    w.on_worker(|sfu, now| sfu.attach_sink(now, "cam", SinkId::External(1)))
-        .expect("attach");
-    w.run_for(Duration::from_millis(100));
-    let video = w
-        .sink_log
-        .iter()
-        .find_map(|(_, m)| match m.body() {
-            SinkBody::Source { tracks, .. } => {
-                tracks.iter().find(|t| t.kind == MediaKind::Video).cloned()
-            }
-            _ => None,
-        })
-        .expect("the description");
+    let video = attach_sink(&mut w);
     let h264: Vec<Pt> = video
         .params
         .iter()
@@ -190,19 +195,7 @@ fn without_sink_av1_the_stream_has_no_av1_and_an_av1_layer_is_refused() {
     let av1 = w.viewer_av1("cam", link()).expect("an AV1 viewer");
     assert!(!w.browsers[av1].answer_sdp.contains("AV1"));
     w.run_for(Duration::from_secs(1));
-    w.on_worker(|sfu, now| sfu.attach_sink(now, "cam", SinkId::External(1)))
-        .expect("attach");
-    w.run_for(Duration::from_millis(100));
-    let video = w
-        .sink_log
-        .iter()
-        .find_map(|(_, m)| match m.body() {
-            SinkBody::Source { tracks, .. } => {
-                tracks.iter().find(|t| t.kind == MediaKind::Video).cloned()
-            }
-            _ => None,
-        })
-        .expect("the description");
+    let video = attach_sink(&mut w);
     assert!(video.params.iter().all(|p| p.spec().codec != Codec::Av1));
     let pkt = MediaPacket {
         mid: video.mid,
