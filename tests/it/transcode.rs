@@ -42,18 +42,28 @@ fn watch(base: &str, stream: &str, layer: &str) -> WatchOptions {
 }
 
 async fn publish_720p(server: &TestServer, stream: &str) -> Publisher {
+    publish_one_layer(server, stream, (1280, 720), 1_500_000).await
+}
+
+/// Publishes one H.264 layer of `size` at `bitrate_bps` to `stream`.
+async fn publish_one_layer(
+    server: &TestServer,
+    stream: &str,
+    (width, height): (u32, u32),
+    bitrate_bps: u32,
+) -> Publisher {
     let base = server.http_url();
     Publisher::start(PublishOptions {
         url: format!("{base}/whip/{stream}"),
         token: Some(server.publish_token()),
-        width: 1280,
-        height: 720,
+        width,
+        height,
         fps: FPS,
-        bitrate_bps: 1_500_000,
+        bitrate_bps,
         ..Default::default()
     })
     .await
-    .expect("publish one 720p layer")
+    .unwrap_or_else(|e| panic!("publish one {width}x{height} layer: {e:#}"))
 }
 
 /// Waits until the stream's JSON satisfies `ok`; the last JSON either way.
@@ -78,8 +88,13 @@ fn shows(s: &WatchStats, size: (u32, u32)) -> bool {
 /// Waits (at most [`SETTLE`]) until `w` shows pictures of `size`; its
 /// stats then.
 async fn until_shows(w: &Watcher, size: (u32, u32)) -> Option<WatchStats> {
+    until_shows_within(w, size, SETTLE).await
+}
+
+/// [`until_shows`], waiting at most `limit`.
+async fn until_shows_within(w: &Watcher, size: (u32, u32), limit: Duration) -> Option<WatchStats> {
     let started = Instant::now();
-    while started.elapsed() < SETTLE {
+    while started.elapsed() < limit {
         let s = w.stats();
         if shows(&s, size) {
             return Some(s);
@@ -149,7 +164,9 @@ async fn a_viewer_pinned_to_l_wakes_the_idle_ladder_and_gets_its_rung_continuous
     low.select_automatic()
         .await
         .expect("back to automatic choice");
-    let source = until_shows(&low, (1280, 720)).await;
+    // (The bandwidth estimate must first grow from the rung's 200 kbit/s
+    // to the source's 1.5 Mbit/s: slow on a loaded machine.)
+    let source = until_shows_within(&low, (1280, 720), 3 * SETTLE).await;
     low.select_layer("l").await.expect("a pin on l again");
     let again = until_shows(&low, (320, 180)).await;
 
@@ -331,17 +348,7 @@ async fn chromium_plays_an_av1_rung() {
     })
     .await;
     let base = server.http_url();
-    let publisher = Publisher::start(PublishOptions {
-        url: format!("{base}/whip/av1"),
-        token: Some(server.publish_token()),
-        width: 640,
-        height: 360,
-        fps: FPS,
-        bitrate_bps: 600_000,
-        ..Default::default()
-    })
-    .await
-    .expect("publish one 360p layer");
+    let publisher = publish_one_layer(&server, "av1", (640, 360), 600_000).await;
     let (ready, json) = wait_for(&base, "av1", |j| j.contains("\"rid\":\"a\"")).await;
     assert!(ready, "the AV1 rung never appeared: {json}");
 
