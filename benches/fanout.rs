@@ -352,6 +352,10 @@ impl Server {
             ])
             .arg(&dir)
             .env("RUST_LOG", "warn")
+            // Forwarding is measured on the publisher's one layer: with the
+            // ladder on, viewers would start on its rungs (and the encoder
+            // would take a core's share beside the workers).
+            .env("LUMEN_TRANSCODE", "false")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -444,8 +444,49 @@ pub fn deflate(text: &str) -> Option<Vec<u8>> {
     // Level 1: chat's JSON repeats its keys and names, which the fastest
     // level already finds; higher levels cost several times the CPU for a
     // few percent.
-    let packed = miniz_oxide::deflate::compress_to_vec(text.as_bytes(), 1);
+    let packed = COMPRESSOR.with_borrow_mut(|c| compress(c, text.as_bytes()))?;
     (packed.len() < text.len()).then_some(packed)
+}
+
+use miniz_oxide::deflate::core::{
+    CompressorOxide, TDEFLFlush, TDEFLStatus, create_comp_flags_from_zip_params,
+};
+
+thread_local! {
+    /// The compressor [`deflate`] reuses on this thread: a new one zeroes
+    /// and frees its ~300 KB of tables on every message.
+    static COMPRESSOR: std::cell::RefCell<Box<CompressorOxide>> =
+        // Level 1, raw DEFLATE (no zlib header: window bits 0).
+        std::cell::RefCell::new(Box::new(CompressorOxide::new(
+            create_comp_flags_from_zip_params(1, 0, 0),
+        )));
+}
+
+/// `input` as one raw DEFLATE stream, with `c` reset first (`None` only if
+/// miniz refused its parameters).
+fn compress(c: &mut CompressorOxide, mut input: &[u8]) -> Option<Vec<u8>> {
+    c.reset();
+    let mut out = vec![0; (input.len() / 2).max(64)];
+    let mut at = 0;
+    loop {
+        let (status, read, wrote) =
+            miniz_oxide::deflate::core::compress(c, input, &mut out[at..], TDEFLFlush::Finish);
+        at += wrote;
+        match status {
+            TDEFLStatus::Done => {
+                out.truncate(at);
+                return Some(out);
+            }
+            TDEFLStatus::Okay => {
+                input = &input[read.min(input.len())..];
+                if out.len() - at < 64 {
+                    out.resize(out.len() * 2, 0);
+                }
+            }
+            // A bad parameter: sent as text instead.
+            _ => return None,
+        }
+    }
 }
 
 /// A binary server message from a [`DEFLATE_PROTOCOL`] channel as its JSON
@@ -589,6 +630,20 @@ mod tests {
         // Past the bound: refused, not inflated without limit.
         let huge = miniz_oxide::deflate::compress_to_vec(&vec![b'a'; MAX_INFLATED_BYTES + 1], 1);
         assert_eq!(inflate(&huge), None);
+        // The thread's compressor is reused: each message after another, of
+        // any size (a long one needs more than the first guess of output),
+        // is whole and alone.
+        let long: String = (0..2000).map(|i| format!("{}", i * 7919 % 10007)).collect();
+        let long = format!(r#"{{"type":"notice","text":"{long}"}}"#);
+        for t in [&text, &long, &text, &batch(&frames[..5])] {
+            let packed = deflate(t).expect("compresses");
+            assert_eq!(inflate(&packed).as_deref(), Some(t.as_str()));
+            assert_eq!(
+                packed,
+                miniz_oxide::deflate::compress_to_vec(t.as_bytes(), 1),
+                "as a fresh compressor makes it"
+            );
+        }
     }
 
     #[test]

@@ -31,15 +31,41 @@ mod session;
 /// How far ahead `poll_output` may say "nothing to do" when no peer has a timer.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A map keyed by the worker's own sequential ids (peers, routers), looked
+/// up for every copy of every packet: hashed with one multiply (FxHash's),
+/// since no client chooses these keys and SipHash's resistance to chosen
+/// keys buys nothing (maps keyed by what clients send keep SipHash).
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// See [`IdMap`].
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 /// One SFU worker. See the crate docs for the drive loop.
 pub struct Sfu {
     config: SfuConfig,
     crypto: Arc<CryptoProvider>,
     /// Boxed: a `Peer` (its `Rtc`) is kilobytes, and a map's spare
     /// capacity would hold that much per empty slot.
-    peers: HashMap<PeerId, Box<Peer>>,
+    peers: IdMap<PeerId, Box<Peer>>,
     next_peer: u64,
-    routers: HashMap<RouterId, Router>,
+    routers: IdMap<RouterId, Router>,
     router_names: HashMap<String, RouterId>,
     next_router: u64,
     by_addr: HashMap<std::net::SocketAddr, PeerId>,
@@ -90,9 +116,9 @@ impl Sfu {
         Sfu {
             config,
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
-            peers: HashMap::new(),
+            peers: IdMap::default(),
             next_peer: 1,
-            routers: HashMap::new(),
+            routers: IdMap::default(),
             router_names: HashMap::new(),
             next_router: 1,
             by_addr: HashMap::new(),

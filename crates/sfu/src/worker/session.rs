@@ -463,20 +463,8 @@ impl Sfu {
     fn new_rtc(&self, now: Instant, bwe: bool, twcc: bool, av1: bool) -> (Rtc, String) {
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
-        let mut config = RtcConfig::new();
-        if !twcc {
-            let mut exts = str0m::rtp::ExtensionMap::standard();
-            let standard: Vec<(u8, str0m::rtp::Extension)> =
-                exts.iter().map(|(id, e)| (id, e.clone())).collect();
-            exts = str0m::rtp::ExtensionMap::empty();
-            for (id, e) in standard {
-                if e != str0m::rtp::Extension::TransportSequenceNumber {
-                    exts.set(id, e);
-                }
-            }
-            config = config.set_extension_map(exts);
-        }
-        config = if bwe {
+        let config = RtcConfig::new().set_extension_map(extension_map(twcc));
+        let config = if bwe {
             config
                 .enable_bwe(Some(Bitrate::bps(crate::layers::INITIAL_ESTIMATE_BPS)))
                 // Receiver-report loss, for the selector's loss guard.
@@ -552,4 +540,23 @@ fn negotiated_params(rtc: &Rtc, mid: str0m::media::Mid) -> Vec<PayloadParams> {
         .filter(|p| pts.contains(&p.pt()))
         .copied()
         .collect()
+}
+
+/// The header extensions lumen negotiates: str0m's standard set without
+/// absolute send time, which only a receiver-side estimate (REMB) reads and
+/// str0m makes none (transport-wide feedback is the estimate), and without
+/// transport-wide sequence numbers unless `twcc`. Every extension
+/// negotiated is a few bytes on every packet that carries it.
+pub(crate) fn extension_map(twcc: bool) -> str0m::rtp::ExtensionMap {
+    use str0m::rtp::{Extension, ExtensionMap};
+    let standard = ExtensionMap::standard();
+    let mut exts = ExtensionMap::empty();
+    for (id, e) in standard.iter() {
+        let useless = *e == Extension::AbsoluteSendTime
+            || (!twcc && *e == Extension::TransportSequenceNumber);
+        if !useless {
+            exts.set(id, e.clone());
+        }
+    }
+    exts
 }

@@ -41,6 +41,10 @@ pub struct World {
     sink_messages: std::collections::VecDeque<(usize, usize, SinkMessage)>,
     /// When set, every datagram worker 0 sends, in order: (to, bytes).
     pub sent_log: Option<Vec<(SocketAddr, usize)>>,
+    /// When set, the RTP header of every RTP datagram worker 0 sends
+    /// (SRTP leaves it in the clear), in order: (to, payload type, header
+    /// length in bytes with its extensions).
+    pub rtp_header_log: Option<Vec<(SocketAddr, u8, usize)>>,
     /// What the workers handed to external sinks ([`SinkId::External`]),
     /// in order: (sink, message).
     pub sink_log: Vec<(u64, SinkMessage)>,
@@ -70,6 +74,7 @@ impl World {
             workers: Vec::new(),
             sink_messages: Default::default(),
             sent_log: None,
+            rtp_header_log: None,
             sink_log: Vec::new(),
             seed,
             stuck: 0,
@@ -422,6 +427,12 @@ impl World {
                     {
                         log.push((t.destination, t.contents.len()));
                     }
+                    if k == 0
+                        && let Some(log) = &mut self.rtp_header_log
+                        && let Some((pt, len)) = rtp_header(&t.contents)
+                    {
+                        log.push((t.destination, pt, len));
+                    }
                     if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == t.destination) {
                         let p = Packet {
                             from: t.source,
@@ -455,4 +466,18 @@ impl World {
             }
         }
     }
+}
+
+/// An RTP datagram's payload type and header length (fixed header, CSRCs
+/// and header extensions); `None` for RTCP, DTLS and STUN (RFC 7983).
+fn rtp_header(d: &[u8]) -> Option<(u8, usize)> {
+    if d.len() < 12 || d[0] >> 6 != 2 || (192..=223).contains(&d[1]) {
+        return None;
+    }
+    let mut len = 12 + 4 * usize::from(d[0] & 0x0f);
+    if d[0] & 0x10 != 0 {
+        let words = usize::from(u16::from_be_bytes([*d.get(len + 2)?, *d.get(len + 3)?]));
+        len += 4 + 4 * words;
+    }
+    Some((d[1] & 0x7f, len))
 }

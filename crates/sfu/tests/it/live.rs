@@ -224,3 +224,61 @@ fn a_big_keyframe_goes_to_every_viewer_a_chunk_at_a_time() {
         assert_eq!(gaps_and_reorders(f), (0, 0), "viewer {v}");
     }
 }
+
+/// A viewer's packets carry no header extension it has no use for: the
+/// answers leave absolute send time out (str0m makes no receiver-side
+/// estimate that reads it), a viewer of one layer gets no transport-wide
+/// sequence numbers (nothing estimates its bandwidth), and the mid stops
+/// once the viewer's receiver report shows it bound the SSRC. So a
+/// one-layer viewer's RTP headers are the bare 12 bytes, and a simulcast
+/// viewer's carry only the transport-wide sequence number (8 bytes more).
+#[test]
+fn packets_carry_only_the_header_extensions_their_viewer_uses() {
+    let mut w = World::new(11);
+    let p = w.publisher("one", link()).expect("publish");
+    let v = w.viewer("one", link()).expect("watch");
+    let sp = w.simulcast_publisher("three").expect("publish simulcast");
+    let sv = w.viewer("three", link()).expect("watch simulcast");
+    // str0m's receivers report audio every 5 s (video every second).
+    w.run_for(Duration::from_secs(7));
+    w.rtp_header_log = Some(Vec::new());
+    w.run_for(Duration::from_secs(2));
+    let log = w.rtp_header_log.take().expect("log");
+
+    for i in [p, v, sp, sv] {
+        let sdp = &w.browsers[i].answer_sdp;
+        assert!(!sdp.contains("abs-send-time"), "answer {i}:\n{sdp}");
+    }
+    assert!(w.browsers[p].answer_sdp.contains("transport-wide-cc"));
+    assert!(w.browsers[sv].answer_sdp.contains("transport-wide-cc"));
+    assert!(!w.browsers[v].answer_sdp.contains("transport-wide-cc"));
+
+    // Media packets (a viewer's resends and bandwidth probes go on its
+    // RTX SSRC, which carries the mid until the viewer reports on it).
+    let headers = |i: usize, video_only: bool| -> Vec<usize> {
+        let addr = w.browsers[i].addr;
+        let video = w.browsers[i].frames.first().map(|f| *f.pt);
+        log.iter()
+            .filter(|(to, pt, _)| *to == addr && (!video_only || Some(*pt) == video))
+            .map(|(_, _, len)| *len)
+            .collect()
+    };
+    let one = headers(v, false);
+    assert!(
+        one.len() > 100,
+        "one-layer viewer got {} packets",
+        one.len()
+    );
+    assert!(one.iter().all(|l| *l == 12), "one-layer viewer: {one:?}");
+    let three = headers(sv, true);
+    assert!(
+        three.len() > 100,
+        "simulcast viewer got {} packets",
+        three.len()
+    );
+    assert!(
+        three.iter().all(|l| *l == 20),
+        "simulcast viewer: {three:?}"
+    );
+    assert!(w.browsers[v].frames.len() > 100 && w.browsers[sv].frames.len() > 100);
+}

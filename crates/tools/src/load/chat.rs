@@ -14,7 +14,8 @@
 //! samples a second.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -188,7 +189,7 @@ impl Stamp {
 }
 
 /// A server frame, as far as the load run cares.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Incoming {
     /// A `message`; the stamp if it is one of this generator's.
     Message(Option<Stamp>),
@@ -439,6 +440,51 @@ pub struct ChatTotals {
     /// Each second's receipts, with the end of the second (for the steady
     /// window, chosen after the run).
     pub seconds: Vec<(Instant, Histogram)>,
+    /// The frames of messages received lately, by their bytes.
+    decoded: Decoded,
+}
+
+/// The frames of the last messages received, by their bytes as received:
+/// the server sends the same message (a round's frames, compressed once) to
+/// every member, so this loop's viewers mostly receive bytes another of
+/// them just received. Inflating and parsing them once, not once per
+/// viewer, keeps the generator's CPU for receiving; every viewer's receipt
+/// is still counted and timed on its own. A real client decodes its own
+/// copy, on its own machine.
+#[derive(Debug, Default)]
+struct Decoded {
+    /// Text messages, then binary (compressed) ones.
+    by_bytes: [HashMap<Box<[u8]>, Arc<[Incoming]>>; 2],
+}
+
+/// Most messages of a kind [`Decoded`] keeps (a few rounds' worth); then it
+/// starts over.
+const DECODED_KEPT: usize = 64;
+
+impl Decoded {
+    /// The frames of a message: inflated (when `binary`) and parsed, or
+    /// what an earlier viewer's identical message gave.
+    fn decode(&mut self, binary: bool, data: &[u8]) -> Arc<[Incoming]> {
+        let seen = &mut self.by_bytes[usize::from(binary)];
+        if let Some(f) = seen.get(data) {
+            return f.clone();
+        }
+        let mut frames = Vec::new();
+        if binary {
+            match lumen_chat::protocol::inflate(data) {
+                Some(text) => parse_frames(text.as_bytes(), |f| frames.push(f)),
+                None => frames.push(Incoming::Unparsed),
+            }
+        } else {
+            parse_frames(data, |f| frames.push(f));
+        }
+        let frames: Arc<[Incoming]> = frames.into();
+        if seen.len() >= DECODED_KEPT {
+            seen.clear();
+        }
+        seen.insert(data.into(), frames.clone());
+        frames
+    }
 }
 
 impl ChatTotals {
@@ -446,24 +492,19 @@ impl ChatTotals {
     /// time, µs since the epoch.
     pub fn on_frame(&mut self, slot: &mut ChatSlot, binary: bool, data: &[u8], arrived_us: u64) {
         self.bytes += data.len() as u64;
-        let inflated;
-        let data = if binary {
+        if binary {
             // Only a compressed message is binary (docs/chat.md).
             self.compressed += 1;
-            match lumen_chat::protocol::inflate(data) {
-                Some(text) => {
-                    inflated = text;
-                    inflated.as_bytes()
-                }
-                None => {
-                    self.unparsed += 1;
-                    return;
-                }
-            }
-        } else {
-            data
-        };
-        parse_frames(data, |f| match f {
+        }
+        let frames = self.decoded.decode(binary, data);
+        for f in frames.iter().cloned() {
+            self.take(slot, f, arrived_us);
+        }
+    }
+
+    /// Counts one frame a viewer received.
+    fn take(&mut self, slot: &mut ChatSlot, f: Incoming, arrived_us: u64) {
+        match f {
             Incoming::Message(Some(stamp)) => {
                 let lat = arrived_us.saturating_sub(stamp.sent_us);
                 self.received += 1;
@@ -479,7 +520,7 @@ impl ChatTotals {
             Incoming::Error(code) => *self.errors.entry(code).or_default() += 1,
             Incoming::Unparsed => self.unparsed += 1,
             Incoming::Message(None) | Incoming::History | Incoming::Other => {}
-        });
+        }
     }
 
     /// The viewer left the room (channel closed, or the viewer died).
@@ -637,6 +678,54 @@ mod tests {
         assert!(slot.joined);
         assert_eq!((totals.received, totals.joined), (1, 1));
         assert_eq!(totals.latency.percentiles().map(|p| p.max_ms), Some(0.011));
+    }
+
+    /// Every viewer that receives the same bytes counts its own receipt,
+    /// whether the frames were decoded for it or for a viewer before it.
+    #[test]
+    fn identical_messages_count_for_every_viewer() {
+        let s = Stamp {
+            sent_us: 9,
+            viewer: 2,
+            n: 1,
+        };
+        let batch = format!(
+            r#"{{"type":"batch","frames":[{{"type":"history","messages":[]}},{{"type":"notice","text":"{}"}},{{"type":"message","id":4,"text":"{}","ts":1}}]}}"#,
+            "x".repeat(600),
+            s.text()
+        );
+        let zipped = lumen_chat::protocol::deflate(&batch).expect("long enough to compress");
+        let mut totals = ChatTotals::default();
+        let mut slots: Vec<ChatSlot> = (0..3).map(|_| ChatSlot::default()).collect();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            totals.on_frame(slot, true, &zipped, 20 + i as u64);
+            assert!(slot.joined, "viewer {i}");
+        }
+        totals.on_frame(&mut slots[0], false, batch.as_bytes(), 30);
+        assert_eq!(
+            (totals.received, totals.joined, totals.compressed),
+            (4, 3, 3)
+        );
+        assert_eq!(totals.latency.percentiles().map(|p| p.max_ms), Some(0.021));
+        // Bytes that do not inflate count as not understood, every time.
+        for _ in 0..2 {
+            totals.on_frame(&mut slots[1], true, b"\xff\xff", 40);
+        }
+        assert_eq!(totals.unparsed, 2);
+        // More distinct messages than are kept: each still decoded.
+        for n in 0..(DECODED_KEPT as u64 * 2) {
+            let s = Stamp {
+                sent_us: 1,
+                viewer: 0,
+                n,
+            };
+            let msg = format!(
+                r#"{{"type":"message","id":{n},"text":"{}","ts":1}}"#,
+                s.text()
+            );
+            totals.on_frame(&mut slots[2], false, msg.as_bytes(), 5);
+        }
+        assert_eq!(totals.received, 4 + DECODED_KEPT as u64 * 2);
     }
 
     #[test]
