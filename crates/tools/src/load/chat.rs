@@ -454,8 +454,11 @@ pub struct ChatTotals {
 #[derive(Debug, Default)]
 struct Decoded {
     /// Text messages, then binary (compressed) ones.
-    by_bytes: [HashMap<Box<[u8]>, Arc<[Incoming]>>; 2],
+    by_bytes: [FramesOf; 2],
 }
+
+/// A message's frames, by its bytes.
+type FramesOf = HashMap<Box<[u8]>, Arc<[Incoming]>>;
 
 /// Most messages of a kind [`Decoded`] keeps (a few rounds' worth); then it
 /// starts over.
