@@ -14,6 +14,9 @@ pub(crate) struct ValueHistory<T> {
 
 const DEFAULT_VALUE_HISTORY_DURATION: Duration = Duration::from_secs(1);
 
+/// lumen: see [`ValueHistory::push`].
+const BUCKET: Duration = Duration::from_millis(10);
+
 impl<T: Default> Default for ValueHistory<T> {
     fn default() -> Self {
         Self {
@@ -32,6 +35,17 @@ where
     /// Note: time should always monotonically increase in subsequent calls to add()
     pub fn push(&mut self, t: Instant, v: T) {
         self.value += v;
+        // lumen: values less than BUCKET apart share one entry (the first
+        // one's time), so a second of history at a few hundred packets a
+        // second holds at most ~100 entries, not one per packet. An entry
+        // leaves the window up to BUCKET early: nothing for a one-second
+        // sum.
+        if let Some((last_t, last_v)) = self.history.back_mut() {
+            if t.saturating_duration_since(*last_t) < BUCKET {
+                *last_v += v;
+                return;
+            }
+        }
         self.history.push_back((t, v));
     }
 
