@@ -159,11 +159,7 @@ async fn browser_simulcast_and_the_quality_menu() {
     }
 
     let viewer = chrome.new_session().await;
-    viewer
-        .goto(&format!("{base}/watch/{name}"))
-        .await
-        .expect("open the watch page");
-    wait_for_state(&viewer, "viewer", "live", LIVE_WITHIN).await;
+    open_live(&viewer, &format!("{base}/watch/{name}"), LIVE_WITHIN).await;
     let deadline = Instant::now() + LIVE_WITHIN;
     let auto = loop {
         let p = playback(&viewer).await;
@@ -338,11 +334,7 @@ async fn browser_vp8_simulcast_pinned_low() {
     wait_for_state(&broadcaster, "broadcaster", "live", LIVE_WITHIN).await;
 
     let viewer = chrome.new_session().await;
-    viewer
-        .goto(&format!("{base}/watch/{name}"))
-        .await
-        .expect("open the watch page");
-    wait_for_state(&viewer, "viewer", "live", LIVE_WITHIN).await;
+    open_live(&viewer, &format!("{base}/watch/{name}"), LIVE_WITHIN).await;
     choose_quality(&viewer, "l").await;
     let deadline = Instant::now() + LIVE_WITHIN;
     loop {
@@ -451,6 +443,13 @@ pub(crate) async fn choose_quality(c: &Client, rid: &str) {
     )
     .await
     .unwrap_or_else(|e| panic!("choose {rid} in the quality menu: {e}"));
+}
+
+/// Opens the watch page at `url` in `viewer` and waits until its player
+/// says it is live.
+pub(crate) async fn open_live(viewer: &Client, url: &str, within: Duration) {
+    viewer.goto(url).await.expect("open the watch page");
+    wait_for_state(viewer, "viewer", "live", within).await;
 }
 
 /// Polls `window.lumen.state` until it is `want`. A broadcaster in `error`

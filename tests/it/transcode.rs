@@ -274,7 +274,7 @@ async fn without_a_ladder_a_pin_on_l_is_refused_and_the_stream_goes_on() {
 /// H.264 that keep coming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_a_transcoded_rung() {
-    use crate::browser::{choose_quality, lumen, playback, wait_for_state};
+    use crate::browser::{choose_quality, lumen, open_live, playback};
 
     let Some(chrome) = crate::chrome::ChromeDriver::start().await else {
         return;
@@ -286,11 +286,7 @@ async fn chromium_plays_a_transcoded_rung() {
     assert!(ready, "the ladder's layers never appeared: {json}");
 
     let viewer = chrome.new_session().await;
-    viewer
-        .goto(&format!("{base}/watch/rung"))
-        .await
-        .expect("open the watch page");
-    wait_for_state(&viewer, "viewer", "live", SETTLE).await;
+    open_live(&viewer, &format!("{base}/watch/rung"), SETTLE).await;
     choose_quality(&viewer, "l").await;
     let deadline = Instant::now() + SETTLE;
     let first = loop {
@@ -330,7 +326,7 @@ async fn chromium_plays_a_transcoded_rung() {
 /// decoding, not for a rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_an_av1_rung() {
-    use crate::browser::{choose_quality, lumen, playback, wait_for_state};
+    use crate::browser::{choose_quality, lumen, open_live, playback};
     use lumen_signaling::transcoder::{RungCodec, RungConfig};
 
     let Some(chrome) = crate::chrome::ChromeDriver::start().await else {
@@ -353,11 +349,7 @@ async fn chromium_plays_an_av1_rung() {
     assert!(ready, "the AV1 rung never appeared: {json}");
 
     let viewer = chrome.new_session().await;
-    viewer
-        .goto(&format!("{base}/watch/av1"))
-        .await
-        .expect("open the watch page");
-    wait_for_state(&viewer, "viewer", "live", SETTLE).await;
+    open_live(&viewer, &format!("{base}/watch/av1"), SETTLE).await;
     // The page's quality menu lists h, m and l only: give it an `a` to
     // choose, which pins through the page's own layer request.
     viewer

@@ -547,7 +547,7 @@ fn negotiated_params(rtc: &Rtc, mid: str0m::media::Mid) -> Vec<PayloadParams> {
 /// str0m makes none (transport-wide feedback is the estimate), and without
 /// transport-wide sequence numbers unless `twcc`. Every extension
 /// negotiated is a few bytes on every packet that carries it.
-pub(crate) fn extension_map(twcc: bool) -> str0m::rtp::ExtensionMap {
+fn extension_map(twcc: bool) -> str0m::rtp::ExtensionMap {
     use str0m::rtp::{Extension, ExtensionMap};
     let standard = ExtensionMap::standard();
     let mut exts = ExtensionMap::empty();
