@@ -7,6 +7,7 @@ mod av1;
 mod bad_input;
 mod big_offer;
 mod channels;
+mod cost;
 mod fuzz_corpus;
 mod half_open;
 mod harness;
