@@ -7,13 +7,7 @@
 
 use std::time::Duration;
 
-use str0m_netem::NetemConfig;
-
-use crate::harness::World;
-
-fn link() -> NetemConfig {
-    NetemConfig::new().latency(Duration::from_millis(10))
-}
+use crate::harness::{World, link};
 
 /// A one-layer 2.5 Mbit/s publisher (30 fps of ~10.4 kB frames, a
 /// keyframe every 2 s, and audio) and `LUMEN_COST_VIEWERS` viewers

@@ -17,6 +17,11 @@ mod flood;
 pub use browser::{Browser, Got, Packet, gaps_and_reorders, make_frame};
 pub use flood::{assert_undisturbed, bystander_and_attacker};
 
+/// A clean link with 10 ms of latency each way.
+pub fn link() -> NetemConfig {
+    NetemConfig::new().latency(Duration::from_millis(10))
+}
+
 /// Another worker of the node.
 pub struct Worker {
     pub sfu: Sfu,
