@@ -89,7 +89,7 @@ impl Sfu {
         self.flush_sinks();
     }
 
-    fn forward(&mut self, pub_id: PeerId, router_id: RouterId, pkt: RtpPacket) {
+    fn forward(&mut self, pub_id: PeerId, router_id: RouterId, pkt: Box<RtpPacket>) {
         if pkt.payload.len() > MAX_FORWARDED_PAYLOAD {
             self.metrics.dropped_malformed += 1;
             return;

@@ -99,7 +99,7 @@ pub struct Sfu {
 /// A packet waiting to be fanned out.
 pub(crate) enum Pending {
     /// From a publisher on this worker.
-    Local(PeerId, RouterId, RtpPacket),
+    Local(PeerId, RouterId, Box<RtpPacket>),
     /// From the stream's origin worker, for the viewers of this worker's
     /// mirror.
     Mirrored(RouterId, MediaPacket),

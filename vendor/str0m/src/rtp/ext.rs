@@ -419,9 +419,15 @@ impl ExtensionMap {
     ///
     /// The returned id will be 1-based.
     pub fn id_of(&self, e: Extension) -> Option<u8> {
+        // lumen: the variants compared first (one compare a slot); only two
+        // `UnknownUri` compare further. Called twice for every packet sent.
+        let d = std::mem::discriminant(&e);
         self.0
             .iter()
-            .position(|x| x.as_ref().map(|e| &e.ext) == Some(&e))
+            .position(|x| {
+                x.as_ref()
+                    .is_some_and(|m| std::mem::discriminant(&m.ext) == d && m.ext == e)
+            })
             .map(|p| p as u8 + 1)
     }
 
@@ -927,6 +933,47 @@ pub struct ExtensionValues {
     pub user_values: UserExtensionValues,
 }
 impl ExtensionValues {
+    /// Whether no value is set: equal to `ExtensionValues::default()`, told
+    /// without building one and comparing field by field.
+    // lumen: asked for every packet the RTX cache keeps.
+    pub(crate) fn is_empty(&self) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let ExtensionValues {
+            audio_level,
+            voice_activity,
+            video_orientation,
+            video_content_type,
+            tx_time_offs,
+            abs_send_time,
+            abs_capture_time,
+            transport_cc,
+            play_delay_min,
+            play_delay_max,
+            video_timing,
+            rid,
+            rid_repair,
+            mid,
+            frame_mark,
+            user_values,
+        } = self;
+        audio_level.is_none()
+            && voice_activity.is_none()
+            && video_orientation.is_none()
+            && video_content_type.is_none()
+            && tx_time_offs.is_none()
+            && abs_send_time.is_none()
+            && abs_capture_time.is_none()
+            && transport_cc.is_none()
+            && play_delay_min.is_none()
+            && play_delay_max.is_none()
+            && video_timing.is_none()
+            && rid.is_none()
+            && rid_repair.is_none()
+            && mid.is_none()
+            && frame_mark.is_none()
+            && user_values.map.is_none()
+    }
+
     pub(crate) fn update_absolute_send_time(&mut self, now: Instant) {
         let Some(v) = self.abs_send_time else {
             return;

@@ -318,11 +318,9 @@ impl SrtpContext {
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = vec![0_u8; buf.len() + AeadAes128Gcm::TAG_LEN];
+                let mut output = sealed_buffer(aad, buf.len() + AeadAes128Gcm::TAG_LEN);
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
-
-                output[..hlen].copy_from_slice(aad);
 
                 output
             }
@@ -334,11 +332,9 @@ impl SrtpContext {
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = vec![0_u8; buf.len() + AeadAes256Gcm::TAG_LEN];
+                let mut output = sealed_buffer(aad, buf.len() + AeadAes256Gcm::TAG_LEN);
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
-
-                output[..hlen].copy_from_slice(aad);
 
                 output
             }
@@ -770,6 +766,20 @@ impl SrtpContext {
             }
         }
     }
+}
+
+/// The output of an AEAD seal: the (authenticated, clear) header followed
+/// by `len - header.len()` bytes the cipher overwrites.
+// lumen: was `vec![0; len]` and a copy of the header afterwards. A zeroed
+// allocation of a packet's size goes to `calloc`, which glibc serves
+// without its thread cache and then clears: ~320 instructions per packet
+// sent (`benches/forward-cost.sh`), against a plain allocation and a fill
+// of the body.
+fn sealed_buffer(header: &[u8], len: usize) -> Vec<u8> {
+    let mut output = Vec::with_capacity(len);
+    output.extend_from_slice(header);
+    output.resize(len, 0);
+    output
 }
 
 /// SrtpKeys created from DTLS SrtpKeyMaterial.

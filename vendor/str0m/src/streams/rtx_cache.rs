@@ -1,8 +1,10 @@
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
 use crate::io::DATAGRAM_MAX_PACKET_SIZE;
-use crate::rtp_::SeqNo;
+use crate::packet::Vp8Patch;
+use crate::rtp_::{ExtensionValues, MediaTime, Pt, RtpHeader, SeqNo, Ssrc};
 
 use super::RtpPacket;
 use super::rtx_cache_buf::EvictingBuffer;
@@ -13,12 +15,110 @@ const RTX_CACHE_QUANTIZE_SLOTS: usize = DATAGRAM_MAX_PACKET_SIZE / RTX_CACHE_SIZ
 #[derive(Debug)]
 pub(crate) struct RtxCache {
     // Data, new additions here probably need to be cleared in [`clear`].
-    packet_by_seq_no: EvictingBuffer<RtpPacket>,
+    packet_by_seq_no: EvictingBuffer<CachedPacket>,
 
     // Technically we want [Option<SeqNo>; X] to indicate the absence of
     // a SeqNo. However We can half the storage space by using the sentinel
     // values SeqNo::MAX to indicate None
     seq_no_by_quantized_size: [SeqNo; RTX_CACHE_QUANTIZE_SLOTS],
+
+    // lumen: the cached packet last handed out, whole (see `CachedPacket`).
+    out: RtpPacket,
+}
+
+/// What the cache keeps of a sent packet: everything a resend reads, with
+/// the parts a packet seldom has (CSRCs, header extension values) boxed.
+// lumen: the cache kept whole `RtpPacket`s, 408 bytes each (the header
+// alone is 288: 15 CSRC slots and every extension value inline), for
+// every packet of the last `send_buffer_video` sent to each viewer; the
+// payload itself is shared. This record is ~100 bytes; a resend rebuilds
+// the `RtpPacket` from it in `RtxCache::out`.
+#[derive(Debug)]
+struct CachedPacket {
+    seq_no: SeqNo,
+    time: MediaTime,
+    payload: Arc<[u8]>,
+    vp8_patch: Option<Vp8Patch>,
+    timestamp: Instant,
+    ssrc: Ssrc,
+    rtp_time: u32,
+    sequence_number: u16,
+    payload_type: Pt,
+    version: u8,
+    marker: bool,
+    has_padding: bool,
+    has_extension: bool,
+    header_len: u16,
+    rare: Option<Box<RareParts>>,
+}
+
+#[derive(Debug)]
+struct RareParts {
+    csrc_count: usize,
+    csrc: [u32; 15],
+    ext_vals: ExtensionValues,
+}
+
+impl CachedPacket {
+    fn new(p: RtpPacket) -> Self {
+        let h = p.header;
+        let rare = (h.csrc_count != 0 || h.csrc != [0; 15] || !h.ext_vals.is_empty()).then(|| {
+            Box::new(RareParts {
+                csrc_count: h.csrc_count,
+                csrc: h.csrc,
+                ext_vals: h.ext_vals,
+            })
+        });
+        CachedPacket {
+            seq_no: p.seq_no,
+            time: p.time,
+            payload: p.payload,
+            vp8_patch: p.vp8_patch,
+            timestamp: p.timestamp,
+            ssrc: h.ssrc,
+            rtp_time: h.timestamp,
+            sequence_number: h.sequence_number,
+            payload_type: h.payload_type,
+            version: h.version,
+            marker: h.marker,
+            has_padding: h.has_padding,
+            has_extension: h.has_extension,
+            // (A header is at most 12 + 60 + 4 + 4 * 255 bytes.)
+            header_len: h.header_len.min(u16::MAX as usize) as u16,
+            rare,
+        }
+    }
+
+    fn restore(&self) -> RtpPacket {
+        let (csrc_count, csrc, ext_vals) = match &self.rare {
+            Some(r) => (r.csrc_count, r.csrc, r.ext_vals.clone()),
+            None => (0, [0; 15], ExtensionValues::default()),
+        };
+        RtpPacket {
+            seq_no: self.seq_no,
+            time: self.time,
+            header: RtpHeader {
+                version: self.version,
+                has_padding: self.has_padding,
+                has_extension: self.has_extension,
+                csrc_count,
+                marker: self.marker,
+                payload_type: self.payload_type,
+                sequence_number: self.sequence_number,
+                timestamp: self.rtp_time,
+                ssrc: self.ssrc,
+                csrc,
+                ext_vals,
+                header_len: self.header_len as usize,
+            },
+            payload: self.payload.clone(),
+            vp8_patch: self.vp8_patch,
+            timestamp: self.timestamp,
+            // Only incoming packets carry one.
+            last_sender_info: None,
+            nackable: true,
+        }
+    }
 }
 
 impl RtxCache {
@@ -26,6 +126,7 @@ impl RtxCache {
         Self {
             packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
             seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
+            out: RtpPacket::blank(),
         }
     }
 
@@ -33,7 +134,8 @@ impl RtxCache {
         assert!(packet.nackable);
         let seq_no = packet.seq_no;
         let quantized_size = packet.payload.len() / RTX_CACHE_SIZE_QUANTIZER;
-        self.packet_by_seq_no.push(*seq_no, now, packet);
+        self.packet_by_seq_no
+            .push(*seq_no, now, CachedPacket::new(packet));
         self.seq_no_by_quantized_size[quantized_size] = seq_no;
         self.remove_old_packets(now);
     }
@@ -42,8 +144,15 @@ impl RtxCache {
         Some(self.packet_by_seq_no.last_position()?.into())
     }
 
+    /// The payload size of a cached packet, if it is still cached.
+    pub fn cached_payload_len(&self, seq_no: SeqNo) -> Option<usize> {
+        Some(self.packet_by_seq_no.get(*seq_no)?.payload.len())
+    }
+
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
-        self.packet_by_seq_no.get_mut(*seq_no)
+        let packet = self.packet_by_seq_no.get(*seq_no)?.restore();
+        self.out = packet;
+        Some(&mut self.out)
     }
 
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {

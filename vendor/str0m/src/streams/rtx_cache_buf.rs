@@ -134,6 +134,7 @@ impl<T> EvictingBuffer<T> {
         None
     }
 
+    #[allow(unused)] // lumen: the RTX cache reads its records with `get`.
     pub fn get_mut(&mut self, position: u64) -> Option<&mut T> {
         if self.is_inert() {
             return None;

@@ -164,9 +164,14 @@ impl TotalQueue {
     fn move_time_forward(&mut self, now: Instant) {
         if let Some(last) = self.last {
             assert!(self.unsent_count > 0);
-            let from_last = now - last;
-            self.queue_time += from_last * (self.unsent_count as u32);
-            self.last = Some(now);
+            // lumen: nothing to do when no time has passed, the common case
+            // (a packet is queued and sent in the same poll): skips two
+            // `Instant` subtractions per packet.
+            if now != last {
+                let from_last = now - last;
+                self.queue_time += from_last * (self.unsent_count as u32);
+                self.last = Some(now);
+            }
         } else {
             assert!(self.unsent_count == 0);
             assert!(self.unsent_size == 0);
