@@ -11,13 +11,8 @@ use std::time::Duration;
 use lumen_sfu::{LayerRequest, MediaPacket, Rid, SessionError, SinkBody, SinkId, SinkMessage};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m_netem::NetemConfig;
 
-use crate::harness::World;
-
-fn link() -> NetemConfig {
-    NetemConfig::new().latency(Duration::from_millis(10))
-}
+use crate::harness::{World, link};
 
 /// A sequence header OBU (no size field) as rav1e writes it for 320x180,
 /// 8-bit 4:2:0.

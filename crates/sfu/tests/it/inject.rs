@@ -9,14 +9,9 @@ use std::time::Duration;
 
 use lumen_sfu::{LayerRequest, MediaPacket, Rid, SinkBody, SinkId, SinkMessage};
 use str0m::media::{MediaKind, Mid, Pt};
-use str0m_netem::NetemConfig;
 
-use crate::harness::World;
+use crate::harness::{World, link};
 use crate::harness::make_frame;
-
-fn link() -> NetemConfig {
-    NetemConfig::new().latency(Duration::from_millis(10))
-}
 
 /// A stand-in transcoder: numbers its packets and frames as a rung would.
 struct Rung {

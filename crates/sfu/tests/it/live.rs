@@ -2,13 +2,8 @@
 
 use std::time::Duration;
 
-use str0m_netem::NetemConfig;
 
-use crate::harness::{World, gaps_and_reorders};
-
-fn link() -> NetemConfig {
-    NetemConfig::new().latency(Duration::from_millis(10))
-}
+use crate::harness::{World, gaps_and_reorders, link};
 
 #[test]
 fn three_viewers_receive_every_frame_in_order() {

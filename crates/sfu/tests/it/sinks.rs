@@ -11,13 +11,8 @@ use lumen_sfu::{
     MediaPacket, SessionError, SinkBody, SinkId, SinkMessage, VideoCodec, is_keyframe_start,
 };
 use str0m::media::{MediaKind, Mid};
-use str0m_netem::NetemConfig;
 
-use crate::harness::World;
-
-fn link() -> NetemConfig {
-    NetemConfig::new().latency(Duration::from_millis(10))
-}
+use crate::harness::{World, link};
 
 /// The video packets among `messages`, in order.
 fn video(messages: &[SinkMessage], mid: Mid) -> Vec<MediaPacket> {

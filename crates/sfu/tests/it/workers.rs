@@ -8,13 +8,8 @@ use lumen_sfu::{
     LayerRequest, Output, SessionError, SfuEvent, SinkBody, SinkId, VideoCodec, is_keyframe_start,
 };
 use str0m::media::MediaKind;
-use str0m_netem::NetemConfig;
 
-use crate::harness::{World, gaps_and_reorders};
-
-fn link() -> NetemConfig {
-    NetemConfig::new().latency(Duration::from_millis(10))
-}
+use crate::harness::{World, gaps_and_reorders, link};
 
 #[test]
 fn viewers_on_another_worker_get_the_stream_from_its_origin() {

@@ -542,6 +542,16 @@ impl ExtensionMap {
         }
     }
 
+    /// Whether an extension with the user's serializer is mapped: the only
+    /// kind that might write bytes without a value in `ExtensionValues`.
+    // lumen: see `RtpHeader::write_to`.
+    pub(crate) fn has_user_serializer(&self) -> bool {
+        self.0
+            .iter()
+            .flatten()
+            .any(|m| matches!(m.ext, Extension::UnknownUri(..)))
+    }
+
     pub(crate) fn write_to(
         &self,
         ext_buf: &mut [u8],
