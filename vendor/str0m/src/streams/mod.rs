@@ -134,7 +134,10 @@ pub(crate) struct Streams {
     last_rx_lookup_cleanup: Instant,
 
     /// All outgoing encoded streams.
-    streams_tx: HashMap<Ssrc, StreamTx>,
+    // lumen: boxed. A `StreamTx` is ~2 KB and the map keeps spare
+    // buckets (4 for a viewer's 2 streams): 4–5 KiB per viewer of slots
+    // that held nothing.
+    streams_tx: HashMap<Ssrc, Box<StreamTx>>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
@@ -333,9 +336,15 @@ impl Streams {
         rtx: Option<Ssrc>,
         midrid: MidRid,
     ) -> &mut StreamTx {
-        self.streams_tx
-            .entry(ssrc)
-            .or_insert_with(|| StreamTx::new(ssrc, rtx, midrid, self.enable_stats, self.mtu_warn))
+        self.streams_tx.entry(ssrc).or_insert_with(|| {
+            Box::new(StreamTx::new(
+                ssrc,
+                rtx,
+                midrid,
+                self.enable_stats,
+                self.mtu_warn,
+            ))
+        })
     }
 
     pub fn remove_stream_tx(&mut self, ssrc: Ssrc) -> bool {
@@ -360,7 +369,7 @@ impl Streams {
     }
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
-        self.streams_tx.get_mut(ssrc)
+        self.streams_tx.get_mut(ssrc).map(|s| &mut **s)
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -551,7 +560,7 @@ impl Streams {
     }
 
     pub(crate) fn streams_tx(&mut self) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut()
+        self.streams_tx.values_mut().map(|s| &mut **s)
     }
 
     pub(crate) fn ssrcs_tx(&self, mid: Mid) -> Vec<(Ssrc, Option<Ssrc>)> {
@@ -672,7 +681,10 @@ impl Streams {
             self.probe_media?;
             return Some(&mut self.probe_tx);
         }
-        self.streams_tx.values_mut().find(|s| s.is_midrid(midrid))
+        self.streams_tx
+            .values_mut()
+            .map(|s| &mut **s)
+            .find(|s| s.is_midrid(midrid))
     }
 
     pub(crate) fn stream_rx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamRx> {
@@ -687,7 +699,10 @@ impl Streams {
 
     /// An iterator over all the tx streams for a given mid.
     pub(crate) fn streams_tx_by_mid(&mut self, mid: Mid) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut().filter(move |s| s.mid() == mid)
+        self.streams_tx
+            .values_mut()
+            .map(|s| &mut **s)
+            .filter(move |s| s.mid() == mid)
     }
 
     /// An iterator over all the rx streams for a given mid.

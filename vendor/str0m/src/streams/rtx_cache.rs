@@ -22,8 +22,9 @@ pub(crate) struct RtxCache {
     // values SeqNo::MAX to indicate None
     seq_no_by_quantized_size: [SeqNo; RTX_CACHE_QUANTIZE_SLOTS],
 
-    // lumen: the cached packet last handed out, whole (see `CachedPacket`).
-    out: RtpPacket,
+    // lumen: the cached packet last handed out, whole (see `CachedPacket`);
+    // boxed on the first resend, for the streams that never resend.
+    out: Option<Box<RtpPacket>>,
 }
 
 /// What the cache keeps of a sent packet: everything a resend reads, with
@@ -126,7 +127,7 @@ impl RtxCache {
         Self {
             packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
             seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
-            out: RtpPacket::blank(),
+            out: None,
         }
     }
 
@@ -151,8 +152,11 @@ impl RtxCache {
 
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
         let packet = self.packet_by_seq_no.get(*seq_no)?.restore();
-        self.out = packet;
-        Some(&mut self.out)
+        match &mut self.out {
+            Some(out) => **out = packet,
+            None => self.out = Some(Box::new(packet)),
+        }
+        self.out.as_deref_mut()
     }
 
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
