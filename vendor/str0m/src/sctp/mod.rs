@@ -44,7 +44,9 @@ pub(crate) struct RtcSctp {
     endpoint: Endpoint,
     fake_addr: SocketAddr,
     handle: AssociationHandle,
-    assoc: Option<Association>,
+    // lumen: boxed (an association is ~2 KB inline; most sessions carry
+    // media only and never open one).
+    assoc: Option<Box<Association>>,
     // Sorted by `id` so lookups can binary search. Keep it that way.
     entries: Vec<StreamEntry>,
     // Stream ids that still owe a `StreamEvent::ResetComplete`,
@@ -383,7 +385,7 @@ impl RtcSctp {
                 .map_err(|e| SctpError::Proto(ProtoError::Other(e.to_string())))?;
             assoc.set_max_send_message_size(self.remote_max_message_size);
             self.handle = handle;
-            self.assoc = Some(assoc);
+            self.assoc = Some(Box::new(assoc));
 
             // With SNAP, both sides exchanged INIT chunks out-of-band. The
             // sctp-proto association is already in established state (via
@@ -404,7 +406,7 @@ impl RtcSctp {
                 .map_err(|e| SctpError::Proto(ProtoError::Other(e.to_string())))?;
             assoc.set_max_send_message_size(self.remote_max_message_size);
             self.handle = handle;
-            self.assoc = Some(assoc);
+            self.assoc = Some(Box::new(assoc));
             set_state(&mut self.state, RtcSctpState::AwaitAssociationEstablished);
         } else {
             // Normal server path: wait for the remote to initiate.
@@ -693,7 +695,7 @@ impl RtcSctp {
                 }
                 debug!("New remote association");
                 // Remote side initiated the association
-                self.assoc = Some(a);
+                self.assoc = Some(Box::new(a));
                 self.handle = handle;
                 set_state(&mut self.state, RtcSctpState::AwaitAssociationEstablished);
             }
