@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-
 use crate::harness::{World, gaps_and_reorders, link};
 
 #[test]
