@@ -140,7 +140,10 @@ pub(crate) struct Streams {
     streams_tx: HashMap<Ssrc, Box<StreamTx>>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
-    probe_tx: StreamTx,
+    // lumen: made on the first binding (only with bandwidth estimation),
+    // and kept after, for its sequence numbers: a `StreamTx` is ~2 KB
+    // inline, its caches more.
+    probe_tx: Option<Box<StreamTx>>,
     probe_media: Option<(Mid, Pt)>,
 
     /// Local SSRC used before we got any StreamTx. This is used for RTCP if we don't
@@ -181,7 +184,7 @@ impl Streams {
             rx_lookup: Default::default(),
             last_rx_lookup_cleanup: already_happened(),
             streams_tx: Default::default(),
-            probe_tx: StreamTx::new_probe(mtu_warn),
+            probe_tx: None,
             probe_media: None,
             default_ssrc_tx: 0.into(), // this will be changed
             mids_to_report: Vec::with_capacity(10),
@@ -636,9 +639,14 @@ impl Streams {
         if media == self.probe_media {
             return;
         }
-        self.probe_tx.reset_buffers();
+        if let Some(probe_tx) = &mut self.probe_tx {
+            probe_tx.reset_buffers();
+        }
         if let Some((mid, pt)) = media {
-            self.probe_tx.set_probe_media(mid, pt);
+            let mtu_warn = self.mtu_warn;
+            self.probe_tx
+                .get_or_insert_with(|| Box::new(StreamTx::new_probe(mtu_warn)))
+                .set_probe_media(mid, pt);
         }
         self.probe_media = media;
     }
@@ -651,8 +659,9 @@ impl Streams {
         // Snapshot each stream once, preferring media/RTX padding over the
         // fallback. No extra stream or retransmission-queue scan is needed.
         let mut media_padding = false;
-        let mut probe_queue = self.probe_media.map(|_| {
-            let mut queue = self.probe_tx.queue_state(now);
+        let probe_tx = self.probe_media.and(self.probe_tx.as_mut());
+        let mut probe_queue = probe_tx.map(|probe_tx| {
+            let mut queue = probe_tx.queue_state(now);
             queue.midrid = MidRid(MID_PROBE, None);
             queue
         });
@@ -679,7 +688,7 @@ impl Streams {
     pub(crate) fn stream_tx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {
         if midrid == MidRid(MID_PROBE, None) {
             self.probe_media?;
-            return Some(&mut self.probe_tx);
+            return self.probe_tx.as_deref_mut();
         }
         self.streams_tx
             .values_mut()
