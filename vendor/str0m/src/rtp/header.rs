@@ -62,7 +62,7 @@ impl RtpHeader {
         // lumen: no value to write (and no serializer of the user's that
         // might write without one): no extension block, as below, without
         // asking every mapped extension for its value. Most forwarded
-        // packets once the viewer has reported: ~150 instructions each.
+        // packets once the viewer has reported: ~370 instructions each.
         if self.ext_vals.is_empty() && !exts.has_user_serializer() {
             buf[0] &= !(1 << 4);
             return ext_start;

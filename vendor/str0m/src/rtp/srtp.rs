@@ -770,11 +770,10 @@ impl SrtpContext {
 
 /// The output of an AEAD seal: the (authenticated, clear) header followed
 /// by `len - header.len()` bytes the cipher overwrites.
-// lumen: was `vec![0; len]` and a copy of the header afterwards. A zeroed
-// allocation of a packet's size goes to `calloc`, which glibc serves
-// without its thread cache and then clears: ~320 instructions per packet
-// sent (`benches/forward-cost.sh`), against a plain allocation and a fill
-// of the body.
+// lumen: was `vec![0; len]` and a copy of the header afterwards. The
+// zeroed allocation goes to glibc's `calloc`, whose own work came to ~100
+// instructions per packet sent over a plain allocation's, before it
+// cleared the whole buffer (`benches/forward-cost.sh`).
 fn sealed_buffer(header: &[u8], len: usize) -> Vec<u8> {
     let mut output = Vec::with_capacity(len);
     output.extend_from_slice(header);
