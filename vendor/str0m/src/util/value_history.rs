@@ -10,6 +10,8 @@ pub(crate) struct ValueHistory<T> {
     value: T,
     history: VecDeque<(Instant, T)>,
     max_time: Duration,
+    /// lumen: when the newest entry's bucket ends (see `push`).
+    bucket_end: Option<Instant>,
 }
 
 const DEFAULT_VALUE_HISTORY_DURATION: Duration = Duration::from_secs(1);
@@ -23,6 +25,7 @@ impl<T: Default> Default for ValueHistory<T> {
             value: Default::default(),
             history: Default::default(),
             max_time: DEFAULT_VALUE_HISTORY_DURATION,
+            bucket_end: None,
         }
     }
 }
@@ -40,13 +43,16 @@ where
         // second holds at most ~100 entries, not one per packet. An entry
         // leaves the window up to BUCKET early: nothing for a one-second
         // sum.
-        if let Some((last_t, last_v)) = self.history.back_mut() {
-            if t.saturating_duration_since(*last_t) < BUCKET {
-                *last_v += v;
-                return;
-            }
+        // The bucket's end is kept, so that a value is placed with one
+        // compare instead of an `Instant` subtraction.
+        if let Some((_, last_v)) = self.history.back_mut()
+            && self.bucket_end.is_some_and(|end| t < end)
+        {
+            *last_v += v;
+            return;
         }
         self.history.push_back((t, v));
+        self.bucket_end = Some(t + BUCKET);
     }
 
     /// Returns the sum of all values in the history up to max_time. Might
