@@ -10,8 +10,7 @@ use std::time::Duration;
 use lumen_sfu::{LayerRequest, MediaPacket, Rid, SinkBody, SinkId, SinkMessage};
 use str0m::media::{MediaKind, Mid, Pt};
 
-use crate::harness::make_frame;
-use crate::harness::{World, link};
+use crate::harness::{World, link, make_frame};
 
 /// A stand-in transcoder: numbers its packets and frames as a rung would.
 struct Rung {
