@@ -1,5 +1,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -136,8 +137,9 @@ pub(crate) struct Streams {
     /// All outgoing encoded streams.
     // lumen: boxed. A `StreamTx` is ~2 KB and the map keeps spare
     // buckets (4 for a viewer's 2 streams): 4–5 KiB per viewer of slots
-    // that held nothing.
-    streams_tx: HashMap<Ssrc, Box<StreamTx>>,
+    // that held nothing. Hashed with `LocalSsrcHasher`: looked up for every
+    // packet written through the direct API.
+    streams_tx: HashMap<Ssrc, Box<StreamTx>, BuildHasherDefault<LocalSsrcHasher>>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     // lumen: made on the first binding (only with bandwidth estimation),
@@ -175,6 +177,34 @@ struct RxLookup {
     mid: Mid,
     main: Ssrc,
     last_used: Instant,
+}
+
+/// lumen: the hash of the map of send streams. Their SSRCs are chosen on
+/// this side (at random, or by the user of the direct API), so the map
+/// needs no defence against keys chosen to collide, and SipHash's cost
+/// (~100 instructions per forwarded packet, for `DirectApi::stream_tx`)
+/// buys nothing; one multiply spreads a random SSRC (FxHash's constant).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct LocalSsrcHasher(u64);
+
+impl Hasher for LocalSsrcHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 impl Streams {
