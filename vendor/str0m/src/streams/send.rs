@@ -861,6 +861,12 @@ impl StreamTx {
     }
 
     fn poll_packet_resend(&mut self, now: Instant) -> Option<NextPacket<'_>> {
+        // lumen: nothing to resend, nothing to cap. Asked before every packet
+        // sent, this computed the resend ratio (an `Instant` subtraction at
+        // least) for a queue that is nearly always empty.
+        if self.resends.is_empty() {
+            return None;
+        }
         if let Some(ratio_cap) = self.rtx_ratio_cap {
             let ratio = self.rtx_ratio_downsampled(now);
 
