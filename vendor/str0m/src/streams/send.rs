@@ -162,7 +162,11 @@ pub struct StreamTx {
     /// Stats are use to calculate the rtx ratio also when statistics events are disabled.
     stats: StreamTxStats,
 
-    // downsampled rtx ratio (value, last calculation)
+    // downsampled rtx ratio (value, next calculation)
+    // lumen: was (value, last calculation). It is asked before every packet
+    // sent, and comparing with the next time costs less than subtracting
+    // the last. (The calculation must stay on this cadence: it is what
+    // purges the byte histories behind the ratio.)
     rtx_ratio: (f32, Instant),
 
     // The _main_ PT to use for padding. This is main PT, since the poll_packet() loop
@@ -843,8 +847,8 @@ impl StreamTx {
             "rtx_ratio_cap must be enabled"
         );
 
-        let (value, ts) = self.rtx_ratio;
-        if now - ts < Duration::from_millis(50) {
+        let (value, next) = self.rtx_ratio;
+        if now < next {
             // not worth re-evaluating, return the old value
             return value;
         }
@@ -865,17 +869,11 @@ impl StreamTx {
         let bytes_retransmitted = self.stats.bytes_retransmitted.as_mut().unwrap().sum();
         let ratio = bytes_retransmitted as f32 / (bytes_retransmitted + bytes_transmitted) as f32;
         let ratio = if ratio.is_finite() { ratio } else { 0_f32 };
-        self.rtx_ratio = (ratio, now);
+        self.rtx_ratio = (ratio, now + Duration::from_millis(50));
         ratio
     }
 
     fn poll_packet_resend(&mut self, now: Instant) -> Option<NextPacket<'_>> {
-        // lumen: nothing to resend, nothing to cap. Asked before every packet
-        // sent, this computed the resend ratio (an `Instant` subtraction at
-        // least) for a queue that is nearly always empty.
-        if self.resends.is_empty() {
-            return None;
-        }
         if let Some(ratio_cap) = self.rtx_ratio_cap {
             let ratio = self.rtx_ratio_downsampled(now);
 
