@@ -7,8 +7,8 @@
 //! per channel and sends in **rounds**, at most one per [`ROUND_EVERY`] and
 //! one at a time: per channel, the frames queued since its last round as
 //! one data-channel message (one frame as itself, several as a `batch`
-//! frame of at most [`ROUND_BYTES`]), all of the worker's channels in one
-//! command. Under load the frames a round carries are the ones that
+//! frame of at most [`ROUND_BYTES`], or of at most `MAX_FRAME_BYTES` when
+//! it goes compressed), all of the worker's channels in one command. Under load the frames a round carries are the ones that
 //! came while the previous round was on the worker, so the cost per frame
 //! falls as the rate rises, and a quiet room's frame goes at once. To a
 //! channel opened with the subprotocol
@@ -38,11 +38,21 @@ use tokio::task::JoinHandle;
 
 /// A round starts at most this long after the previous one started.
 pub(crate) const ROUND_EVERY: Duration = Duration::from_millis(20);
-/// The most a round sends one channel, in bytes (a larger single frame
-/// goes alone). Well under [`MAX_FRAME_BYTES`]: str0m's SCTP slows down
-/// with many chunks in flight per association, and a round's command must
-/// not hold the worker from its socket for long; at 1,000 messages a
-/// second of ~140 bytes a channel needs about 2.8 KB a round.
+/// The most a round sends a channel that takes plain text, in bytes (a
+/// larger single frame goes alone). Well under [`MAX_FRAME_BYTES`]:
+/// str0m's SCTP slows down with many chunks in flight per association,
+/// and a round's command must not hold the worker from its socket for
+/// long; at 1,000 messages a second of ~140 bytes a channel needs about
+/// 2.8 KB a round.
+///
+/// A channel that takes compressed messages gets up to
+/// [`MAX_FRAME_BYTES`] of frames a round instead: about as many bytes on
+/// the wire (chat compresses to a fifth). The cap is also the most a
+/// channel can receive per round, so it sets how long a round may take
+/// before the channel falls behind for good: at 1,000 messages a second,
+/// ~29 ms with 4 KB, ~115 ms with 16 KiB. A round that took longer than
+/// 29 ms (a worker busy with video) used to leave a backlog that grew
+/// until the channel lagged (BENCHMARKS.md, "Chat").
 const ROUND_BYTES: usize = 4 * 1024;
 /// A channel that refused its message is tried again this long after.
 const RETRY_EVERY: Duration = Duration::from_millis(20);
@@ -316,10 +326,15 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
             // As many frames from the front as fit in one message; the
             // first goes whatever its size (the room keeps every frame
             // within the limit).
+            let cap = if c.deflate {
+                MAX_FRAME_BYTES
+            } else {
+                ROUND_BYTES.min(MAX_FRAME_BYTES)
+            };
             let (mut n, mut sum) = (0, 0);
             for f in &c.frames {
                 let with = sum + f.len();
-                if n > 0 && BATCH_OVERHEAD + with + n > ROUND_BYTES.min(MAX_FRAME_BYTES) {
+                if n > 0 && BATCH_OVERHEAD + with + n > cap {
                     break;
                 }
                 sum = with;
@@ -494,6 +509,55 @@ mod tests {
         let round = q.round();
         assert!(!round.sends[0].2);
         assert_eq!(text(&round.sends[0].1), &*frame(99));
+    }
+
+    /// A round that came late carries what queued meanwhile: a channel
+    /// taking compressed messages gets up to a frame's size of frames,
+    /// about a plain channel's 4 KB on the wire.
+    #[test]
+    fn a_compressed_channel_catches_up_in_one_message() {
+        let (a, c) = (1u32, 2u32);
+        let mut q = Queues::<u32>::default();
+        q.take(FanIn::Deflate(a));
+        // ~7 KB of frames: what 50 ms of a busy room brings.
+        let sent: Vec<Arc<str>> = (0..50)
+            .map(|i| {
+                format!(
+                    r#"{{"type":"message","id":{i},"text":"hello number {i} {}"}}"#,
+                    "y".repeat(80)
+                )
+                .into()
+            })
+            .collect();
+        for f in &sent {
+            q.take(FanIn::Frame {
+                to: to(&[a, c]),
+                frame: f.clone(),
+                resync: false,
+            });
+        }
+        let round = q.round();
+        let of = |k: u32| {
+            round
+                .sends
+                .iter()
+                .position(|(key, _, _)| *key == k)
+                .expect("a message")
+        };
+        let (ia, ic) = (of(a), of(c));
+        assert_eq!(round.frames[ia], 50, "all of it, compressed");
+        assert!(round.sends[ia].2);
+        let inflated = lumen_chat::protocol::inflate(&round.sends[ia].1).expect("raw deflate");
+        assert!(inflated.len() <= MAX_FRAME_BYTES);
+        assert!(
+            round.sends[ia].1.len() <= ROUND_BYTES,
+            "about a plain round on the wire"
+        );
+        assert!(round.frames[ic] < 50, "plain text keeps its round size");
+        assert!(round.sends[ic].1.len() <= ROUND_BYTES);
+        let v: serde_json::Value = serde_json::from_str(&inflated).expect("json");
+        assert_eq!(v["frames"].as_array().map(Vec::len), Some(50));
+        assert_eq!(v["frames"][49]["id"], 49, "in order");
     }
 
     #[test]
