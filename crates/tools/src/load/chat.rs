@@ -72,6 +72,13 @@ pub struct ChatReport {
     pub latency: Option<Percentiles>,
     /// Send to receipt of the receipts in the steady window.
     pub steady_latency: Option<Percentiles>,
+    /// The steady window's receipts split at the room's timestamp (`ts`,
+    /// whole milliseconds of the server's clock, which is this machine's
+    /// when the server runs beside the generator): the chatter's send to
+    /// the room ...
+    pub steady_to_room: Option<Percentiles>,
+    /// ... and the room to the receipt.
+    pub steady_from_room: Option<Percentiles>,
     /// Over the viewers, each one's p99: how the worst-served client fared.
     pub per_viewer_p99: Option<Percentiles>,
     /// `error` frames by code.
@@ -125,6 +132,8 @@ impl ChatReport {
         );
         row("  send→receipt latency", pct(&self.latency));
         row("  steady latency", pct(&self.steady_latency));
+        row("    send→room", pct(&self.steady_to_room));
+        row("    room→receipt", pct(&self.steady_from_room));
         row("  per-viewer p99", pct(&self.per_viewer_p99));
         let errors = if self.errors.is_empty() {
             "none".to_owned()
@@ -191,8 +200,9 @@ impl Stamp {
 /// A server frame, as far as the load run cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Incoming {
-    /// A `message`; the stamp if it is one of this generator's.
-    Message(Option<Stamp>),
+    /// A `message`: the stamp if it is one of this generator's, and the
+    /// room's `ts` (milliseconds since the Unix epoch).
+    Message(Option<Stamp>, Option<u64>),
     /// `history`: the viewer is in the room.
     History,
     /// `error` with its code.
@@ -215,13 +225,15 @@ pub fn parse_frames(data: &[u8], mut each: impl FnMut(Incoming)) {
         text: Option<Cow<'a, str>>,
         #[serde(default, borrow)]
         code: Option<Cow<'a, str>>,
+        #[serde(default)]
+        ts: Option<u64>,
         /// A batch's frames (a batch holds no batch).
         #[serde(default, borrow)]
         frames: Option<Vec<Frame<'a>>>,
     }
     fn sort(f: Frame<'_>) -> Incoming {
         match &*f.kind {
-            "message" => Incoming::Message(f.text.as_deref().and_then(Stamp::parse)),
+            "message" => Incoming::Message(f.text.as_deref().and_then(Stamp::parse), f.ts),
             "history" => Incoming::History,
             "error" => Incoming::Error(f.code.map_or_else(|| "?".to_owned(), Cow::into_owned)),
             _ => Incoming::Other,
@@ -257,6 +269,45 @@ const SUB_BITS: u32 = 5;
 const SUB: usize = 1 << SUB_BITS;
 /// Up to 2^40 µs (12 days): every latency this tool can see.
 const BUCKETS: usize = SUB + (40 - SUB_BITS as usize) * SUB;
+
+/// Receipts of a stretch of the run: send to receipt, and the same split
+/// at the room's timestamp.
+#[derive(Clone, Debug, Default)]
+pub struct Receipts {
+    /// Send to receipt.
+    pub all: Histogram,
+    /// Send to the room's `ts`: the chatter's SCTP, the server's receive
+    /// path and the room. `ts` is whole milliseconds, so this reads up to
+    /// 1 ms short and `from_room` up to 1 ms long.
+    pub to_room: Histogram,
+    /// The room's `ts` to receipt: the fan-out, the server's SCTP and send
+    /// path, and the viewer's socket.
+    pub from_room: Histogram,
+}
+
+impl Receipts {
+    /// One receipt of a message sent at `sent_us`, stamped by the room at
+    /// `room_ms` (if the frame had a `ts`) and received at `arrived_us`.
+    pub fn record(&mut self, sent_us: u64, room_ms: Option<u64>, arrived_us: u64) {
+        self.all.record(arrived_us.saturating_sub(sent_us));
+        if let Some(room_us) = room_ms.map(|ms| ms.saturating_mul(1000)) {
+            self.to_room.record(room_us.saturating_sub(sent_us));
+            self.from_room.record(arrived_us.saturating_sub(room_us));
+        }
+    }
+
+    /// Receipts recorded.
+    pub fn count(&self) -> u64 {
+        self.all.count()
+    }
+
+    /// Adds `other`'s receipts.
+    pub fn merge(&mut self, other: &Receipts) {
+        self.all.merge(&other.all);
+        self.to_room.merge(&other.to_room);
+        self.from_room.merge(&other.from_room);
+    }
+}
 
 /// A log-linear histogram of microseconds: exact below 32 µs, then 32
 /// buckets per power of two. Percentiles are read at the middle of their
@@ -436,10 +487,10 @@ pub struct ChatTotals {
     /// All receipts.
     pub latency: Histogram,
     /// Receipts since the last timeline point.
-    pub window: Histogram,
+    pub window: Receipts,
     /// Each second's receipts, with the end of the second (for the steady
     /// window, chosen after the run).
-    pub seconds: Vec<(Instant, Histogram)>,
+    pub seconds: Vec<(Instant, Receipts)>,
     /// The frames of messages received lately, by their bytes.
     decoded: Decoded,
 }
@@ -508,11 +559,11 @@ impl ChatTotals {
     /// Counts one frame a viewer received.
     fn take(&mut self, slot: &mut ChatSlot, f: Incoming, arrived_us: u64) {
         match f {
-            Incoming::Message(Some(stamp)) => {
+            Incoming::Message(Some(stamp), room_ms) => {
                 let lat = arrived_us.saturating_sub(stamp.sent_us);
                 self.received += 1;
                 self.latency.record(lat);
-                self.window.record(lat);
+                self.window.record(stamp.sent_us, room_ms, arrived_us);
                 slot.latency.record(lat);
             }
             Incoming::History if !slot.joined => {
@@ -522,7 +573,7 @@ impl ChatTotals {
             }
             Incoming::Error(code) => *self.errors.entry(code).or_default() += 1,
             Incoming::Unparsed => self.unparsed += 1,
-            Incoming::Message(None) | Incoming::History | Incoming::Other => {}
+            Incoming::Message(None, _) | Incoming::History | Incoming::Other => {}
         }
     }
 
@@ -537,7 +588,7 @@ impl ChatTotals {
 
     /// Closes the current second (a timeline point).
     pub fn tick(&mut self, now: Instant) -> Option<Percentiles> {
-        let p = self.window.percentiles();
+        let p = self.window.all.percentiles();
         let full = std::mem::take(&mut self.window);
         self.seconds.push((now, full));
         p
@@ -551,10 +602,10 @@ impl ChatTotals {
         steady_from: Instant,
         slots: impl Iterator<Item = &'a ChatSlot>,
     ) -> ChatReport {
-        let mut steady = Histogram::default();
-        for (end, h) in &self.seconds {
+        let mut steady = Receipts::default();
+        for (end, r) in &self.seconds {
             if *end > steady_from {
-                steady.merge(h);
+                steady.merge(r);
             }
         }
         let mut p99s: Vec<u64> = slots
@@ -576,7 +627,9 @@ impl ChatTotals {
                 0.0
             },
             latency: self.latency.percentiles(),
-            steady_latency: steady.percentiles(),
+            steady_latency: steady.all.percentiles(),
+            steady_to_room: steady.to_room.percentiles(),
+            steady_from_room: steady.from_room.percentiles(),
             per_viewer_p99: Percentiles::from_micros(&mut p99s),
             errors: self.errors.clone(),
             channels_closed: self.closed,
@@ -627,10 +680,13 @@ mod tests {
             r#"{{"type":"message","id":4,"user":"load-1","display_name":"load-1","role":"viewer","text":"{}","ts":1}}"#,
             s.text()
         );
-        assert_eq!(parse_frame(msg.as_bytes()), Incoming::Message(Some(s)));
+        assert_eq!(
+            parse_frame(msg.as_bytes()),
+            Incoming::Message(Some(s), Some(1))
+        );
         assert_eq!(
             parse_frame(br#"{"type":"message","text":"hi \"there\""}"#),
-            Incoming::Message(None)
+            Incoming::Message(None, None)
         );
         assert_eq!(
             parse_frame(br#"{"type":"history","messages":[{"text":"lt:1:2:3"}]}"#),
@@ -649,6 +705,24 @@ mod tests {
         for bad in [&b""[..], b"42", b"{\"type\":1}", b"\xc3\x28", b"{"] {
             assert_eq!(parse_frame(bad), Incoming::Unparsed);
         }
+    }
+
+    #[test]
+    fn a_receipt_splits_at_the_rooms_timestamp() {
+        let mut r = Receipts::default();
+        // Sent at 1 s, stamped by the room at 1.003 s, received at 1.0105 s.
+        r.record(1_000_000, Some(1_003), 1_010_500);
+        // A frame without `ts` counts whole only.
+        r.record(1_000_000, None, 1_020_000);
+        let max = |h: &Histogram| h.percentiles().map(|p| p.max_ms);
+        assert_eq!(r.count(), 2);
+        assert_eq!(max(&r.all), Some(20.0));
+        assert_eq!((r.to_room.count(), max(&r.to_room)), (1, Some(3.0)));
+        assert_eq!((r.from_room.count(), max(&r.from_room)), (1, Some(7.5)));
+        let mut merged = Receipts::default();
+        merged.merge(&r);
+        merged.merge(&r);
+        assert_eq!((merged.count(), merged.from_room.count()), (4, 2));
     }
 
     #[test]
@@ -672,7 +746,7 @@ mod tests {
             vec![
                 Incoming::History,
                 Incoming::Other,
-                Incoming::Message(Some(s))
+                Incoming::Message(Some(s), Some(1))
             ]
         );
         let mut slot = ChatSlot::default();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::DriverResult;
-use crate::load::chat::{ChatTotals, Histogram};
+use crate::load::chat::{ChatTotals, Receipts};
 
 /// The sums of every loop.
 #[derive(Debug, Default)]
@@ -24,7 +24,7 @@ pub struct Shared {
     added: AtomicUsize,
     chat_members: AtomicU64,
     window_latencies_us: Mutex<Vec<u64>>,
-    chat_window: Mutex<Histogram>,
+    chat_window: Mutex<Receipts>,
 }
 
 /// What one loop counted since its last flush.
@@ -66,7 +66,7 @@ impl Shared {
         }
         if chat.window.count() > 0 {
             lock(&self.chat_window).merge(&chat.window);
-            chat.window = Histogram::default();
+            chat.window = Receipts::default();
         }
     }
 
@@ -109,7 +109,7 @@ impl Shared {
     }
 
     /// Takes the chat receipts of every loop since the last call.
-    pub fn take_chat_window(&self) -> Histogram {
+    pub fn take_chat_window(&self) -> Receipts {
         std::mem::take(&mut *lock(&self.chat_window))
     }
 }
@@ -165,7 +165,7 @@ fn absorb_chat(all: &mut ChatTotals, other: ChatTotals) {
     all.latency.merge(&other.latency);
     all.window.merge(&other.window);
     all.seconds.extend(other.seconds);
-    all.seconds.sort_by_key(|(t, _): &(Instant, Histogram)| *t);
+    all.seconds.sort_by_key(|(t, _): &(Instant, Receipts)| *t);
 }
 
 #[cfg(test)]
@@ -182,7 +182,7 @@ mod tests {
         a.connected = 2;
         a.latencies_us = vec![5, 7];
         chat_a.members = 2;
-        chat_a.window.record(40);
+        chat_a.window.record(1_000, None, 1_040);
         b.packets = 3;
         b.bytes = 300;
         b.added = 1;
