@@ -8,6 +8,7 @@ use crate::rtp_::{ExtensionValues, MediaTime, Pt, RtpHeader, SeqNo, Ssrc};
 
 use super::RtpPacket;
 use super::rtx_cache_buf::EvictingBuffer;
+use crate::util::already_happened;
 
 const RTX_CACHE_SIZE_QUANTIZER: usize = 25;
 const RTX_CACHE_QUANTIZE_SLOTS: usize = DATAGRAM_MAX_PACKET_SIZE / RTX_CACHE_SIZE_QUANTIZER;
@@ -32,15 +33,15 @@ pub(crate) struct RtxCache {
 // lumen: the cache kept whole `RtpPacket`s, 408 bytes each (the header
 // alone is 288: 15 CSRC slots and every extension value inline), for
 // every packet of the last `send_buffer_video` sent to each viewer; the
-// payload itself is shared. This record is ~100 bytes; a resend rebuilds
-// the `RtpPacket` from it in `RtxCache::out`.
+// payload itself is shared. This record is 72 bytes (96 with the
+// buffer's position and time); a resend rebuilds the `RtpPacket` from it
+// in `RtxCache::out`. The sequence number is the buffer's position, and
+// the packet's queue time is not kept: nothing reads it on a resend.
 #[derive(Debug)]
 struct CachedPacket {
-    seq_no: SeqNo,
     time: MediaTime,
     payload: Arc<[u8]>,
     vp8_patch: Option<Vp8Patch>,
-    timestamp: Instant,
     ssrc: Ssrc,
     rtp_time: u32,
     sequence_number: u16,
@@ -71,11 +72,9 @@ impl CachedPacket {
             })
         });
         CachedPacket {
-            seq_no: p.seq_no,
             time: p.time,
             payload: p.payload,
             vp8_patch: p.vp8_patch,
-            timestamp: p.timestamp,
             ssrc: h.ssrc,
             rtp_time: h.timestamp,
             sequence_number: h.sequence_number,
@@ -90,13 +89,13 @@ impl CachedPacket {
         }
     }
 
-    fn restore(&self) -> RtpPacket {
+    fn restore(&self, seq_no: SeqNo) -> RtpPacket {
         let (csrc_count, csrc, ext_vals) = match &self.rare {
             Some(r) => (r.csrc_count, r.csrc, r.ext_vals.clone()),
             None => (0, [0; 15], ExtensionValues::default()),
         };
         RtpPacket {
-            seq_no: self.seq_no,
+            seq_no,
             time: self.time,
             header: RtpHeader {
                 version: self.version,
@@ -114,7 +113,9 @@ impl CachedPacket {
             },
             payload: self.payload.clone(),
             vp8_patch: self.vp8_patch,
-            timestamp: self.timestamp,
+            // Read only for a packet out of the send queue, never for a
+            // resend (the queue-delay stat).
+            timestamp: already_happened(),
             // Only incoming packets carry one.
             last_sender_info: None,
             nackable: true,
@@ -151,7 +152,7 @@ impl RtxCache {
     }
 
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
-        let packet = self.packet_by_seq_no.get(*seq_no)?.restore();
+        let packet = self.packet_by_seq_no.get(*seq_no)?.restore(seq_no);
         match &mut self.out {
             Some(out) => **out = packet,
             None => self.out = Some(Box::new(packet)),
@@ -197,6 +198,15 @@ mod test {
         now + Duration::from_millis(millis)
     }
 
+    // lumen: a resend does not carry the queue time of the packet it
+    // repeats (see `CachedPacket`).
+    fn resent(now: Instant, seq_no: u64, millis: u64) -> RtpPacket {
+        RtpPacket {
+            timestamp: already_happened(),
+            ..packet(now, seq_no, millis)
+        }
+    }
+
     fn packet(now: Instant, seq_no: u64, millis: u64) -> RtpPacket {
         RtpPacket {
             header: RtpHeader::default(),
@@ -216,11 +226,11 @@ mod test {
         let mut rtx_cache = RtxCache::new(0, Duration::from_secs(3));
         rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10));
         assert_eq!(
-            Some(&mut packet(now, 1, 10)),
+            Some(&mut resent(now, 1, 10)),
             rtx_cache.get_cached_packet_by_seq_no(1.into())
         );
         assert_eq!(
-            Some(&mut packet(now, 1, 10)),
+            Some(&mut resent(now, 1, 10)),
             rtx_cache.get_cached_packet_smaller_than(1000)
         );
     }
@@ -240,21 +250,21 @@ mod test {
         let mut rtx_cache = RtxCache::new(1, Duration::from_secs(3));
         rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10));
         assert_eq!(
-            Some(&mut packet(now, 1, 10)),
+            Some(&mut resent(now, 1, 10)),
             rtx_cache.get_cached_packet_by_seq_no(1.into())
         );
         assert_eq!(
-            Some(&mut packet(now, 1, 10)),
+            Some(&mut resent(now, 1, 10)),
             rtx_cache.get_cached_packet_smaller_than(1000)
         );
         assert_eq!(
-            Some(&mut packet(now, 1, 10)),
+            Some(&mut resent(now, 1, 10)),
             rtx_cache.get_cached_packet_smaller_than(25)
         );
         assert_eq!(None, rtx_cache.get_cached_packet_smaller_than(24));
         rtx_cache.cache_sent_packet(packet(now, 2, 20), after(now, 20));
         assert_eq!(
-            Some(&mut packet(now, 2, 20)),
+            Some(&mut resent(now, 2, 20)),
             rtx_cache.get_cached_packet_by_seq_no(2.into())
         );
     }
@@ -272,7 +282,7 @@ mod test {
         }
 
         assert_eq!(
-            Some(&mut packet(now, 200, 2000)),
+            Some(&mut resent(now, 200, 2000)),
             rtx_cache.get_cached_packet_by_seq_no(200.into())
         );
         assert_eq!(None, rtx_cache.get_cached_packet_by_seq_no(100.into()));
@@ -294,11 +304,11 @@ mod test {
         assert_eq!(None, rtx_cache.get_cached_packet_by_seq_no(99.into()));
 
         assert_eq!(
-            Some(&mut packet(now, 100, 1000)),
+            Some(&mut resent(now, 100, 1000)),
             rtx_cache.get_cached_packet_by_seq_no(100.into())
         );
         assert_eq!(
-            Some(&mut packet(now, 200, 2000)),
+            Some(&mut resent(now, 200, 2000)),
             rtx_cache.get_cached_packet_by_seq_no(200.into())
         );
     }
