@@ -424,6 +424,26 @@ mod tests {
         format!(r#"{{"type":"deleted","id":{i}}}"#).into()
     }
 
+    /// Queues `frames` for the channels `keys`, in order.
+    fn take_all(q: &mut Queues<u32>, keys: &[u32], frames: impl IntoIterator<Item = Arc<str>>) {
+        for frame in frames {
+            q.take(FanIn::Frame {
+                to: to(keys),
+                frame,
+                resync: false,
+            });
+        }
+    }
+
+    /// Where the round's message to channel `k` is.
+    fn at(round: &Round<u32>, k: u32) -> usize {
+        round
+            .sends
+            .iter()
+            .position(|(key, _, _)| *key == k)
+            .expect("a message for the channel")
+    }
+
     fn to(keys: &[u32]) -> Arc<[u32]> {
         keys.iter().copied().collect()
     }
@@ -476,22 +496,9 @@ mod tests {
         let mut q = Queues::<u32>::default();
         q.take(FanIn::Deflate(a));
         q.take(FanIn::Deflate(b));
-        for i in 0..40 {
-            q.take(FanIn::Frame {
-                to: to(&[a, b, c]),
-                frame: frame(i),
-                resync: false,
-            });
-        }
+        take_all(&mut q, &[a, b, c], (0..40).map(frame));
         let round = q.round();
-        let of = |k: u32| {
-            round
-                .sends
-                .iter()
-                .find(|(key, _, _)| *key == k)
-                .cloned()
-                .expect("a message for the channel")
-        };
+        let of = |k: u32| round.sends[at(&round, k)].clone();
         let (a_msg, b_msg, c_msg) = (of(a), of(b), of(c));
         assert!(a_msg.2 && b_msg.2, "compressed for the channels that asked");
         assert!(!c_msg.2, "plain text for the other");
@@ -529,22 +536,9 @@ mod tests {
                 .into()
             })
             .collect();
-        for f in &sent {
-            q.take(FanIn::Frame {
-                to: to(&[a, c]),
-                frame: f.clone(),
-                resync: false,
-            });
-        }
+        take_all(&mut q, &[a, c], sent);
         let round = q.round();
-        let of = |k: u32| {
-            round
-                .sends
-                .iter()
-                .position(|(key, _, _)| *key == k)
-                .expect("a message")
-        };
-        let (ia, ic) = (of(a), of(c));
+        let (ia, ic) = (at(&round, a), at(&round, c));
         assert_eq!(round.frames[ia], 50, "all of it, compressed");
         assert!(round.sends[ia].2);
         let inflated = lumen_chat::protocol::inflate(&round.sends[ia].1).expect("raw deflate");
