@@ -31,6 +31,8 @@ fn timed_recovery_obeys_exact_deadline() {
             for delay in [9, 10, 20, 2_000] {
                 let mut a = timed_fixture(unordered);
                 a.pop_pending_data_chunks_to_send(now);
+                // lumen: marked by hand below, not through `mark_all_to_retransmit`.
+                a.outbound_queue.marked_by_hand();
                 for tsn in 1..=3 {
                     let c = a.outbound_queue.get_mut(tsn).unwrap();
                     c.retransmit = true;
@@ -66,6 +68,8 @@ fn timed_expiry_is_not_hidden_by_window_or_fast_packet_limit() {
         first.deadline = None;
         first.reliability = Some((ReliabilityType::Reliable, 0));
         first.message_id = u64::MAX;
+        // lumen: marked by hand below, not through `mark_all_to_retransmit`.
+        a.outbound_queue.marked_by_hand();
         for tsn in 1..=3 {
             let c = a.outbound_queue.get_mut(tsn).unwrap();
             c.retransmit = true;
@@ -150,6 +154,8 @@ fn timed_expiry_preserves_reliable_dcep_and_non_negotiated_traffic() {
         if control == 2 {
             a.use_forward_tsn = false;
         }
+        // lumen: marked by hand below, not through `mark_all_to_retransmit`.
+        a.outbound_queue.marked_by_hand();
         for tsn in 1..=3 {
             let c = a.outbound_queue.get_mut(tsn).unwrap();
             c.retransmit = true;

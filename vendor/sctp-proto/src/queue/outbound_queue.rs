@@ -226,6 +226,14 @@ impl OutboundQueue {
         self.maybe_retransmit = false;
     }
 
+    /// lumen: for tests that mark chunks by hand instead of through
+    /// [`Self::mark_all_to_retransmit`] (the only way production code marks
+    /// one): the flag must be raised with the marks.
+    #[cfg(test)]
+    pub(crate) fn marked_by_hand(&mut self) {
+        self.maybe_retransmit = true;
+    }
+
     pub(crate) fn pending_contains_stream(&self, stream: u16) -> bool {
         self.pending.contains_stream(stream)
     }
