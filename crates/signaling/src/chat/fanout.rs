@@ -8,9 +8,10 @@
 //! one at a time: per channel, the frames queued since its last round as
 //! one data-channel message (one frame as itself, several as a `batch`
 //! frame of at most [`ROUND_BYTES`], or of at most `MAX_FRAME_BYTES` when
-//! it goes compressed), all of the worker's channels in one command. Under load the frames a round carries are the ones that
-//! came while the previous round was on the worker, so the cost per frame
-//! falls as the rate rises, and a quiet room's frame goes at once. To a
+//! it goes compressed), all of the worker's channels in one command.
+//! Under load the frames a round carries are the ones that came while the
+//! previous round was on the worker, so the cost per frame falls as the
+//! rate rises, and a quiet room's frame goes at once. To a
 //! channel opened with the subprotocol
 //! [`DEFLATE_PROTOCOL`](lumen_chat::protocol::DEFLATE_PROTOCOL), a large
 //! message goes as raw DEFLATE in a binary message, compressed once per
