@@ -6,7 +6,6 @@ use crate::crypto::dtls::{KeyingMaterial, SrtpProfile};
 use crate::crypto::{AeadAes128Gcm, AeadAes256Gcm, Aes128CmSha1_80};
 use crate::crypto::{AeadAes128GcmCipher, AeadAes256GcmCipher};
 use crate::crypto::{CryptoProvider, Sha1HmacProvider, SrtpProvider};
-use crate::io::DATAGRAM_MAX_PACKET_SIZE;
 
 use super::header::RtpHeader;
 
@@ -38,10 +37,11 @@ pub const SRTP_OVERHEAD: usize = MAX_TAG_LEN;
 // This adds 15 bytes of padding that we truncate after encryption
 const CTR_BUFFER_PADDING: usize = SRTP_BLOCK_SIZE - 1;
 
-/// Initial capacity for the RTP decryption scratch buffer. Sized to fit the
-/// largest possible received datagram plus the CTR padding the AES-CM cipher
-/// needs, so `unprotect_rtp` never has to grow the buffer in practice.
-const RX_SCRATCH_CAPACITY: usize = DATAGRAM_MAX_PACKET_SIZE + CTR_BUFFER_PADDING;
+// lumen: the RTP decryption scratch buffer was made with room for the
+// largest datagram (~1.5 KB) in every context, the outgoing one that never
+// decrypts included. It starts empty now and grows to the largest RTP
+// packet received: nothing for a session that receives no RTP, such as a
+// viewer's.
 
 /// Start repeated warnings here, then double the failure count between reports.
 const DECRYPT_WARN_INITIAL_COUNT: u64 = 4_096;
@@ -70,7 +70,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -86,7 +86,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -102,7 +102,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -123,29 +123,17 @@ impl SrtpContext {
         Self {
             rtp: Derived::AeadAes128Gcm {
                 salt: rtp_salt,
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(rtp_key, true),
-                dec: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(rtp_key, false),
+                enc: LazyCipher::aes_128_gcm(provider.srtp_provider, rtp_key, true),
+                dec: LazyCipher::aes_128_gcm(provider.srtp_provider, rtp_key, false),
             },
             rtcp: Derived::AeadAes128Gcm {
                 salt: rtcp_salt,
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(rtcp_key, true),
-                dec: provider
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(rtcp_key, false),
+                enc: LazyCipher::aes_128_gcm(provider.srtp_provider, rtcp_key, true),
+                dec: LazyCipher::aes_128_gcm(provider.srtp_provider, rtcp_key, false),
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
-            rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+            rx_scratch: Vec::new(),
             decrypt_warnings: DecryptWarnings::default(),
         }
     }
@@ -163,29 +151,17 @@ impl SrtpContext {
         Self {
             rtp: Derived::AeadAes256Gcm {
                 salt: rtp_salt,
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_256_gcm()
-                    .create_cipher(rtp_key, true),
-                dec: provider
-                    .srtp_provider
-                    .aead_aes_256_gcm()
-                    .create_cipher(rtp_key, false),
+                enc: LazyCipher::aes_256_gcm(provider.srtp_provider, rtp_key, true),
+                dec: LazyCipher::aes_256_gcm(provider.srtp_provider, rtp_key, false),
             },
             rtcp: Derived::AeadAes256Gcm {
                 salt: rtcp_salt,
-                enc: provider
-                    .srtp_provider
-                    .aead_aes_256_gcm()
-                    .create_cipher(rtcp_key, true),
-                dec: provider
-                    .srtp_provider
-                    .aead_aes_256_gcm()
-                    .create_cipher(rtcp_key, false),
+                enc: LazyCipher::aes_256_gcm(provider.srtp_provider, rtcp_key, true),
+                dec: LazyCipher::aes_256_gcm(provider.srtp_provider, rtcp_key, false),
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
-            rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+            rx_scratch: Vec::new(),
             decrypt_warnings: DecryptWarnings::default(),
         }
     }
@@ -298,7 +274,8 @@ impl SrtpContext {
                 let mut output =
                     vec![0_u8; buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed];
 
-                enc.encrypt(&iv, input, &mut output[hlen..])
+                enc.get()
+                    .encrypt(&iv, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
                 output[..hlen].copy_from_slice(&buf[..hlen]);
@@ -319,7 +296,8 @@ impl SrtpContext {
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
                 let mut output = sealed_buffer(aad, buf.len() + AeadAes128Gcm::TAG_LEN);
-                enc.encrypt(&iv, aad, input, &mut output[hlen..])
+                enc.get()
+                    .encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
                 output
@@ -333,7 +311,8 @@ impl SrtpContext {
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
                 let mut output = sealed_buffer(aad, buf.len() + AeadAes256Gcm::TAG_LEN);
-                enc.encrypt(&iv, aad, input, &mut output[hlen..])
+                enc.get()
+                    .encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
                 output
@@ -377,7 +356,7 @@ impl SrtpContext {
                 // Sized with CTR padding (aws-lc-rs requirement).
                 self.rx_scratch.resize(input.len() + CTR_BUFFER_PADDING, 0);
 
-                if let Err(e) = dec.decrypt(&iv, input, &mut self.rx_scratch) {
+                if let Err(e) = dec.get().decrypt(&iv, input, &mut self.rx_scratch) {
                     trace!(
                         "Failed to decrypt SRTP {} ({}): {}",
                         self.rtp.profile(),
@@ -406,7 +385,7 @@ impl SrtpContext {
                 let out_len = input.len() - AeadAes128Gcm::TAG_LEN;
                 self.rx_scratch.resize(out_len, 0);
 
-                match dec.decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
+                match dec.get().decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
                     Ok(v) => v,
                     Err(e) => {
                         trace!(
@@ -438,7 +417,7 @@ impl SrtpContext {
                 let out_len = input.len() - AeadAes256Gcm::TAG_LEN;
                 self.rx_scratch.resize(out_len, 0);
 
-                match dec.decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
+                match dec.get().decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
                     Ok(v) => v,
                     Err(e) => {
                         trace!(
@@ -487,7 +466,8 @@ impl SrtpContext {
 
                 output[0..8].copy_from_slice(&buf[0..8]);
                 let input = &buf[8..];
-                enc.encrypt(&iv, input, &mut output[8..])
+                enc.get()
+                    .encrypt(&iv, input, &mut output[8..])
                     .expect("rtcp encrypt");
 
                 let to = &mut output[buf.len()..];
@@ -515,7 +495,9 @@ impl SrtpContext {
                 let enc_end = input.len() + 8 + AeadAes128Gcm::TAG_LEN;
                 let encout = &mut output[enc_start..enc_end];
 
-                enc.encrypt(&iv, &aad, input, encout).expect("rtcp encrypt");
+                enc.get()
+                    .encrypt(&iv, &aad, input, encout)
+                    .expect("rtcp encrypt");
 
                 let to = &mut output[enc_end..];
                 to[0..4].copy_from_slice(&e_and_si.to_be_bytes());
@@ -537,7 +519,9 @@ impl SrtpContext {
                 let enc_end = input.len() + 8 + AeadAes256Gcm::TAG_LEN;
                 let encout = &mut output[enc_start..enc_end];
 
-                enc.encrypt(&iv, &aad, input, encout).expect("rtcp encrypt");
+                enc.get()
+                    .encrypt(&iv, &aad, input, encout)
+                    .expect("rtcp encrypt");
 
                 let to = &mut output[enc_end..];
                 to[0..4].copy_from_slice(&e_and_si.to_be_bytes());
@@ -609,7 +593,7 @@ impl SrtpContext {
                 let mut output = vec![0_u8; input.len() + 8 + CTR_BUFFER_PADDING];
                 output[0..8].copy_from_slice(&buf[0..8]);
 
-                if let Err(e) = dec.decrypt(&iv, input, &mut output[8..]) {
+                if let Err(e) = dec.get().decrypt(&iv, input, &mut output[8..]) {
                     trace!("Failed to decrypt SRTCP {}: {}", self.rtcp.profile(), e);
                     self.decrypt_warnings.warn(self.rtcp.profile(), true);
                     return None;
@@ -671,7 +655,7 @@ impl SrtpContext {
                 let mut output = vec![0_u8; buf.len() - AeadAes128Gcm::TAG_LEN - SRTCP_INDEX_LEN];
                 output[0..8].copy_from_slice(&buf[0..8]);
 
-                let count = match dec.decrypt(&iv, &aads, input, &mut output[8..]) {
+                let count = match dec.get().decrypt(&iv, &aads, input, &mut output[8..]) {
                     Ok(c) => c,
                     Err(e) => {
                         trace!("Failed to decrypt SRTCP {}: {}", self.rtcp.profile(), e);
@@ -744,7 +728,7 @@ impl SrtpContext {
                 let mut output = vec![0_u8; buf.len() - AeadAes256Gcm::TAG_LEN - SRTCP_INDEX_LEN];
                 output[0..8].copy_from_slice(&buf[0..8]);
 
-                let count = match dec.decrypt(&iv, &aads, input, &mut output[8..]) {
+                let count = match dec.get().decrypt(&iv, &aads, input, &mut output[8..]) {
                     Ok(c) => c,
                     Err(e) => {
                         trace!("Failed to decrypt SRTCP {}: {}", self.rtcp.profile(), e);
@@ -857,28 +841,85 @@ impl<const ML: usize, const SL: usize> SrtpKey<ML, SL> {
 }
 
 /// Encryption/decryption derived from the SrtpKey.
+/// A cipher made on its first use.
+// lumen: a session's outgoing context only encrypts and its incoming one
+// only decrypts, and a viewer sends no RTP, so a viewer used three of the
+// eight ciphers str0m made for it at the handshake (each ~600 bytes of
+// aws-lc state). The key is kept until the cipher is made.
+struct LazyCipher<K, C: ?Sized> {
+    provider: &'static dyn SrtpProvider,
+    key: K,
+    encrypt: bool,
+    make: fn(&'static dyn SrtpProvider, K, bool) -> Box<C>,
+    made: Option<Box<C>>,
+}
+
+impl<K: Copy, C: ?Sized> LazyCipher<K, C> {
+    fn get(&mut self) -> &mut C {
+        let (provider, key, encrypt, make) = (self.provider, self.key, self.encrypt, self.make);
+        self.made
+            .get_or_insert_with(|| make(provider, key, encrypt))
+    }
+}
+
+impl LazyCipher<[u8; 16], dyn Aes128CmSha1_80Cipher> {
+    fn aes_128_cm(provider: &'static dyn SrtpProvider, key: [u8; 16], encrypt: bool) -> Self {
+        LazyCipher {
+            provider,
+            key,
+            encrypt,
+            make: |p, k, e| p.aes_128_cm_sha1_80().create_cipher(k, e),
+            made: None,
+        }
+    }
+}
+
+impl LazyCipher<[u8; 16], dyn AeadAes128GcmCipher> {
+    fn aes_128_gcm(provider: &'static dyn SrtpProvider, key: [u8; 16], encrypt: bool) -> Self {
+        LazyCipher {
+            provider,
+            key,
+            encrypt,
+            make: |p, k, e| p.aead_aes_128_gcm().create_cipher(k, e),
+            made: None,
+        }
+    }
+}
+
+impl LazyCipher<[u8; 32], dyn AeadAes256GcmCipher> {
+    fn aes_256_gcm(provider: &'static dyn SrtpProvider, key: [u8; 32], encrypt: bool) -> Self {
+        LazyCipher {
+            provider,
+            key,
+            encrypt,
+            make: |p, k, e| p.aead_aes_256_gcm().create_cipher(k, e),
+            made: None,
+        }
+    }
+}
+
 enum Derived {
     Aes128CmSha1_80 {
         key: [u8; 20],
         salt: [u8; 14],
-        enc: Box<dyn Aes128CmSha1_80Cipher>,
-        dec: Box<dyn Aes128CmSha1_80Cipher>,
+        enc: LazyCipher<[u8; 16], dyn Aes128CmSha1_80Cipher>,
+        dec: LazyCipher<[u8; 16], dyn Aes128CmSha1_80Cipher>,
     },
     AeadAes128Gcm {
         salt: [u8; 12],
-        enc: Box<dyn AeadAes128GcmCipher>,
-        dec: Box<dyn AeadAes128GcmCipher>,
+        enc: LazyCipher<[u8; 16], dyn AeadAes128GcmCipher>,
+        dec: LazyCipher<[u8; 16], dyn AeadAes128GcmCipher>,
     },
     AeadAes256Gcm {
         salt: [u8; 12],
-        enc: Box<dyn AeadAes256GcmCipher>,
-        dec: Box<dyn AeadAes256GcmCipher>,
+        enc: LazyCipher<[u8; 32], dyn AeadAes256GcmCipher>,
+        dec: LazyCipher<[u8; 32], dyn AeadAes256GcmCipher>,
     },
 }
 
 impl Derived {
     fn aes_128_cm_sha1_80(
-        crypto: &dyn SrtpProvider,
+        crypto: &'static dyn SrtpProvider,
         srtp_key: &SrtpKey<{ Aes128CmSha1_80::KEY_LEN }, { Aes128CmSha1_80::SALT_LEN }>,
     ) -> (Self, Self) {
         // RTP AES Counter
@@ -914,22 +955,22 @@ impl Derived {
         let rtp = Derived::Aes128CmSha1_80 {
             key: rtp_hmac,
             salt: rtp_salt,
-            enc: crypto.aes_128_cm_sha1_80().create_cipher(rtp_aes, true),
-            dec: crypto.aes_128_cm_sha1_80().create_cipher(rtp_aes, false),
+            enc: LazyCipher::aes_128_cm(crypto, rtp_aes, true),
+            dec: LazyCipher::aes_128_cm(crypto, rtp_aes, false),
         };
 
         let rtcp = Derived::Aes128CmSha1_80 {
             key: rtcp_hmac,
             salt: rtcp_salt,
-            enc: crypto.aes_128_cm_sha1_80().create_cipher(rtcp_aes, true),
-            dec: crypto.aes_128_cm_sha1_80().create_cipher(rtcp_aes, false),
+            enc: LazyCipher::aes_128_cm(crypto, rtcp_aes, true),
+            dec: LazyCipher::aes_128_cm(crypto, rtcp_aes, false),
         };
 
         (rtp, rtcp)
     }
 
     fn aead_aes_128_gcm(
-        crypto: &dyn SrtpProvider,
+        crypto: &'static dyn SrtpProvider,
         srtp_key: &SrtpKey<{ AeadAes128Gcm::KEY_LEN }, { AeadAes128Gcm::SALT_LEN }>,
     ) -> (Derived, Derived) {
         // RTP session key
@@ -950,21 +991,21 @@ impl Derived {
 
         let rtp = Derived::AeadAes128Gcm {
             salt: rtp_salt,
-            enc: crypto.aead_aes_128_gcm().create_cipher(rtp_aes, true),
-            dec: crypto.aead_aes_128_gcm().create_cipher(rtp_aes, false),
+            enc: LazyCipher::aes_128_gcm(crypto, rtp_aes, true),
+            dec: LazyCipher::aes_128_gcm(crypto, rtp_aes, false),
         };
 
         let rtcp = Derived::AeadAes128Gcm {
             salt: rtcp_salt,
-            enc: crypto.aead_aes_128_gcm().create_cipher(rtcp_aes, true),
-            dec: crypto.aead_aes_128_gcm().create_cipher(rtcp_aes, false),
+            enc: LazyCipher::aes_128_gcm(crypto, rtcp_aes, true),
+            dec: LazyCipher::aes_128_gcm(crypto, rtcp_aes, false),
         };
 
         (rtp, rtcp)
     }
 
     fn aead_aes_256_gcm(
-        crypto: &dyn SrtpProvider,
+        crypto: &'static dyn SrtpProvider,
         srtp_key: &SrtpKey<{ AeadAes256Gcm::KEY_LEN }, { AeadAes256Gcm::SALT_LEN }>,
     ) -> (Derived, Derived) {
         // RTP session key
@@ -985,14 +1026,14 @@ impl Derived {
 
         let rtp = Derived::AeadAes256Gcm {
             salt: rtp_salt,
-            enc: crypto.aead_aes_256_gcm().create_cipher(rtp_aes, true),
-            dec: crypto.aead_aes_256_gcm().create_cipher(rtp_aes, false),
+            enc: LazyCipher::aes_256_gcm(crypto, rtp_aes, true),
+            dec: LazyCipher::aes_256_gcm(crypto, rtp_aes, false),
         };
 
         let rtcp = Derived::AeadAes256Gcm {
             salt: rtcp_salt,
-            enc: crypto.aead_aes_256_gcm().create_cipher(rtcp_aes, true),
-            dec: crypto.aead_aes_256_gcm().create_cipher(rtcp_aes, false),
+            enc: LazyCipher::aes_256_gcm(crypto, rtcp_aes, true),
+            dec: LazyCipher::aes_256_gcm(crypto, rtcp_aes, false),
         };
 
         (rtp, rtcp)
@@ -1053,6 +1094,65 @@ mod test {
                 .lines()
                 .map(str::to_owned)
                 .collect()
+        }
+    }
+
+    // lumen: ciphers are made on first use (see `LazyCipher`).
+    impl Derived {
+        fn made(&self) -> [bool; 2] {
+            match self {
+                Derived::Aes128CmSha1_80 { enc, dec, .. } => {
+                    [enc.made.is_some(), dec.made.is_some()]
+                }
+                Derived::AeadAes128Gcm { enc, dec, .. } => [enc.made.is_some(), dec.made.is_some()],
+                Derived::AeadAes256Gcm { enc, dec, .. } => [enc.made.is_some(), dec.made.is_some()],
+            }
+        }
+    }
+
+    #[test]
+    fn a_context_makes_only_the_ciphers_it_uses() {
+        for profile in [
+            SrtpProfile::AES128_CM_SHA1_80,
+            SrtpProfile::AEAD_AES_128_GCM,
+            SrtpProfile::AEAD_AES_256_GCM,
+        ] {
+            let crypto = crate::crypto::test_default_provider();
+            let mat: Vec<u8> = (0..profile.keying_material_len() as u8).collect();
+            let mat = KeyingMaterial::new(&mat);
+            // A server's contexts and its viewer's: what one side's
+            // outgoing context seals, the other's incoming one opens.
+            let mut server_tx = SrtpContext::new(crypto, profile, &mat, true);
+            let mut server_rx = SrtpContext::new(crypto, profile, &mat, false);
+            let mut viewer_tx = SrtpContext::new(crypto, profile, &mat, false);
+            let mut viewer_rx = SrtpContext::new(crypto, profile, &mat, true);
+            assert_eq!(server_tx.rtp.made(), [false, false], "{profile:?}");
+            assert_eq!(server_tx.rtcp.made(), [false, false], "{profile:?}");
+
+            // RTCP both ways.
+            let plaintext_rtcp = [0x80, 201, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0];
+            let sealed = viewer_tx.protect_rtcp(&plaintext_rtcp);
+            assert_eq!(server_rx.unprotect_rtcp(&sealed).unwrap(), plaintext_rtcp);
+            let sealed = server_tx.protect_rtcp(&plaintext_rtcp);
+            assert_eq!(viewer_rx.unprotect_rtcp(&sealed).unwrap(), plaintext_rtcp);
+            assert_eq!(server_tx.rtcp.made(), [true, false], "{profile:?}");
+            assert_eq!(server_rx.rtcp.made(), [false, true], "{profile:?}");
+
+            // RTP one way, from the server: the ciphers made late have the
+            // right keys, and the server made none for incoming RTP.
+            let plaintext_rtp = [0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 42, 43];
+            let header =
+                RtpHeader::parse(&plaintext_rtp, &crate::rtp_::ExtensionMap::empty()).unwrap();
+            let sealed = server_tx.protect_rtp(&plaintext_rtp, &header, 1);
+            assert_eq!(
+                viewer_rx.unprotect_rtp(&sealed, &header, 1).unwrap(),
+                &[42, 43]
+            );
+            assert_eq!(server_tx.rtp.made(), [true, false], "{profile:?}");
+            assert_eq!(viewer_rx.rtp.made(), [false, true], "{profile:?}");
+            assert_eq!(server_rx.rtp.made(), [false, false], "{profile:?}");
+            assert_eq!(server_tx.rx_scratch.capacity(), 0);
+            assert_eq!(server_rx.rx_scratch.capacity(), 0);
         }
     }
 

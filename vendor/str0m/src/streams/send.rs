@@ -820,12 +820,12 @@ impl StreamTx {
 
         if pop_send_queue {
             // poll_packet_regular leaves the packet in the head of the send_queue
-            let pkt = self
+            let sent = self
                 .send_queue
                 .pop(now)
                 .expect("head of send_queue to be there");
-            if pkt.nackable {
-                self.rtx_cache.cache_sent_packet(pkt, now);
+            if sent.nackable {
+                self.rtx_cache.cache_sent(sent.seq_no, sent.packet, now);
             }
         }
 
@@ -1175,7 +1175,7 @@ impl StreamTx {
         if self.send_queue.is_empty() {
             self.rtx_cache.last_packet()
         } else {
-            self.send_queue.last().map(|q| q.payload.as_ref())
+            self.send_queue.last_payload()
         }
     }
 

@@ -2,32 +2,60 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::pacer::{QueuePriority, QueueSnapshot};
+use crate::rtp_::SeqNo;
 use crate::util::not_happening;
 
 use super::RtpPacket;
+use super::compact::CompactPacket;
 
 #[derive(Debug)]
 pub(crate) struct SendQueue {
-    queue: VecDeque<RtpPacket>,
+    // lumen: the queue kept whole `RtpPacket`s (408 bytes each), and a
+    // viewer's video queue grew to hold a keyframe's slice of 16 of them,
+    // 6.5 KiB kept for the session's life. It keeps compact records now
+    // (see `CompactPacket`), and writes the one being sent into `sending`.
+    queue: VecDeque<QueuedPacket>,
+    /// The front of the queue once `peek` has asked for it, until `pop`.
+    head: Option<QueuedPacket>,
+    /// The head, whole: the sender changes it in place before `pop` takes
+    /// it. It holds the head's payload while there is a head (see
+    /// `CompactPacket::load_into`), an empty one otherwise.
+    sending: RtpPacket,
     total: TotalQueue,
     last_emitted: Option<Instant>,
+}
+
+/// A packet in the queue, and the one `pop` hands back once sent.
+#[derive(Debug)]
+pub(crate) struct QueuedPacket {
+    pub packet: CompactPacket,
+    pub seq_no: SeqNo,
+    pub timestamp: Instant,
+    pub nackable: bool,
 }
 
 impl SendQueue {
     pub fn new() -> Self {
         Self {
             queue: VecDeque::new(),
+            head: None,
+            sending: RtpPacket::blank(),
             total: TotalQueue::default(),
             last_emitted: None,
         }
     }
 
-    pub fn push(&mut self, mut packet: RtpPacket) {
-        // Every incoming packet must be timestamped withe a handle_timeout.
-        // This sentinel value indicates it is needed.
-        packet.timestamp = not_happening();
-
-        self.queue.push_back(packet);
+    pub fn push(&mut self, packet: RtpPacket) {
+        let seq_no = packet.seq_no;
+        let nackable = packet.nackable;
+        self.queue.push_back(QueuedPacket {
+            packet: CompactPacket::new(packet),
+            seq_no,
+            // Every incoming packet must be timestamped withe a handle_timeout.
+            // This sentinel value indicates it is needed.
+            timestamp: not_happening(),
+            nackable,
+        });
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -37,7 +65,7 @@ impl SendQueue {
                 break;
             } else {
                 pkt.timestamp = now;
-                self.total.increase(now, pkt.payload.len());
+                self.total.increase(now, pkt.packet.payload().len());
             }
         }
     }
@@ -45,6 +73,7 @@ impl SendQueue {
     pub fn need_timeout(&self) -> bool {
         // Packets are timestamped contiguously from the front,
         // so checking the tail summarizes the entire queue's state.
+        // (The head, when there is one, is timestamped.)
         self.queue
             .back()
             .map(|p| p.timestamp == not_happening())
@@ -52,48 +81,73 @@ impl SendQueue {
     }
 
     pub fn peek(&mut self) -> Option<&mut RtpPacket> {
-        let peeked = self.queue.front_mut()?;
-        if peeked.timestamp == not_happening() {
-            None
-        } else {
-            Some(peeked)
+        if self.head.is_none() {
+            let front = self.queue.front()?;
+            if front.timestamp == not_happening() {
+                return None;
+            }
+            // Unwrap is OK: front() above returned a value.
+            let mut q = self.queue.pop_front().unwrap();
+            q.packet
+                .load_into(&mut self.sending, q.seq_no, q.timestamp, q.nackable);
+            self.head = Some(q);
         }
+        Some(&mut self.sending)
     }
 
-    pub fn pop(&mut self, now: Instant) -> Option<RtpPacket> {
+    /// The head, as the sender left it.
+    pub fn pop(&mut self, now: Instant) -> Option<QueuedPacket> {
         // Don't release packets without a timestamp.
         self.peek()?;
 
         // Unwrap is OK, because peek() above must have returned a value
         // for us to be here.
-        let packet = self.queue.pop_front().unwrap();
+        let mut q = self.head.take().unwrap();
+        q.packet.take_back(&mut self.sending);
+        q.seq_no = self.sending.seq_no;
+        q.nackable = self.sending.nackable;
 
         // Must be timestamped
-        assert!(packet.timestamp != not_happening());
+        assert!(q.timestamp != not_happening());
 
         // lumen: a packet written and sent in one drain has waited nothing;
         // the comparison is cheaper than the subtraction.
-        let queue_time = if now == packet.timestamp {
+        let queue_time = if now == q.timestamp {
             Duration::ZERO
         } else {
-            now - packet.timestamp
+            now - q.timestamp
         };
-        self.total.decrease(now, packet.payload.len(), queue_time);
+        self.total
+            .decrease(now, q.packet.payload().len(), queue_time);
         self.last_emitted = Some(now);
 
-        Some(packet)
+        Some(q)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.head.is_none() && self.queue.is_empty()
     }
 
-    pub fn last(&self) -> Option<&RtpPacket> {
-        self.queue.back()
+    /// The payload of the packet queued last.
+    pub fn last_payload(&self) -> Option<&[u8]> {
+        match self.queue.back() {
+            Some(q) => Some(q.packet.payload()),
+            // The head's payload is lent to `sending`.
+            None => self.head.as_ref().map(|_| self.sending.payload.as_ref()),
+        }
     }
 
     pub(crate) fn snapshot(&mut self, now: Instant) -> QueueSnapshot {
         self.total.move_time_forward(now);
+
+        let first_unsent = match &self.head {
+            Some(q) => Some(q.timestamp),
+            None => self
+                .queue
+                .iter()
+                .find(|p| p.timestamp != not_happening())
+                .map(|p| p.timestamp),
+        };
 
         QueueSnapshot {
             created_at: now,
@@ -101,11 +155,7 @@ impl SendQueue {
             packet_count: self.total.unsent_count as u32,
             total_queue_time_origin: self.total.queue_time,
             last_emitted: self.last_emitted,
-            first_unsent: self
-                .queue
-                .iter()
-                .find(|p| p.timestamp != not_happening())
-                .map(|p| p.timestamp),
+            first_unsent,
             priority: if self.total.unsent_count > 0 {
                 QueuePriority::Media
             } else {
@@ -116,6 +166,10 @@ impl SendQueue {
 
     pub(crate) fn clear(&mut self) {
         self.queue.clear();
+        if let Some(mut q) = self.head.take() {
+            // `sending` gets its empty payload back.
+            q.packet.take_back(&mut self.sending);
+        }
         self.total.clear();
         self.last_emitted = None;
     }
@@ -219,13 +273,17 @@ mod test {
 
     use super::*;
 
+    // lumen: the packets' media times are 0, as their RTP timestamps are:
+    // the queue keeps only the timestamp and the clock rate (see
+    // `CompactPacket`).
+
     #[test]
     fn peek_pop_no_timestamp() {
         let mut queue = SendQueue::new();
 
         queue.push(RtpPacket {
             seq_no: 0.into(),
-            time: MediaTime::from_90khz(10),
+            time: MediaTime::from_90khz(0),
             header: RtpHeader::default(),
             payload: [].into(),
             vp8_patch: None,
@@ -261,7 +319,7 @@ mod test {
 
         queue.push(RtpPacket {
             seq_no: 0.into(),
-            time: MediaTime::from_90khz(10),
+            time: MediaTime::from_90khz(0),
             header: RtpHeader::default(),
             payload: [42, 42].into(),
             vp8_patch: None,
@@ -299,7 +357,7 @@ mod test {
 
         queue.push(RtpPacket {
             seq_no: 0.into(),
-            time: MediaTime::from_90khz(10),
+            time: MediaTime::from_90khz(0),
             header: RtpHeader::default(),
             payload: [0; 10].into(),
             vp8_patch: None,
@@ -309,7 +367,7 @@ mod test {
         });
         queue.push(RtpPacket {
             seq_no: 1.into(),
-            time: MediaTime::from_90khz(20),
+            time: MediaTime::from_90khz(0),
             header: RtpHeader::default(),
             payload: [1; 10].into(),
             vp8_patch: None,
@@ -319,7 +377,7 @@ mod test {
         });
         queue.push(RtpPacket {
             seq_no: 2.into(),
-            time: MediaTime::from_90khz(20),
+            time: MediaTime::from_90khz(0),
             header: RtpHeader::default(),
             payload: [1; 10].into(),
             vp8_patch: None,
@@ -342,6 +400,79 @@ mod test {
             "expect handle_timeout to have timestamped every packet"
         );
         assert!(!queue.need_timeout());
+    }
+
+    // lumen: the queue keeps compact records and the packet being sent
+    // whole (see `SendQueue::head`).
+    #[test]
+    fn a_peeked_packet_changed_in_place_is_the_one_popped() {
+        let mut queue = SendQueue::new();
+        let start = Instant::now();
+        let packet = |seq_no: u64, byte: u8| RtpPacket {
+            seq_no: seq_no.into(),
+            time: MediaTime::from_90khz(10 * seq_no),
+            header: RtpHeader {
+                sequence_number: seq_no as u16,
+                timestamp: 10 * seq_no as u32,
+                ..Default::default()
+            },
+            payload: [byte; 3].into(),
+            vp8_patch: None,
+            timestamp: start,
+            last_sender_info: None,
+            nackable: seq_no != 1,
+        };
+        queue.push(packet(0, 7));
+        queue.push(packet(1, 8));
+        queue.handle_timeout(start);
+
+        let head = queue.peek().unwrap();
+        assert_eq!(*head.seq_no, 0);
+        assert_eq!(head.timestamp, start);
+        head.header.marker = true;
+        head.header.ext_vals.audio_level = Some(-30);
+        head.nackable = false;
+
+        // A packet written while the head is out goes behind it.
+        queue.push(packet(2, 9));
+        assert!(queue.need_timeout());
+        assert_eq!(queue.last_payload(), Some(&[9u8; 3][..]));
+        let later = start + Duration::from_millis(5);
+        queue.handle_timeout(later);
+        let snapshot = queue.snapshot(later);
+        assert_eq!(snapshot.packet_count, 3);
+        assert_eq!(snapshot.first_unsent, Some(start));
+
+        let whole = |q: QueuedPacket| q.packet.restore(q.seq_no, q.timestamp, q.nackable);
+        let first = whole(queue.pop(later).unwrap());
+        assert_eq!(*first.seq_no, 0);
+        assert!(first.header.marker);
+        assert_eq!(first.header.ext_vals.audio_level, Some(-30));
+        assert!(!first.nackable);
+        assert_eq!(&first.payload[..], &[7; 3]);
+
+        // The next one is written over the first: nothing of it stays.
+        let head = queue.peek().unwrap();
+        assert!(!head.header.marker);
+        assert!(head.header.ext_vals.is_empty());
+        assert_eq!(&head.payload[..], &[8; 3]);
+        let second = whole(queue.pop(later).unwrap());
+        assert_eq!(*second.seq_no, 1);
+        assert!(!second.header.marker);
+        assert!(second.header.ext_vals.is_empty());
+        assert!(!second.nackable);
+        assert_eq!(second.time, MediaTime::from_90khz(10));
+        assert_eq!(&second.payload[..], &[8; 3]);
+
+        let third = whole(queue.pop(later).unwrap());
+        assert_eq!(*third.seq_no, 2);
+        assert!(third.nackable);
+        assert_eq!(third.timestamp, later);
+        // The packet being sent holds no payload of the queue's after.
+        assert!(queue.sending.payload.is_empty());
+        assert!(queue.is_empty());
+        assert!(queue.pop(later).is_none());
+        assert_eq!(queue.snapshot(later).packet_count, 0);
     }
 
     #[test]

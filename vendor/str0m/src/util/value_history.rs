@@ -16,8 +16,11 @@ pub(crate) struct ValueHistory<T> {
 
 const DEFAULT_VALUE_HISTORY_DURATION: Duration = Duration::from_secs(1);
 
-/// lumen: see [`ValueHistory::push`].
-const BUCKET: Duration = Duration::from_millis(10);
+/// lumen: see [`ValueHistory::push`]. 50 ms: a video stream's frames
+/// come every ~33 ms and are paced over several milliseconds, so at 10 ms
+/// a second of history held 64–128 entries (3 KiB a stream); at 50 it
+/// holds at most ~20.
+const BUCKET: Duration = Duration::from_millis(50);
 
 impl<T: Default> Default for ValueHistory<T> {
     fn default() -> Self {
@@ -40,9 +43,10 @@ where
         self.value += v;
         // lumen: values less than BUCKET apart share one entry (the first
         // one's time), so a second of history at a few hundred packets a
-        // second holds at most ~100 entries, not one per packet. An entry
-        // leaves the window up to BUCKET early: nothing for a one-second
-        // sum.
+        // second holds at most ~20 entries, not one per packet. An entry
+        // leaves the window up to BUCKET early: the one-second sums of
+        // bytes sent and resent (whose ratio is all str0m reads) are each
+        // short by at most 5 %.
         // The bucket's end is kept, so that a value is placed with one
         // compare instead of an `Instant` subtraction.
         if let Some((_, last_v)) = self.history.back_mut()

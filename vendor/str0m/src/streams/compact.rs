@@ -1,0 +1,243 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::packet::Vp8Patch;
+use crate::rtp_::{ExtensionValues, Frequency, MediaTime, Pt, RtpHeader, SeqNo, Ssrc};
+
+use super::RtpPacket;
+
+/// An outgoing packet as the send queue and the retransmission cache keep
+/// it: everything sending it again reads, with the parts a packet seldom
+/// has (CSRCs, header extension values) boxed.
+// lumen: both kept whole `RtpPacket`s, 408 bytes each (the header alone is
+// 288: 15 CSRC slots and every extension value inline); the payload itself
+// is shared. This record is 56 bytes. The sequence number, the queue time
+// and the nackable flag are not in it: the retransmission cache knows the
+// first from its buffer's position and needs neither of the others, and
+// the send queue keeps them beside the record. Of the media time only the
+// clock rate is kept: `StreamTx::write_rtp` makes its count from the RTP
+// timestamp, and nothing changes one without the other.
+#[derive(Debug, Clone)]
+pub(crate) struct CompactPacket {
+    clock_rate: Frequency,
+    payload: Arc<[u8]>,
+    vp8_patch: Option<Vp8Patch>,
+    ssrc: Ssrc,
+    rtp_time: u32,
+    sequence_number: u16,
+    payload_type: Pt,
+    version: u8,
+    marker: bool,
+    has_padding: bool,
+    has_extension: bool,
+    header_len: u16,
+    rare: Option<Box<RareParts>>,
+}
+
+#[derive(Debug, Clone)]
+struct RareParts {
+    csrc_count: usize,
+    csrc: [u32; 15],
+    ext_vals: ExtensionValues,
+}
+
+impl CompactPacket {
+    pub fn new(p: RtpPacket) -> Self {
+        let h = p.header;
+        debug_assert_eq!(p.time.numer(), h.timestamp as u64);
+        let rare = (h.csrc_count != 0 || h.csrc != [0; 15] || !h.ext_vals.is_empty()).then(|| {
+            Box::new(RareParts {
+                csrc_count: h.csrc_count,
+                csrc: h.csrc,
+                ext_vals: h.ext_vals,
+            })
+        });
+        CompactPacket {
+            clock_rate: p.time.frequency(),
+            payload: p.payload,
+            vp8_patch: p.vp8_patch,
+            ssrc: h.ssrc,
+            rtp_time: h.timestamp,
+            sequence_number: h.sequence_number,
+            payload_type: h.payload_type,
+            version: h.version,
+            marker: h.marker,
+            has_padding: h.has_padding,
+            has_extension: h.has_extension,
+            // (A header is at most 12 + 60 + 4 + 4 * 255 bytes.)
+            header_len: h.header_len.min(u16::MAX as usize) as u16,
+            rare,
+        }
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Writes the packet into `into` (the send queue's packet being sent),
+    /// lending it the payload: `into`'s own goes into the record until
+    /// [`CompactPacket::take_back`]. Nothing is allocated and no reference
+    /// count changes, as they would for a new `RtpPacket` per packet.
+    pub fn load_into(
+        &mut self,
+        into: &mut RtpPacket,
+        seq_no: SeqNo,
+        timestamp: Instant,
+        nackable: bool,
+    ) {
+        let h = &mut into.header;
+        h.version = self.version;
+        h.has_padding = self.has_padding;
+        h.has_extension = self.has_extension;
+        h.marker = self.marker;
+        h.payload_type = self.payload_type;
+        h.sequence_number = self.sequence_number;
+        h.timestamp = self.rtp_time;
+        h.ssrc = self.ssrc;
+        h.header_len = self.header_len as usize;
+        match &self.rare {
+            Some(r) => {
+                h.csrc_count = r.csrc_count;
+                h.csrc = r.csrc;
+                h.ext_vals = r.ext_vals.clone();
+            }
+            None => {
+                h.csrc_count = 0;
+                h.csrc = [0; 15];
+                h.ext_vals = ExtensionValues::default();
+            }
+        }
+        into.seq_no = seq_no;
+        into.time = MediaTime::new(self.rtp_time as u64, self.clock_rate);
+        std::mem::swap(&mut into.payload, &mut self.payload);
+        into.vp8_patch = self.vp8_patch;
+        into.timestamp = timestamp;
+        into.last_sender_info = None;
+        into.nackable = nackable;
+    }
+
+    /// Takes the payload back from the packet [`CompactPacket::load_into`]
+    /// wrote, and what the sender changed in it (the clock rate, extension
+    /// values).
+    pub fn take_back(&mut self, from: &mut RtpPacket) {
+        std::mem::swap(&mut from.payload, &mut self.payload);
+        let h = &from.header;
+        debug_assert_eq!(from.time.numer(), h.timestamp as u64);
+        self.clock_rate = from.time.frequency();
+        self.vp8_patch = from.vp8_patch;
+        self.ssrc = h.ssrc;
+        self.rtp_time = h.timestamp;
+        self.sequence_number = h.sequence_number;
+        self.payload_type = h.payload_type;
+        self.version = h.version;
+        self.marker = h.marker;
+        self.has_padding = h.has_padding;
+        self.has_extension = h.has_extension;
+        self.header_len = h.header_len.min(u16::MAX as usize) as u16;
+        if h.csrc_count != 0 || h.csrc != [0; 15] || !h.ext_vals.is_empty() {
+            let parts = RareParts {
+                csrc_count: h.csrc_count,
+                csrc: h.csrc,
+                ext_vals: h.ext_vals.clone(),
+            };
+            match &mut self.rare {
+                Some(r) => **r = parts,
+                None => self.rare = Some(Box::new(parts)),
+            }
+        } else {
+            self.rare = None;
+        }
+    }
+
+    /// The whole packet again, leaving the record as it was.
+    pub fn restore(&self, seq_no: SeqNo, timestamp: Instant, nackable: bool) -> RtpPacket {
+        self.clone().into_packet(seq_no, timestamp, nackable)
+    }
+
+    /// The whole packet again, from a record not needed after.
+    pub fn into_packet(self, seq_no: SeqNo, timestamp: Instant, nackable: bool) -> RtpPacket {
+        let (csrc_count, csrc, ext_vals) = match self.rare {
+            Some(r) => (r.csrc_count, r.csrc, r.ext_vals),
+            None => (0, [0; 15], ExtensionValues::default()),
+        };
+        RtpPacket {
+            seq_no,
+            time: MediaTime::new(self.rtp_time as u64, self.clock_rate),
+            header: RtpHeader {
+                version: self.version,
+                has_padding: self.has_padding,
+                has_extension: self.has_extension,
+                csrc_count,
+                marker: self.marker,
+                payload_type: self.payload_type,
+                sequence_number: self.sequence_number,
+                timestamp: self.rtp_time,
+                ssrc: self.ssrc,
+                csrc,
+                ext_vals,
+                header_len: self.header_len as usize,
+            },
+            payload: self.payload,
+            vp8_patch: self.vp8_patch,
+            timestamp,
+            // Only incoming packets carry one.
+            last_sender_info: None,
+            nackable,
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_record_stays_small() {
+        // Kept per packet: 128 of them per video stream in the retransmission
+        // cache, with the buffer's position and time (80 bytes a slot).
+        assert_eq!(std::mem::size_of::<CompactPacket>(), 56);
+        assert!(std::mem::size_of::<RtpPacket>() > 400);
+    }
+
+    #[test]
+    fn a_packet_comes_back_whole() {
+        let now = Instant::now();
+        let packet = |rare: bool| {
+            let mut header = RtpHeader {
+                sequence_number: 7,
+                timestamp: 90_000,
+                marker: true,
+                ssrc: 42.into(),
+                header_len: 12,
+                ..Default::default()
+            };
+            if rare {
+                header.ext_vals.audio_level = Some(-20);
+                header.csrc_count = 1;
+                header.csrc[0] = 99;
+            }
+            RtpPacket {
+                seq_no: 7.into(),
+                time: MediaTime::new(90_000, Frequency::NINETY_KHZ),
+                header,
+                payload: [1, 2, 3].into(),
+                vp8_patch: None,
+                timestamp: now,
+                last_sender_info: None,
+                nackable: true,
+            }
+        };
+        // The send queue's packet being sent, written over for each.
+        let mut sending = RtpPacket::blank();
+        for rare in [true, false, true] {
+            let mut record = CompactPacket::new(packet(rare));
+            assert_eq!(record.restore(7.into(), now, true), packet(rare));
+            record.load_into(&mut sending, 7.into(), now, true);
+            assert_eq!(sending, packet(rare));
+            record.take_back(&mut sending);
+            assert!(sending.payload.is_empty());
+            assert_eq!(record.into_packet(7.into(), now, true), packet(rare));
+        }
+    }
+}
