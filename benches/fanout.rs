@@ -20,7 +20,9 @@
 //! (seconds of steady state per level), `LUMEN_FANOUT_BITRATE=2500000`,
 //! `LUMEN_FANOUT_SIZE=1280x720`, `LUMEN_FANOUT_RAMP=100` (viewers per second),
 //! `LUMEN_FANOUT_THREADS=1` (the load generator's threads; its CPU is in
-//! each level's table, next to the server's).
+//! each level's table, next to the server's), `LUMEN_FANOUT_SERVER=path`
+//! (another `lumen` binary to serve, e.g. an earlier build to compare
+//! with in the same session).
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -58,9 +60,10 @@ fn main() -> anyhow::Result<()> {
 
     let server = Server::start()?;
     eprintln!(
-        "server pid {} at {} (2 workers)",
+        "server pid {} at {} (2 workers, {})",
         server.pid(),
-        server.http_url
+        server.http_url,
+        lumen_bin().display()
     );
     // Memory per viewer is counted from the idle server: the allocator keeps
     // what an earlier level freed, so growth over one level would count only
@@ -326,6 +329,12 @@ struct Server {
     dir: PathBuf,
 }
 
+/// The `lumen` binary to serve: this build's, or `LUMEN_FANOUT_SERVER`.
+fn lumen_bin() -> PathBuf {
+    std::env::var_os("LUMEN_FANOUT_SERVER")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lumen")), PathBuf::from)
+}
+
 impl Server {
     fn start() -> anyhow::Result<Self> {
         let http = free_tcp_port()?;
@@ -333,7 +342,7 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("lumen-fanout-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let log = std::fs::File::create(dir.join("serve.log"))?;
-        let child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+        let child = Command::new(lumen_bin())
             .args([
                 "serve",
                 "--http-addr",
@@ -381,7 +390,7 @@ impl Server {
 
     /// A publish token, from `lumen token mint` on the server's data dir.
     fn mint(&self, scope: &str) -> anyhow::Result<String> {
-        let out = Command::new(env!("CARGO_BIN_EXE_lumen"))
+        let out = Command::new(lumen_bin())
             .args([
                 "token",
                 "mint",
