@@ -1,7 +1,10 @@
 //! Fan-out benchmark: how close the server's forwarding gets to this
 //! machine's ceiling.
 //!
-//! 1. Measures the ceiling (AES-128-GCM + sendmmsg, one thread).
+//! 1. Measures the ceiling (AES-128-GCM + sendmmsg, one thread), and again
+//!    after each level: on a shared machine one thread's speed drifts by a
+//!    fifth within minutes, so each level is divided by the mean of the
+//!    ceilings measured just before and just after it.
 //! 2. Starts `lumen serve` as a child process on free loopback ports (the
 //!    binary of this build profile), so its CPU and RSS are its own.
 //! 3. For each viewer count, publishes the test pattern (1280x720, 2.5 Mbit/s
@@ -30,7 +33,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lumen_tools::bench::{CeilingOptions, CeilingReport, cpu_model, run_ceiling};
+use lumen_tools::bench::{CeilingOptions, cpu_model, run_ceiling};
 use lumen_tools::load::{LoadOptions, LoadReport, ProcSample, PublishSpec, run_on_threads};
 
 /// Loss above this, or latency p99 above the next, marks the level where
@@ -57,6 +60,8 @@ fn main() -> anyhow::Result<()> {
     eprintln!("measuring the ceiling …");
     let ceiling = run_ceiling(&CeilingOptions::default())?;
     print!("{}", ceiling.table());
+    let mut ceiling_before = ceiling.ceiling_pps();
+    let mut ceilings = vec![ceiling_before];
 
     let server = Server::start()?;
     eprintln!(
@@ -112,7 +117,18 @@ fn main() -> anyhow::Result<()> {
         let report = rt.block_on(load)??;
         print!("{}", report.table());
         let delay_after = rt.block_on(forwarding_delay(&server.http_url));
-        let mut row = Row::new(n, &report, &ceiling, idle_rss_kib);
+        let ceiling_after = run_ceiling(&CeilingOptions {
+            phase: Duration::from_secs(1),
+            ..CeilingOptions::default()
+        })?
+        .ceiling_pps();
+        ceilings.push(ceiling_after);
+        let level_ceiling = (ceiling_before + ceiling_after) / 2.0;
+        println!(
+            "ceiling before / after the level: {ceiling_before:.0} / {ceiling_after:.0} pkt/s"
+        );
+        ceiling_before = ceiling_after;
+        let mut row = Row::new(n, &report, level_ceiling, idle_rss_kib);
         if let (Some(a), Some(b)) = (&delay_before, &delay_after) {
             let level: Vec<(f64, u64)> = b
                 .iter()
@@ -128,7 +144,7 @@ fn main() -> anyhow::Result<()> {
         }
         println!(
             "{n} viewers on {cpu}: ceiling {:.0} pkt/s, server {} pkt per CPU-second, ratio to ceiling {}",
-            ceiling.ceiling_pps(),
+            level_ceiling,
             fmt_opt(row.pkts_per_cpu_s, 0),
             fmt_opt(row.ratio, 3)
         );
@@ -159,9 +175,9 @@ fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "ceiling: {:.0} pkt/s on one thread ({:.0} ns/pkt); {}",
-        ceiling.ceiling_pps(),
-        ceiling.encrypt_and_send.ns_per_packet(),
+        "ceiling: {:.0}–{:.0} pkt/s on one thread over the run; {}",
+        ceilings.iter().copied().fold(f64::INFINITY, f64::min),
+        ceilings.iter().copied().fold(0.0, f64::max),
         match knee {
             Some(n) => format!(
                 "loss > {LOSS_LIMIT_PERCENT} %, steady forwarding latency p99 > {LATENCY_P99_LIMIT_MS} ms or failed viewers first at {n} viewers"
@@ -190,6 +206,8 @@ struct Row {
     rx_pps: f64,
     server_cpu_percent: Option<f64>,
     pkts_per_cpu_s: Option<f64>,
+    /// The mean of the ceilings measured before and after the level.
+    ceiling_pps: f64,
     ratio: Option<f64>,
     loss_percent: f64,
     latency: String,
@@ -203,9 +221,9 @@ struct Row {
 }
 
 impl Row {
-    const HEADER: &'static str = "| viewers | connected | received pkt/s | server CPU % | pkt per server CPU-s | ÷ ceiling | loss % | steady latency p50/p99 ms | behind first viewer p50/p99 ms | server forwarding delay p50/p99 ms | TTFF p50/p99 ms | server RSS/viewer KiB | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+    const HEADER: &'static str = "| viewers | connected | received pkt/s | server CPU % | pkt per server CPU-s | ceiling pkt/s | ÷ ceiling | loss % | steady latency p50/p99 ms | behind first viewer p50/p99 ms | server forwarding delay p50/p99 ms | TTFF p50/p99 ms | server RSS/viewer KiB | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
-    fn new(n: usize, r: &LoadReport, c: &CeilingReport, idle_rss_kib: u64) -> Self {
+    fn new(n: usize, r: &LoadReport, ceiling_pps: f64, idle_rss_kib: u64) -> Self {
         let pcs = r.steady.packets_per_server_cpu_s;
         Self {
             viewers: n,
@@ -213,7 +231,8 @@ impl Row {
             rx_pps: r.steady.rx_packets_per_s,
             server_cpu_percent: r.steady.server_cpu_percent,
             pkts_per_cpu_s: pcs,
-            ratio: pcs.map(|p| p / c.ceiling_pps()),
+            ceiling_pps,
+            ratio: pcs.map(|p| p / ceiling_pps),
             loss_percent: r.loss_percent,
             // Both over the steady window (the whole run when it has none).
             latency: r
@@ -240,12 +259,13 @@ impl Row {
 
     fn markdown(&self) -> String {
         format!(
-            "| {} | {} | {:.0} | {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {:.0} | {} | {:.3} | {} | {} | {} | {} | {} | {} |",
             self.viewers,
             self.connected,
             self.rx_pps,
             fmt_opt(self.server_cpu_percent, 0),
             fmt_opt(self.pkts_per_cpu_s, 0),
+            self.ceiling_pps,
             fmt_opt(self.ratio, 3),
             self.loss_percent,
             self.latency,
@@ -389,7 +409,25 @@ impl Server {
     }
 
     /// A publish token, from `lumen token mint` on the server's data dir.
+    ///
+    /// Tried a few times: the server may still hold its new store's first
+    /// write when it already listens (seen once as "opening the account
+    /// store").
     fn mint(&self, scope: &str) -> anyhow::Result<String> {
+        let mut tries = 0;
+        loop {
+            match self.mint_once(scope) {
+                Err(e) if tries < 10 => {
+                    tries += 1;
+                    eprintln!("{e:#}; trying again");
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn mint_once(&self, scope: &str) -> anyhow::Result<String> {
         let out = Command::new(lumen_bin())
             .args([
                 "token",
