@@ -840,7 +840,6 @@ impl<const ML: usize, const SL: usize> SrtpKey<ML, SL> {
     }
 }
 
-/// Encryption/decryption derived from the SrtpKey.
 /// A cipher made on its first use.
 // lumen: a session's outgoing context only encrypts and its incoming one
 // only decrypts, and a viewer sends no RTP, so a viewer used three of the
@@ -898,6 +897,7 @@ impl LazyCipher<[u8; 32], dyn AeadAes256GcmCipher> {
     }
 }
 
+/// Encryption/decryption derived from the SrtpKey.
 enum Derived {
     Aes128CmSha1_80 {
         key: [u8; 20],
