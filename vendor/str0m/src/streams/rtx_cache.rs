@@ -65,15 +65,10 @@ impl RtxCache {
         // nothing reads it (the queue-delay stat is for the send queue's
         // packets), and the cache does not keep it. Only nackable packets
         // are cached.
-        let packet = self
-            .packet_by_seq_no
-            .get(*seq_no)?
-            .restore(seq_no, already_happened(), true);
-        match &mut self.out {
-            Some(out) => **out = packet,
-            None => self.out = Some(Box::new(packet)),
-        }
-        self.out.as_deref_mut()
+        let packet = self.packet_by_seq_no.get(*seq_no)?;
+        let out = self.out.get_or_insert_with(|| Box::new(RtpPacket::blank()));
+        packet.restore_into(out, seq_no, already_happened(), true);
+        Some(out)
     }
 
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
