@@ -3,8 +3,10 @@
 //! forwarding video.
 //!
 //! The rooms' task hands each frame with its targets on that worker to the
-//! worker's task without waiting ([`Fanout::send`]). The task keeps a queue
-//! per channel and sends in **rounds**, at most one per [`ROUND_EVERY`] and
+//! worker's task without waiting ([`Fanout::send`]). The task keeps each
+//! frame once, with each channel's place in what it has still to get (a
+//! room's frame costs the same for one member as for five hundred), and
+//! sends in **rounds**, at most one per [`ROUND_EVERY`] and
 //! one at a time: per channel, the frames queued since its last round as
 //! one data-channel message (one frame as itself, several as a `batch`
 //! frame of at most [`ROUND_BYTES`], or of at most `MAX_FRAME_BYTES` when
@@ -171,10 +173,10 @@ async fn run(
         while let Ok(m) = rx.try_recv() {
             q.take(m);
         }
+        let round = q.round();
         for (peer, channel) in q.lagged.drain(..) {
             let _ = lagging.send((SessionRef { worker, peer }, channel));
         }
-        let round = q.round();
         if !round.sends.is_empty() {
             let start = Instant::now();
             last_round = Some(start);
@@ -226,10 +228,22 @@ async fn send_each(
     node.send_each(worker, binary, sends).await
 }
 
-/// The per-channel queues of one worker, and its counters: the fan-out's
+/// The queues of one worker's channels, and its counters: the fan-out's
 /// bookkeeping without I/O.
+///
+/// A frame for many channels (a room's members on this worker, one
+/// [`Targets`] until the membership changes) is kept **once**, in the
+/// [`Group`] of its targets, and each channel keeps only where it is in
+/// that group's frames: taking a frame costs the same for 1 member or
+/// 500. A frame for one channel (its `history`, an `error`) goes into
+/// that channel's own queue, between the group's frames it came between.
+/// A group's frames go once every channel has had them.
 struct Queues<K = (PeerId, ChannelId)> {
     channels: HashMap<K, ChannelQueue>,
+    groups: HashMap<u64, Group<K>>,
+    /// A group by the address of its targets (kept alive by the group).
+    by_targets: HashMap<usize, u64>,
+    next_group: u64,
     /// Channels that started lagging, for the rooms' task.
     lagged: Vec<K>,
     stats: Stats,
@@ -239,20 +253,160 @@ impl<K> Default for Queues<K> {
     fn default() -> Self {
         Queues {
             channels: HashMap::new(),
+            groups: HashMap::new(),
+            by_targets: HashMap::new(),
+            next_group: 0,
             lagged: Vec::new(),
             stats: Stats::default(),
         }
     }
 }
 
+/// The frames sent to one set of targets, numbered from 0.
+struct Group<K> {
+    /// The targets; also keeps their address (the group's key) unique.
+    to: Arc<[K]>,
+    /// The number of `frames[0]`.
+    base: u64,
+    /// Each frame, with the bytes of all frames before it in the group.
+    frames: std::collections::VecDeque<(Arc<str>, u64)>,
+    /// The bytes of all frames ever in the group.
+    total: u64,
+    /// How many of the targets have their open segment here; all of them
+    /// unless one was forgotten or moved on to another group.
+    open: usize,
+}
+
+impl<K> Group<K> {
+    /// The number the next frame gets.
+    fn end(&self) -> u64 {
+        self.base + self.frames.len() as u64
+    }
+
+    /// Frame `n`, if still kept.
+    fn frame(&self, n: u64) -> Option<&Arc<str>> {
+        let i = usize::try_from(n.checked_sub(self.base)?).ok()?;
+        self.frames.get(i).map(|(f, _)| f)
+    }
+
+    /// Bytes of all frames before frame `n`.
+    fn bytes_before(&self, n: u64) -> u64 {
+        n.checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.frames.get(i))
+            .map_or(self.total, |(_, before)| *before)
+    }
+}
+
+/// What a channel has still to get, in order.
+#[derive(Clone)]
+enum Item {
+    /// Frames `start..end` of a group; `end: None` is the channel's open
+    /// segment, which grows with the group (always the last item).
+    Segment {
+        group: u64,
+        start: u64,
+        end: Option<u64>,
+    },
+    /// A frame for this channel alone.
+    One(Arc<str>),
+}
+
 #[derive(Default)]
 struct ChannelQueue {
-    frames: std::collections::VecDeque<Arc<str>>,
-    bytes: usize,
+    items: std::collections::VecDeque<Item>,
+    /// Frames and bytes of all items but the open segment.
+    closed: (u64, u64),
     /// Lagging: frames are dropped until the resync's arrive.
     resync: bool,
     /// Takes large messages compressed.
     deflate: bool,
+}
+
+impl ChannelQueue {
+    /// The group of the open segment.
+    fn open_group(&self) -> Option<u64> {
+        match self.items.back() {
+            Some(Item::Segment {
+                group, end: None, ..
+            }) => Some(*group),
+            _ => None,
+        }
+    }
+
+    /// Closes the open segment where its group ends now (dropping it when
+    /// empty), and gives its group.
+    fn close_open<K>(&mut self, groups: &HashMap<u64, Group<K>>) -> Option<u64> {
+        let Some(Item::Segment {
+            group,
+            start,
+            end: end @ None,
+        }) = self.items.back_mut()
+        else {
+            return None;
+        };
+        let group = *group;
+        let g = groups.get(&group);
+        let at = g.map_or(*start, Group::end);
+        if at > *start {
+            let bytes = g.map_or(0, |g| {
+                g.bytes_before(at).saturating_sub(g.bytes_before(*start))
+            });
+            self.closed.0 += at - *start;
+            self.closed.1 += bytes;
+            *end = Some(at);
+        } else {
+            self.items.pop_back();
+        }
+        Some(group)
+    }
+
+    /// Opens a segment at the end of `group`.
+    fn open<K>(&mut self, groups: &HashMap<u64, Group<K>>, group: u64) {
+        if let Some(g) = groups.get(&group) {
+            self.items.push_back(Item::Segment {
+                group,
+                start: g.end(),
+                end: None,
+            });
+        }
+    }
+
+    /// A frame for this channel alone, after what it has to get.
+    fn push_one(&mut self, frame: Arc<str>) {
+        self.closed.0 += 1;
+        self.closed.1 += frame.len() as u64;
+        self.items.push_back(Item::One(frame));
+    }
+
+    /// Frames and bytes still to get.
+    fn pending<K>(&self, groups: &HashMap<u64, Group<K>>) -> (usize, usize) {
+        let (mut frames, mut bytes) = self.closed;
+        if let Some(Item::Segment {
+            group,
+            start,
+            end: None,
+        }) = self.items.back()
+            && let Some(g) = groups.get(group)
+        {
+            frames += g.end().saturating_sub(*start);
+            bytes += g.total.saturating_sub(g.bytes_before(*start));
+        }
+        (frames as usize, bytes as usize)
+    }
+
+    /// Drops everything still to get but the open segment, which starts
+    /// again at its group's end; gives how many frames went.
+    fn drop_pending<K>(&mut self, groups: &HashMap<u64, Group<K>>) -> usize {
+        let (frames, _) = self.pending(groups);
+        let open = self.open_group();
+        self.items.clear();
+        self.closed = (0, 0);
+        if let Some(group) = open {
+            self.open(groups, group);
+        }
+        frames
+    }
 }
 
 /// What one round asks of the worker: a message per channel (binary when
@@ -276,54 +430,139 @@ struct Stats {
     busy: Duration,
 }
 
+/// Which frames a message carries: per item, (group or `u64::MAX` for a
+/// channel's own frame, its first frame's number or address, how many).
+type Carried = Vec<(u64, u64, u64)>;
+
 impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
     fn is_empty(&self) -> bool {
-        self.channels.values().all(|c| c.frames.is_empty())
+        self.channels
+            .values()
+            .all(|c| c.resync || c.pending(&self.groups).0 == 0)
     }
 
     fn take(&mut self, m: FanIn<K>) {
         match m {
+            FanIn::Frame { to, frame, resync } if to.len() == 1 => {
+                let c = self.channels.entry(to[0]).or_default();
+                if c.resync {
+                    if !resync {
+                        self.stats.dropped += 1;
+                        return;
+                    }
+                    c.resync = false;
+                    self.stats.dropped += c.drop_pending(&self.groups) as u64;
+                }
+                // Between the group's frames before and after it.
+                let open = c.close_open(&self.groups);
+                c.push_one(frame);
+                if let Some(group) = open {
+                    c.open(&self.groups, group);
+                }
+            }
             FanIn::Frame { to, frame, resync } => {
-                for key in to.iter() {
-                    let c = self.channels.entry(*key).or_default();
-                    if c.resync {
-                        if !resync {
-                            self.stats.dropped += 1;
-                            continue;
+                let group = self.group_of(&to);
+                if resync {
+                    for key in to.iter() {
+                        if let Some(c) = self.channels.get_mut(key)
+                            && c.resync
+                        {
+                            c.resync = false;
+                            self.stats.dropped += c.drop_pending(&self.groups) as u64;
                         }
-                        c.resync = false;
                     }
-                    c.bytes += frame.len();
-                    c.frames.push_back(frame.clone());
-                    if c.bytes > LAG_BYTES {
-                        self.stats.lagged += 1;
-                        self.stats.dropped += c.frames.len() as u64;
-                        c.frames.clear();
-                        c.bytes = 0;
-                        c.resync = true;
-                        self.lagged.push(*key);
-                    }
+                }
+                if let Some(g) = self.groups.get_mut(&group) {
+                    let len = frame.len() as u64;
+                    g.frames.push_back((frame, g.total));
+                    g.total += len;
                 }
             }
             FanIn::Deflate(key) => self.channels.entry(key).or_default().deflate = true,
             FanIn::Forget(key) => {
-                self.channels.remove(&key);
+                if let Some(c) = self.channels.remove(&key)
+                    && let Some(g) = c.open_group().and_then(|g| self.groups.get_mut(&g))
+                {
+                    g.open = g.open.saturating_sub(1);
+                }
             }
         }
     }
 
+    /// The group of the targets `to`, made on their first frame; every
+    /// target has its open segment there afterwards.
+    fn group_of(&mut self, to: &Arc<[K]>) -> u64 {
+        let addr = Arc::as_ptr(to).cast::<K>() as usize;
+        let id = match self.by_targets.get(&addr) {
+            Some(id) => *id,
+            None => {
+                let id = self.next_group;
+                self.next_group += 1;
+                self.by_targets.insert(addr, id);
+                self.groups.insert(
+                    id,
+                    Group {
+                        to: to.clone(),
+                        base: 0,
+                        frames: Default::default(),
+                        total: 0,
+                        open: 0,
+                    },
+                );
+                id
+            }
+        };
+        let Some(g) = self.groups.get(&id) else {
+            return id;
+        };
+        if g.open < g.to.len() {
+            // A new group, or one a target left: (re)open it for them.
+            let to = g.to.clone();
+            for key in to.iter() {
+                let c = self.channels.entry(*key).or_default();
+                if c.open_group() == Some(id) {
+                    continue;
+                }
+                if let Some(old) = c.close_open(&self.groups)
+                    && let Some(g) = self.groups.get_mut(&old)
+                {
+                    g.open = g.open.saturating_sub(1);
+                }
+                c.open(&self.groups, id);
+                if let Some(g) = self.groups.get_mut(&id) {
+                    g.open += 1;
+                }
+            }
+        }
+        id
+    }
+
     /// A message per channel with frames queued: as many frames from the
     /// front of its queue as fit in one frame's size. Channels with the
-    /// same frames share one message.
+    /// same frames share one message. A channel whose queue passed
+    /// [`LAG_BYTES`] is lagging instead.
     fn round(&mut self) -> Round<K> {
         let mut round = Round {
             sends: Vec::new(),
             frames: Vec::new(),
         };
         // By the frames it carries and whether compressed: the message.
-        type Made = HashMap<(Vec<usize>, bool), (Arc<[u8]>, bool)>;
-        let mut made = Made::new();
-        for (key, c) in &self.channels {
+        let mut made = HashMap::<(Carried, bool), (Arc<[u8]>, bool)>::new();
+        for (key, c) in self.channels.iter_mut() {
+            if c.resync {
+                continue;
+            }
+            let (queued, bytes) = c.pending(&self.groups);
+            if queued == 0 {
+                continue;
+            }
+            if bytes > LAG_BYTES {
+                self.stats.lagged += 1;
+                self.stats.dropped += c.drop_pending(&self.groups) as u64;
+                c.resync = true;
+                self.lagged.push(*key);
+                continue;
+            }
             // As many frames from the front as fit in one message; the
             // first goes whatever its size (the room keeps every frame
             // within the limit).
@@ -333,26 +572,54 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
                 ROUND_BYTES.min(MAX_FRAME_BYTES)
             };
             let (mut n, mut sum) = (0, 0);
-            for f in &c.frames {
+            let mut carried = Carried::new();
+            let mut fits = |f: &Arc<str>| {
                 let with = sum + f.len();
                 if n > 0 && BATCH_OVERHEAD + with + n > cap {
-                    break;
+                    return false;
                 }
                 sum = with;
                 n += 1;
+                true
+            };
+            'items: for item in &c.items {
+                match item {
+                    Item::Segment { group, start, end } => {
+                        let Some(g) = self.groups.get(group) else {
+                            continue;
+                        };
+                        let end = end.unwrap_or_else(|| g.end());
+                        let mut taken = 0;
+                        for i in *start..end {
+                            match g.frame(i) {
+                                Some(f) if fits(f) => taken += 1,
+                                _ => break,
+                            }
+                        }
+                        if taken > 0 {
+                            carried.push((*group, *start, taken));
+                        }
+                        if *start + taken < end {
+                            break 'items;
+                        }
+                    }
+                    Item::One(f) => {
+                        if !fits(f) {
+                            break;
+                        }
+                        carried.push((u64::MAX, Arc::as_ptr(f).cast::<u8>() as usize as u64, 1));
+                    }
+                }
             }
             if n == 0 {
                 continue;
             }
-            let frames: Vec<&Arc<str>> = c.frames.iter().take(n).collect();
-            let id: Vec<usize> = frames
-                .iter()
-                .map(|f| Arc::as_ptr(f).cast::<u8>() as usize)
-                .collect();
+            let groups = &self.groups;
             let (data, compressed) = made
-                .entry((id, c.deflate))
-                .or_insert_with(|| {
-                    let text = batch(&frames.iter().map(|f| &***f).collect::<Vec<&str>>());
+                .entry((carried, c.deflate))
+                .or_insert_with_key(|(carried, _)| {
+                    let frames = carried_frames(groups, &c.items, carried);
+                    let text = batch(&frames);
                     match c.deflate.then(|| deflate(&text)).flatten() {
                         Some(packed) => (packed.into(), true),
                         None => (text.into_bytes().into(), false),
@@ -375,9 +642,7 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
                     self.stats.messages += 1;
                     self.stats.frames += *n as u64;
                     if let Some(c) = self.channels.get_mut(&key) {
-                        for f in c.frames.drain(..*n) {
-                            c.bytes -= f.len();
-                        }
+                        consume(&self.groups, c, *n as u64);
                     }
                 }
                 // Kept, with what follows, for the next round.
@@ -388,11 +653,54 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
                     }
                     self.stats.closed += 1;
                     if let Some(c) = self.channels.remove(&key) {
-                        self.stats.dropped += c.frames.len() as u64;
+                        self.stats.dropped += c.pending(&self.groups).0 as u64;
+                        if let Some(g) = c.open_group().and_then(|g| self.groups.get_mut(&g)) {
+                            g.open = g.open.saturating_sub(1);
+                        }
                     }
                 }
             }
         }
+        self.trim();
+    }
+
+    /// Lets go of the frames every channel has had, and of groups no
+    /// channel is in any more.
+    fn trim(&mut self) {
+        let mut first: HashMap<u64, u64> = HashMap::with_capacity(self.groups.len());
+        for c in self.channels.values() {
+            for item in &c.items {
+                if let Item::Segment { group, start, .. } = item {
+                    let at = first.entry(*group).or_insert(*start);
+                    *at = (*at).min(*start);
+                }
+            }
+        }
+        let by_targets = &mut self.by_targets;
+        self.groups.retain(|id, g| match first.get(id) {
+            Some(&at) => {
+                while g.base < at && g.frames.pop_front().is_some() {
+                    g.base += 1;
+                }
+                true
+            }
+            None => {
+                by_targets.remove(&(Arc::as_ptr(&g.to).cast::<K>() as usize));
+                false
+            }
+        });
+    }
+
+    /// Frames kept for all channels together (each once).
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.groups.values().map(|g| g.frames.len()).sum::<usize>()
+            + self
+                .channels
+                .values()
+                .flat_map(|c| &c.items)
+                .filter(|i| matches!(i, Item::One(_)))
+                .count()
     }
 
     fn log(&mut self, worker: usize) {
@@ -400,7 +708,11 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
         if s.rounds == 0 && s.dropped == 0 {
             return;
         }
-        let queued: usize = self.channels.values().map(|c| c.frames.len()).sum();
+        let queued: usize = self
+            .channels
+            .values()
+            .map(|c| c.pending(&self.groups).0)
+            .sum();
         tracing::debug!(
             worker,
             rounds = s.rounds,
@@ -414,6 +726,66 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
             busy_ms = s.busy.as_millis() as u64,
             "chat fan-out"
         );
+    }
+}
+
+/// The frames `carried` names, from a channel's `items`.
+fn carried_frames<'a, K>(
+    groups: &'a HashMap<u64, Group<K>>,
+    items: &'a std::collections::VecDeque<Item>,
+    carried: &Carried,
+) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut ones = items.iter().filter_map(|i| match i {
+        Item::One(f) => Some(f),
+        Item::Segment { .. } => None,
+    });
+    for &(group, start, n) in carried {
+        if group == u64::MAX {
+            if let Some(f) = ones.find(|f| Arc::as_ptr(f).cast::<u8>() as usize as u64 == start) {
+                out.push(&**f);
+            }
+        } else if let Some(g) = groups.get(&group) {
+            out.extend((start..start + n).filter_map(|i| g.frame(i)).map(|f| &**f));
+        }
+    }
+    out
+}
+
+/// Takes the first `n` frames off a channel's queue.
+fn consume<K>(groups: &HashMap<u64, Group<K>>, c: &mut ChannelQueue, mut n: u64) {
+    while n > 0 {
+        let Some(item) = c.items.front_mut() else {
+            return;
+        };
+        match item {
+            Item::Segment { group, start, end } => {
+                let g = groups.get(group);
+                let end_now = end.unwrap_or_else(|| g.map_or(*start, Group::end));
+                let take = n.min(end_now.saturating_sub(*start));
+                if end.is_some() {
+                    let bytes = g.map_or(0, |g| {
+                        g.bytes_before(*start + take)
+                            .saturating_sub(g.bytes_before(*start))
+                    });
+                    c.closed.0 = c.closed.0.saturating_sub(take);
+                    c.closed.1 = c.closed.1.saturating_sub(bytes);
+                }
+                *start += take;
+                n -= take;
+                if end.is_some() && *start >= end_now {
+                    c.items.pop_front();
+                } else if take == 0 {
+                    return;
+                }
+            }
+            Item::One(f) => {
+                c.closed.0 = c.closed.0.saturating_sub(1);
+                c.closed.1 = c.closed.1.saturating_sub(f.len() as u64);
+                c.items.pop_front();
+                n -= 1;
+            }
+        }
     }
 }
 
@@ -621,10 +993,12 @@ mod tests {
         let (a, b) = (1u32, 2u32);
         let mut q = Queues::<u32>::default();
         let mut i = 0;
+        // The room's targets, one `Arc` until its membership changes.
+        let room = to(&[a, b]);
         // `a` refuses everything; `b` takes everything.
         while q.lagged.is_empty() {
             q.take(FanIn::Frame {
-                to: to(&[a, b]),
+                to: room.clone(),
                 frame: frame(i),
                 resync: false,
             });
@@ -647,7 +1021,7 @@ mod tests {
         assert_eq!(q.stats.lagged, 1);
         // Until the resync comes, what is meant for `a` is covered by it.
         q.take(FanIn::Frame {
-            to: to(&[a, b]),
+            to: room.clone(),
             frame: frame(i),
             resync: false,
         });
@@ -657,7 +1031,7 @@ mod tests {
             resync: true,
         });
         q.take(FanIn::Frame {
-            to: to(&[a, b]),
+            to: room.clone(),
             frame: frame(i + 1),
             resync: false,
         });
@@ -670,5 +1044,98 @@ mod tests {
         assert_eq!(v["frames"][0]["type"], "history", "the resync first");
         assert_eq!(v["frames"][1]["id"], i + 1);
         assert_eq!(round.frames[mine], 2);
+    }
+
+    /// The frames of one message, by their ids (a channel's own frames
+    /// are `{"type":"deleted","id":…}` too).
+    fn ids(data: &Arc<[u8]>) -> Vec<u64> {
+        let v: serde_json::Value = serde_json::from_str(text(data)).expect("json");
+        match v["frames"].as_array() {
+            Some(frames) => frames
+                .iter()
+                .map(|f| f["id"].as_u64().unwrap_or(999))
+                .collect(),
+            None => vec![v["id"].as_u64().unwrap_or(999)],
+        }
+    }
+
+    fn all_ok(q: &mut Queues<u32>) -> Round<u32> {
+        let round = q.round();
+        let results = vec![Ok(()); round.sends.len()];
+        q.settle(&round, &results);
+        round
+    }
+
+    #[test]
+    fn a_frame_for_a_whole_room_is_kept_once_and_let_go_once_all_had_it() {
+        let keys: Vec<u32> = (0..250).collect();
+        let room = to(&keys);
+        let mut q = Queues::<u32>::default();
+        for i in 0..100 {
+            q.take(FanIn::Frame {
+                to: room.clone(),
+                frame: frame(i),
+                resync: false,
+            });
+        }
+        assert_eq!(q.kept(), 100, "once, not once per member");
+        // One member refuses: the others move on, its frames stay.
+        let round = q.round();
+        let results: Vec<_> = round
+            .sends
+            .iter()
+            .map(|(k, _, _)| {
+                if *k == 7 {
+                    Err(SessionError::ChannelFull)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect();
+        q.settle(&round, &results);
+        assert_eq!(q.kept(), 100, "member 7 has had none of them");
+        let round = all_ok(&mut q);
+        assert_eq!(round.sends.len(), 1, "only member 7 had frames left");
+        assert_eq!(ids(&round.sends[0].1), (0..100).collect::<Vec<u64>>());
+        assert_eq!(q.kept(), 0);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_member_s_own_frames_and_a_new_membership_keep_the_order_they_came_in() {
+        let (a, b, c) = (1u32, 2u32, 3u32);
+        let mut q = Queues::<u32>::default();
+        let room = to(&[a, b]);
+        let send = |q: &mut Queues<u32>, to: &Arc<[u32]>, i: usize| {
+            q.take(FanIn::Frame {
+                to: to.clone(),
+                frame: frame(i),
+                resync: false,
+            })
+        };
+        send(&mut q, &room, 0);
+        send(&mut q, &to(&[a]), 100); // `a`'s own, say an error
+        send(&mut q, &room, 1);
+        // `c` joins: the room's targets change.
+        let room = to(&[a, b, c]);
+        send(&mut q, &room, 2);
+        send(&mut q, &to(&[c]), 200); // `c`'s history
+        send(&mut q, &room, 3);
+        let round = all_ok(&mut q);
+        let of = |k: u32| ids(&round.sends[at(&round, k)].1);
+        assert_eq!(of(a), vec![0, 100, 1, 2, 3]);
+        assert_eq!(of(b), vec![0, 1, 2, 3]);
+        assert_eq!(of(c), vec![2, 200, 3]);
+        assert!(q.is_empty());
+        assert_eq!(q.kept(), 0);
+        // `b` leaves; the rest go on with the next targets.
+        q.take(FanIn::Forget(b));
+        let room = to(&[a, c]);
+        send(&mut q, &room, 4);
+        let round = all_ok(&mut q);
+        assert_eq!(round.sends.len(), 2);
+        assert_eq!(ids(&round.sends[at(&round, a)].1), vec![4]);
+        assert_eq!(ids(&round.sends[at(&round, c)].1), vec![4]);
+        assert_eq!(q.groups.len(), 1, "the old targets' groups are gone");
     }
 }
