@@ -304,9 +304,8 @@ impl Packet {
             }
         }
 
-        let mut digest = ISCSI_CRC.digest();
-        digest.update(writer);
-        let checksum = digest.finalize();
+        // lumen: the CPU's CRC32 instruction (`util::crc32c`).
+        let checksum = crc32c(writer);
 
         // Checksum is already in BigEndian
         // Using LittleEndian stops it from being flipped

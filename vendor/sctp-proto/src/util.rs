@@ -3,7 +3,6 @@ use crate::shared::AssociationId;
 use alloc::borrow::ToOwned;
 use bytes::Bytes;
 use core::time::Duration;
-use crc::{CRC_32_ISCSI, Crc, Table};
 
 /// This function is non-inline to prevent the optimizer from looking inside it.
 #[inline(never)]
@@ -82,15 +81,47 @@ pub(crate) fn get_padding_size(len: usize) -> usize {
 /// Allocate and zero this data once.
 /// We need to use it for the checksum and don't want to allocate/clear each time.
 pub(crate) static FOUR_ZEROES: Bytes = Bytes::from_static(&[0, 0, 0, 0]);
-pub(crate) const ISCSI_CRC: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
 
-/// Fastest way to do a crc32 without allocating.
+/// CRC-32C (Castagnoli, the iSCSI CRC) of `data`.
+///
+/// lumen: the `crc32c` crate (the CPU's CRC32 instruction where there is
+/// one: SSE 4.2, ARMv8) instead of the `crc` crate's slice-by-16 table.
+pub(crate) fn crc32c(data: &[u8]) -> u32 {
+    crc32c::crc32c(data)
+}
+
+/// Fastest way to do a crc32 without allocating (lumen: `crc32c`).
 pub(crate) fn generate_packet_checksum(raw: &Bytes) -> u32 {
-    let mut digest = ISCSI_CRC.digest();
-    digest.update(&raw[0..8]);
-    digest.update(&FOUR_ZEROES[..]);
-    digest.update(&raw[12..]);
-    digest.finalize()
+    let crc = crc32c::crc32c(&raw[0..8]);
+    let crc = crc32c::crc32c_append(crc, &FOUR_ZEROES[..]);
+    crc32c::crc32c_append(crc, &raw[12..])
+}
+
+#[cfg(test)]
+mod crc_test {
+    use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn crc32c_matches_the_standard_check_values() {
+        // The catalogue's check value of CRC-32/ISCSI.
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        // RFC 3720, B.4: 32 bytes of zeros, of ones, incrementing.
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+        let inc: Vec<u8> = (0u8..32).collect();
+        assert_eq!(crc32c(&inc), 0x46DD_794E);
+    }
+
+    #[test]
+    fn the_packet_checksum_counts_its_own_field_as_zeros() {
+        let mut raw = vec![0x13, 0x88, 0x13, 0x88, 1, 2, 3, 4, 9, 9, 9, 9];
+        raw.extend((0u8..40).map(|i| i.wrapping_mul(7)));
+        let mut zeroed = raw.clone();
+        zeroed[8..12].copy_from_slice(&[0; 4]);
+        assert_eq!(generate_packet_checksum(&Bytes::from(raw)), crc32c(&zeroed));
+    }
 }
 
 /// A [`BytesSource`] implementation for `&'a mut [Bytes]`
