@@ -222,8 +222,11 @@ async fn a_broadcast_becomes_a_playable_recording() {
         assert_eq!(pair[1], pair[0] + 1, "a frame is missing or out of order");
     }
     let recorded = numbers.len() as u64;
+    // `sent` was read while the publisher ran: a frame it was writing then
+    // (counted once written) or wrote before it stopped may be recorded
+    // too. Frames recorded twice would have broken the numbering above.
     assert!(
-        recorded + 15 >= sent && recorded <= sent,
+        recorded + 15 >= sent && recorded <= sent + 1,
         "{recorded} frames recorded of {sent} sent"
     );
     server.stop().await;
