@@ -92,7 +92,7 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
 
 /// Fastest way to do a crc32 without allocating (lumen: `crc32c`).
 pub(crate) fn generate_packet_checksum(raw: &Bytes) -> u32 {
-    let crc = crc32c::crc32c(&raw[0..8]);
+    let crc = crc32c(&raw[0..8]);
     let crc = crc32c::crc32c_append(crc, &FOUR_ZEROES[..]);
     crc32c::crc32c_append(crc, &raw[12..])
 }

@@ -299,7 +299,6 @@ impl<K> Group<K> {
 }
 
 /// What a channel has still to get, in order.
-#[derive(Clone)]
 enum Item {
     /// Frames `start..end` of a group; `end: None` is the channel's open
     /// segment, which grows with the group (always the last item).
@@ -480,19 +479,25 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
             }
             FanIn::Deflate(key) => self.channels.entry(key).or_default().deflate = true,
             FanIn::Forget(key) => {
-                if let Some(c) = self.channels.remove(&key)
-                    && let Some(g) = c.open_group().and_then(|g| self.groups.get_mut(&g))
-                {
-                    g.open = g.open.saturating_sub(1);
-                }
+                self.remove(&key);
             }
         }
+    }
+
+    /// Forgets a channel; its open segment's group has one target fewer
+    /// there.
+    fn remove(&mut self, key: &K) -> Option<ChannelQueue> {
+        let c = self.channels.remove(key)?;
+        if let Some(g) = c.open_group().and_then(|g| self.groups.get_mut(&g)) {
+            g.open = g.open.saturating_sub(1);
+        }
+        Some(c)
     }
 
     /// The group of the targets `to`, made on their first frame; every
     /// target has its open segment there afterwards.
     fn group_of(&mut self, to: &Arc<[K]>) -> u64 {
-        let addr = Arc::as_ptr(to).cast::<K>() as usize;
+        let addr = targets_addr(to);
         let id = match self.by_targets.get(&addr) {
             Some(id) => *id,
             None => {
@@ -607,7 +612,7 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
                         if !fits(f) {
                             break;
                         }
-                        carried.push((u64::MAX, Arc::as_ptr(f).cast::<u8>() as usize as u64, 1));
+                        carried.push((u64::MAX, frame_addr(f), 1));
                     }
                 }
             }
@@ -652,11 +657,8 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
                         tracing::warn!(channel = ?key, error = %e, "chat frames not sent");
                     }
                     self.stats.closed += 1;
-                    if let Some(c) = self.channels.remove(&key) {
+                    if let Some(c) = self.remove(&key) {
                         self.stats.dropped += c.pending(&self.groups).0 as u64;
-                        if let Some(g) = c.open_group().and_then(|g| self.groups.get_mut(&g)) {
-                            g.open = g.open.saturating_sub(1);
-                        }
                     }
                 }
             }
@@ -685,7 +687,7 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
                 true
             }
             None => {
-                by_targets.remove(&(Arc::as_ptr(&g.to).cast::<K>() as usize));
+                by_targets.remove(&targets_addr(&g.to));
                 false
             }
         });
@@ -729,6 +731,16 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
     }
 }
 
+/// Where a set of targets lives: a group's key while the group holds it.
+fn targets_addr<K>(to: &Arc<[K]>) -> usize {
+    Arc::as_ptr(to).cast::<K>() as usize
+}
+
+/// Where a frame lives: a channel's own frame in a message's [`Carried`].
+fn frame_addr(f: &Arc<str>) -> u64 {
+    Arc::as_ptr(f).cast::<u8>() as usize as u64
+}
+
 /// The frames `carried` names, from a channel's `items`.
 fn carried_frames<'a, K>(
     groups: &'a HashMap<u64, Group<K>>,
@@ -742,7 +754,7 @@ fn carried_frames<'a, K>(
     });
     for &(group, start, n) in carried {
         if group == u64::MAX {
-            if let Some(f) = ones.find(|f| Arc::as_ptr(f).cast::<u8>() as usize as u64 == start) {
+            if let Some(f) = ones.find(|f| frame_addr(f) == start) {
                 out.push(&**f);
             }
         } else if let Some(g) = groups.get(&group) {
