@@ -2038,8 +2038,26 @@ impl Rtc {
         match input {
             Input::Timeout(now) => self.do_handle_timeout(now)?,
             Input::Receive(recv_time, r) => {
+                // lumen: a datagram that comes before anything is due runs
+                // no timers. The timeout `poll_output` last returned is
+                // still valid (nothing re-armed it since), so every
+                // subsystem's next deadline is after `recv_time` and its
+                // `handle_timeout` would find nothing to do; only the clock
+                // moves on. STUN still takes the whole path (ICE answers
+                // and nominates there).
+                let timers_idle = self.state == RtcState::Alive
+                    && !self.need_init_time
+                    && !self.readiness.wants_timeout()
+                    && recv_time >= self.last_now
+                    && recv_time < self.cached_timeout
+                    && !matches!(r.contents.inner, DatagramRecvInner::Stun(_));
                 self.do_handle_receive(recv_time, r)?;
-                self.do_handle_timeout(recv_time)?;
+                if timers_idle {
+                    self.last_now = recv_time;
+                    self.sctp.advance_time(recv_time);
+                } else {
+                    self.do_handle_timeout(recv_time)?;
+                }
             }
         }
         Ok(())

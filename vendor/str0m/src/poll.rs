@@ -323,6 +323,63 @@ mod tests {
         }
     }
 
+    /// [`idle_rtc`] once its timers are no longer due at once: its next
+    /// deadline is ahead of its clock.
+    fn ticking_rtc() -> Rtc {
+        let mut rtc = idle_rtc();
+        for _ in 0..100 {
+            if rtc.poll_timeout() > rtc.last_now {
+                return rtc;
+            }
+            let now = rtc.last_now + std::time::Duration::from_millis(1);
+            rtc.handle_input(Input::Timeout(now)).unwrap();
+            while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
+        }
+        panic!(
+            "no deadline ahead after 100 ms: {:?}",
+            rtc.last_timeout_reason
+        );
+    }
+
+    /// An RTCP-looking datagram that fails to unprotect: counted and dropped.
+    fn stray_rtcp(rtc: &mut Rtc, at: Instant) {
+        use crate::net::{Protocol, Receive};
+        let bytes = [0x80, 200, 0, 1, 0, 0, 0, 42, 9, 9, 9, 9];
+        let addr = "127.0.0.1:5000".parse().unwrap();
+        let r = Receive::new(Protocol::Udp, addr, addr, &bytes).unwrap();
+        rtc.handle_input(Input::Receive(at, r)).unwrap();
+        while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
+    }
+
+    // lumen: a datagram before the next deadline runs no timers; the
+    // deadline stays, and its timers run when it comes.
+    #[test]
+    fn receive_before_the_deadline_keeps_the_deadline() {
+        let mut rtc = ticking_rtc();
+        let start = rtc.last_now;
+        let deadline = rtc.poll_timeout();
+        let at = start + (deadline - start) / 2;
+        stray_rtcp(&mut rtc, at);
+        assert_eq!(rtc.last_now, at, "the clock moved with the datagram");
+        assert_eq!(rtc.poll_timeout(), deadline);
+        rtc.handle_input(Input::Timeout(deadline)).unwrap();
+        while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
+        assert!(
+            rtc.poll_timeout() > deadline,
+            "the timers ran at the deadline"
+        );
+    }
+
+    // lumen: a datagram at or after the deadline runs the due timers, as
+    // a timeout would.
+    #[test]
+    fn receive_after_the_deadline_runs_the_timers() {
+        let mut rtc = ticking_rtc();
+        let deadline = rtc.poll_timeout();
+        stray_rtcp(&mut rtc, deadline);
+        assert!(rtc.poll_timeout() > deadline, "the due timers ran");
+    }
+
     #[test]
     fn narrowing_preserves_other_operations() {
         for events in [false, true] {

@@ -1,0 +1,76 @@
+#!/bin/sh
+# Instructions chat costs both ends of a data channel, counted by callgrind.
+#
+#   benches/chat-cost.sh [VIEWERS]     (default 50; needs valgrind)
+#
+# Runs the ignored scenario `cost::chat_cost` of lumen-sfu's tests
+# (crates/sfu/tests/it/cost.rs: a 200 kbit/s publisher and VIEWERS viewers
+# with a `chat` channel, str0m on both ends, a virtual clock) twice under
+# `valgrind --tool=callgrind`: with the chat of `lumen load --chat-rate
+# 1000` in a room of 500 (every 20 ms a 600-byte round to each viewer,
+# 2 texts a second from each) and without. The difference in the
+# scenario's 3-second window is what chat costs:
+#   - the SFU: `Sfu::handle_input`, `Sfu::poll_output`, `Sfu::send_channel`
+#     (a viewer's acknowledgements in, the rounds out: SCTP, DTLS);
+#   - the viewers: their str0m, receiving and acknowledging (the test's
+#     `Browser::receive`, `tick`, `settle` and `World::send_on_channel`).
+# Per round message delivered. Instruction counts repeat from run to run
+# on a noisy machine where CPU times do not, so two builds compare to the
+# instruction.
+set -eu
+viewers=${1:-50}
+cd "$(dirname "$0")/.."
+bin=$(cargo test --release --locked -p lumen-sfu --test it --no-run --message-format=json 2>/dev/null |
+	python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "it" and m.get("executable"):
+        print(m["executable"])')
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for chat in 0 1; do
+	LUMEN_COST_VIEWERS=$viewers LUMEN_COST_CHAT=$chat valgrind --tool=callgrind \
+		--callgrind-out-file="$out/cg$chat" --collect-atstart=no \
+		--toggle-collect='it::cost::measured_chat_window' \
+		"$bin" --ignored --exact cost::chat_cost --nocapture --test-threads 1 \
+		>"$out/test$chat.txt" 2>"$out/valgrind$chat.txt" ||
+		{ cat "$out/test$chat.txt" "$out/valgrind$chat.txt"; exit 1; }
+	callgrind_annotate --inclusive=yes --threshold=100 "$out/cg$chat" >"$out/incl$chat.txt" 2>/dev/null
+done
+python3 - "$out" "$viewers" <<'PY'
+import re, sys
+out, viewers = sys.argv[1], sys.argv[2]
+def incl(chat):
+    costs = {}
+    for line in open(f"{out}/incl{chat}.txt"):
+        m = re.match(r"\s*([0-9,]+) \(\s*[0-9.]+%\)\s+(\S+?):(.+?)(?: \[(.*)\])?$", line)
+        if m and m.group(4):
+            costs[m.group(3)] = costs.get(m.group(3), 0) + int(m.group(1).replace(",", ""))
+    return costs
+def side(costs, names):
+    total = 0
+    for n in names:
+        hits = [v for f, v in costs.items() if f == n]
+        if not hits:
+            sys.exit(f"{n} not in the profile")
+        total += sum(hits)
+    return total
+server = ["lumen_sfu::worker::Sfu::handle_input", "lumen_sfu::worker::Sfu::poll_output",
+          "lumen_sfu::worker::channels::<impl lumen_sfu::worker::Sfu>::send_channel"]
+client = ["it::harness::browser::Browser::receive", "it::harness::browser::Browser::tick",
+          "it::harness::browser::Browser::settle", "it::harness::World::send_on_channel"]
+line = open(f"{out}/test1.txt").read()
+m = re.search(r"(\d+) messages delivered, (\d+) sent", line)
+delivered, sent = int(m.group(1)), int(m.group(2))
+c0, c1 = incl(0), incl(1)
+c0.setdefault("it::harness::World::send_on_channel", 0)
+def get(c, names):
+    return sum(v for f, v in c.items() if f in names)
+s0, s1 = get(c0, server), side(c1, server)
+v0, v1 = get(c0, client), side(c1, client)
+print(f"viewers                                {viewers}")
+print(f"round messages delivered               {delivered} (and {sent} texts sent)")
+print(f"SFU instructions, without / with chat  {s0:,} / {s1:,}")
+print(f"viewers' instructions, without / with  {v0:,} / {v1:,}")
+print(f"chat per round message delivered:  SFU {(s1 - s0) / delivered:,.0f}   viewer {(v1 - v0) / delivered:,.0f}")
+PY
