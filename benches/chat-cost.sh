@@ -10,8 +10,9 @@
 # 1000` in a room of 500 (every 20 ms a 600-byte round to each viewer,
 # 2 texts a second from each) and without. The difference in the
 # scenario's 3-second window is what chat costs:
-#   - the SFU: `Sfu::handle_input`, `Sfu::poll_output`, `Sfu::send_channel`
-#     (a viewer's acknowledgements in, the rounds out: SCTP, DTLS);
+#   - the SFU: everything under the test's calls of `Sfu::handle_input`,
+#     `Sfu::poll_output` and `Sfu::send_channel` (a viewer's
+#     acknowledgements and texts in, the rounds out: SCTP, DTLS);
 #   - the viewers: their str0m, receiving and acknowledging (the test's
 #     `Browser::receive`, `tick`, `settle` and `World::send_on_channel`).
 # Per round message delivered. Instruction counts repeat from run to run
@@ -55,8 +56,7 @@ def side(costs, names):
             sys.exit(f"{n} not in the profile")
         total += sum(hits)
     return total
-server = ["lumen_sfu::worker::Sfu::handle_input", "lumen_sfu::worker::Sfu::poll_output",
-          "lumen_sfu::worker::channels::<impl lumen_sfu::worker::Sfu>::send_channel"]
+server = ["it::harness::sfu_input", "it::harness::sfu_poll", "it::cost::send_channel"]
 client = ["it::harness::browser::Browser::receive", "it::harness::browser::Browser::tick",
           "it::harness::browser::Browser::settle", "it::harness::World::send_on_channel"]
 line = open(f"{out}/test1.txt").read()

@@ -178,6 +178,7 @@ impl Browser {
         if self.publishing && now >= self.next_frame_at {
             self.write_frame(now, start);
         }
+        std::hint::black_box(());
     }
 
     /// [`Self::drain`] when the world drains every browser: a function of
@@ -186,6 +187,7 @@ impl Browser {
     #[inline(never)]
     pub(super) fn settle(&mut self, now: Instant) {
         self.drain(now);
+        std::hint::black_box(());
     }
 
     pub(super) fn drain(&mut self, now: Instant) {
