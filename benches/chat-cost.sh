@@ -21,14 +21,7 @@
 set -eu
 viewers=${1:-50}
 cd "$(dirname "$0")/.."
-bin=$(cargo test --release --locked -p lumen-sfu --test it --no-run --message-format=json 2>/dev/null |
-	python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "it" and m.get("executable"):
-        print(m["executable"])')
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+. benches/cost-test.sh
 for chat in 0 1; do
 	LUMEN_COST_VIEWERS=$viewers LUMEN_COST_CHAT=$chat valgrind --tool=callgrind \
 		--callgrind-out-file="$out/cg$chat" --collect-atstart=no \

@@ -16,14 +16,7 @@
 set -eu
 viewers=${1:-20}
 cd "$(dirname "$0")/.."
-bin=$(cargo test --release --locked -p lumen-sfu --test it --no-run --message-format=json 2>/dev/null |
-	python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "it" and m.get("executable"):
-        print(m["executable"])')
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+. benches/cost-test.sh
 LUMEN_COST_VIEWERS=$viewers valgrind --tool=callgrind --callgrind-out-file="$out/cg" \
 	--collect-atstart=no \
 	--toggle-collect='lumen_sfu::worker::Sfu::handle_input' \

@@ -21,10 +21,7 @@ use crate::harness::{World, link};
 #[test]
 #[ignore = "a measurement: benches/forward-cost.sh runs it under callgrind"]
 fn forwarding_cost() {
-    let viewers: usize = std::env::var("LUMEN_COST_VIEWERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let viewers = viewers_from_env(20);
     let mut w = World::new(5);
     let p = w.publisher("cost", link()).expect("publish");
     w.browsers[p].frame_size = 10_400;
@@ -54,6 +51,14 @@ fn forwarding_cost() {
     println!("forwarded {forwarded} packets to {viewers} viewers in {window:?}");
 }
 
+/// `LUMEN_COST_VIEWERS`, or `default`.
+fn viewers_from_env(default: usize) -> usize {
+    std::env::var("LUMEN_COST_VIEWERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The window callgrind counts (`--toggle-collect=*measured_window*`).
 #[inline(never)]
 fn measured_window(w: &mut World, d: Duration) {
@@ -72,10 +77,7 @@ fn measured_window(w: &mut World, d: Duration) {
 #[test]
 #[ignore = "a measurement: benches/chat-cost.sh runs it under callgrind"]
 fn chat_cost() {
-    let viewers: usize = std::env::var("LUMEN_COST_VIEWERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let viewers = viewers_from_env(50);
     let chat = std::env::var("LUMEN_COST_CHAT").map_or(true, |v| v != "0");
     let mut w = World::new(6);
     let p = w.publisher("cost", link()).expect("publish");
@@ -152,7 +154,7 @@ fn chat_cost() {
     );
 }
 
-/// The window callgrind counts (`--zero-before`/`--dump-after`).
+/// The window callgrind counts (`--toggle-collect`).
 #[inline(never)]
 fn measured_chat_window(
     w: &mut World,
