@@ -1672,14 +1672,6 @@ mod tests {
         assert_close_before_idle(&mut client, 0);
     }
 
-    /// A stream the remote opened can be gone from the association by the time the
-    /// application configures it.
-    ///
-    /// `StreamEntryState::AwaitConfig` is set when a `Readable`/`Writable` event
-    /// arrives
-    /// for an id we have no config for. If the peer then resets that stream, sctp-proto
-    /// unregisters it during `handle_input()`, while our entry stays `AwaitConfig` until
-    /// the reset event is drained in a later `do_poll()`.
     /// Polls `from` until it has nothing to say, feeding its packets to
     /// `to`; returns the data it read.
     fn pump(from: &mut RtcSctp, to: &mut RtcSctp) -> Vec<Vec<u8>> {
@@ -1732,6 +1724,14 @@ mod tests {
         assert_eq!(pump(&mut client, &mut server), vec![b"back".to_vec()]);
     }
 
+    /// A stream the remote opened can be gone from the association by the time the
+    /// application configures it.
+    ///
+    /// `StreamEntryState::AwaitConfig` is set when a `Readable`/`Writable` event
+    /// arrives
+    /// for an id we have no config for. If the peer then resets that stream, sctp-proto
+    /// unregisters it during `handle_input()`, while our entry stays `AwaitConfig` until
+    /// the reset event is drained in a later `do_poll()`.
     #[test]
     fn open_stream_out_of_band_after_remote_reset() {
         let (mut client, _server) = connect_client_server();
