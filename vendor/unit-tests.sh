@@ -9,6 +9,7 @@
 # str0m also gets a stub for the one SDP file its release leaves out (two
 # tests read it and fail on the stub) and loses the optional crypto
 # back-ends lumen does not build (their crates would have to resolve).
+# It is built against the vendored sctp-proto, as lumen builds it.
 set -eu
 crate=${1:?usage: vendor/unit-tests.sh str0m|sctp-proto [cargo test args]}
 shift
@@ -18,9 +19,9 @@ rm -rf "$scratch/src"
 mkdir -p "$scratch/docs"
 cp -r "$here/$crate/src" "$here/$crate/Cargo.toml" "$scratch/"
 cp "$here/../Cargo.lock" "$scratch/"
-python3 - "$scratch/Cargo.toml" "$crate" <<'PY'
+python3 - "$scratch/Cargo.toml" "$crate" "$here" <<'PY'
 import re, sys
-p, crate = sys.argv[1], sys.argv[2]
+p, crate, here = sys.argv[1], sys.argv[2], sys.argv[3]
 s = open(p).read()
 if crate == "str0m":
     for dep in ("str0m-openssl", "str0m-rust-crypto", "str0m-apple-crypto", "str0m-wincrypto"):
@@ -28,6 +29,11 @@ if crate == "str0m":
     for feat in ("apple-crypto", "openssl", "openssl-dimpl", "vendored", "wincrypto",
                  "wincrypto-dimpl", "rust-crypto"):
         s = re.sub(r"\n%s = \[[^\]]*\]" % re.escape(feat), "", s)
+    # The SCTP it is built with in lumen: the vendored copy.
+    s += """
+[patch.crates-io]
+sctp-proto = { path = "%s/sctp-proto" }
+""" % here
     s += """
 [dev-dependencies]
 serde_json = "1"

@@ -54,7 +54,9 @@ extern crate alloc;
 extern crate std;
 
 use alloc::vec::Vec;
-use bytes::Bytes;
+// lumen: re-exported so that str0m can pass an SCTP packet on without
+// copying it into a `Vec` (str0m's `RtcSctp`).
+pub use bytes::Bytes;
 use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 use core::ops;

@@ -7,7 +7,7 @@ use std::panic::UnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sctp_proto::{Association, AssociationHandle, DatagramEvent};
+use sctp_proto::{Association, AssociationHandle, Bytes, DatagramEvent};
 use sctp_proto::{Endpoint, EndpointConfig, Stream, StreamEvent, Transmit};
 use sctp_proto::{Event, Payload, PayloadProtocolIdentifier, ServerConfig};
 
@@ -56,7 +56,7 @@ pub(crate) struct RtcSctp {
     // Used to guarantee emission ordering, ResetComplete must
     // be sent after Close.
     reset_complete: VecDeque<u16>,
-    pushed_back_transmit: Option<VecDeque<Vec<u8>>>,
+    pushed_back_transmit: Option<VecDeque<Bytes>>,
     // lumen: the last `do_poll` found nothing, and nothing reached the
     // association since (input, a timeout, a write, a stream opened or
     // closed). `do_poll` then returns `None` at once instead of walking the
@@ -145,7 +145,7 @@ impl BufferedThresholdConfig {
 
 pub(crate) enum SctpEvent {
     Transmit {
-        packets: VecDeque<Vec<u8>>,
+        packets: VecDeque<Bytes>,
     },
     Open {
         id: u16,
@@ -1211,7 +1211,7 @@ impl RtcSctp {
         }
     }
 
-    pub fn push_back_transmit(&mut self, data: VecDeque<Vec<u8>>) {
+    pub fn push_back_transmit(&mut self, data: VecDeque<Bytes>) {
         self.quiet = false;
         trace!("Push back transmit: {}", data.len());
         assert!(self.pushed_back_transmit.is_none());
@@ -1260,12 +1260,13 @@ impl RtcSctp {
     }
 }
 
-fn transmit_to_vec(t: Transmit) -> Option<VecDeque<Vec<u8>>> {
+// lumen: the packets as sctp-proto made them, not copied into `Vec`s.
+fn transmit_to_vec(t: Transmit) -> Option<VecDeque<Bytes>> {
     let Payload::RawEncode(v) = t.payload else {
         return None;
     };
 
-    Some(v.into_iter().map(|b| b.to_vec()).collect())
+    Some(v.into())
 }
 
 fn set_state(current_state: &mut RtcSctpState, state: RtcSctpState) {
