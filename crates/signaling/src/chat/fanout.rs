@@ -240,10 +240,9 @@ async fn send_each(
 /// A group's frames go once every channel has had them.
 struct Queues<K = (PeerId, ChannelId)> {
     channels: HashMap<K, ChannelQueue>,
+    /// Each group by the address of its targets ([`targets_addr`]), which
+    /// the group keeps alive and so unique.
     groups: HashMap<u64, Group<K>>,
-    /// A group by the address of its targets (kept alive by the group).
-    by_targets: HashMap<usize, u64>,
-    next_group: u64,
     /// Channels that started lagging, for the rooms' task.
     lagged: Vec<K>,
     stats: Stats,
@@ -254,8 +253,6 @@ impl<K> Default for Queues<K> {
         Queues {
             channels: HashMap::new(),
             groups: HashMap::new(),
-            by_targets: HashMap::new(),
-            next_group: 0,
             lagged: Vec::new(),
             stats: Stats::default(),
         }
@@ -497,26 +494,14 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
     /// The group of the targets `to`, made on their first frame; every
     /// target has its open segment there afterwards.
     fn group_of(&mut self, to: &Arc<[K]>) -> u64 {
-        let addr = targets_addr(to);
-        let id = match self.by_targets.get(&addr) {
-            Some(id) => *id,
-            None => {
-                let id = self.next_group;
-                self.next_group += 1;
-                self.by_targets.insert(addr, id);
-                self.groups.insert(
-                    id,
-                    Group {
-                        to: to.clone(),
-                        base: 0,
-                        frames: Default::default(),
-                        total: 0,
-                        open: 0,
-                    },
-                );
-                id
-            }
-        };
+        let id = targets_addr(to);
+        self.groups.entry(id).or_insert_with(|| Group {
+            to: to.clone(),
+            base: 0,
+            frames: Default::default(),
+            total: 0,
+            open: 0,
+        });
         let Some(g) = self.groups.get(&id) else {
             return id;
         };
@@ -678,7 +663,6 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
                 }
             }
         }
-        let by_targets = &mut self.by_targets;
         self.groups.retain(|id, g| match first.get(id) {
             Some(&at) => {
                 while g.base < at && g.frames.pop_front().is_some() {
@@ -686,10 +670,7 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
                 }
                 true
             }
-            None => {
-                by_targets.remove(&targets_addr(&g.to));
-                false
-            }
+            None => false,
         });
     }
 
@@ -731,9 +712,9 @@ impl<K: Copy + Eq + std::hash::Hash + std::fmt::Debug> Queues<K> {
     }
 }
 
-/// Where a set of targets lives: a group's key while the group holds it.
-fn targets_addr<K>(to: &Arc<[K]>) -> usize {
-    Arc::as_ptr(to).cast::<K>() as usize
+/// Where a set of targets lives: its group's key while the group holds it.
+fn targets_addr<K>(to: &Arc<[K]>) -> u64 {
+    Arc::as_ptr(to).cast::<K>() as usize as u64
 }
 
 /// Where a frame lives: a channel's own frame in a message's [`Carried`].
