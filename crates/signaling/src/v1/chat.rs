@@ -203,6 +203,7 @@ pub(super) enum ModerationCommand {
     /// Refuse a user's messages for a while.
     Timeout {
         /// The user id.
+        #[serde(deserialize_with = "user_id")]
         #[schema(pattern = r"^[!-~]{1,128}$")]
         user: String,
         /// 1 to 1209600 (14 days).
@@ -217,6 +218,7 @@ pub(super) enum ModerationCommand {
     /// Refuse a user's messages until unbanned.
     Ban {
         /// The user id.
+        #[serde(deserialize_with = "user_id")]
         #[schema(pattern = r"^[!-~]{1,128}$")]
         user: String,
         /// Shown to the user and kept in the audit log.
@@ -227,6 +229,7 @@ pub(super) enum ModerationCommand {
     /// Lift a user's ban or timeout.
     Unban {
         /// The user id.
+        #[serde(deserialize_with = "user_id")]
         #[schema(pattern = r"^[!-~]{1,128}$")]
         user: String,
     },
@@ -244,6 +247,20 @@ pub(super) enum ModerationCommand {
         /// On or off.
         registered_only: bool,
     },
+}
+
+/// A user id as this API takes it, the schema's pattern: 1 to 128
+/// printable ASCII characters, no spaces (the chat channel's commands take
+/// any 1 to 128 bytes).
+fn user_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let user = String::deserialize(d)?;
+    if (1..=128).contains(&user.len()) && user.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(user)
+    } else {
+        Err(serde::de::Error::custom(
+            "`user` must be 1 to 128 printable ASCII characters, no spaces",
+        ))
+    }
 }
 
 /// A whole number, `2.0` included (JSON Schema's `integer`).
@@ -529,6 +546,26 @@ mod tests {
             StatusCode::BAD_REQUEST,
             "not a moderation command"
         );
+        // A user id outside the schema's pattern (schemathesis found one
+        // accepted).
+        for body in [
+            r#"{"type":"ban","user":"a b"}"#,
+            r#"{"type":"unban","user":"X"}"#,
+            r#"{"type":"timeout","user":"","seconds":5}"#,
+        ] {
+            let res = app
+                .send(
+                    Method::POST,
+                    "/api/v1/streams/cam/chat/moderate",
+                    &[
+                        ("authorization", bearer.as_str()),
+                        ("content-type", "application/json"),
+                    ],
+                    body,
+                )
+                .await;
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body}");
+        }
         let res = app
             .send(
                 Method::POST,
