@@ -315,8 +315,27 @@ impl Packet {
         Ok(writer.len())
     }
 
+    /// lumen: the length of [`Packet::marshal`]'s bytes: the common
+    /// header, and each chunk's header, value and padding to 4 bytes.
+    pub(crate) fn marshal_size(&self) -> usize {
+        PACKET_HEADER_SIZE
+            + self
+                .chunks
+                .iter()
+                .map(|c| {
+                    let len = CHUNK_HEADER_SIZE + c.value_length();
+                    len + get_padding_size(len)
+                })
+                .sum::<usize>()
+    }
+
     pub(crate) fn marshal(&self) -> Result<Bytes> {
-        let mut buf = BytesMut::with_capacity(PACKET_HEADER_SIZE);
+        // lumen: room for exactly the whole packet, so that writing it
+        // never reallocates (copying what it has written so far), and the
+        // frozen buffer is the allocation itself (`Bytes` needs a second
+        // one for a `Vec` with spare capacity).
+        let capacity = self.marshal_size();
+        let mut buf = BytesMut::with_capacity(capacity);
         self.marshal_to(&mut buf)?;
         Ok(buf.freeze())
     }
@@ -430,6 +449,35 @@ mod test {
             header_only, header_only_marshaled
         );
 
+        Ok(())
+    }
+
+    /// lumen: `marshal` sizes its buffer with `marshal_size`; a size that
+    /// is short or long costs a reallocation or a second allocation on
+    /// every packet sent, so it must be exact.
+    #[test]
+    fn test_packet_marshal_size_is_exact() -> Result<()> {
+        use crate::chunk::chunk_selective_ack::GapAckBlock;
+        for len in [0, 1, 2, 3, 4, 5, 599, 600, 1185] {
+            let data = ChunkPayloadData {
+                user_data: Bytes::from(vec![7u8; len]),
+                ..Default::default()
+            };
+            let sack = ChunkSelectiveAck {
+                gap_ack_blocks: vec![GapAckBlock { start: 2, end: 3 }; len % 4],
+                duplicate_tsn: vec![9; len % 3],
+                ..Default::default()
+            };
+            let pkt = Packet {
+                common_header: CommonHeader::default(),
+                chunks: vec![Box::new(data), Box::new(sack)],
+            };
+            assert_eq!(
+                pkt.marshal()?.len(),
+                pkt.marshal_size(),
+                "{len} bytes of data"
+            );
+        }
         Ok(())
     }
 
