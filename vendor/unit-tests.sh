@@ -5,13 +5,15 @@
 #
 #   vendor/unit-tests.sh str0m [cargo test args]
 #   vendor/unit-tests.sh sctp-proto [cargo test args]
+#   vendor/unit-tests.sh dimpl [cargo test args]
 #
 # str0m also gets a stub for the one SDP file its release leaves out (two
 # tests read it and fail on the stub) and loses the optional crypto
 # back-ends lumen does not build (their crates would have to resolve).
-# It is built against the vendored sctp-proto, as lumen builds it.
+# It is built against the vendored sctp-proto and dimpl, as lumen builds
+# it. dimpl gets the certificate parser its tests use.
 set -eu
-crate=${1:?usage: vendor/unit-tests.sh str0m|sctp-proto [cargo test args]}
+crate=${1:?usage: vendor/unit-tests.sh str0m|sctp-proto|dimpl [cargo test args]}
 shift
 here=$(cd "$(dirname "$0")" && pwd)
 scratch=${UNIT_TESTS_SCRATCH:-${TMPDIR:-/tmp}/lumen-unit-tests}/$crate
@@ -29,17 +31,20 @@ if crate == "str0m":
     for feat in ("apple-crypto", "openssl", "openssl-dimpl", "vendored", "wincrypto",
                  "wincrypto-dimpl", "rust-crypto"):
         s = re.sub(r"\n%s = \[[^\]]*\]" % re.escape(feat), "", s)
-    # The SCTP it is built with in lumen: the vendored copy.
+    # The SCTP and DTLS it is built with in lumen: the vendored copies.
     s += """
 [patch.crates-io]
 sctp-proto = { path = "%s/sctp-proto" }
-""" % here
+dimpl = { path = "%s/dimpl" }
+""" % (here, here)
     s += """
 [dev-dependencies]
 serde_json = "1"
 systemstat = "0.2"
 tracing-subscriber = { version = "0.3", features = ["env-filter"] }
 """
+elif crate == "dimpl":
+    s += '\n[dev-dependencies]\nx509-parser = "0.18"\n'
 elif crate == "sctp-proto":
     if "dev-dependencies.assert_matches" not in s:
         s += '\n[dev-dependencies]\nassert_matches = "1"\n'

@@ -532,6 +532,10 @@ impl Engine {
             .expect("queue front checked above");
         let len = p.len();
         buf[..len].copy_from_slice(&p);
+        // lumen: the datagram's buffer goes back to the pool, so that the
+        // next record is written into an allocation of the right size
+        // instead of a new one grown step by step (and freed here).
+        self.buffers_free.push(p);
 
         PollOutput::Data(&buf[..len])
     }
@@ -1481,6 +1485,26 @@ mod tests {
         engine.handle_timeout(now).expect("arm flight timer");
         assert_eq!(poll_packets(&mut engine, now).0, 0);
         engine
+    }
+
+    /// lumen: a datagram's buffer goes back to the pool once it is polled
+    /// out, so the next record is written into an allocation that already
+    /// has its size.
+    #[test]
+    fn a_polled_datagram_s_buffer_goes_back_to_the_pool() {
+        let now = Instant::now();
+        let mut engine = Engine::new(Arc::new(Config::default()), AuthMode::Psk);
+        engine
+            .create_record(ContentType::ApplicationData, 0, false, |buf| {
+                buf.extend_from_slice(&[7; 1000])
+            })
+            .expect("a record");
+        assert_eq!(poll_packets(&mut engine, now).0, 1);
+        // The pool's first buffer is the datagram's (the record's header
+        // and its 1000 bytes), not the fragment's (1000 bytes).
+        let buffer = engine.buffers_free.pop().into_vec();
+        assert!(buffer.is_empty());
+        assert!(buffer.capacity() >= DTLSRecord::HEADER_LEN + 1000);
     }
 
     #[test]

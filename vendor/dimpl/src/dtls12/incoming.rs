@@ -359,7 +359,12 @@ impl Record {
 
 pub struct ParsedRecord {
     record: DTLSRecord,
-    handshakes: ArrayVec<Handshake, 8>,
+    // lumen: a `Vec`, empty (and not allocated) for every record but a
+    // handshake's. With an `ArrayVec` of eight, every record, application
+    // data included, carried eight handshake messages' room inline, built
+    // on the stack and then copied into its `Box`, twice per encrypted
+    // record.
+    handshakes: Vec<Handshake>,
     handled: AtomicBool,
 }
 
@@ -379,7 +384,7 @@ impl ParsedRecord {
             let fragment_offset = record.fragment_range.start;
             parse_handshakes(record.fragment(input), fragment_offset, cipher_suite)
         } else {
-            ArrayVec::new()
+            Vec::new()
         };
 
         Ok(ParsedRecord {
@@ -424,21 +429,26 @@ pub trait RecordHandler {
     fn note_decrypted_record(&mut self, _content_type: ContentType) {}
 }
 
+/// lumen: the most handshake messages kept of one record, as the
+/// `ArrayVec<Handshake, 8>` this replaced kept.
+const MAX_HANDSHAKES_PER_RECORD: usize = 8;
+
 fn parse_handshakes(
     mut input: &[u8],
     mut base_offset: usize,
     cipher_suite: Option<Dtls12CipherSuite>,
-) -> ArrayVec<Handshake, 8> {
-    let mut handshakes = ArrayVec::new();
+) -> Vec<Handshake> {
+    let mut handshakes = Vec::new();
     while !input.is_empty() {
         if let Ok((remaining, handshake)) = Handshake::parse(input, base_offset, cipher_suite, true)
         {
             let len = input.len() - remaining.len();
             base_offset += len;
             input = remaining;
-            if handshakes.try_push(handshake).is_err() {
+            if handshakes.len() == MAX_HANDSHAKES_PER_RECORD {
                 break;
             }
+            handshakes.push(handshake);
         } else {
             break;
         }

@@ -674,6 +674,10 @@ impl Engine {
             .expect("queue front checked above");
         let len = p.len();
         buf[..len].copy_from_slice(&p);
+        // lumen: the datagram's buffer goes back to the pool, so that the
+        // next record is written into an allocation of the right size
+        // instead of a new one grown step by step (and freed here).
+        self.buffers_free.push(p);
 
         PollOutput::Data(&buf[..len])
     }
