@@ -138,7 +138,7 @@ pub(crate) fn spawn(
         sfu: Sfu::new(sfu, Instant::now()),
         socket,
         announced,
-        outbox: Outbox::new(),
+        outbox: Outbox::new().recycling(lumen_sfu::recycle_datagram),
         mirror_to: links.to,
         mirror_dropped: AtomicU64::new(0),
         feeds: HashMap::new(),

@@ -86,6 +86,10 @@ pub use str0m::channel::ChannelId;
 /// [`SinkMessage::keyframe`] name it.
 pub use str0m::media::Rid;
 pub use str0m::net::Transmit;
+/// Hands back the buffer of a [`Transmit`] once it is sent, so that a
+/// packet the [`Sfu`] encrypts later on this thread is written into it
+/// instead of a new allocation (optional; lumen-node's outbox does it).
+pub use str0m::net::recycle_datagram;
 pub use worker::Sfu;
 
 /// A peer connection (a WHIP or WHEP session) inside one [`Sfu`].

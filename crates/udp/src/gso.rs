@@ -44,6 +44,8 @@ pub struct Datagram {
 /// earlier, 256 at a time).
 pub struct Outbox {
     queued: Vec<Datagram>,
+    /// Where a sent datagram's buffer goes ([`Outbox::recycling`]).
+    recycle: Option<fn(Vec<u8>)>,
     /// Whether the kernel takes `UDP_SEGMENT` on this socket (cleared on
     /// the first refusal; then every datagram goes alone).
     gso: bool,
@@ -62,9 +64,18 @@ impl Outbox {
     pub fn new() -> Self {
         Outbox {
             queued: Vec::new(),
+            recycle: None,
             gso: true,
             failed: 0,
         }
+    }
+
+    /// Hands each datagram's buffer to `recycle` once it is sent (or
+    /// refused), instead of freeing it: str0m's
+    /// `net::recycle_datagram` writes a later packet into it.
+    pub fn recycling(mut self, recycle: fn(Vec<u8>)) -> Outbox {
+        self.recycle = Some(recycle);
+        self
     }
 
     /// Queues a datagram for the next [`Outbox::flush`].
@@ -133,7 +144,10 @@ impl Outbox {
         self.send_singles(socket, &singles).await;
         // Keep the allocation for the next drain.
         self.queued = queued;
-        self.queued.clear();
+        match self.recycle {
+            Some(recycle) => self.queued.drain(..).for_each(|d| recycle(d.contents)),
+            None => self.queued.clear(),
+        }
     }
 
     /// Sends a train with GSO; whether it went (else its datagrams go
@@ -277,6 +291,38 @@ mod tests {
         }
         assert_eq!(out.failed, 0);
         assert!(out.gso, "the kernel refused UDP_SEGMENT");
+    }
+
+    /// With recycling on, every datagram's buffer, sent in a train or
+    /// alone, goes to the function once it is sent, and none is kept.
+    #[tokio::test]
+    async fn sent_buffers_go_to_the_recycler() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static BUFFERS: AtomicUsize = AtomicUsize::new(0);
+        static BYTES: AtomicUsize = AtomicUsize::new(0);
+        fn recycle(buf: Vec<u8>) {
+            BUFFERS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(buf.len(), Ordering::Relaxed);
+        }
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut out = Outbox::new().recycling(recycle);
+        let sizes = [1200, 1200, 700, 90];
+        for &len in &sizes {
+            out.push(rx.local_addr().unwrap(), vec![1; len]);
+        }
+        out.flush(&tx).await;
+        assert_eq!(BUFFERS.load(Ordering::Relaxed), sizes.len());
+        assert_eq!(BYTES.load(Ordering::Relaxed), sizes.iter().sum::<usize>());
+        assert!(out.queued.is_empty());
+        let mut buf = [0u8; 2000];
+        for &len in &sizes {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(2), rx.recv_from(&mut buf))
+                .await
+                .expect("datagram in time")
+                .unwrap();
+            assert_eq!(n, len);
+        }
     }
 
     /// More destinations than one `sendmmsg` takes, each with a datagram

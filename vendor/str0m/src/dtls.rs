@@ -153,7 +153,9 @@ impl Dtls {
             if packet.len() > self.mtu_warn() {
                 warn!("DTLS above MTU {}: {}", self.mtu_warn(), packet.len());
             }
-            self.pending_packets.push_back(packet.to_vec().into());
+            // lumen: into a recycled buffer when the thread has one.
+            self.pending_packets
+                .push_back(crate::rtp_::pooled_datagram(packet).into());
 
             // Return timeout indicating we want another poll straight away
             return DtlsOutput::Timeout(already_happened());

@@ -447,6 +447,9 @@ impl World {
                         };
                         b.down.handle_input(str0m_netem::Input::Packet(now, p));
                     }
+                    // Sent: its buffer goes back, as lumen-node's outbox
+                    // hands it back.
+                    lumen_sfu::recycle_datagram(t.contents.into());
                 }
                 Output::Event(e) if k == 0 => self.sfu_events.push(e),
                 Output::Event(e) => self.workers[k - 1].events.push(e),

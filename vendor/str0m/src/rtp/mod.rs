@@ -22,6 +22,9 @@ pub(crate) use header::{extend_u7, extend_u8, extend_u15, extend_u16, extend_u32
 
 mod srtp;
 pub(crate) use srtp::SrtpContext;
+// lumen: re-exported from `net`.
+pub use srtp::recycle_datagram;
+pub(crate) use srtp::pooled_datagram;
 pub(crate) use srtp::{SRTCP_OVERHEAD, SRTP_BLOCK_SIZE, SRTP_OVERHEAD};
 
 mod rtcp;
