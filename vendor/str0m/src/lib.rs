@@ -868,7 +868,8 @@ pub mod error;
 /// Network related types to get socket data in/out of [`Rtc`].
 pub mod net {
     pub use crate::io::{DatagramRecv, DatagramSend, Protocol, Receive, TcpType, Transmit};
-    // lumen: a sent datagram's buffer, back for the next SRTP packet.
+    // lumen: a sent datagram's buffer, back for a later packet to be
+    // written into.
     pub use crate::rtp_::recycle_datagram;
 }
 

@@ -779,8 +779,9 @@ pub(crate) fn pooled_datagram(data: &[u8]) -> Vec<u8> {
     output
 }
 
-/// lumen: the most buffers a thread keeps for [`sealed_buffer`]: a few
-/// hundred datagrams sent in one go (the buffers are ~1.2 KB).
+/// lumen: the most buffers a thread keeps for [`sealed_buffer`] and
+/// [`pooled_datagram`]: a few hundred datagrams sent in one go (an SRTP
+/// packet's buffer is ~1.2 KB).
 const SENT_BUFFERS_KEPT: usize = 512;
 
 std::thread_local! {
@@ -792,8 +793,9 @@ std::thread_local! {
 /// lumen: hands the buffer of a datagram that has been sent (the contents
 /// of a [`Transmit`](crate::net::Transmit), as a `Vec`) back, so that an
 /// SRTP packet encrypted or a DTLS datagram sent later on this thread can
-/// be written into it instead of a new allocation. Optional: a buffer not handed back is
-/// simply freed. A thread keeps at most a few hundred.
+/// be written into it instead of a new allocation. Optional: a buffer not
+/// handed back is simply freed. A thread keeps at most 512; more are
+/// freed.
 pub fn recycle_datagram(mut buf: Vec<u8>) {
     if buf.capacity() == 0 {
         return;
