@@ -764,7 +764,7 @@ impl SrtpContext {
 // larger than glibc's per-thread cache takes, so a fresh one costs its
 // allocator's slow path (~280 instructions) and a free per packet sent.
 fn sealed_buffer(header: &[u8], len: usize) -> Vec<u8> {
-    let mut output = SENT_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_default();
+    let mut output = pooled_buffer();
     output.reserve_exact(len);
     output.extend_from_slice(header);
     output.resize(len, 0);
@@ -774,9 +774,14 @@ fn sealed_buffer(header: &[u8], len: usize) -> Vec<u8> {
 /// lumen: `data` in a buffer from this thread's pool (see
 /// [`sealed_buffer`]), for a DTLS datagram to send.
 pub(crate) fn pooled_datagram(data: &[u8]) -> Vec<u8> {
-    let mut output = SENT_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_default();
+    let mut output = pooled_buffer();
     output.extend_from_slice(data);
     output
+}
+
+/// lumen: an empty buffer, from this thread's pool when it has one.
+fn pooled_buffer() -> Vec<u8> {
+    SENT_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_default()
 }
 
 /// lumen: the most buffers a thread keeps for [`sealed_buffer`] and
