@@ -1103,6 +1103,44 @@ mod test {
         );
     }
 
+    /// lumen: a DTLS 1.2 server picks AES-128-GCM for SRTP when the
+    /// client offers every profile (dimpl's client offers AES-256-GCM
+    /// first, as browsers do).
+    #[test]
+    fn dtls12_server_prefers_aes_128_gcm_for_srtp() {
+        let mut client = new_instance();
+        let mut server = new_instance();
+        client.set_active(true);
+        let now = Instant::now();
+        client.handle_timeout(now).unwrap();
+        server.handle_timeout(now).unwrap();
+        let mut profiles = [None, None];
+        let mut buf = vec![0u8; 4096];
+        let mut poll = |from: &mut Dtls, profile: &mut Option<SrtpProfile>| {
+            let mut packets = Vec::new();
+            loop {
+                match from.poll_output(&mut buf) {
+                    Output::Packet(p) => packets.push(p.to_vec()),
+                    Output::KeyingMaterial(_, p) => *profile = Some(p),
+                    Output::Timeout(_) => return packets,
+                    _ => {}
+                }
+            }
+        };
+        for _ in 0..50 {
+            for p in poll(&mut client, &mut profiles[0]) {
+                server.handle_packet(&p).unwrap();
+            }
+            for p in poll(&mut server, &mut profiles[1]) {
+                client.handle_packet(&p).unwrap();
+            }
+            if profiles.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        assert_eq!(profiles, [Some(SrtpProfile::AEAD_AES_128_GCM); 2]);
+    }
+
     #[test]
     fn is_send() {
         fn is_send<T: Send>(_t: T) {}
