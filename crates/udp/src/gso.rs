@@ -2,19 +2,17 @@
 //! packets one drain produces for the same viewer, of one size (the last may
 //! be shorter), go to the kernel as one `sendmsg` with `UDP_SEGMENT`, so the
 //! route lookup, IP output and socket accounting happen once per train
-//! instead of once per packet. Datagrams that go alone (a viewer's one
-//! audio or data-channel packet, or every datagram where the kernel has no
-//! GSO) go together in `sendmmsg` calls instead of one `sendto` each, in
-//! the order they were queued among the trains.
+//! instead of once per packet. The trains of many viewers, and the
+//! datagrams that go alone (a viewer's one audio or data-channel packet, or
+//! every datagram where the kernel has no GSO), go together in `sendmmsg`
+//! calls, each destination's in the order they were queued.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg, sendmsg,
-};
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -51,6 +49,8 @@ pub struct Outbox {
     gso: bool,
     /// Datagrams the kernel refused (an unreachable peer), dropped.
     pub failed: u64,
+    /// System calls made to send (`sendmmsg`).
+    calls: u64,
 }
 
 impl Default for Outbox {
@@ -67,6 +67,7 @@ impl Outbox {
             recycle: None,
             gso: true,
             failed: 0,
+            calls: 0,
         }
     }
 
@@ -94,6 +95,15 @@ impl Outbox {
 
     /// Sends everything gathered: per destination in order, in trains of
     /// equal-sized datagrams.
+    ///
+    /// Each destination's datagrams make a list of messages (a train, or
+    /// a datagram that goes alone). The first message of every
+    /// destination goes before any second one, and so on: within such a
+    /// round no two messages share a destination, so their order is free,
+    /// and the round's trains of one segment size share `sendmmsg` calls
+    /// (`UDP_SEGMENT` rides in each message's header), as do its datagrams
+    /// that go alone. A fan-out's drain, where every viewer's train has the
+    /// same size, takes a few system calls instead of one per viewer.
     pub async fn flush(&mut self, socket: &UdpSocket) {
         if self.queued.is_empty() {
             return;
@@ -102,12 +112,14 @@ impl Outbox {
         // Group by destination, keeping each destination's order.
         let mut order: Vec<usize> = (0..queued.len()).collect();
         order.sort_by_key(|&i| queued[i].destination);
-        // Datagrams that go alone, gathered for one `sendmmsg`; sent before
-        // the next train, so each destination's order holds.
-        let mut singles: Vec<(SocketAddr, &[u8])> = Vec::new();
+        let mut messages: Vec<Message<'_>> = Vec::new();
+        let mut round = 0;
         let mut i = 0;
         while i < order.len() {
             let dest = queued[order[i]].destination;
+            if i == 0 || queued[order[i - 1]].destination != dest {
+                round = 0;
+            }
             let seg = queued[order[i]].contents.len();
             let mut j = i + 1;
             let mut bytes = seg;
@@ -127,21 +139,43 @@ impl Outbox {
                     break;
                 }
             }
-            let train: Vec<&[u8]> = order[i..j]
+            let parts: Vec<IoSlice<'_>> = order[i..j]
                 .iter()
-                .map(|&k| &queued[k].contents[..])
+                .map(|&k| IoSlice::new(&queued[k].contents))
                 .collect();
             i = j;
-            if train.len() > 1 && seg > 0 && self.gso {
-                self.send_singles(socket, &singles).await;
-                singles.clear();
-                if self.send_train(socket, dest, seg, &train).await {
-                    continue;
+            let seg = u16::try_from(seg).ok().filter(|&s| s > 0);
+            match seg {
+                Some(seg) if parts.len() > 1 && self.gso => {
+                    messages.push(Message {
+                        round,
+                        seg: Some(seg),
+                        dest,
+                        parts,
+                    });
+                    round += 1;
+                }
+                _ => {
+                    for p in parts {
+                        messages.push(Message::alone(round, dest, p));
+                        round += 1;
+                    }
                 }
             }
-            singles.extend(train.into_iter().map(|d| (dest, d)));
         }
-        self.send_singles(socket, &singles).await;
+        // Rounds in order; within one, datagrams alone, then trains by size.
+        messages.sort_by_key(|m| (m.round, m.seg));
+        let mut a = 0;
+        while a < messages.len() {
+            let key = (messages[a].round, messages[a].seg);
+            let n = messages[a..]
+                .iter()
+                .take_while(|m| (m.round, m.seg) == key)
+                .count();
+            self.send_group(socket, key.1, &messages[a..a + n]).await;
+            a += n;
+        }
+        drop(messages);
         // Keep the allocation for the next drain.
         self.queued = queued;
         match self.recycle {
@@ -150,107 +184,133 @@ impl Outbox {
         }
     }
 
-    /// Sends a train with GSO; whether it went (else its datagrams go
-    /// alone, and GSO is off from now on when the kernel lacks it).
-    async fn send_train(
-        &mut self,
-        socket: &UdpSocket,
-        dest: SocketAddr,
-        seg: usize,
-        train: &[&[u8]],
-    ) -> bool {
-        match send_gso(socket, dest, seg, train).await {
-            Ok(()) => true,
-            Err(e) => {
-                let unsupported = [
-                    Errno::EIO,
-                    Errno::EINVAL,
-                    Errno::EOPNOTSUPP,
-                    Errno::ENOPROTOOPT,
-                ]
-                .iter()
-                .any(|&n| e.raw_os_error() == Some(n as i32));
-                if unsupported {
-                    // No segmentation offload here: one by one from now on.
-                    tracing::info!(error = %e, "UDP GSO unavailable, sending datagrams one by one");
-                    self.gso = false;
-                }
-                false
+    /// Sends messages to distinct destinations, all trains of `seg`-byte
+    /// segments or all alone (`None`). Trains the kernel refuses for want
+    /// of GSO go as datagrams alone, and GSO is off from now on.
+    async fn send_group(&mut self, socket: &UdpSocket, seg: Option<u16>, msgs: &[Message<'_>]) {
+        let from = if seg.is_some() && !self.gso {
+            0
+        } else {
+            match self.send_batches(socket, seg, msgs).await {
+                Ok(()) => return,
+                Err(at) => at,
             }
-        }
+        };
+        self.gso = false;
+        let alone: Vec<Message<'_>> = msgs[from..]
+            .iter()
+            .flat_map(|m| m.parts.iter().map(|&p| Message::alone(m.round, m.dest, p)))
+            .collect();
+        // (Without a segment size the kernel has nothing to refuse.)
+        let _ = self.send_batches(socket, None, &alone).await;
     }
 
-    /// Sends datagrams that go alone, [`MMSG_BATCH`] per `sendmmsg`. One the
-    /// kernel refuses (an unreachable peer) is counted and skipped.
-    async fn send_singles(&mut self, socket: &UdpSocket, singles: &[(SocketAddr, &[u8])]) {
+    /// Sends `msgs`, [`MMSG_BATCH`] per `sendmmsg`. A message the kernel
+    /// refuses (an unreachable peer) is counted and skipped; `Err(i)`: the
+    /// kernel has no GSO, and messages from `i` on were not sent.
+    async fn send_batches(
+        &mut self,
+        socket: &UdpSocket,
+        seg: Option<u16>,
+        msgs: &[Message<'_>],
+    ) -> Result<(), usize> {
         let mut i = 0;
-        while i < singles.len() {
-            let chunk = &singles[i..(i + MMSG_BATCH).min(singles.len())];
-            match socket.try_io(Interest::WRITABLE, || send_many(socket.as_raw_fd(), chunk)) {
+        while i < msgs.len() {
+            let chunk = &msgs[i..(i + MMSG_BATCH).min(msgs.len())];
+            // (try_io skips the call while the socket is not known writable.)
+            let mut called = false;
+            let r = socket.try_io(Interest::WRITABLE, || {
+                called = true;
+                send_many(socket.as_raw_fd(), seg, chunk)
+            });
+            self.calls += u64::from(called);
+            match r {
                 Ok(sent) => i += sent.max(1),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if let Err(e) = socket.writable().await {
                         tracing::debug!(error = %e, "send: socket gone");
-                        self.failed += (singles.len() - i) as u64;
-                        return;
+                        self.failed += msgs[i..].iter().map(|m| m.parts.len() as u64).sum::<u64>();
+                        return Ok(());
                     }
+                }
+                Err(e) if seg.is_some() && gso_unsupported(&e) => {
+                    // No segmentation offload here: one by one from now on.
+                    tracing::info!(error = %e, "UDP GSO unavailable, sending datagrams one by one");
+                    return Err(i);
                 }
                 Err(e) => {
                     // The first of the chunk failed (sendmmsg reports an
                     // error only for the first message).
-                    tracing::debug!(error = %e, to = %chunk[0].0, "sendmmsg");
-                    self.failed += 1;
+                    tracing::debug!(error = %e, to = %chunk[0].dest, "sendmmsg");
+                    self.failed += chunk[0].parts.len() as u64;
                     i += 1;
                 }
             }
         }
+        Ok(())
     }
 }
 
-/// One `sendmmsg` of `chunk` (non-blocking); how many the kernel took.
-fn send_many(fd: RawFd, chunk: &[(SocketAddr, &[u8])]) -> std::io::Result<usize> {
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
-    let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+/// One message of a flush: a train of datagrams of `seg` bytes (the last
+/// may be shorter), or one datagram alone (`seg` is `None`).
+struct Message<'a> {
+    /// Its place among its destination's messages.
+    round: usize,
+    seg: Option<u16>,
+    dest: SocketAddr,
+    parts: Vec<IoSlice<'a>>,
+}
+
+impl<'a> Message<'a> {
+    fn alone(round: usize, dest: SocketAddr, datagram: IoSlice<'a>) -> Self {
+        Message {
+            round,
+            seg: None,
+            dest,
+            parts: vec![datagram],
+        }
+    }
+}
+
+/// Whether a send failed because the kernel (or the route's device) does
+/// not take `UDP_SEGMENT`.
+fn gso_unsupported(e: &std::io::Error) -> bool {
+    [
+        Errno::EIO,
+        Errno::EINVAL,
+        Errno::EOPNOTSUPP,
+        Errno::ENOPROTOOPT,
+    ]
+    .iter()
+    .any(|&n| e.raw_os_error() == Some(n as i32))
+}
+
+/// One `sendmmsg` of `chunk` (non-blocking), each message a train of
+/// `seg`-byte segments or, with `None`, a datagram alone; how many the
+/// kernel took.
+fn send_many(fd: RawFd, seg: Option<u16>, chunk: &[Message<'_>]) -> std::io::Result<usize> {
+    let seg_size = seg.unwrap_or(0);
+    let gso = [ControlMessage::UdpGsoSegments(&seg_size)];
+    let cmsgs: &[ControlMessage<'_>] = if seg.is_some() { &gso } else { &[] };
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(
+        chunk.len(),
+        seg.map(|_| nix::cmsg_space!(u16)),
+    );
     let addrs: Vec<Option<SockaddrStorage>> = chunk
         .iter()
-        .map(|(a, _)| Some(SockaddrStorage::from(*a)))
+        .map(|m| Some(SockaddrStorage::from(m.dest)))
         .collect();
-    match sendmmsg(fd, &mut headers, &slices, addrs, [], MsgFlags::MSG_DONTWAIT) {
+    match sendmmsg(
+        fd,
+        &mut headers,
+        chunk.iter().map(|m| &m.parts),
+        addrs,
+        cmsgs,
+        MsgFlags::MSG_DONTWAIT,
+    ) {
         Ok(sent) => Ok(sent.count()),
         Err(Errno::EAGAIN) => Err(std::io::ErrorKind::WouldBlock.into()),
         Err(e) => Err(std::io::Error::from(e)),
-    }
-}
-
-async fn send_gso(
-    socket: &UdpSocket,
-    dest: SocketAddr,
-    seg: usize,
-    train: &[&[u8]],
-) -> std::io::Result<()> {
-    let seg =
-        u16::try_from(seg).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let addr = SockaddrStorage::from(dest);
-    loop {
-        let r = socket.try_io(Interest::WRITABLE, || {
-            let iov: Vec<IoSlice<'_>> = train.iter().map(|d| IoSlice::new(d)).collect();
-            let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
-            match sendmsg(
-                socket.as_raw_fd(),
-                &iov,
-                &cmsg,
-                MsgFlags::MSG_DONTWAIT,
-                Some(&addr),
-            ) {
-                Ok(_) => Ok(()),
-                Err(Errno::EAGAIN) => Err(std::io::ErrorKind::WouldBlock.into()),
-                Err(e) => Err(std::io::Error::from(e)),
-            }
-        });
-        match r {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => socket.writable().await?,
-            other => return other,
-        }
     }
 }
 
@@ -291,6 +351,9 @@ mod tests {
         }
         assert_eq!(out.failed, 0);
         assert!(out.gso, "the kernel refused UDP_SEGMENT");
+        // Each destination's first train, then its second: two rounds of
+        // two trains of 1200-byte segments, one system call each.
+        assert_eq!(out.calls, 2);
     }
 
     /// With recycling on, every datagram's buffer, sent in a train or
@@ -355,5 +418,7 @@ mod tests {
             }
         }
         assert_eq!(out.failed, 0);
+        // The 70 datagrams alone in two calls, then the 70 trains in two.
+        assert_eq!(out.calls, 4);
     }
 }
