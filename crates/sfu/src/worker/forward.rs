@@ -3,6 +3,7 @@
 //! stream's sinks, keyframe requests sent the other way, coalesced per
 //! layer.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
@@ -20,6 +21,34 @@ use crate::{PeerId, SfuEvent};
 /// send), and a packet waits behind at most this many per viewer ahead of
 /// it, not behind whole keyframes.
 pub(super) const FAN_OUT_CHUNK: usize = 16;
+
+/// How long the packets of a video frame wait for the frame's last one
+/// (the marker) before they are fanned out anyway. A browser sends a
+/// frame's packets a fraction of a millisecond apart, paced, so they
+/// arrive in separate reads: fanned out as they come, each went to every
+/// viewer as a datagram of its own. Held until the frame is whole, they
+/// leave as one train per viewer, and the viewer, who can show the frame
+/// only once its last packet is there, waits no longer for it.
+pub(super) const FRAME_HOLD: Duration = Duration::from_millis(5);
+
+/// A video packet of `router`'s publisher arrived at `at`: the stream
+/// holds its packets while a frame is incomplete, and lets them go with
+/// the frame's last packet.
+pub(super) fn hold_for_frame(
+    holding: &mut Vec<(RouterId, Instant)>,
+    router: RouterId,
+    marker: bool,
+    at: Instant,
+) {
+    let held = holding.iter().position(|(r, _)| *r == router);
+    match (marker, held) {
+        (true, Some(i)) => {
+            holding.swap_remove(i);
+        }
+        (false, None) => holding.push((router, at + FRAME_HOLD)),
+        _ => {}
+    }
+}
 
 /// How often a live stream's figures go out as `StreamUpdated`.
 const UPDATE_EVERY: Duration = Duration::from_secs(2);
@@ -66,7 +95,34 @@ impl Sfu {
     /// Fans out every waiting packet: before a message from an origin or a
     /// sink that changes the stream applies.
     pub(super) fn fan_out_all(&mut self) {
+        self.holding.clear();
         self.fan_out_upto(usize::MAX);
+    }
+
+    /// Whether there is something to fan out now: a keyframe request, or a
+    /// packet of a stream that is not holding a frame. A stream stops
+    /// holding once its frame's last packet came, its deadline passed, or
+    /// it holds a chunk's worth.
+    pub(super) fn ready_to_fan_out(&mut self) -> bool {
+        if !self.pending_keyframe.is_empty() {
+            return true;
+        }
+        if self.pending_rtp.is_empty() {
+            return false;
+        }
+        if !self.holding.is_empty() {
+            let now = self.last_now;
+            let pending = &self.pending_rtp;
+            self.holding.retain(|&(r, deadline)| {
+                deadline > now && pending.iter().filter(|p| p.router() == r).count() < FAN_OUT_CHUNK
+            });
+        }
+        let holding = &self.holding;
+        holding.is_empty()
+            || self
+                .pending_rtp
+                .iter()
+                .any(|p| !holding.iter().any(|(r, _)| *r == p.router()))
     }
 
     fn fan_out_upto(&mut self, limit: usize) {
@@ -75,16 +131,28 @@ impl Sfu {
                 self.viewer_wants_keyframe(router_id);
             }
         }
-        for _ in 0..limit {
-            match self.pending_rtp.pop_front() {
-                Some(Pending::Local(pub_id, router_id, pkt)) => {
-                    self.forward(pub_id, router_id, pkt)
-                }
-                Some(Pending::Mirrored(router_id, pkt) | Pending::Injected(router_id, pkt)) => {
+        // The packets of streams that hold a frame stay, in their order.
+        let mut held = VecDeque::new();
+        let mut sent = 0;
+        while sent < limit {
+            let Some(p) = self.pending_rtp.pop_front() else {
+                break;
+            };
+            if self.holding.iter().any(|(r, _)| *r == p.router()) {
+                held.push_back(p);
+                continue;
+            }
+            sent += 1;
+            match p {
+                Pending::Local(pub_id, router_id, pkt) => self.forward(pub_id, router_id, pkt),
+                Pending::Mirrored(router_id, pkt) | Pending::Injected(router_id, pkt) => {
                     self.forward_packet(router_id, pkt, false)
                 }
-                None => break,
             }
+        }
+        if !held.is_empty() {
+            held.append(&mut self.pending_rtp);
+            self.pending_rtp = held;
         }
         self.flush_sinks();
     }

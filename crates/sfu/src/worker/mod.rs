@@ -76,6 +76,10 @@ pub struct Sfu {
     /// Packets to fan out, in arrival order (see `fan_out`).
     pending_rtp: VecDeque<Pending>,
     pending_keyframe: Vec<(RouterId, MediaKind)>,
+    /// Streams whose publisher (on this worker) is partway through a
+    /// video frame: their packets wait for the frame's last one, until
+    /// the deadline (see `forward::FRAME_HOLD`).
+    holding: Vec<(RouterId, Instant)>,
     pending_reselect: Vec<(RouterId, PeerId)>,
     /// Packets for sinks gathered during one fan-out: (sink, stream,
     /// packets).
@@ -107,6 +111,15 @@ pub(crate) enum Pending {
     Injected(RouterId, MediaPacket),
 }
 
+impl Pending {
+    /// The stream it belongs to.
+    fn router(&self) -> RouterId {
+        match self {
+            Pending::Local(_, r, _) | Pending::Mirrored(r, _) | Pending::Injected(r, _) => *r,
+        }
+    }
+}
+
 /// Ticks a drain gives a peer whose str0m wants the time again at once.
 const MAX_IMMEDIATE_TICKS: usize = 4;
 
@@ -128,6 +141,7 @@ impl Sfu {
             out: VecDeque::new(),
             pending_rtp: VecDeque::new(),
             pending_keyframe: Vec::new(),
+            holding: Vec::new(),
             pending_reselect: Vec::new(),
             sink_batches: Vec::new(),
             next_generation: 1,
@@ -257,11 +271,14 @@ impl Sfu {
                 self.drain_peer(id);
                 continue;
             }
-            if !self.pending_rtp.is_empty() || !self.pending_keyframe.is_empty() {
+            if self.ready_to_fan_out() {
                 self.fan_out();
                 continue;
             }
             let mut next = self.last_now + IDLE_TIMEOUT;
+            if let Some(t) = self.holding.iter().map(|(_, t)| *t).min() {
+                next = next.min(t);
+            }
             while let Some(Reverse((t, id))) = self.timers.peek().copied() {
                 let valid = self
                     .peers
@@ -427,6 +444,21 @@ impl Sfu {
                         self.to_close.push((id, CloseReason::Disconnected));
                     }
                     Event::RtpPacket(pkt) if p.role == Role::Publisher => {
+                        let video = p
+                            .midrid_of(pkt.header.ssrc)
+                            .and_then(|(mid, _)| {
+                                let r = self.routers.get(&p.router)?;
+                                r.tracks.iter().find(|t| t.mid == mid)
+                            })
+                            .is_some_and(|t| t.kind == MediaKind::Video);
+                        if video {
+                            forward::hold_for_frame(
+                                &mut self.holding,
+                                p.router,
+                                pkt.header.marker,
+                                pkt.timestamp,
+                            );
+                        }
                         self.pending_rtp
                             .push_back(Pending::Local(id, p.router, pkt));
                     }

@@ -50,6 +50,10 @@ pub struct World {
     /// (SRTP leaves it in the clear), in order: (to, payload type, header
     /// length in bytes with its extensions).
     pub rtp_header_log: Option<Vec<(SocketAddr, u8, usize)>>,
+    /// When set, every RTP datagram into and out of worker 0, in order:
+    /// when, the browser's address, whether it came in, payload type, RTP
+    /// timestamp (SRTP leaves the header in the clear).
+    pub rtp_times: Option<Vec<RtpSeen>>,
     /// What the workers handed to external sinks ([`SinkId::External`]),
     /// in order: (sink, message).
     pub sink_log: Vec<(u64, SinkMessage)>,
@@ -80,6 +84,7 @@ impl World {
             sink_messages: Default::default(),
             sent_log: None,
             rtp_header_log: None,
+            rtp_times: None,
             sink_log: Vec::new(),
             seed,
             stuck: 0,
@@ -379,7 +384,12 @@ impl World {
                 };
                 match self.workers.iter_mut().find(|w| w.addr == p.to) {
                     Some(w) => sfu_input(&mut w.sfu, input),
-                    None => sfu_input(&mut self.sfu, input),
+                    None => {
+                        if let Some(log) = &mut self.rtp_times {
+                            log.extend(RtpSeen::of(now, p.from, true, &p.data));
+                        }
+                        sfu_input(&mut self.sfu, input)
+                    }
                 }
             }
             self.browsers[i].receive(now, to_browser);
@@ -434,6 +444,11 @@ impl World {
                         log.push((t.destination, t.contents.len()));
                     }
                     if k == 0
+                        && let Some(log) = &mut self.rtp_times
+                    {
+                        log.extend(RtpSeen::of(now, t.destination, false, &t.contents));
+                    }
+                    if k == 0
                         && let Some(log) = &mut self.rtp_header_log
                         && let Some((pt, len)) = rtp_header(&t.contents)
                     {
@@ -479,6 +494,30 @@ impl World {
 
 /// An RTP datagram's payload type and header length (fixed header, CSRCs
 /// and header extensions); `None` for RTCP, DTLS and STUN (RFC 7983).
+/// An RTP datagram into or out of worker 0 ([`World::rtp_times`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RtpSeen {
+    pub at: Instant,
+    /// The browser's address (where it came from, or where it went).
+    pub peer: SocketAddr,
+    pub inbound: bool,
+    pub pt: u8,
+    pub timestamp: u32,
+}
+
+impl RtpSeen {
+    fn of(at: Instant, peer: SocketAddr, inbound: bool, d: &[u8]) -> Option<Self> {
+        let (pt, _) = rtp_header(d)?;
+        Some(RtpSeen {
+            at,
+            peer,
+            inbound,
+            pt,
+            timestamp: u32::from_be_bytes(d[4..8].try_into().ok()?),
+        })
+    }
+}
+
 fn rtp_header(d: &[u8]) -> Option<(u8, usize)> {
     if d.len() < 12 || d[0] >> 6 != 2 || (192..=223).contains(&d[1]) {
         return None;

@@ -1,6 +1,6 @@
 //! The live path: one publisher, several viewers, late joins.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::harness::{World, gaps_and_reorders, link};
 
@@ -275,4 +275,139 @@ fn packets_carry_only_the_header_extensions_their_viewer_uses() {
         "simulcast viewer: {three:?}"
     );
     assert!(w.browsers[v].frames.len() > 100 && w.browsers[sv].frames.len() > 100);
+}
+
+/// The viewer's video frames as they came into worker 0 from publisher
+/// `p` and left for viewer `v`, in order: per frame, the times of its
+/// packets.
+fn frames_in_and_out(w: &World, p: usize, v: usize) -> Vec<(Vec<Instant>, Vec<Instant>)> {
+    use std::collections::BTreeMap;
+    let log = w.rtp_times.as_ref().expect("log");
+    let video = *w.browsers[v]
+        .frames
+        .first()
+        .expect("the viewer got frames")
+        .pt;
+    let (pub_addr, view_addr) = (w.browsers[p].addr, w.browsers[v].addr);
+    // The publisher's video: its payload type with the most packets per
+    // timestamp (an audio packet has a timestamp of its own).
+    let mut per_pt: BTreeMap<u8, (usize, std::collections::BTreeSet<u32>)> = BTreeMap::new();
+    for s in log.iter().filter(|s| s.inbound && s.peer == pub_addr) {
+        let e = per_pt.entry(s.pt).or_default();
+        e.0 += 1;
+        e.1.insert(s.timestamp);
+    }
+    let pub_video = per_pt
+        .iter()
+        .max_by_key(|(_, (n, ts))| n * 1000 / ts.len().max(1))
+        .map(|(pt, _)| *pt)
+        .expect("the publisher sent RTP");
+    let mut came: BTreeMap<u32, Vec<Instant>> = BTreeMap::new();
+    let mut left: BTreeMap<u32, Vec<Instant>> = BTreeMap::new();
+    for s in log {
+        if s.inbound && s.peer == pub_addr && s.pt == pub_video {
+            came.entry(s.timestamp).or_default().push(s.at);
+        } else if !s.inbound && s.peer == view_addr && s.pt == video {
+            left.entry(s.timestamp).or_default().push(s.at);
+        }
+    }
+    // A one-layer viewer's timestamps are the publisher's plus a fixed
+    // offset: the one most frames show between a frame that came in and
+    // one that left within 50 ms.
+    let mut offsets: BTreeMap<u32, usize> = BTreeMap::new();
+    for (ts_in, t_in) in &came {
+        for (ts_out, t_out) in &left {
+            let (a, b) = (t_in[0], t_out[0]);
+            if b >= a && b - a < Duration::from_millis(50) {
+                *offsets.entry(ts_out.wrapping_sub(*ts_in)).or_default() += 1;
+            }
+        }
+    }
+    let offset = offsets
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(o, _)| *o)
+        .expect("frames in and out");
+    came.into_iter()
+        .filter_map(|(ts, t_in)| Some((t_in, left.get(&ts.wrapping_add(offset))?.clone())))
+        .collect()
+}
+
+fn spread(t: &[Instant]) -> Duration {
+    *t.iter().max().expect("a time") - *t.iter().min().expect("a time")
+}
+
+/// A browser's pacer spaces a frame's packets, so they reach the SFU in
+/// separate reads (here the publisher's link serializes them at 8 Mbit/s,
+/// ~1.2 ms a packet). The SFU holds a video frame's packets until its last
+/// one is in, then sends them to the viewer together: one train per frame
+/// instead of a datagram per packet, and the frame complete no later.
+#[test]
+fn a_frame_s_packets_leave_together_once_its_last_one_is_in() {
+    use str0m_netem::{Bitrate, DataSize};
+    let mut w = World::new(12);
+    let up = link().link(Bitrate::mbps(8), DataSize::kbytes(256));
+    let p = w.publisher("paced", up).expect("publish");
+    let v = w.viewer("paced", link()).expect("watch");
+    w.run_for(Duration::from_secs(3));
+    w.rtp_times = Some(Vec::new());
+    w.run_for(Duration::from_secs(3));
+    let frames = frames_in_and_out(&w, p, v);
+    let mut paced = 0;
+    for (i, (came, left)) in frames.iter().enumerate() {
+        // Frames whose packets came spread over time, within the hold.
+        if came.len() < 2 || came.len() > 16 || spread(came) == Duration::ZERO {
+            continue;
+        }
+        if spread(came) >= Duration::from_millis(5) {
+            continue;
+        }
+        assert_eq!(left.len(), came.len(), "frame {i}: packets in and out");
+        assert_eq!(
+            spread(left),
+            Duration::ZERO,
+            "frame {i}: came over {:?}, left over {:?}",
+            spread(came),
+            spread(left)
+        );
+        paced += 1;
+    }
+    assert!(
+        paced >= 50,
+        "only {paced} frames came paced (of {})",
+        frames.len()
+    );
+}
+
+/// A frame whose last packet is lost on the way in is not held for it
+/// past the hold: its packets leave at most 5 ms after the first came.
+#[test]
+fn a_frame_without_its_last_packet_is_held_5_ms_at_most() {
+    let mut w = World::new(13);
+    use str0m_netem::{Probability, RandomLoss};
+    let up = link().loss(RandomLoss::new(Probability::new(0.1)));
+    let p = w.publisher("lossy", up).expect("publish");
+    let v = w.viewer("lossy", link()).expect("watch");
+    w.run_for(Duration::from_secs(3));
+    w.rtp_times = Some(Vec::new());
+    w.run_for(Duration::from_secs(3));
+    let frames = frames_in_and_out(&w, p, v);
+    let mut held = 0;
+    for (i, (came, left)) in frames.iter().enumerate() {
+        let first_in = *came.iter().min().expect("a packet");
+        let first_out = *left.iter().min().expect("a packet");
+        let wait = first_out - first_in;
+        assert!(
+            wait <= Duration::from_millis(5),
+            "frame {i}: first packet held {wait:?}"
+        );
+        if wait == Duration::from_millis(5) {
+            held += 1;
+        }
+    }
+    assert!(
+        held > 0,
+        "no frame lost its last packet (of {})",
+        frames.len()
+    );
 }
