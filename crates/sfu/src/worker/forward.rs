@@ -4,6 +4,7 @@
 //! layer.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
@@ -48,6 +49,67 @@ pub(super) fn hold_for_frame(
         (false, None) => holding.push((router, at + FRAME_HOLD)),
         _ => {}
     }
+}
+
+/// The most RTP padding added to a packet so that a frame's packets are
+/// all one size. A browser splits a frame into packets of about equal
+/// size, the later ones a byte larger than the earlier (libwebrtc's
+/// `SplitAboutEqually`), and a GSO train takes segments of one size only
+/// (the last may be shorter): unpadded, such a frame left as two trains.
+pub(super) const MAX_PAD: usize = 8;
+
+/// The largest payload of each frame (SSRC, RTP timestamp) with two or
+/// more packets among `pending`.
+pub(super) fn frame_sizes(pending: &VecDeque<Pending>) -> Vec<(u32, u32, usize)> {
+    let mut sizes: Vec<(u32, u32, usize, usize)> = Vec::new();
+    for p in pending {
+        let (ssrc, ts, len) = match p {
+            Pending::Local(_, _, pkt) => {
+                (*pkt.header.ssrc, pkt.header.timestamp, pkt.payload.len())
+            }
+            Pending::Mirrored(_, m) | Pending::Injected(_, m) => {
+                (m.ssrc, m.timestamp, m.payload.len())
+            }
+        };
+        match sizes.iter_mut().find(|(s, t, _, _)| *s == ssrc && *t == ts) {
+            Some(e) => {
+                e.2 = e.2.max(len);
+                e.3 += 1;
+            }
+            None => sizes.push((ssrc, ts, len, 1)),
+        }
+    }
+    sizes
+        .into_iter()
+        .filter(|e| e.3 > 1)
+        .map(|(s, t, max, _)| (s, t, max))
+        .collect()
+}
+
+/// The padding that brings a payload of `len` bytes of frame (`ssrc`,
+/// `ts`) to the frame's largest packet, if that is at most [`MAX_PAD`]
+/// bytes; else none.
+pub(super) fn pad_for(sizes: &[(u32, u32, usize)], ssrc: u32, ts: u32, len: usize) -> usize {
+    sizes
+        .iter()
+        .find(|(s, t, _)| *s == ssrc && *t == ts)
+        .map(|(_, _, max)| max - len.min(*max))
+        .filter(|&pad| pad <= MAX_PAD)
+        .unwrap_or(0)
+}
+
+/// `payload` with `pad` bytes of RTP padding after it (the last counts
+/// them), or `payload` itself when `pad` is 0.
+pub(super) fn padded(payload: &Arc<[u8]>, pad: usize) -> Arc<[u8]> {
+    if pad == 0 {
+        return payload.clone();
+    }
+    let mut v = Vec::with_capacity(payload.len() + pad);
+    v.extend_from_slice(payload);
+    v.resize(payload.len() + pad - 1, 0);
+    // (pad ≤ MAX_PAD.)
+    v.push(pad as u8);
+    v.into()
 }
 
 /// How often a live stream's figures go out as `StreamUpdated`.
@@ -131,6 +193,8 @@ impl Sfu {
                 self.viewer_wants_keyframe(router_id);
             }
         }
+        // Padding that makes each frame's packets one size.
+        self.frame_sizes = frame_sizes(&self.pending_rtp);
         // The packets of streams that hold a frame stay, in their order.
         let mut held = VecDeque::new();
         let mut sent = 0;
@@ -154,6 +218,7 @@ impl Sfu {
             held.append(&mut self.pending_rtp);
             self.pending_rtp = held;
         }
+        self.frame_sizes.clear();
         self.flush_sinks();
     }
 
@@ -337,6 +402,13 @@ impl Sfu {
             return needs_keyframe;
         };
         let mut copies = 0;
+        let pad = pad_for(
+            &self.frame_sizes,
+            pkt.ssrc,
+            pkt.timestamp,
+            pkt.payload.len(),
+        );
+        let payload = padded(&pkt.payload, pad);
         for vid in &router.viewers {
             let Some(v) = self.peers.get_mut(vid) else {
                 continue;
@@ -382,7 +454,8 @@ impl Sfu {
                 continue;
             };
             tx.write_rtp(
-                RtpWrite::new(map.to, m.seq.into(), m.timestamp, now, pkt.payload.clone())
+                RtpWrite::new(map.to, m.seq.into(), m.timestamp, now, payload.clone())
+                    .padded(pad > 0)
                     .marker(pkt.marker)
                     .nackable(kind == MediaKind::Video)
                     .ext_vals(pkt.ext.clone()),
@@ -552,5 +625,66 @@ impl Sfu {
             self.metrics.keyframe_requests_sent += 1;
             self.mark_dirty(pub_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mirrored(ssrc: u32, timestamp: u32, len: usize) -> Pending {
+        Pending::Mirrored(
+            RouterId(1),
+            MediaPacket {
+                mid: "0".into(),
+                rid: None,
+                ssrc,
+                seq: 0,
+                pt: 96.into(),
+                timestamp,
+                marker: false,
+                payload: vec![7; len].into(),
+                ext: ExtensionValues::default(),
+                at: Instant::now(),
+            },
+        )
+    }
+
+    /// A browser's frame of 1100, 1100, 1101, 1101 bytes becomes four of
+    /// 1101; a frame's short first packet (parameter sets) and its short
+    /// last one stay as they are, and so does a packet alone in its frame.
+    #[test]
+    fn a_frame_s_packets_are_padded_to_one_size() {
+        let pending: VecDeque<Pending> = [
+            mirrored(1, 10, 64),
+            mirrored(1, 10, 1100),
+            mirrored(1, 10, 1100),
+            mirrored(2, 10, 120),
+            mirrored(1, 10, 1101),
+            mirrored(1, 10, 1101),
+            mirrored(1, 20, 1200),
+            mirrored(1, 20, 300),
+        ]
+        .into();
+        let sizes = frame_sizes(&pending);
+        let pads: Vec<usize> = pending
+            .iter()
+            .map(|p| match p {
+                Pending::Mirrored(_, m) => pad_for(&sizes, m.ssrc, m.timestamp, m.payload.len()),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(pads, [0, 1, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(pad_for(&sizes, 1, 10, 1101 - MAX_PAD), MAX_PAD);
+        assert_eq!(pad_for(&sizes, 1, 10, 1101 - MAX_PAD - 1), 0);
+    }
+
+    /// RTP padding follows the payload, and its last byte counts it.
+    #[test]
+    fn padding_ends_in_its_length() {
+        let payload: Arc<[u8]> = vec![9, 9, 9].into();
+        assert_eq!(&padded(&payload, 0)[..], [9, 9, 9]);
+        assert_eq!(&padded(&payload, 1)[..], [9, 9, 9, 1]);
+        assert_eq!(&padded(&payload, 4)[..], [9, 9, 9, 0, 0, 0, 4]);
     }
 }

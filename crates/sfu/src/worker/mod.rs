@@ -80,6 +80,9 @@ pub struct Sfu {
     /// video frame: their packets wait for the frame's last one, until
     /// the deadline (see `forward::FRAME_HOLD`).
     holding: Vec<(RouterId, Instant)>,
+    /// During a fan-out: the largest payload of each frame of two or more
+    /// packets waiting (see `forward::frame_sizes`).
+    frame_sizes: Vec<(u32, u32, usize)>,
     pending_reselect: Vec<(RouterId, PeerId)>,
     /// Packets for sinks gathered during one fan-out: (sink, stream,
     /// packets).
@@ -142,6 +145,7 @@ impl Sfu {
             pending_rtp: VecDeque::new(),
             pending_keyframe: Vec::new(),
             holding: Vec::new(),
+            frame_sizes: Vec::new(),
             pending_reselect: Vec::new(),
             sink_batches: Vec::new(),
             next_generation: 1,

@@ -204,6 +204,8 @@ pub struct RtpWrite {
     csrc_count: usize,
     csrc: [u32; 15],
     vp8_patch: Option<Vp8Patch>,
+    // lumen: see `RtpWrite::padded`.
+    has_padding: bool,
 }
 
 // lumen: the builder's methods are `#[inline]`. Each takes and returns the
@@ -313,7 +315,18 @@ impl RtpWrite {
             csrc_count: 0,
             csrc: [0; 15],
             vp8_patch: None,
+            has_padding: false,
         }
+    }
+
+    /// lumen: the payload ends in RTP padding (RFC 3550 section 5.1: its
+    /// last byte counts the padding bytes, itself included), and the
+    /// header's P bit says so. A forwarding SFU pads a frame's packets to
+    /// one size so that they go as one segmentation-offload train.
+    #[inline]
+    pub fn padded(mut self, has_padding: bool) -> Self {
+        self.has_padding = has_padding;
+        self
     }
 
     /// Set the RTP marker bit.
@@ -516,6 +529,7 @@ impl StreamTx {
             csrc_count,
             csrc,
             vp8_patch,
+            has_padding,
         } = rtp;
 
         let first_call = self.rtp_and_wallclock.is_none();
@@ -542,6 +556,7 @@ impl StreamTx {
             ssrc: self.ssrc,
             csrc,
             ext_vals,
+            has_padding,
             ..Default::default()
         };
 
@@ -1444,6 +1459,36 @@ mod test {
             assert_eq!(header.ext_vals.transport_cc, Some(42));
             assert!(header.ssrc.is_probe());
             assert!(header.has_padding);
+        }
+    }
+
+    /// lumen: a padded write goes out with the P bit set and its payload,
+    /// padding included, as written; the receiving side's parse of the
+    /// padding gives back the payload without it.
+    #[test]
+    fn a_padded_write_sets_the_padding_bit() {
+        let now = Instant::now();
+        let codecs = CodecConfig::new_with_defaults();
+        let pt = codecs.params()[0].pt();
+        let exts = ExtensionMap::standard();
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let stream = streams.declare_stream_tx(42.into(), None, MidRid("vid".into(), None));
+        let mut buf = vec![];
+        for padded in [true, false] {
+            let payload = vec![9, 9, 9, 0, 0, 3];
+            let seq = u64::from(padded);
+            stream.write_rtp(RtpWrite::new(pt, seq.into(), 0, now, payload.clone()).padded(padded));
+            stream.send_queue.handle_timeout(now);
+            stream
+                .poll_packet(now, &exts, None, codecs.params(), &mut buf)
+                .expect("the packet");
+            let header = RtpHeader::parse(&buf, &exts).unwrap();
+            assert_eq!(header.has_padding, padded);
+            assert_eq!(&buf[header.header_len..], &payload[..]);
+            if padded {
+                let unpadded = RtpHeader::unpad_payload(&buf[header.header_len..]);
+                assert_eq!(unpadded, Some(&[9, 9, 9][..]));
+            }
         }
     }
 
