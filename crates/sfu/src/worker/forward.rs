@@ -170,6 +170,8 @@ impl Sfu {
             return true;
         }
         if self.pending_rtp.is_empty() {
+            // (A hold always has a packet waiting; none left, none holds.)
+            self.holding.clear();
             return false;
         }
         if !self.holding.is_empty() {
