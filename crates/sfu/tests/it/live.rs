@@ -333,6 +333,18 @@ fn frames_in_and_out(w: &World, p: usize, v: usize) -> Vec<(Vec<Instant>, Vec<In
         .collect()
 }
 
+/// A publisher on link `up` and a viewer: their frames (see
+/// [`frames_in_and_out`]) over 3 s, after 3 s to settle.
+fn frames_through(seed: u64, up: str0m_netem::NetemConfig) -> Vec<(Vec<Instant>, Vec<Instant>)> {
+    let mut w = World::new(seed);
+    let p = w.publisher("s", up).expect("publish");
+    let v = w.viewer("s", link()).expect("watch");
+    w.run_for(Duration::from_secs(3));
+    w.rtp_times = Some(Vec::new());
+    w.run_for(Duration::from_secs(3));
+    frames_in_and_out(&w, p, v)
+}
+
 fn spread(t: &[Instant]) -> Duration {
     *t.iter().max().expect("a time") - *t.iter().min().expect("a time")
 }
@@ -345,14 +357,7 @@ fn spread(t: &[Instant]) -> Duration {
 #[test]
 fn a_frame_s_packets_leave_together_once_its_last_one_is_in() {
     use str0m_netem::{Bitrate, DataSize};
-    let mut w = World::new(12);
-    let up = link().link(Bitrate::mbps(8), DataSize::kbytes(256));
-    let p = w.publisher("paced", up).expect("publish");
-    let v = w.viewer("paced", link()).expect("watch");
-    w.run_for(Duration::from_secs(3));
-    w.rtp_times = Some(Vec::new());
-    w.run_for(Duration::from_secs(3));
-    let frames = frames_in_and_out(&w, p, v);
+    let frames = frames_through(12, link().link(Bitrate::mbps(8), DataSize::kbytes(256)));
     let mut paced = 0;
     for (i, (came, left)) in frames.iter().enumerate() {
         // Frames whose packets came spread over time, within the hold.
@@ -383,15 +388,8 @@ fn a_frame_s_packets_leave_together_once_its_last_one_is_in() {
 /// past the hold: its packets leave at most 5 ms after the first came.
 #[test]
 fn a_frame_without_its_last_packet_is_held_5_ms_at_most() {
-    let mut w = World::new(13);
     use str0m_netem::{Probability, RandomLoss};
-    let up = link().loss(RandomLoss::new(Probability::new(0.1)));
-    let p = w.publisher("lossy", up).expect("publish");
-    let v = w.viewer("lossy", link()).expect("watch");
-    w.run_for(Duration::from_secs(3));
-    w.rtp_times = Some(Vec::new());
-    w.run_for(Duration::from_secs(3));
-    let frames = frames_in_and_out(&w, p, v);
+    let frames = frames_through(13, link().loss(RandomLoss::new(Probability::new(0.1))));
     let mut held = 0;
     for (i, (came, left)) in frames.iter().enumerate() {
         let first_in = *came.iter().min().expect("a packet");
