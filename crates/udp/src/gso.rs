@@ -9,6 +9,7 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 
 use nix::errno::Errno;
@@ -112,7 +113,13 @@ impl Outbox {
         // Group by destination, keeping each destination's order.
         let mut order: Vec<usize> = (0..queued.len()).collect();
         order.sort_by_key(|&i| queued[i].destination);
-        let mut messages: Vec<Message<'_>> = Vec::new();
+        // Every datagram's bytes, in that order; a message is a range of
+        // them.
+        let iov: Vec<IoSlice<'_>> = order
+            .iter()
+            .map(|&k| IoSlice::new(&queued[k].contents))
+            .collect();
+        let mut messages: Vec<Message> = Vec::new();
         let mut round = 0;
         let mut i = 0;
         while i < order.len() {
@@ -139,10 +146,7 @@ impl Outbox {
                     break;
                 }
             }
-            let parts: Vec<IoSlice<'_>> = order[i..j]
-                .iter()
-                .map(|&k| IoSlice::new(&queued[k].contents))
-                .collect();
+            let parts = i..j;
             i = j;
             let seg = u16::try_from(seg).ok().filter(|&s| s > 0);
             match seg {
@@ -156,8 +160,8 @@ impl Outbox {
                     round += 1;
                 }
                 _ => {
-                    for p in parts {
-                        messages.push(Message::alone(round, dest, p));
+                    for k in parts {
+                        messages.push(Message::alone(round, dest, k));
                         round += 1;
                     }
                 }
@@ -172,10 +176,11 @@ impl Outbox {
                 .iter()
                 .take_while(|m| (m.round, m.seg) == key)
                 .count();
-            self.send_group(socket, key.1, &messages[a..a + n]).await;
+            self.send_group(socket, key.1, &iov, &messages[a..a + n])
+                .await;
             a += n;
         }
-        drop(messages);
+        drop(iov);
         // Keep the allocation for the next drain.
         self.queued = queued;
         match self.recycle {
@@ -187,22 +192,28 @@ impl Outbox {
     /// Sends messages to distinct destinations, all trains of `seg`-byte
     /// segments or all alone (`None`). Trains the kernel refuses for want
     /// of GSO go as datagrams alone, and GSO is off from now on.
-    async fn send_group(&mut self, socket: &UdpSocket, seg: Option<u16>, msgs: &[Message<'_>]) {
+    async fn send_group(
+        &mut self,
+        socket: &UdpSocket,
+        seg: Option<u16>,
+        iov: &[IoSlice<'_>],
+        msgs: &[Message],
+    ) {
         let from = if seg.is_some() && !self.gso {
             0
         } else {
-            match self.send_batches(socket, seg, msgs).await {
+            match self.send_batches(socket, seg, iov, msgs).await {
                 Ok(()) => return,
                 Err(at) => at,
             }
         };
         self.gso = false;
-        let alone: Vec<Message<'_>> = msgs[from..]
+        let alone: Vec<Message> = msgs[from..]
             .iter()
-            .flat_map(|m| m.parts.iter().map(|&p| Message::alone(m.round, m.dest, p)))
+            .flat_map(|m| m.parts.clone().map(|k| Message::alone(m.round, m.dest, k)))
             .collect();
         // (Without a segment size the kernel has nothing to refuse.)
-        let _ = self.send_batches(socket, None, &alone).await;
+        let _ = self.send_batches(socket, None, iov, &alone).await;
     }
 
     /// Sends `msgs`, [`MMSG_BATCH`] per `sendmmsg`. A message the kernel
@@ -212,7 +223,8 @@ impl Outbox {
         &mut self,
         socket: &UdpSocket,
         seg: Option<u16>,
-        msgs: &[Message<'_>],
+        iov: &[IoSlice<'_>],
+        msgs: &[Message],
     ) -> Result<(), usize> {
         let mut i = 0;
         while i < msgs.len() {
@@ -221,7 +233,7 @@ impl Outbox {
             let mut called = false;
             let r = socket.try_io(Interest::WRITABLE, || {
                 called = true;
-                send_many(socket.as_raw_fd(), seg, chunk)
+                send_many(socket.as_raw_fd(), seg, iov, chunk)
             });
             self.calls += u64::from(called);
             match r {
@@ -253,21 +265,22 @@ impl Outbox {
 
 /// One message of a flush: a train of datagrams of `seg` bytes (the last
 /// may be shorter), or one datagram alone (`seg` is `None`).
-struct Message<'a> {
+struct Message {
     /// Its place among its destination's messages.
     round: usize,
     seg: Option<u16>,
     dest: SocketAddr,
-    parts: Vec<IoSlice<'a>>,
+    /// Its datagrams, as a range of the flush's `iov`.
+    parts: Range<usize>,
 }
 
-impl<'a> Message<'a> {
-    fn alone(round: usize, dest: SocketAddr, datagram: IoSlice<'a>) -> Self {
+impl Message {
+    fn alone(round: usize, dest: SocketAddr, datagram: usize) -> Self {
         Message {
             round,
             seg: None,
             dest,
-            parts: vec![datagram],
+            parts: datagram..datagram + 1,
         }
     }
 }
@@ -288,7 +301,12 @@ fn gso_unsupported(e: &std::io::Error) -> bool {
 /// One `sendmmsg` of `chunk` (non-blocking), each message a train of
 /// `seg`-byte segments or, with `None`, a datagram alone; how many the
 /// kernel took.
-fn send_many(fd: RawFd, seg: Option<u16>, chunk: &[Message<'_>]) -> std::io::Result<usize> {
+fn send_many(
+    fd: RawFd,
+    seg: Option<u16>,
+    iov: &[IoSlice<'_>],
+    chunk: &[Message],
+) -> std::io::Result<usize> {
     let seg_size = seg.unwrap_or(0);
     let gso = [ControlMessage::UdpGsoSegments(&seg_size)];
     let cmsgs: &[ControlMessage<'_>] = if seg.is_some() { &gso } else { &[] };
@@ -296,6 +314,7 @@ fn send_many(fd: RawFd, seg: Option<u16>, chunk: &[Message<'_>]) -> std::io::Res
         chunk.len(),
         seg.map(|_| nix::cmsg_space!(u16)),
     );
+    let slices: Vec<&[IoSlice<'_>]> = chunk.iter().map(|m| &iov[m.parts.clone()]).collect();
     let addrs: Vec<Option<SockaddrStorage>> = chunk
         .iter()
         .map(|m| Some(SockaddrStorage::from(m.dest)))
@@ -303,7 +322,7 @@ fn send_many(fd: RawFd, seg: Option<u16>, chunk: &[Message<'_>]) -> std::io::Res
     match sendmmsg(
         fd,
         &mut headers,
-        chunk.iter().map(|m| &m.parts),
+        slices.iter(),
         addrs,
         cmsgs,
         MsgFlags::MSG_DONTWAIT,

@@ -492,8 +492,6 @@ impl World {
     }
 }
 
-/// An RTP datagram's payload type and header length (fixed header, CSRCs
-/// and header extensions); `None` for RTCP, DTLS and STUN (RFC 7983).
 /// An RTP datagram into or out of worker 0 ([`World::rtp_times`]).
 #[derive(Debug, Clone, Copy)]
 pub struct RtpSeen {
@@ -518,6 +516,8 @@ impl RtpSeen {
     }
 }
 
+/// An RTP datagram's payload type and header length (fixed header, CSRCs
+/// and header extensions); `None` for RTCP, DTLS and STUN (RFC 7983).
 fn rtp_header(d: &[u8]) -> Option<(u8, usize)> {
     if d.len() < 12 || d[0] >> 6 != 2 || (192..=223).contains(&d[1]) {
         return None;
