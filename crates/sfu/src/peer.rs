@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use str0m::Rtc;
+use str0m::media::Pt;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::Ssrc;
 
@@ -44,6 +45,20 @@ pub(crate) struct Peer {
     /// its opening is reported then, so a client that opened its own
     /// channel in band is not in the room twice.
     pub quiet_channel: Option<(str0m::channel::ChannelId, String)>,
+    /// Viewer: the packets the fan-out chose for it, sealed at its next
+    /// drain (see `worker::forward::Chunked`).
+    pub to_seal: Vec<ToSeal>,
+}
+
+/// A packet of the fan-out's chunk as one viewer gets it: the chunk's
+/// packet (by index), with this viewer's stream, payload type, sequence
+/// number and timestamp.
+pub(crate) struct ToSeal {
+    pub packet: usize,
+    pub ssrc: Ssrc,
+    pub pt: Pt,
+    pub seq: u64,
+    pub timestamp: u32,
 }
 
 impl Peer {

@@ -686,6 +686,8 @@ extern crate tracing;
 use bwe::{Bwe, BweKind};
 use change::{DirectApi, SdpApi};
 use rtp::RawPacket;
+// lumen: for `Rtc::send_rtp_now`.
+use rtp::Ssrc;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -693,6 +695,8 @@ use std::time::Instant;
 use str0m_proto::Pii;
 use streams::RtpPacket;
 use streams::StreamPaused;
+// lumen: for `Rtc::send_rtp_now`.
+use streams::RtpWrite;
 use util::InstantExt;
 
 // Identity `drv::ToStatic` (`Static = Self`) for the `Copy` identity types.
@@ -1456,6 +1460,64 @@ impl Rtc {
     /// ```
     pub fn sdp_api(&mut self) -> SdpApi {
         SdpApi::new(self)
+    }
+
+    /// lumen: writes an RTP packet to the send stream `ssrc` and returns
+    /// it sealed, to transmit now, without the turn through
+    /// [`Rtc::poll_output()`] that a packet written with
+    /// [`StreamTx::write_rtp()`][write_rtp] takes (a timeout to timestamp
+    /// it, the pacer's choice, then a poll of every part of the session
+    /// for each datagram). The packet gets the same header, sequence
+    /// accounting, statistics and retransmission record.
+    ///
+    /// For a session whose sending is not paced (no bandwidth
+    /// estimation), connected, with nothing queued on the stream:
+    /// otherwise `Err` hands `rtp` back to be written with
+    /// [`StreamTx::write_rtp()`][write_rtp] (and then polled as usual).
+    /// `now` may be later than the session's time only when no timer is
+    /// due by then (as for a datagram received then); otherwise `Err` as
+    /// well, and the usual path runs the timers. `Ok(None)`: the packet
+    /// was dropped, as a written one would be (its payload type is not
+    /// negotiated).
+    ///
+    /// Resends, padding and RTCP are not sent here: they come out of
+    /// [`Rtc::poll_output()`] as before. Sending changes no timer and
+    /// raises no event.
+    ///
+    /// [write_rtp]: crate::rtp::StreamTx::write_rtp
+    #[inline]
+    pub fn send_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: RtpWrite,
+    ) -> Result<Option<net::Transmit>, RtpWrite> {
+        if self.state != RtcState::Alive || self.need_init_time || now < self.last_now {
+            return Err(rtp);
+        }
+        let Some(send) = &self.send_addr else {
+            return Err(rtp);
+        };
+        let (proto, source, destination) = (send.proto, send.source, send.destination);
+        if now > self.last_now {
+            if self.readiness.wants_timeout() || now >= self.cached_timeout {
+                return Err(rtp);
+            }
+            // Nothing is due before `now`: only the clock moves on, as in
+            // `handle_input` for a datagram received with no timer due.
+            self.last_now = now;
+            self.sctp.advance_time(now);
+        }
+        let Some(contents) = self.session.send_rtp_now(now, ssrc, rtp)? else {
+            return Ok(None);
+        };
+        self.peer_bytes_tx += contents.len() as u64;
+        Ok(Some(net::Transmit {
+            proto,
+            source,
+            destination,
+            contents,
+        }))
     }
 
     /// Makes direct changes to the Rtc session.

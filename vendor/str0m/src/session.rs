@@ -34,11 +34,11 @@ use crate::rtp_::SeqNo;
 use crate::rtp_::SeqNoWindow;
 use crate::rtp_::{Bitrate, ExtensionMap, Goodbye, Mid, ReportList, Rtcp, RtcpFb};
 use crate::rtp_::{Dlrr, DlrrItem, ExtendedReport, ReportBlock};
-use crate::rtp_::{RtpHeader, SessionId, TwccPacketId, extend_u16};
+use crate::rtp_::{RtpHeader, SessionId, TwccClusterId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
-use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
+use crate::streams::{RtpPacket, RtpWrite, StreamTimeoutConfig, Streams};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
@@ -1230,8 +1230,46 @@ impl Session {
         Some(protected.into())
     }
 
+    /// lumen: writes `rtp` to the send stream `ssrc` and returns it
+    /// sealed, to send now (see `StreamTx::send_now`), when this session's
+    /// sending is not paced: `Err` hands `rtp` back when it must be
+    /// written and polled as usual instead (a paced session, no SRTP yet,
+    /// closing, no such stream, or one with packets queued). `Ok(None)`:
+    /// the stream cannot send the packet (its payload type is gone), as
+    /// `poll_packet` drops such a packet.
+    #[inline]
+    pub fn send_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: RtpWrite,
+    ) -> Result<Option<DatagramSend>, RtpWrite> {
+        if self.rtp_closing || self.srtp_tx.is_none() || !matches!(self.pacer, PacerImpl::Null(_)) {
+            return Err(rtp);
+        }
+        let Some(stream) = self.streams.stream_tx(&ssrc) else {
+            return Err(rtp);
+        };
+        if !stream.can_send_now() {
+            return Err(rtp);
+        }
+        let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
+            return Err(rtp);
+        };
+        let midrid = stream.midrid();
+        let buf = &mut self.poll_packet_buf;
+        let twcc_seq = self.twcc;
+        let exts = media.remote_extmap();
+        let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
+        let twcc = twcc_enabled.then_some(&mut self.twcc);
+        let Some(receipt) = stream.send_now(now, rtp, exts, twcc, &self.codec_config, buf) else {
+            return Ok(None);
+        };
+        Ok(self.seal_packet(now, midrid, None, twcc_enabled.then_some(twcc_seq), receipt))
+    }
+
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
-        let srtp_tx = self.srtp_tx.as_mut()?;
+        self.srtp_tx.as_ref()?;
 
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
@@ -1253,6 +1291,29 @@ impl Session {
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
         let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
+
+        self.seal_packet(
+            now,
+            midrid,
+            cluster_id,
+            twcc_enabled.then_some(twcc_seq),
+            receipt,
+        )
+    }
+
+    /// The packet just written to `poll_packet_buf`, accounted and sealed.
+    /// `twcc_seq`: its transport-wide sequence number, when the media
+    /// negotiated one.
+    fn seal_packet(
+        &mut self,
+        now: Instant,
+        midrid: MidRid,
+        cluster_id: Option<TwccClusterId>,
+        twcc_seq: Option<u64>,
+        receipt: PacketReceipt,
+    ) -> Option<DatagramSend> {
+        let srtp_tx = self.srtp_tx.as_mut()?;
+        let buf = &self.poll_packet_buf;
 
         let PacketReceipt {
             header,
@@ -1278,7 +1339,7 @@ impl Session {
 
         let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
 
-        if twcc_enabled {
+        if let Some(twcc_seq) = twcc_seq {
             let packet_id = if let Some(cluster) = cluster_id {
                 TwccPacketId::with_cluster(twcc_seq, cluster)
             } else {

@@ -13,6 +13,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use super::mirror::copy_to_sink;
 use super::{Pending, Sfu};
 use crate::codec::{is_keyframe_start, picture_size};
+use crate::peer::ToSeal;
 use crate::router::{RouterId, video_codec};
 use crate::sink::{MediaPacket, SinkBody, SinkMessage};
 use crate::{PeerId, SfuEvent};
@@ -112,6 +113,19 @@ pub(super) fn padded(payload: &Arc<[u8]>, pad: usize) -> Arc<[u8]> {
     v.into()
 }
 
+/// A packet of the fan-out's chunk that viewers took, kept until each has
+/// had it sealed (`Sfu::seal`): what every viewer's copy shares.
+pub(super) struct Chunked {
+    /// The payload, padded (see [`padded`]).
+    payload: Arc<[u8]>,
+    padded: bool,
+    marker: bool,
+    nackable: bool,
+    /// When it came in.
+    at: Instant,
+    ext: ExtensionValues,
+}
+
 /// How often a live stream's figures go out as `StreamUpdated`.
 const UPDATE_EVERY: Duration = Duration::from_secs(2);
 
@@ -190,6 +204,13 @@ impl Sfu {
     }
 
     fn fan_out_upto(&mut self, limit: usize) {
+        // The last chunk's packets are all sealed (each viewer's drain
+        // seals its own; a drain comes before the next fan-out), unless a
+        // fan-out ran without one between.
+        for id in std::mem::take(&mut self.sealing) {
+            self.seal(id);
+        }
+        self.chunk.clear();
         for (router_id, kind) in std::mem::take(&mut self.pending_keyframe) {
             if kind == MediaKind::Video {
                 self.viewer_wants_keyframe(router_id);
@@ -411,6 +432,8 @@ impl Sfu {
             pkt.payload.len(),
         );
         let payload = padded(&pkt.payload, pad);
+        // Its index in the chunk, once a viewer takes it.
+        let mut chunked = None;
         for vid in &router.viewers {
             let Some(v) = self.peers.get_mut(vid) else {
                 continue;
@@ -451,17 +474,27 @@ impl Sfu {
             let Some(m) = munged else {
                 continue;
             };
-            let mut api = v.rtc.direct_api();
-            let Some(tx) = api.stream_tx(&tx_ssrc) else {
-                continue;
-            };
-            tx.write_rtp(
-                RtpWrite::new(map.to, m.seq.into(), m.timestamp, now, payload.clone())
-                    .padded(pad > 0)
-                    .marker(pkt.marker)
-                    .nackable(kind == MediaKind::Video)
-                    .ext_vals(pkt.ext.clone()),
-            );
+            let packet = *chunked.get_or_insert_with(|| {
+                self.chunk.push(Chunked {
+                    payload: payload.clone(),
+                    padded: pad > 0,
+                    marker: pkt.marker,
+                    nackable: kind == MediaKind::Video,
+                    at: now,
+                    ext: pkt.ext.clone(),
+                });
+                self.chunk.len() - 1
+            });
+            if v.to_seal.is_empty() {
+                self.sealing.push(*vid);
+            }
+            v.to_seal.push(ToSeal {
+                packet,
+                ssrc: tx_ssrc,
+                pt: map.to,
+                seq: m.seq,
+                timestamp: m.timestamp,
+            });
             self.metrics.rtp_forwarded += 1;
             copies += 1;
             if !v.dirty {
@@ -473,6 +506,40 @@ impl Sfu {
             self.unsent.push((pkt.at, copies));
         }
         needs_keyframe
+    }
+
+    /// Seals the packets the fan-out chose for a viewer, in their order:
+    /// each at once where str0m can (`Rtc::send_rtp_now`: an unpaced
+    /// viewer with nothing queued on the stream), else written to its
+    /// send queue, which the drain then polls.
+    ///
+    /// Viewer by viewer rather than packet by packet: a viewer's
+    /// connection (its streams, SRTP keys, retransmission record) is
+    /// brought into the cache once per chunk, not once per packet.
+    pub(super) fn seal(&mut self, id: PeerId) {
+        let Some(v) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let now = self.last_now;
+        for t in v.to_seal.drain(..) {
+            let Some(p) = self.chunk.get(t.packet) else {
+                continue;
+            };
+            let write = RtpWrite::new(t.pt, t.seq.into(), t.timestamp, p.at, p.payload.clone())
+                .padded(p.padded)
+                .marker(p.marker)
+                .nackable(p.nackable)
+                .ext_vals(p.ext.clone());
+            match v.rtc.send_rtp_now(now, t.ssrc, write) {
+                Ok(Some(transmit)) => self.out.push_back(crate::Output::Transmit(transmit)),
+                Ok(None) => {}
+                Err(write) => {
+                    if let Some(tx) = v.rtc.direct_api().stream_tx(&t.ssrc) {
+                        tx.write_rtp(write);
+                    }
+                }
+            }
+        }
     }
 
     /// Keeps a video packet in its layer's group-of-pictures cache and

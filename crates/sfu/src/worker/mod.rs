@@ -83,6 +83,10 @@ pub struct Sfu {
     /// During a fan-out: the largest payload of each frame of two or more
     /// packets waiting (see `forward::frame_sizes`).
     frame_sizes: Vec<(u32, u32, usize)>,
+    /// The packets of the fan-out's chunk that viewers wait to have
+    /// sealed, and the viewers (see `forward::Chunked`).
+    chunk: Vec<forward::Chunked>,
+    sealing: Vec<PeerId>,
     pending_reselect: Vec<(RouterId, PeerId)>,
     /// Packets for sinks gathered during one fan-out: (sink, stream,
     /// packets).
@@ -146,6 +150,8 @@ impl Sfu {
             pending_keyframe: Vec::new(),
             holding: Vec::new(),
             frame_sizes: Vec::new(),
+            chunk: Vec::new(),
+            sealing: Vec::new(),
             pending_reselect: Vec::new(),
             sink_batches: Vec::new(),
             next_generation: 1,
@@ -376,6 +382,7 @@ impl Sfu {
                 waiting_since: (role == Role::Viewer).then_some(self.last_now),
                 nacks: NackCounts::default(),
                 quiet_channel: None,
+                to_seal: Vec::new(),
             }),
         );
         self.metrics.peers_created += 1;
@@ -393,6 +400,8 @@ impl Sfu {
     }
 
     fn drain_peer(&mut self, id: PeerId) {
+        // The fan-out's packets first, before what str0m has to send.
+        self.seal(id);
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };

@@ -135,6 +135,13 @@ pub struct StreamTx {
     /// Scheduled resends due to NACK or spurious padding.
     resends: VecDeque<Resend>,
 
+    /// lumen: resends were scheduled (a NACK came) since the last
+    /// timeout, so the pacer has not seen them: the stream needs a
+    /// timeout, as for newly written media. A datagram received with no
+    /// timer due runs no timeout (`Rtc::handle_input`), and a NACK's
+    /// resends waited for the next packet written to the stream.
+    resends_unseen: bool,
+
     /// Requested padding, that has not been turned into packets yet.
     padding: usize,
 
@@ -403,6 +410,7 @@ impl StreamTx {
             queue_info: None,
             unpaced: None,
             resends: VecDeque::new(),
+            resends_unseen: false,
             padding: 0,
             blank_packet: RtpPacket::blank(),
             rtx_cache: RtxCache::new(2000, DEFAULT_RTX_CACHE_DURATION),
@@ -595,6 +603,55 @@ impl StreamTx {
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
     ) -> Option<PacketReceipt> {
+        self.poll_packet_of(now, exts, twcc, params, buf, false)
+    }
+
+    /// lumen: whether [`Self::send_now`] may send a packet of this stream
+    /// at once: it has nothing queued (a packet written now must not pass
+    /// one written before), it has had its first timeout (which sets its
+    /// kind), and it is not the bandwidth probe's stream.
+    pub(crate) fn can_send_now(&self) -> bool {
+        self.kind.is_some() && self.send_queue.is_empty() && !self.ssrc.is_probe()
+    }
+
+    /// lumen: the stream's `(mid, rid)`.
+    pub(crate) fn midrid(&self) -> MidRid {
+        self.midrid
+    }
+
+    /// lumen: writes `rtp` and makes it the packet to send now, as
+    /// [`Self::poll_packet`] would once a timeout had timestamped it and
+    /// the pacer had picked this stream: the same header, statistics and
+    /// retransmission record, without a turn through the queue's timeout
+    /// or the pacer. Resends and padding wait for the next poll. Only when
+    /// [`Self::can_send_now`].
+    #[inline]
+    pub(crate) fn send_now(
+        &mut self,
+        now: Instant,
+        rtp: RtpWrite,
+        exts: &ExtensionMap,
+        twcc: Option<&mut u64>,
+        params: &[PayloadParams],
+        buf: &mut Vec<u8>,
+    ) -> Option<PacketReceipt> {
+        debug_assert!(self.can_send_now());
+        self.write_rtp(rtp);
+        self.send_queue.handle_timeout(now);
+        self.poll_packet_of(now, exts, twcc, params, buf, true)
+    }
+
+    /// `regular_only` (lumen): the next packet of the send queue, never a
+    /// resend or padding.
+    fn poll_packet_of(
+        &mut self,
+        now: Instant,
+        exts: &ExtensionMap,
+        twcc: Option<&mut u64>,
+        params: &[PayloadParams],
+        buf: &mut Vec<u8>,
+        regular_only: bool,
+    ) -> Option<PacketReceipt> {
         let mid = self.midrid.mid();
         let rid = self.midrid.rid();
         let is_probe = self.ssrc.is_probe();
@@ -605,7 +662,9 @@ impl StreamTx {
         let remote_acked_ssrc = self.remote_acked_ssrc;
         let remote_acked_rtx_ssrc = self.remote_acked_rtx_ssrc;
 
-        let (next, is_padding) = if let Some(next) = self.poll_packet_resend(now) {
+        let (next, is_padding) = if regular_only {
+            (self.poll_packet_regular(now)?, false)
+        } else if let Some(next) = self.poll_packet_resend(now) {
             (next, false)
         } else if let Some(next) = self.poll_packet_regular(now) {
             (next, false)
@@ -1100,6 +1159,7 @@ impl StreamTx {
                 payload_size,
             };
             self.resends.push_back(resend);
+            self.resends_unseen = true;
         }
 
         Some(())
@@ -1300,7 +1360,7 @@ impl StreamTx {
     }
 
     pub(crate) fn need_timeout(&self) -> bool {
-        self.send_queue.need_timeout()
+        self.send_queue.need_timeout() || self.resends_unseen
     }
 
     pub(crate) fn handle_timeout<'a>(
@@ -1315,6 +1375,7 @@ impl StreamTx {
         }
 
         self.send_queue.handle_timeout(now);
+        self.resends_unseen = false;
     }
 
     fn on_first_timeout(&mut self, media: &Media, config: &CodecConfig) {
@@ -1431,6 +1492,37 @@ mod test {
         assert!(queues[0].use_for_padding);
     }
 
+    // lumen: resends a NACK scheduled make the stream want a timeout (a
+    // datagram received before any deadline runs none, so the pacer would
+    // not hear of them until the next packet written), and the timeout
+    // that shows them to the pacer clears the want.
+    #[test]
+    fn a_nack_wants_a_timeout() {
+        let now = Instant::now();
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let stream =
+            streams.declare_stream_tx(42.into(), Some(44.into()), MidRid("vid".into(), None));
+        stream.kind = Some(MediaKind::Video);
+        let mut sent = RtpPacket::blank();
+        sent.seq_no = 7.into();
+        sent.payload = vec![1; 100].into();
+        sent.nackable = true;
+        stream.rtx_cache.cache_sent_packet(sent, now);
+        assert!(!stream.need_timeout());
+
+        // A NACK of a packet that is not cached schedules nothing.
+        let gone = NackEntry { pid: 5, blp: 0 };
+        stream.handle_nack([gone].into_iter(), now);
+        assert!(!stream.need_timeout());
+
+        let nack = NackEntry { pid: 7, blp: 0 };
+        stream.handle_nack([nack].into_iter(), now);
+        assert!(stream.need_timeout(), "the resend waits for no write");
+        stream.handle_timeout(now, || unreachable!("the stream's kind is set"));
+        assert!(!stream.need_timeout());
+        assert_eq!(stream.resends.len(), 1, "the resend is still to send");
+    }
+
     #[test]
     fn probe_absolute_send_time_follows_negotiated_extensions() {
         let now = Instant::now();
@@ -1460,6 +1552,58 @@ mod test {
             assert!(header.ssrc.is_probe());
             assert!(header.has_padding);
         }
+    }
+
+    /// lumen: a packet sent at once (`send_now`) goes out as the same
+    /// packet written and polled: the same bytes, the same sequence
+    /// accounting, kept for resending; and a stream with a packet queued
+    /// sends nothing at once (the new one must not pass it).
+    #[test]
+    fn send_now_is_write_and_poll() {
+        let now = Instant::now();
+        let codecs = CodecConfig::new_with_defaults();
+        let params = codecs.params();
+        let pt = params.iter().find(|p| p.resend().is_some()).unwrap().pt();
+        let exts = ExtensionMap::standard();
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let mut sent = vec![];
+        for (ssrc, at_once) in [(42, false), (52, true)] {
+            let stream = streams.declare_stream_tx(
+                ssrc.into(),
+                Some((ssrc + 1).into()),
+                MidRid("vid".into(), None),
+            );
+            stream.kind = Some(MediaKind::Video);
+            let mut twcc = 7;
+            let mut bufs = vec![];
+            for seq in 0..3_u64 {
+                let write =
+                    RtpWrite::new(pt, seq.into(), 90 * seq as u32, now, vec![seq as u8; 50])
+                        .marker(seq == 2)
+                        .nackable(true);
+                let mut buf = vec![];
+                let receipt = if at_once {
+                    assert!(stream.can_send_now());
+                    stream.send_now(now, write, &exts, Some(&mut twcc), params, &mut buf)
+                } else {
+                    stream.write_rtp(write);
+                    stream.send_queue.handle_timeout(now);
+                    stream.poll_packet(now, &exts, Some(&mut twcc), params, &mut buf)
+                };
+                assert_eq!(*receipt.expect("the packet").seq_no, seq);
+                // The SSRC aside, the packets are the same bytes.
+                buf[8..12].fill(0);
+                bufs.push(buf);
+            }
+            assert_eq!(twcc, 10);
+            assert_eq!(stream.rtx_cache.last_cached_seq_no(), Some(2.into()));
+            sent.push(bufs);
+        }
+        assert_eq!(sent[0], sent[1]);
+
+        let stream = streams.stream_tx(&52.into()).unwrap();
+        stream.write_rtp(RtpWrite::new(pt, 3.into(), 270, now, vec![3; 50]));
+        assert!(!stream.can_send_now(), "a packet is queued");
     }
 
     /// lumen: a padded write goes out with the P bit set and its payload,
