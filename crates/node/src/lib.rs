@@ -3,7 +3,8 @@
 //! `quinn-proto`.
 //!
 //! [`Node::start`] binds one UDP socket per worker (one worker per core) and
-//! spawns a tokio task for each. Everything above (HTTP signaling, later
+//! starts each on a thread of its own with a tokio runtime of its own
+//! (`worker::spawn` says why). Everything above (HTTP signaling, later
 //! accounts, chat, the recorder) talks to the workers through a
 //! [`NodeHandle`]: typed async commands (`publish`, `subscribe`, `close`,
 //! `candidates`, `restart_ice`, `set_layer`, `viewer_state`, `snapshot`)
@@ -18,7 +19,7 @@
 //! [`NodeConfig::worker_spread`] more peers than the least busy worker; then
 //! they go to the least busy one, which the origin feeds through a *mirror*
 //! of the stream (a sink of the origin's Router, over a bounded channel of
-//! packet batches between the two worker tasks).
+//! packet batches between the two workers).
 //!
 //! This crate has no HTTP types: it sits below signaling and above the
 //! sans-IO core and the UDP syscalls (`lumen-udp`).
@@ -194,7 +195,12 @@ impl Node {
                 link,
                 events_tx.clone(),
                 stop_rx.clone(),
-            );
+            )
+            .map_err(|source| StartError::Bind {
+                what: "the media worker's thread",
+                addr,
+                source,
+            })?;
             handles.push(handle);
             tasks.push(task);
         }

@@ -1,4 +1,4 @@
-//! One worker task: owns its UDP socket, its timer, its command channel and
+//! One worker (a thread and its runtime): owns its UDP socket, its timer, its command channel and
 //! its mirror channel, and drives the sans-IO `Sfu` from them. After every
 //! input it drains the SFU's outputs (str0m's rule), sends the datagrams as
 //! GSO trains, hands mirror messages to other workers, external sinks'
@@ -121,7 +121,11 @@ pub(crate) struct WorkerHandle {
 }
 
 /// Starts worker `index` on `socket`, bound to `local` and announced in
-/// ICE candidates as `announced`.
+/// ICE candidates as `announced`, on a thread of its own with a runtime of
+/// its own (the socket moves to that runtime's reactor). As tasks of the
+/// server's shared runtime, a wake-up of one worker (a mirror batch, a
+/// datagram) could pull another runtime thread onto the CPU a worker was
+/// running on. The returned task ends when the worker's thread does.
 pub(crate) fn spawn(
     index: usize,
     sfu: SfuConfig,
@@ -130,26 +134,49 @@ pub(crate) fn spawn(
     links: MirrorLinks,
     events: mpsc::UnboundedSender<NodeEvent>,
     stop: watch::Receiver<bool>,
-) -> (WorkerHandle, JoinHandle<()>) {
+) -> std::io::Result<(WorkerHandle, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let load = Arc::new(AtomicUsize::new(0));
-    let worker = Worker {
-        index,
-        sfu: Sfu::new(sfu, Instant::now()),
-        socket,
-        announced,
-        outbox: Outbox::new().recycling(lumen_sfu::recycle_datagram),
-        mirror_to: links.to,
-        mirror_dropped: AtomicU64::new(0),
-        feeds: HashMap::new(),
-        sink_dropped: 0,
-        events,
-        load: load.clone(),
-        started: Instant::now(),
-        busy: Duration::ZERO,
-    };
-    let task = tokio::spawn(worker.run(rx, links.rx, stop));
-    (
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let socket = socket.into_std()?;
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let worker_load = load.clone();
+    std::thread::Builder::new()
+        .name(format!("lumen-worker-{index}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "the worker's socket");
+                        return;
+                    }
+                };
+                let worker = Worker {
+                    index,
+                    sfu: Sfu::new(sfu, Instant::now()),
+                    socket,
+                    announced,
+                    outbox: Outbox::new().recycling(lumen_sfu::recycle_datagram),
+                    mirror_to: links.to,
+                    mirror_dropped: AtomicU64::new(0),
+                    feeds: HashMap::new(),
+                    sink_dropped: 0,
+                    events,
+                    load: worker_load,
+                    started: Instant::now(),
+                    busy: Duration::ZERO,
+                };
+                worker.run(rx, links.rx, stop).await;
+            });
+            let _ = done_tx.send(());
+        })?;
+    let task = tokio::spawn(async move {
+        let _ = done_rx.await;
+    });
+    Ok((
         WorkerHandle {
             tx,
             local,
@@ -157,7 +184,7 @@ pub(crate) fn spawn(
             load,
         },
         task,
-    )
+    ))
 }
 
 struct Worker {
