@@ -430,17 +430,25 @@ impl Worker {
                 offer,
                 reply,
             } => {
-                let _ = reply.send(sfu.publish(now, &stream, &offer));
+                let r = sfu.publish(now, &stream, &offer);
+                // Placement reads the count: it is right before the
+                // answer leaves (the worker is on another thread).
+                self.load.store(sfu.peer_count(), Ordering::Relaxed);
+                let _ = reply.send(r);
             }
             Command::Subscribe {
                 stream,
                 offer,
                 reply,
             } => {
-                let _ = reply.send(sfu.subscribe(now, &stream, &offer));
+                let r = sfu.subscribe(now, &stream, &offer);
+                self.load.store(sfu.peer_count(), Ordering::Relaxed);
+                let _ = reply.send(r);
             }
             Command::Close { peer, reply } => {
-                let _ = reply.send(sfu.close(peer));
+                let r = sfu.close(peer);
+                self.load.store(sfu.peer_count(), Ordering::Relaxed);
+                let _ = reply.send(r);
             }
             Command::Candidates { peer, lines, reply } => {
                 let r = lines
