@@ -1,8 +1,9 @@
-//! One worker (a thread and its runtime): owns its UDP socket, its timer, its command channel and
-//! its mirror channel, and drives the sans-IO `Sfu` from them. After every
-//! input it drains the SFU's outputs (str0m's rule), sends the datagrams as
-//! GSO trains, hands mirror messages to other workers, external sinks'
-//! messages to their feeds, and events to the node's event stream.
+//! One worker (a thread and its runtime): owns its UDP socket, its timer,
+//! its command channel and its mirror channel, and drives the sans-IO
+//! `Sfu` from them. After every input it drains the SFU's outputs
+//! (str0m's rule), sends the datagrams as GSO trains, hands mirror
+//! messages to other workers, external sinks' messages to their feeds,
+//! and events to the node's event stream.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
