@@ -1320,6 +1320,7 @@ impl Session {
             seq_no,
             is_padding,
             payload_size,
+            body,
         } = receipt;
 
         trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
@@ -1334,10 +1335,19 @@ impl Session {
         self.pacer.register_send(now, payload_size.into(), midrid);
 
         if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
+            let packet = match &body {
+                Some(body) => [&buf[..header.header_len], body].concat(),
+                None => buf.clone(),
+            };
+            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), packet)));
         }
 
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+        let protected = match &body {
+            Some(body) => {
+                srtp_tx.protect_rtp_parts(&buf[..header.header_len], body, &header, *seq_no)
+            }
+            None => srtp_tx.protect_rtp(buf, &header, *seq_no),
+        };
 
         if let Some(twcc_seq) = twcc_seq {
             let packet_id = if let Some(cluster) = cluster_id {
@@ -1618,6 +1628,10 @@ pub struct PacketReceipt {
     pub seq_no: SeqNo,
     pub is_padding: bool,
     pub payload_size: usize,
+    /// lumen: the packet's body when the poll buffer holds only its header
+    /// (a packet sent at once, `StreamTx::send_now`); `None` when the
+    /// buffer holds the whole packet.
+    pub body: Option<Arc<[u8]>>,
 }
 
 /// Find the PayloadParams for the given Pt, either when the Pt is the main Pt for the Codec or

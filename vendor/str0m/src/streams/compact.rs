@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::packet::Vp8Patch;
-use crate::rtp_::{ExtensionValues, Frequency, MediaTime, Pt, SeqNo, Ssrc};
+use crate::rtp_::{ExtensionValues, Frequency, MediaTime, Pt, RtpHeader, SeqNo, Ssrc};
 
 use super::RtpPacket;
 
@@ -66,6 +66,38 @@ impl CompactPacket {
             has_extension: h.has_extension,
             // (A header is at most 12 + 60 + 4 + 4 * 255 bytes.)
             header_len: h.header_len.min(u16::MAX as usize) as u16,
+            rare,
+        }
+    }
+
+    /// lumen: the record [`CompactPacket::new`] makes of the packet that
+    /// `header` heads (as `StreamTx::write_rtp` and a regular packet's
+    /// poll leave it: no VP8 patch, the header's default length), without
+    /// the packet: `StreamTx::send_now` has its parts.
+    pub fn of_sent(header: &RtpHeader, clock_rate: Frequency, payload: Arc<[u8]>) -> Self {
+        let rare = (header.csrc_count != 0
+            || header.csrc != [0; 15]
+            || !header.ext_vals.is_empty())
+        .then(|| {
+            Box::new(RareParts {
+                csrc_count: header.csrc_count,
+                csrc: header.csrc,
+                ext_vals: header.ext_vals.clone(),
+            })
+        });
+        CompactPacket {
+            clock_rate,
+            payload,
+            vp8_patch: None,
+            ssrc: header.ssrc,
+            rtp_time: header.timestamp,
+            sequence_number: header.sequence_number,
+            payload_type: header.payload_type,
+            version: header.version,
+            marker: header.marker,
+            has_padding: header.has_padding,
+            has_extension: header.has_extension,
+            header_len: header.header_len.min(u16::MAX as usize) as u16,
             rare,
         }
     }

@@ -27,6 +27,7 @@ use crate::util::value_history::ValueHistory;
 use crate::util::{InstantExt, already_happened, not_happening};
 
 use super::RtpPacket;
+use super::compact::CompactPacket;
 use super::rtx_cache::RtxCache;
 use super::send_queue::SendQueue;
 use super::send_stats::StreamTxStats;
@@ -625,6 +626,13 @@ impl StreamTx {
     /// retransmission record, without a turn through the queue's timeout
     /// or the pacer. Resends and padding wait for the next poll. Only when
     /// [`Self::can_send_now`].
+    ///
+    /// The packet does not go through the send queue at all: what its
+    /// push, timeout, `poll_packet` and pop would do to the stream is done
+    /// here directly (each step below names the one it stands for), and
+    /// `buf` gets only the header: the receipt carries the payload, which
+    /// is sealed from where it is (`SrtpContext::protect_rtp_parts`). A
+    /// write with a VP8 patch takes the queue's way.
     #[inline]
     pub(crate) fn send_now(
         &mut self,
@@ -636,9 +644,115 @@ impl StreamTx {
         buf: &mut Vec<u8>,
     ) -> Option<PacketReceipt> {
         debug_assert!(self.can_send_now());
-        self.write_rtp(rtp);
-        self.send_queue.handle_timeout(now);
-        self.poll_packet_of(now, exts, twcc, params, buf, true)
+        if rtp.vp8_patch.is_some() {
+            self.write_rtp(rtp);
+            self.send_queue.handle_timeout(now);
+            return self.poll_packet_of(now, exts, twcc, params, buf, true);
+        }
+        let RtpWrite {
+            pt,
+            seq_no,
+            time,
+            wallclock,
+            marker,
+            mut ext_vals,
+            nackable,
+            payload,
+            csrc_count,
+            csrc,
+            vp8_patch: _,
+            has_padding,
+        } = rtp;
+
+        // write_rtp
+        if self.rtp_and_wallclock.is_none() && seq_no.roc() > 0 {
+            warn!(
+                "First SeqNo has non-zero ROC ({}), which needs out-of-band signalling \
+                to remote peer",
+                seq_no.roc()
+            );
+        }
+        self.rtp_and_wallclock = Some((time, wallclock));
+
+        // The queue's push, timeout and pop, nothing else queued: the packet
+        // waits no time, and the queue's totals end as they were.
+        self.send_queue.passed_through(now);
+
+        // poll_packet_regular
+        let payload_size = payload.len();
+        let len = payload_size as u64;
+        self.stats.update_packet_counts(len, false);
+        if let Some(h) = &mut self.stats.bytes_transmitted {
+            h.push(now, len)
+        }
+
+        // poll_packet_of, a regular packet.
+        if !self.remote_acked_ssrc {
+            ext_vals.mid = Some(self.midrid.mid());
+            ext_vals.rid = self.midrid.rid();
+        }
+        let Some(param) = params.iter().find(|p| p.pt() == pt || p.red() == Some(pt)) else {
+            warn!("Media is missing PT ({}) used in RTP packet", pt);
+            return None;
+        };
+        let rtx_possible = param.resend().is_some() && param.red() != Some(pt);
+        let nackable = nackable && rtx_possible;
+        let clock_rate = param.spec().rtp_clock_rate();
+        ext_vals.rid_repair = None;
+
+        // The header as the queue keeps it, and the retransmission cache
+        // after it (the record made now), then the one sent: with the send
+        // time and the transport-wide number.
+        let mut header = RtpHeader {
+            csrc_count,
+            sequence_number: *seq_no as u16,
+            marker,
+            payload_type: pt,
+            timestamp: time,
+            ssrc: self.ssrc,
+            csrc,
+            ext_vals,
+            has_padding,
+            ..Default::default()
+        };
+        let record = nackable.then(|| CompactPacket::of_sent(&header, clock_rate, payload.clone()));
+        if exts.id_of(Extension::AbsoluteSendTime).is_some() {
+            header.ext_vals.abs_send_time = Some(now);
+        }
+        if let Some(twcc) = twcc {
+            header.ext_vals.transport_cc = Some(*twcc as u16);
+            *twcc += 1;
+        }
+
+        // The buffer keeps its length between packets sent this way, so
+        // it is not zeroed again for each.
+        if buf.len() < DATAGRAM_MAX_PACKET_SIZE {
+            buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+        }
+        let header_len = header.write_to(buf, exts);
+        assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
+        header.header_len = header_len;
+
+        self.last_sent_seq_no = seq_no;
+        self.last_used = now;
+        if rtx_possible && self.pt_for_padding != Some(pt) {
+            self.pt_for_padding = Some(pt);
+        }
+        if self.clock_rate != Some(clock_rate) {
+            self.clock_rate = Some(clock_rate);
+        }
+
+        if let Some(record) = record {
+            self.rtx_cache.cache_sent(seq_no, record, now);
+        }
+
+        Some(PacketReceipt {
+            header,
+            seq_no,
+            is_padding: false,
+            payload_size,
+            body: Some(payload),
+        })
     }
 
     /// `regular_only` (lumen): the next packet of the send queue, never a
@@ -908,6 +1022,7 @@ impl StreamTx {
             seq_no,
             is_padding,
             payload_size: body_len,
+            body: None,
         })
     }
 
@@ -1590,13 +1705,39 @@ mod test {
                     stream.send_queue.handle_timeout(now);
                     stream.poll_packet(now, &exts, Some(&mut twcc), params, &mut buf)
                 };
-                assert_eq!(*receipt.expect("the packet").seq_no, seq);
+                let receipt = receipt.expect("the packet");
+                assert_eq!(*receipt.seq_no, seq);
+                assert_eq!(receipt.payload_size, 50);
+                // The whole packet: the buffer, or its header and the body.
+                let mut packet = match &receipt.body {
+                    Some(body) => [&buf[..receipt.header.header_len], body].concat(),
+                    None => buf,
+                };
                 // The SSRC aside, the packets are the same bytes.
-                buf[8..12].fill(0);
-                bufs.push(buf);
+                packet[8..12].fill(0);
+                bufs.push(packet);
             }
             assert_eq!(twcc, 10);
             assert_eq!(stream.rtx_cache.last_cached_seq_no(), Some(2.into()));
+            assert!(stream.send_queue.is_empty());
+            assert_eq!(stream.last_sent_seq_no, 2.into());
+            let stats = &stream.stats;
+            assert_eq!((stats.packets, stats.bytes), (3, 150));
+            // The second packet, resent on the RTX stream from the cache.
+            let mut resent = vec![];
+            stream.resends.push_back(Resend {
+                seq_no: 1.into(),
+                queued_at: now,
+                payload_size: 50,
+            });
+            let receipt = stream
+                .poll_packet(now, &exts, None, params, &mut resent)
+                .expect("the resend");
+            assert!(matches!(receipt.body, None));
+            // (The RTX stream's sequence numbers start at random.)
+            resent[2..4].fill(0);
+            resent[8..12].fill(0);
+            bufs.push(resent);
             sent.push(bufs);
         }
         assert_eq!(sent[0], sent[1]);

@@ -124,6 +124,15 @@ impl SendQueue {
         Some(q)
     }
 
+    /// lumen: what a packet's push, timeout and pop at `now` do to an
+    /// empty queue (`StreamTx::send_now`): its totals go up and back down
+    /// in the same instant, so only the time of the last packet out moves.
+    pub fn passed_through(&mut self, now: Instant) {
+        debug_assert!(self.is_empty());
+        debug_assert_eq!(self.total.unsent_count, 0);
+        self.last_emitted = Some(now);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.head.is_none() && self.queue.is_empty()
     }
