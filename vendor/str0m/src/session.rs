@@ -1334,20 +1334,19 @@ impl Session {
 
         self.pacer.register_send(now, payload_size.into(), midrid);
 
+        // The header is in the buffer; the body follows it there, or came
+        // apart (`PacketReceipt::body`).
+        let (head, body) = match &body {
+            Some(body) => (&buf[..header.header_len], &body[..]),
+            None => buf.split_at(header.header_len),
+        };
+
         if let Some(raw_packets) = &mut self.raw_packets {
-            let packet = match &body {
-                Some(body) => [&buf[..header.header_len], body].concat(),
-                None => buf.clone(),
-            };
+            let packet = [head, body].concat();
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), packet)));
         }
 
-        let protected = match &body {
-            Some(body) => {
-                srtp_tx.protect_rtp_parts(&buf[..header.header_len], body, &header, *seq_no)
-            }
-            None => srtp_tx.protect_rtp(buf, &header, *seq_no),
-        };
+        let protected = srtp_tx.protect_rtp_parts(head, body, &header, *seq_no);
 
         if let Some(twcc_seq) = twcc_seq {
             let packet_id = if let Some(cluster) = cluster_id {

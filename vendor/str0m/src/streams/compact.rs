@@ -34,6 +34,11 @@ pub(crate) struct CompactPacket {
     rare: Option<Box<RareParts>>,
 }
 
+/// Whether a header has the parts a record keeps boxed (`RareParts`).
+fn has_rare_parts(h: &RtpHeader) -> bool {
+    h.csrc_count != 0 || h.csrc != [0; 15] || !h.ext_vals.is_empty()
+}
+
 #[derive(Debug)]
 struct RareParts {
     csrc_count: usize,
@@ -43,48 +48,16 @@ struct RareParts {
 
 impl CompactPacket {
     pub fn new(p: RtpPacket) -> Self {
-        let h = p.header;
-        debug_assert_eq!(p.time.numer(), h.timestamp as u64);
-        let rare = (h.csrc_count != 0 || h.csrc != [0; 15] || !h.ext_vals.is_empty()).then(|| {
-            Box::new(RareParts {
-                csrc_count: h.csrc_count,
-                csrc: h.csrc,
-                ext_vals: h.ext_vals,
-            })
-        });
-        CompactPacket {
-            clock_rate: p.time.frequency(),
-            payload: p.payload,
-            vp8_patch: p.vp8_patch,
-            ssrc: h.ssrc,
-            rtp_time: h.timestamp,
-            sequence_number: h.sequence_number,
-            payload_type: h.payload_type,
-            version: h.version,
-            marker: h.marker,
-            has_padding: h.has_padding,
-            has_extension: h.has_extension,
-            // (A header is at most 12 + 60 + 4 + 4 * 255 bytes.)
-            header_len: h.header_len.min(u16::MAX as usize) as u16,
-            rare,
-        }
+        debug_assert_eq!(p.time.numer(), p.header.timestamp as u64);
+        let mut c = Self::of_sent(&p.header, p.time.frequency(), p.payload);
+        c.vp8_patch = p.vp8_patch;
+        c
     }
 
-    /// lumen: the record [`CompactPacket::new`] makes of the packet that
-    /// `header` heads (as `StreamTx::write_rtp` and a regular packet's
-    /// poll leave it: no VP8 patch, the header's default length), without
-    /// the packet: `StreamTx::send_now` has its parts.
+    /// lumen: the record of the packet that `header` heads, with no VP8
+    /// patch, made from its parts: [`CompactPacket::new`] has the whole
+    /// packet, `StreamTx::send_now` only these.
     pub fn of_sent(header: &RtpHeader, clock_rate: Frequency, payload: Arc<[u8]>) -> Self {
-        let rare = (header.csrc_count != 0
-            || header.csrc != [0; 15]
-            || !header.ext_vals.is_empty())
-        .then(|| {
-            Box::new(RareParts {
-                csrc_count: header.csrc_count,
-                csrc: header.csrc,
-                ext_vals: header.ext_vals.clone(),
-            })
-        });
         CompactPacket {
             clock_rate,
             payload,
@@ -97,8 +70,15 @@ impl CompactPacket {
             marker: header.marker,
             has_padding: header.has_padding,
             has_extension: header.has_extension,
+            // (A header is at most 12 + 60 + 4 + 4 * 255 bytes.)
             header_len: header.header_len.min(u16::MAX as usize) as u16,
-            rare,
+            rare: has_rare_parts(header).then(|| {
+                Box::new(RareParts {
+                    csrc_count: header.csrc_count,
+                    csrc: header.csrc,
+                    ext_vals: header.ext_vals.clone(),
+                })
+            }),
         }
     }
 
@@ -193,7 +173,7 @@ impl CompactPacket {
         self.has_padding = h.has_padding;
         self.has_extension = h.has_extension;
         self.header_len = h.header_len.min(u16::MAX as usize) as u16;
-        if h.csrc_count != 0 || h.csrc != [0; 15] || !h.ext_vals.is_empty() {
+        if has_rare_parts(h) {
             let parts = RareParts {
                 csrc_count: h.csrc_count,
                 csrc: h.csrc,
