@@ -1262,7 +1262,10 @@ impl Session {
         let exts = media.remote_extmap();
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
-        let Some(receipt) = stream.send_now(now, rtp, exts, twcc, &self.codec_config, buf) else {
+        // (Borrowed where it was returned: unwrapped, the ~330-byte
+        // receipt was copied.)
+        let sent = stream.send_now(now, rtp, exts, twcc, &self.codec_config, buf);
+        let Some(receipt) = &sent else {
             return Ok(None);
         };
         Ok(self.seal_packet(now, midrid, None, twcc_enabled.then_some(twcc_seq), receipt))
@@ -1297,7 +1300,7 @@ impl Session {
             midrid,
             cluster_id,
             twcc_enabled.then_some(twcc_seq),
-            receipt,
+            &receipt,
         )
     }
 
@@ -1310,7 +1313,7 @@ impl Session {
         midrid: MidRid,
         cluster_id: Option<TwccClusterId>,
         twcc_seq: Option<u64>,
-        receipt: PacketReceipt,
+        receipt: &PacketReceipt,
     ) -> Option<DatagramSend> {
         let srtp_tx = self.srtp_tx.as_mut()?;
         let buf = &self.poll_packet_buf;
@@ -1322,6 +1325,7 @@ impl Session {
             payload_size,
             body,
         } = receipt;
+        let (seq_no, is_padding, payload_size) = (*seq_no, *is_padding, *payload_size);
 
         trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
 
@@ -1336,7 +1340,7 @@ impl Session {
 
         // The header is in the buffer; the body follows it there, or came
         // apart (`PacketReceipt::body`).
-        let (head, body) = match &body {
+        let (head, body) = match body {
             Some(body) => (&buf[..header.header_len], &body[..]),
             None => buf.split_at(header.header_len),
         };
@@ -1346,7 +1350,7 @@ impl Session {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), packet)));
         }
 
-        let protected = srtp_tx.protect_rtp_parts(head, body, &header, *seq_no);
+        let protected = srtp_tx.protect_rtp_parts(head, body, header, *seq_no);
 
         if let Some(twcc_seq) = twcc_seq {
             let packet_id = if let Some(cluster) = cluster_id {

@@ -353,11 +353,13 @@ impl Extension {
 pub struct ExtensionMap([Option<MapEntry>; MAX_ID as usize], KnownIds); // index 0 is extmap:1.
 
 /// lumen: the id of each known extension in the map (0: not mapped), by
-/// [`Extension::known_index`], kept by every change to the map. `id_of`
-/// answers from it: it walked all 14 slots, ~170 instructions, and is
-/// asked twice for every packet sent.
+/// [`Extension::known_index`], and whether an `UnknownUri` is mapped, kept
+/// by every change to the map. `id_of` answers from it: it walked all 14
+/// slots, ~170 instructions, and is asked twice for every packet sent.
+/// `has_user_serializer` too, asked for every packet written: its walk
+/// read the slots' ~11 cache lines, cold for each viewer of a fan-out.
 #[derive(Clone, PartialEq, Eq)]
-struct KnownIds([u8; KNOWN_EXTENSIONS]);
+struct KnownIds([u8; KNOWN_EXTENSIONS], bool);
 
 /// lumen: the number of [`Extension`] variants other than `UnknownUri`.
 const KNOWN_EXTENSIONS: usize = 14;
@@ -398,7 +400,7 @@ impl ExtensionMap {
     pub fn empty() -> Self {
         ExtensionMap(
             std::array::from_fn(|_| None),
-            KnownIds([0; KNOWN_EXTENSIONS]),
+            KnownIds([0; KNOWN_EXTENSIONS], false),
         )
     }
 
@@ -407,12 +409,15 @@ impl ExtensionMap {
     /// would find first.
     fn index_known(&mut self) {
         let mut ids = [0; KNOWN_EXTENSIONS];
+        let mut unknown = false;
         for (i, m) in self.0.iter().enumerate().rev() {
-            if let Some(k) = m.as_ref().and_then(|m| m.ext.known_index()) {
-                ids[k] = i as u8 + 1;
+            match m.as_ref().map(|m| m.ext.known_index()) {
+                Some(Some(k)) => ids[k] = i as u8 + 1,
+                Some(None) => unknown = true,
+                None => {}
             }
         }
-        self.1 = KnownIds(ids);
+        self.1 = KnownIds(ids, unknown);
     }
 
     /// Creates a map with the "standard" mappings.
@@ -603,10 +608,8 @@ impl ExtensionMap {
     /// kind that might write bytes without a value in `ExtensionValues`.
     // lumen: see `RtpHeader::write_to`.
     pub(crate) fn has_user_serializer(&self) -> bool {
-        self.0
-            .iter()
-            .flatten()
-            .any(|m| matches!(m.ext, Extension::UnknownUri(..)))
+        // (Kept: see `KnownIds`.)
+        self.1.1
     }
 
     pub(crate) fn write_to(
@@ -1607,6 +1610,8 @@ mod test {
             for e in &all {
                 assert_eq!(m.id_of(e.clone()), walk(m, e), "{e}");
             }
+            let unknown = m.iter().any(|(_, e)| matches!(e, UnknownUri(..)));
+            assert_eq!(m.has_user_serializer(), unknown);
         };
         let mut m = ExtensionMap::standard();
         check(&m);
@@ -1615,6 +1620,14 @@ mod test {
         check(&m);
         assert_eq!(m.id_of(TransportSequenceNumber), Some(3));
         m.remap(&[(12, &TransportSequenceNumber), (2, &AudioLevel)]);
+        check(&m);
+        m.set(14, Extension::from_sdp_uri("urn:example:unknown"));
+        check(&m);
+        assert!(m.has_user_serializer());
+        m.set(14, ColorSpace);
+        check(&m);
+        assert!(!m.has_user_serializer());
+        m.set(5, Extension::from_sdp_uri("urn:example:unknown"));
         check(&m);
         m.clear();
         check(&m);

@@ -225,8 +225,11 @@ impl DecryptWarnings {
 
 impl SrtpContext {
     // lumen: inlined, so that `protect_rtp_parts` is the one function that
-    // seals an RTP packet (`benches/forward-cost.sh` counts it).
+    // seals an RTP packet (`benches/forward-cost.sh` counts it). The
+    // session seals through `protect_rtp_parts`: only the tests and the
+    // test exports call this.
     #[inline]
+    #[cfg_attr(not(any(test, feature = "_internal_test_exports")), allow(dead_code))]
     pub fn protect_rtp(
         &mut self,
         buf: &[u8],

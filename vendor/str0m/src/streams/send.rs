@@ -655,7 +655,7 @@ impl StreamTx {
             time,
             wallclock,
             marker,
-            mut ext_vals,
+            ext_vals,
             nackable,
             payload,
             csrc_count,
@@ -663,6 +663,20 @@ impl StreamTx {
             vp8_patch: _,
             has_padding,
         } = rtp;
+        // (Made at once: the ~190 bytes of extension values are then
+        // copied once, not first out of `rtp`.)
+        let mut header = RtpHeader {
+            csrc_count,
+            sequence_number: *seq_no as u16,
+            marker,
+            payload_type: pt,
+            timestamp: time,
+            ssrc: self.ssrc,
+            csrc,
+            ext_vals,
+            has_padding,
+            ..Default::default()
+        };
 
         // write_rtp
         if self.rtp_and_wallclock.is_none() && seq_no.roc() > 0 {
@@ -687,10 +701,6 @@ impl StreamTx {
         }
 
         // poll_packet_of, a regular packet.
-        if !self.remote_acked_ssrc {
-            ext_vals.mid = Some(self.midrid.mid());
-            ext_vals.rid = self.midrid.rid();
-        }
         let Some(param) = params.iter().find(|p| p.pt() == pt || p.red() == Some(pt)) else {
             warn!("Media is missing PT ({}) used in RTP packet", pt);
             return None;
@@ -698,23 +708,14 @@ impl StreamTx {
         let rtx_possible = param.resend().is_some() && param.red() != Some(pt);
         let nackable = nackable && rtx_possible;
         let clock_rate = param.spec().rtp_clock_rate();
-        ext_vals.rid_repair = None;
-
         // The header as the queue keeps it, and the retransmission cache
         // after it (the record made now), then the one sent: with the send
         // time and the transport-wide number.
-        let mut header = RtpHeader {
-            csrc_count,
-            sequence_number: *seq_no as u16,
-            marker,
-            payload_type: pt,
-            timestamp: time,
-            ssrc: self.ssrc,
-            csrc,
-            ext_vals,
-            has_padding,
-            ..Default::default()
-        };
+        if !self.remote_acked_ssrc {
+            header.ext_vals.mid = Some(self.midrid.mid());
+            header.ext_vals.rid = self.midrid.rid();
+        }
+        header.ext_vals.rid_repair = None;
         let record = nackable.then(|| CompactPacket::of_sent(&header, clock_rate, payload.clone()));
         if exts.id_of(Extension::AbsoluteSendTime).is_some() {
             header.ext_vals.abs_send_time = Some(now);
