@@ -123,7 +123,9 @@ pub(super) struct Chunked {
     nackable: bool,
     /// When it came in.
     at: Instant,
-    ext: ExtensionValues,
+    /// Its header extension values; `None`: none (most video packets),
+    /// so that sealing it for each viewer neither copies nor drops them.
+    ext: Option<ExtensionValues>,
 }
 
 /// How often a live stream's figures go out as `StreamUpdated`.
@@ -481,7 +483,7 @@ impl Sfu {
                     marker: pkt.marker,
                     nackable: kind == MediaKind::Video,
                     at: now,
-                    ext: pkt.ext.clone(),
+                    ext: (pkt.ext != ExtensionValues::default()).then(|| pkt.ext.clone()),
                 });
                 self.chunk.len() - 1
             });
@@ -525,11 +527,13 @@ impl Sfu {
             let Some(p) = self.chunk.get(t.packet) else {
                 continue;
             };
-            let write = RtpWrite::new(t.pt, t.seq.into(), t.timestamp, p.at, p.payload.clone())
+            let mut write = RtpWrite::new(t.pt, t.seq.into(), t.timestamp, p.at, p.payload.clone())
                 .padded(p.padded)
                 .marker(p.marker)
-                .nackable(p.nackable)
-                .ext_vals(p.ext.clone());
+                .nackable(p.nackable);
+            if let Some(ext) = &p.ext {
+                write = write.ext_vals(ext.clone());
+            }
             match v.rtc.send_rtp_now(now, t.ssrc, write) {
                 Ok(Some(transmit)) => self.out.push_back(crate::Output::Transmit(transmit)),
                 Ok(None) => {}

@@ -277,6 +277,33 @@ fn packets_carry_only_the_header_extensions_their_viewer_uses() {
     assert!(w.browsers[v].frames.len() > 100 && w.browsers[sv].frames.len() > 100);
 }
 
+/// The audio level and voice activity a publisher's audio carries
+/// (RFC 6464, what a player's speaking indicator shows) reach its viewer
+/// on every audio packet, while its video packets carry no extension
+/// values to copy.
+#[test]
+fn audio_levels_reach_the_viewer() {
+    let mut w = World::new(12);
+    let p = w.publisher("talk", link()).expect("publish");
+    let v = w.viewer("talk", link()).expect("watch");
+    w.browsers[p].audio_level = Some((-30, true));
+    w.run_for(Duration::from_secs(1));
+    w.browsers[v].audio_levels.clear();
+    let frames = w.browsers[v].frames.len();
+    w.run_for(Duration::from_secs(2));
+    let heard = &w.browsers[v].audio_levels;
+    assert!(
+        heard.len() > 50,
+        "the viewer heard {} audio frames",
+        heard.len()
+    );
+    assert!(
+        heard.iter().all(|l| *l == (Some(-30), Some(true))),
+        "levels heard: {heard:?}"
+    );
+    assert!(w.browsers[v].frames.len() > frames + 30, "video went on");
+}
+
 /// The viewer's video frames as they came into worker 0 from publisher
 /// `p` and left for viewer `v`, in order: per frame, the times of its
 /// packets.

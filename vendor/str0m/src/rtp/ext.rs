@@ -367,6 +367,7 @@ const KNOWN_EXTENSIONS: usize = 14;
 impl Extension {
     /// lumen: a number below [`KNOWN_EXTENSIONS`] for each variant but
     /// `UnknownUri`.
+    #[inline]
     fn known_index(&self) -> Option<usize> {
         use Extension::*;
         Some(match self {
@@ -476,6 +477,9 @@ impl ExtensionMap {
     /// Finds the id for an extension (if mapped).
     ///
     /// The returned id will be 1-based.
+    // lumen: inlined, the walk apart: asked for a known extension, as for
+    // each packet sent, it is one read of the kept table.
+    #[inline]
     pub fn id_of(&self, e: Extension) -> Option<u8> {
         // lumen: a known extension's id is kept (see `KnownIds`). Only
         // `UnknownUri` walks the slots, and compares only with its kind.
@@ -483,6 +487,12 @@ impl ExtensionMap {
             let id = self.1.0[k];
             return (id != 0).then_some(id);
         }
+        self.id_of_unknown(e)
+    }
+
+    /// lumen: [`Self::id_of`] for an `UnknownUri`.
+    #[cold]
+    fn id_of_unknown(&self, e: Extension) -> Option<u8> {
         let d = std::mem::discriminant(&e);
         self.0
             .iter()

@@ -54,6 +54,11 @@ pub struct Browser {
     /// Viewer: frames received, in arrival order.
     pub frames: Vec<Got>,
     pub audio_frames: u64,
+    /// Viewer: the audio level and voice activity (RFC 6464) of each audio
+    /// frame received.
+    pub audio_levels: Vec<(Option<i8>, Option<bool>)>,
+    /// Publisher: the audio level and voice activity its audio carries.
+    pub audio_level: Option<(i8, bool)>,
     /// Publisher: keyframe requests received.
     pub keyframe_requests: Vec<Instant>,
     pub publishing: bool,
@@ -112,6 +117,8 @@ impl Browser {
             connected_at: None,
             frames: Vec::new(),
             audio_frames: 0,
+            audio_levels: Vec::new(),
+            audio_level: None,
             keyframe_requests: Vec::new(),
             publishing: false,
             frame_no: 0,
@@ -232,6 +239,8 @@ impl Browser {
                             }
                         } else {
                             self.audio_frames += 1;
+                            self.audio_levels
+                                .push((d.ext_vals.audio_level, d.ext_vals.voice_activity));
                         }
                     }
                     _ => {}
@@ -301,6 +310,10 @@ impl Browser {
                 .map(|p| p.pt());
             if let Some(pt) = pt {
                 let t = (now - start).as_micros() as u64 * 48 / 1000;
+                let w = match self.audio_level {
+                    Some((level, voice)) => w.audio_level(level, voice),
+                    None => w,
+                };
                 w.write(
                     pt,
                     now,
