@@ -21,7 +21,14 @@ pub(crate) struct Peer {
     pub rtc: Rtc,
     pub ufrag: String,
     pub next_timeout: Option<Instant>,
+    /// Waits in the worker's queue of peers to drain.
     pub dirty: bool,
+    /// Its connection changed since its last `poll_output` (an input, a
+    /// timeout, a write, a setting): the drain polls it. A drain for the
+    /// fan-out's packets alone does not: they are sealed with
+    /// `Rtc::send_rtp_now`, which changes no timer and raises no event,
+    /// so the poll would find nothing but the timeout already set.
+    pub poll_due: bool,
     pub connected: bool,
     /// Remote addresses this peer's traffic came from (for demultiplexing),
     /// at most `SfuConfig::max_addrs_per_session`.

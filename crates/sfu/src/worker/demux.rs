@@ -80,6 +80,7 @@ impl Sfu {
                 true
             }
         };
+        p.poll_due = true;
         // str0m's RTP mode holds one received packet until the next
         // poll_output: drain now, before another datagram overwrites it.
         let packets = self.pending_rtp.len();

@@ -541,6 +541,8 @@ impl Sfu {
                     if let Some(tx) = v.rtc.direct_api().stream_tx(&t.ssrc) {
                         tx.write_rtp(write);
                     }
+                    // Queued: the drain polls it out.
+                    v.poll_due = true;
                 }
             }
         }

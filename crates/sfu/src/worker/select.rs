@@ -81,6 +81,8 @@ impl Sfu {
                 Bitrate::bps(min.max(100_000)),
                 Bitrate::bps(desired.max(100_000)),
             );
+            // (The pacer's rates: its next drain polls it.)
+            v.poll_due = true;
         }
         if self.start_from_cache(router_id, viewer, now) {
             // Started on the layer's last keyframe: nothing to ask for.
@@ -173,6 +175,8 @@ impl Sfu {
                 );
                 sent += 1;
             }
+            // Written: the drain polls them out.
+            v.poll_due = true;
             if at < total {
                 // (The drain ticks str0m's clock, which sends the slice.)
                 self.drain_peer(viewer);
