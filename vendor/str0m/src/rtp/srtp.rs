@@ -313,7 +313,7 @@ impl SrtpContext {
             Derived::AeadAes128Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
 
-                let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let iv = gcm_rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
                 let aad = head;
 
                 // Input and output lengths for encryption:
@@ -328,7 +328,7 @@ impl SrtpContext {
             Derived::AeadAes256Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
 
-                let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let iv = gcm_rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
                 let aad = head;
 
                 // Input and output lengths for encryption:
@@ -400,7 +400,7 @@ impl SrtpContext {
                 let roc: u32 = (srtp_index >> 16) as u32;
                 let seq = header.sequence_number;
 
-                let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, seq);
+                let iv = gcm_rtp_iv(*salt, *header.ssrc, roc, seq);
 
                 let (aad, input) = buf.split_at(header.header_len);
                 // Input and output lengths for decryption:
@@ -432,7 +432,7 @@ impl SrtpContext {
                 let roc: u32 = (srtp_index >> 16) as u32;
                 let seq = header.sequence_number;
 
-                let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, seq);
+                let iv = gcm_rtp_iv(*salt, *header.ssrc, roc, seq);
 
                 let (aad, input) = buf.split_at(header.header_len);
                 // Input and output lengths for decryption:
@@ -792,6 +792,22 @@ impl SrtpContext {
 // zeroed: a same-size packet's buffer is not cleared first, where all of
 // it was (~1.2 KB of `memset` per packet sent). The cipher writes every
 // byte after the header.
+/// lumen: the AEAD-GCM IV of an RTP packet (RFC 7714 section 8.1: two
+/// zero bytes, SSRC, ROC and sequence number, XOR the salt), as
+/// `AeadAes128Gcm::rtp_iv` makes it, in a few word operations: that one,
+/// byte by byte in another crate, was ~68 instructions of every packet
+/// sealed or opened.
+#[inline]
+fn gcm_rtp_iv(salt: [u8; 12], ssrc: u32, roc: u32, seq: u16) -> [u8; 12] {
+    let mut wide = [0; 16];
+    wide[4..].copy_from_slice(&salt);
+    let fields = (u128::from(ssrc) << 48) | (u128::from(roc) << 16) | u128::from(seq);
+    let iv = (u128::from_be_bytes(wide) ^ fields).to_be_bytes();
+    let mut out = [0; 12];
+    out.copy_from_slice(&iv[4..]);
+    out
+}
+
 fn sealed_buffer(header: &[u8], len: usize) -> Vec<u8> {
     let mut output = pooled_buffer();
     if output.len() > len {
@@ -1153,6 +1169,32 @@ fn error_details(header: &RtpHeader, srtp_index: u64) -> String {
 mod test {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
+
+    /// lumen: `gcm_rtp_iv` is RFC 7714's IV, as str0m-proto makes it.
+    #[test]
+    fn gcm_rtp_iv_is_the_rfc_iv() {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..1000 {
+            let mut salt = [0; 12];
+            salt[..8].copy_from_slice(&next().to_le_bytes());
+            salt[8..].copy_from_slice(&(next() as u32).to_le_bytes());
+            let (ssrc, roc, seq) = (next() as u32, next() as u32, next() as u16);
+            assert_eq!(
+                gcm_rtp_iv(salt, ssrc, roc, seq),
+                AeadAes128Gcm::rtp_iv(salt, ssrc, roc, seq)
+            );
+            assert_eq!(
+                gcm_rtp_iv(salt, ssrc, roc, seq),
+                AeadAes256Gcm::rtp_iv(salt, ssrc, roc, seq)
+            );
+        }
+    }
 
     use super::*;
 
