@@ -359,7 +359,10 @@ pub struct ExtensionMap([Option<MapEntry>; MAX_ID as usize], KnownIds); // index
 /// `has_user_serializer` too, asked for every packet written: its walk
 /// read the slots' ~11 cache lines, cold for each viewer of a fan-out.
 #[derive(Clone, PartialEq, Eq)]
-struct KnownIds([u8; KNOWN_EXTENSIONS], bool);
+struct KnownIds {
+    ids: [u8; KNOWN_EXTENSIONS],
+    unknown: bool,
+}
 
 /// lumen: the number of [`Extension`] variants other than `UnknownUri`.
 const KNOWN_EXTENSIONS: usize = 14;
@@ -401,7 +404,10 @@ impl ExtensionMap {
     pub fn empty() -> Self {
         ExtensionMap(
             std::array::from_fn(|_| None),
-            KnownIds([0; KNOWN_EXTENSIONS], false),
+            KnownIds {
+                ids: [0; KNOWN_EXTENSIONS],
+                unknown: false,
+            },
         )
     }
 
@@ -418,7 +424,7 @@ impl ExtensionMap {
                 None => {}
             }
         }
-        self.1 = KnownIds(ids, unknown);
+        self.1 = KnownIds { ids, unknown };
     }
 
     /// Creates a map with the "standard" mappings.
@@ -484,7 +490,7 @@ impl ExtensionMap {
         // lumen: a known extension's id is kept (see `KnownIds`). Only
         // `UnknownUri` walks the slots, and compares only with its kind.
         if let Some(k) = e.known_index() {
-            let id = self.1.0[k];
+            let id = self.1.ids[k];
             return (id != 0).then_some(id);
         }
         self.id_of_unknown(e)
@@ -619,7 +625,7 @@ impl ExtensionMap {
     // lumen: see `RtpHeader::write_to`.
     pub(crate) fn has_user_serializer(&self) -> bool {
         // (Kept: see `KnownIds`.)
-        self.1.1
+        self.1.unknown
     }
 
     pub(crate) fn write_to(

@@ -775,6 +775,22 @@ impl SrtpContext {
     }
 }
 
+/// lumen: the AEAD-GCM IV of an RTP packet (RFC 7714 section 8.1: two
+/// zero bytes, SSRC, ROC and sequence number, XOR the salt), as
+/// `AeadAes128Gcm::rtp_iv` makes it, in a few word operations: that one,
+/// byte by byte in another crate, was ~68 instructions of every packet
+/// sealed or opened.
+#[inline]
+fn gcm_rtp_iv(salt: [u8; 12], ssrc: u32, roc: u32, seq: u16) -> [u8; 12] {
+    let mut wide = [0; 16];
+    wide[4..].copy_from_slice(&salt);
+    let fields = (u128::from(ssrc) << 48) | (u128::from(roc) << 16) | u128::from(seq);
+    let iv = (u128::from_be_bytes(wide) ^ fields).to_be_bytes();
+    let mut out = [0; 12];
+    out.copy_from_slice(&iv[4..]);
+    out
+}
+
 /// The output of an AEAD seal: the (authenticated, clear) header followed
 /// by `len - header.len()` bytes the cipher overwrites.
 // lumen: was `vec![0; len]` and a copy of the header afterwards. The
@@ -792,22 +808,6 @@ impl SrtpContext {
 // zeroed: a same-size packet's buffer is not cleared first, where all of
 // it was (~1.2 KB of `memset` per packet sent). The cipher writes every
 // byte after the header.
-/// lumen: the AEAD-GCM IV of an RTP packet (RFC 7714 section 8.1: two
-/// zero bytes, SSRC, ROC and sequence number, XOR the salt), as
-/// `AeadAes128Gcm::rtp_iv` makes it, in a few word operations: that one,
-/// byte by byte in another crate, was ~68 instructions of every packet
-/// sealed or opened.
-#[inline]
-fn gcm_rtp_iv(salt: [u8; 12], ssrc: u32, roc: u32, seq: u16) -> [u8; 12] {
-    let mut wide = [0; 16];
-    wide[4..].copy_from_slice(&salt);
-    let fields = (u128::from(ssrc) << 48) | (u128::from(roc) << 16) | u128::from(seq);
-    let iv = (u128::from_be_bytes(wide) ^ fields).to_be_bytes();
-    let mut out = [0; 12];
-    out.copy_from_slice(&iv[4..]);
-    out
-}
-
 fn sealed_buffer(header: &[u8], len: usize) -> Vec<u8> {
     let mut output = pooled_buffer();
     if output.len() > len {
@@ -1170,6 +1170,8 @@ mod test {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
+    use super::*;
+
     /// lumen: `gcm_rtp_iv` is RFC 7714's IV, as str0m-proto makes it.
     #[test]
     fn gcm_rtp_iv_is_the_rfc_iv() {
@@ -1195,8 +1197,6 @@ mod test {
             );
         }
     }
-
-    use super::*;
 
     /// lumen: an encrypted packet (or a DTLS datagram's copy) is written
     /// into a recycled buffer when the thread has one, with the right
