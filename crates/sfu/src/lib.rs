@@ -56,6 +56,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cipher;
 mod codec;
 mod consumer;
 #[doc(hidden)]
@@ -75,6 +76,7 @@ mod worker;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use cipher::crypto_provider;
 pub use codec::{VideoCodec, is_keyframe_start, picture_size, read_leb128};
 pub use keyframe::KeyframeRequester;
 pub use metrics::{BWE_BPS_BOUNDS, FORWARDING_DELAY_US_BOUNDS, Histogram, Metrics, TTFF_MS_BOUNDS};

@@ -73,6 +73,8 @@ impl LinkOffer {
         local: SocketAddr,
     ) -> Result<LinkOffer, RelayError> {
         let mut config = RtcConfig::new()
+            // SRTP as the SFU seals it (lumen-sfu's cipher module).
+            .set_crypto_provider(std::sync::Arc::new(lumen_sfu::crypto_provider()))
             .set_rtp_mode(true)
             .set_ice_lite(false)
             .clear_codecs();

@@ -135,7 +135,7 @@ impl Sfu {
     pub fn new(config: SfuConfig, now: Instant) -> Self {
         Sfu {
             config,
-            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            crypto: Arc::new(crate::crypto_provider()),
             peers: IdMap::default(),
             next_peer: 1,
             routers: IdMap::default(),

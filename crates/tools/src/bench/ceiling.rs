@@ -3,6 +3,10 @@
 //! on loopback, and nothing else. No SFU can forward faster than this on one
 //! core, so lumen's forwarding rate is reported as a fraction of it.
 //!
+//! The cipher is the SFU's own (`ring`'s AES-GCM, lumen-sfu's
+//! `crypto_provider`), the fastest this machine's CPU allows: a faster
+//! cipher in the SFU raises the ceiling with it, not the ratio.
+//!
 //! Each phase (encrypt only, send only, both) runs for a fixed wall-clock
 //! time on the calling thread; a second thread drains the receiving socket so
 //! the kernel buffer does not fill (drops there would not slow the sender,
@@ -16,8 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, sendmmsg};
+use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use serde::Serialize;
 
 /// Datagrams per `sendmmsg` call.
