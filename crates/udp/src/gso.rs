@@ -52,6 +52,11 @@ pub struct Outbox {
     pub failed: u64,
     /// System calls made to send (`sendmmsg`).
     calls: u64,
+    /// [`Outbox::flush`]'s working lists, kept from one flush to the next
+    /// so that a flush allocates none of them again.
+    order: Vec<usize>,
+    runs: Vec<(SocketAddr, Range<usize>)>,
+    messages: Vec<Message>,
 }
 
 impl Default for Outbox {
@@ -69,6 +74,9 @@ impl Outbox {
             gso: true,
             failed: 0,
             calls: 0,
+            order: Vec::new(),
+            runs: Vec::new(),
+            messages: Vec::new(),
         }
     }
 
@@ -110,14 +118,16 @@ impl Outbox {
             return;
         }
         let queued = std::mem::take(&mut self.queued);
-        let order = by_destination(&queued);
+        let mut order = std::mem::take(&mut self.order);
+        by_destination(&queued, &mut self.runs, &mut order);
         // Every datagram's bytes, in that order; a message is a range of
         // them.
         let iov: Vec<IoSlice<'_>> = order
             .iter()
             .map(|&k| IoSlice::new(&queued[k].contents))
             .collect();
-        let mut messages: Vec<Message> = Vec::new();
+        let mut messages = std::mem::take(&mut self.messages);
+        messages.clear();
         let mut round = 0;
         let mut i = 0;
         while i < order.len() {
@@ -165,8 +175,10 @@ impl Outbox {
                 }
             }
         }
-        // Rounds in order; within one, datagrams alone, then trains by size.
-        messages.sort_by_key(|m| (m.round, m.seg));
+        // Rounds in order; within one, datagrams alone, then trains by size,
+        // then as queued. (Unstable, with the position as the last key:
+        // the same order as a stable sort, without its scratch buffer.)
+        messages.sort_unstable_by_key(|m| (m.round, m.seg, m.parts.start));
         let mut a = 0;
         while a < messages.len() {
             let key = (messages[a].round, messages[a].seg);
@@ -179,7 +191,9 @@ impl Outbox {
             a += n;
         }
         drop(iov);
-        // Keep the allocation for the next drain.
+        // Keep the allocations for the next drain.
+        self.order = order;
+        self.messages = messages;
         self.queued = queued;
         match self.recycle {
             Some(recycle) => self.queued.drain(..).for_each(|d| recycle(d.contents)),
@@ -331,21 +345,28 @@ fn send_many(
     }
 }
 
-/// The indexes of `queued` grouped by destination, each destination's in
-/// the order queued (a stable sort by destination). The runs of one
-/// destination are sorted rather than the datagrams: the SFU drains one
-/// viewer at a time, so a drain's 256 datagrams are a few dozen runs.
-fn by_destination(queued: &[Datagram]) -> Vec<usize> {
-    let mut runs: Vec<(SocketAddr, Range<usize>)> = Vec::new();
+/// Fills `order` with the indexes of `queued` grouped by destination,
+/// each destination's in the order queued (a stable sort by
+/// destination); `runs` is scratch. The runs of one destination are sorted
+/// rather than the datagrams: the SFU drains one viewer at a time, so a
+/// drain's 256 datagrams are a few dozen runs.
+fn by_destination(
+    queued: &[Datagram],
+    runs: &mut Vec<(SocketAddr, Range<usize>)>,
+    order: &mut Vec<usize>,
+) {
+    runs.clear();
     for (i, d) in queued.iter().enumerate() {
         match runs.last_mut() {
             Some((dest, run)) if *dest == d.destination => run.end = i + 1,
             _ => runs.push((d.destination, i..i + 1)),
         }
     }
-    // Stable: a destination's runs keep their order.
-    runs.sort_by_key(|(dest, _)| *dest);
-    runs.into_iter().flat_map(|(_, run)| run).collect()
+    // A destination's runs keep their order: the start breaks the tie (an
+    // unstable sort, without a stable sort's scratch buffer).
+    runs.sort_unstable_by_key(|(dest, run)| (*dest, run.start));
+    order.clear();
+    order.extend(runs.iter().flat_map(|(_, run)| run.clone()));
 }
 
 #[cfg(test)]
@@ -373,6 +394,7 @@ mod tests {
             "[::1]:4000".parse().unwrap(),
             "192.168.1.1:1".parse().unwrap(),
         ];
+        let (mut runs, mut order) = (Vec::new(), Vec::new());
         for case in 0..500 {
             let len = next(300) as usize;
             // Long runs in some drains, single datagrams in others.
@@ -391,9 +413,12 @@ mod tests {
                 .collect();
             let mut expected: Vec<usize> = (0..queued.len()).collect();
             expected.sort_by_key(|&i| queued[i].destination);
-            assert_eq!(by_destination(&queued), expected, "case {case}");
+            // (The lists are reused from case to case, as by a flush.)
+            by_destination(&queued, &mut runs, &mut order);
+            assert_eq!(order, expected, "case {case}");
         }
-        assert!(by_destination(&[]).is_empty());
+        by_destination(&[], &mut runs, &mut order);
+        assert!(order.is_empty());
     }
 
     #[tokio::test]
