@@ -3,9 +3,9 @@
 //! on loopback, and nothing else. No SFU can forward faster than this on one
 //! core, so lumen's forwarding rate is reported as a fraction of it.
 //!
-//! The cipher is the SFU's own (`ring`'s AES-GCM, lumen-sfu's
-//! `crypto_provider`), the fastest this machine's CPU allows: a faster
-//! cipher in the SFU raises the ceiling with it, not the ratio.
+//! The cipher is the SFU's own (`ring`'s AES-GCM, as lumen-sfu's
+//! `crypto_provider` seals SRTP), so a faster cipher in the SFU raises
+//! the ceiling with it rather than the ratio.
 //!
 //! Each phase (encrypt only, send only, both) runs for a fixed wall-clock
 //! time on the calling thread; a second thread drains the receiving socket so
