@@ -76,6 +76,8 @@ pub async fn start_server() -> TestServer {
 /// A server on [`lumen_signaling::Config::ephemeral`] changed by `configure`.
 pub async fn start_server_with(configure: impl FnOnce(&mut lumen_signaling::Config)) -> TestServer {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_dirs_of_ended_runs);
     let dir = std::env::temp_dir().join(format!(
         "lumen-e2e-{}-{}",
         std::process::id(),
@@ -92,5 +94,33 @@ pub async fn start_server_with(configure: impl FnOnce(&mut lumen_signaling::Conf
         running: Some(running),
         url,
         dir,
+    }
+}
+
+/// Removes the data directories earlier test processes left behind. A
+/// server dropped at the end of a test is told to stop, and its directory
+/// removed, but its tasks (the recorder's segments, the spool) can still
+/// write into it, and recreate it, until the test's runtime is gone. Only
+/// directories named by this file (`lumen-e2e-PID-N`) of processes that
+/// have ended are removed.
+fn remove_dirs_of_ended_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("lumen-e2e-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u32>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        let ended = pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if ended {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
