@@ -117,8 +117,8 @@ fn remove_dirs_of_ended_runs() {
         else {
             continue;
         };
-        let ended = pid != std::process::id()
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let ended =
+            pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists();
         if ended {
             let _ = std::fs::remove_dir_all(entry.path());
         }
