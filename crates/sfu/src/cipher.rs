@@ -229,49 +229,35 @@ impl GcmCipher {
     }
 }
 
-impl AeadAes128GcmCipher for GcmCipher {
-    fn encrypt(
-        &mut self,
-        iv: &[u8; 12],
-        aad: &[u8],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<(), CryptoError> {
-        self.seal(iv, aad, input, output)
-    }
+/// The two AES-GCM cipher traits, one interface: the key's length is the
+/// only difference, and the key is already in the cipher.
+macro_rules! gcm_cipher {
+    ($($cipher:ident),*) => {$(
+        impl $cipher for GcmCipher {
+            fn encrypt(
+                &mut self,
+                iv: &[u8; 12],
+                aad: &[u8],
+                input: &[u8],
+                output: &mut [u8],
+            ) -> Result<(), CryptoError> {
+                self.seal(iv, aad, input, output)
+            }
 
-    fn decrypt(
-        &mut self,
-        iv: &[u8; 12],
-        aads: &[&[u8]],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        self.open(iv, aads, input, output)
-    }
+            fn decrypt(
+                &mut self,
+                iv: &[u8; 12],
+                aads: &[&[u8]],
+                input: &[u8],
+                output: &mut [u8],
+            ) -> Result<usize, CryptoError> {
+                self.open(iv, aads, input, output)
+            }
+        }
+    )*};
 }
 
-impl AeadAes256GcmCipher for GcmCipher {
-    fn encrypt(
-        &mut self,
-        iv: &[u8; 12],
-        aad: &[u8],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<(), CryptoError> {
-        self.seal(iv, aad, input, output)
-    }
-
-    fn decrypt(
-        &mut self,
-        iv: &[u8; 12],
-        aads: &[&[u8]],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        self.open(iv, aads, input, output)
-    }
-}
+gcm_cipher!(AeadAes128GcmCipher, AeadAes256GcmCipher);
 
 #[cfg(test)]
 mod tests;

@@ -483,7 +483,7 @@ impl Sfu {
                     marker: pkt.marker,
                     nackable: kind == MediaKind::Video,
                     at: now,
-                    ext: (pkt.ext != ExtensionValues::default()).then(|| pkt.ext.clone()),
+                    ext: (!pkt.ext.is_empty()).then(|| pkt.ext.clone()),
                 });
                 self.chunk.len() - 1
             });

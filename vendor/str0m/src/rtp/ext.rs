@@ -1022,8 +1022,9 @@ pub struct ExtensionValues {
 impl ExtensionValues {
     /// Whether no value is set: equal to `ExtensionValues::default()`, told
     /// without building one and comparing field by field.
-    // lumen: asked for every packet the RTX cache keeps.
-    pub(crate) fn is_empty(&self) -> bool {
+    // lumen: asked for every packet the RTX cache keeps, and by lumen's
+    // fan-out for every packet it forwards.
+    pub fn is_empty(&self) -> bool {
         // Destructured so that a new field cannot be forgotten here.
         let ExtensionValues {
             audio_level,
