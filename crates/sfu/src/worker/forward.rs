@@ -188,6 +188,8 @@ impl Sfu {
         if self.pending_rtp.is_empty() {
             // (A hold always has a packet waiting; none left, none holds.)
             self.holding.clear();
+            // The ring to the front of its buffer (see `Sfu::poll_output`).
+            self.pending_rtp.clear();
             return false;
         }
         if !self.holding.is_empty() {
