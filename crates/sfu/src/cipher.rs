@@ -26,6 +26,13 @@ use str0m::crypto::{
 /// Bytes of the authentication tag after the ciphertext.
 const TAG_LEN: usize = 16;
 
+/// The error for an output buffer too short for what goes into it.
+fn short_output(cipher: &str, output: usize, needed: usize) -> CryptoError {
+    CryptoError::Other(format!(
+        "{cipher}: {output} bytes of output where {needed} are needed"
+    ))
+}
+
 /// str0m's default crypto provider with these SRTP ciphers: the one every
 /// peer of an [`Sfu`](crate::Sfu) uses.
 pub fn crypto_provider() -> CryptoProvider {
@@ -99,11 +106,7 @@ impl Aes128CmSha1_80Cipher for CmCipher {
         output: &mut [u8],
     ) -> Result<(), CryptoError> {
         let Some(body) = output.get_mut(..input.len()) else {
-            return Err(CryptoError::Other(format!(
-                "AES-CM: {} bytes of output for {} bytes",
-                output.len(),
-                input.len()
-            )));
+            return Err(short_output("AES-CM", output.len(), input.len()));
         };
         body.copy_from_slice(input);
         let iv = aws_lc_rs::iv::FixedLength::from(*iv);
@@ -171,10 +174,7 @@ impl GcmCipher {
     ) -> Result<(), CryptoError> {
         let len = input.len();
         if output.len() < len + TAG_LEN {
-            return Err(CryptoError::Other(format!(
-                "AES-GCM: {} bytes of output for {len} bytes and the tag",
-                output.len()
-            )));
+            return Err(short_output("AES-GCM", output.len(), len + TAG_LEN));
         }
         let (body, rest) = output.split_at_mut(len);
         body.copy_from_slice(input);
@@ -199,10 +199,7 @@ impl GcmCipher {
             return Err(CryptoError::Other("AES-GCM: shorter than its tag".into()));
         };
         if output.len() < len {
-            return Err(CryptoError::Other(format!(
-                "AES-GCM: {} bytes of output for {len} bytes",
-                output.len()
-            )));
+            return Err(short_output("AES-GCM", output.len(), len));
         }
         let (ciphertext, tag) = input.split_at(len);
         let tag = Tag::try_from(tag).expect("16 bytes");
